@@ -1,0 +1,961 @@
+//! Write transactions: the one publication door of the graph.
+//!
+//! A transaction stages inserts, updates and deletes across tables. Staging
+//! coerces values to their declared types; everything that depends on the
+//! branch's state is checked at commit. `commit` then:
+//!
+//! 1. takes the branch write lock and reads the branch head;
+//! 2. resolves the staged operations against the head, and fails with a
+//!    retryable [`Error::Conflict`] if a row this transaction updates or
+//!    deletes, or a key it inserts, changed since the transaction began;
+//! 3. validates the result (required properties, `@range`, `@check`,
+//!    `@key`/`@unique`, edge endpoints) and cascades node deletes to edges;
+//! 4. writes every touched table to Lance (rolling back versions left by an
+//!    interrupted commit first);
+//! 5. publishes the next manifest of the branch: the atomic step.
+//!
+//! A failure before 5 restores the tables it wrote; a crash before 5 leaves
+//! Lance versions that no manifest refers to, which readers never see and
+//! the next commit rolls back.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::error::{Error, Result, ViolationKind};
+use crate::failpoints::{self, names};
+use crate::graph::{Graph, ID_CHUNK, ReadRef, Snapshot, in_filter, owns};
+use crate::manifest::{CommitInfo, FORMAT_VERSION, Manifest, now_us};
+use crate::schema::{Catalog, PropType, RangeBound, ScalarType, TypeKind};
+use crate::storage::TableEntry;
+use crate::value::{
+    self, Record, Value, coerce, key_id, quote_ident, records_to_batch, sql_literal, unknown_type,
+};
+
+/// A staged change to one row, already merged with earlier changes to the
+/// same id in this transaction.
+#[derive(Debug, Clone)]
+enum Pending {
+    /// A new row; the id must not exist on the branch.
+    Insert(Record),
+    /// Insert, or replace the whole row if the id exists (load `merge`).
+    Upsert(Record),
+    /// Change only the given properties of an existing row.
+    Update(BTreeMap<String, Value>),
+    /// Remove the row; `must_exist` is false when the row may be one this
+    /// transaction upserted and that never existed.
+    Delete { must_exist: bool },
+}
+
+#[derive(Debug, Default, Clone)]
+struct TableChanges {
+    rows: BTreeMap<String, (Pending, Option<usize>)>,
+    /// Replace the table's whole content with the staged rows.
+    overwrite: bool,
+}
+
+/// Row counts of one table in one commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone)]
+pub struct CommitSummary {
+    pub commit: CommitInfo,
+    pub tables: BTreeMap<String, TableStats>,
+    /// Edges deleted because a node they touch was deleted.
+    pub cascaded_edges: u64,
+}
+
+/// A write transaction on one branch. See the module docs.
+pub struct WriteTxn {
+    graph: Graph,
+    branch: String,
+    actor: String,
+    message: String,
+    base: Snapshot,
+    tables: BTreeMap<String, TableChanges>,
+}
+
+impl WriteTxn {
+    pub(crate) async fn begin(graph: Graph, branch: &str, actor: &str) -> Result<WriteTxn> {
+        let base = graph.snapshot(&ReadRef::Branch(branch.to_string())).await?;
+        Ok(WriteTxn {
+            graph,
+            branch: branch.to_string(),
+            actor: actor.to_string(),
+            message: String::new(),
+            base,
+            tables: BTreeMap::new(),
+        })
+    }
+
+    pub fn set_message(&mut self, message: impl Into<String>) {
+        self.message = message.into();
+    }
+
+    /// The snapshot the transaction started from.
+    pub fn base(&self) -> &Snapshot {
+        &self.base
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables
+            .values()
+            .all(|t| t.rows.is_empty() && !t.overwrite)
+    }
+
+    fn catalog(&self) -> &Catalog {
+        self.graph.catalog()
+    }
+
+    fn kind(&self, type_name: &str) -> Result<TypeKind> {
+        self.catalog()
+            .kind_of(type_name)
+            .ok_or_else(|| unknown_type(self.catalog(), type_name))
+    }
+
+    /// Coerce staged properties to their declared types; unknown names are errors.
+    fn coerce_props(
+        &self,
+        type_name: &str,
+        props: BTreeMap<String, Value>,
+    ) -> Result<BTreeMap<String, Value>> {
+        let declared = self.catalog().properties(type_name).unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for (name, v) in props {
+            let Some(p) = declared.iter().find(|p| p.name == name) else {
+                let known: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
+                return Err(Error::violation(
+                    ViolationKind::UnknownProperty,
+                    type_name,
+                    &name,
+                    v.display(),
+                    format!(
+                        "{type_name} has no property '{name}' (properties: {})",
+                        known.join(", ")
+                    ),
+                ));
+            };
+            out.insert(name, coerce(type_name, p, v)?);
+        }
+        Ok(out)
+    }
+
+    /// The id a node row gets: its `@key` text, else `explicit`, else a new ULID.
+    fn node_id(
+        &self,
+        type_name: &str,
+        props: &BTreeMap<String, Value>,
+        explicit: Option<String>,
+    ) -> Result<String> {
+        let node = self
+            .catalog()
+            .node(type_name)
+            .ok_or_else(|| unknown_type(self.catalog(), type_name))?;
+        let Some(key) = &node.key else {
+            return Ok(explicit.unwrap_or_else(|| ulid::Ulid::new().to_string()));
+        };
+        let mut parts = Vec::with_capacity(key.len());
+        for k in key {
+            match props.get(k) {
+                Some(v) if !v.is_null() => parts.push(v.clone()),
+                _ => {
+                    return Err(Error::violation(
+                        ViolationKind::MissingRequired,
+                        type_name,
+                        k,
+                        "NULL",
+                        format!("{type_name}.{k} is the @key and needs a value"),
+                    ));
+                }
+            }
+        }
+        let id = key_id(&parts)?;
+        if let Some(e) = explicit
+            && e != id
+        {
+            return Err(Error::violation(
+                ViolationKind::KeyUpdate,
+                type_name,
+                "id",
+                e.clone(),
+                format!("explicit id '{e}' does not match the @key value '{id}' of {type_name}"),
+            ));
+        }
+        Ok(id)
+    }
+
+    fn stage(
+        &mut self,
+        type_name: &str,
+        id: String,
+        change: Pending,
+        line: Option<usize>,
+    ) -> Result<()> {
+        let table = self.tables.entry(type_name.to_string()).or_default();
+        let merged = match (table.rows.remove(&id), change) {
+            (None, c) => c,
+            (Some((Pending::Delete { .. }, _)), Pending::Insert(r) | Pending::Upsert(r)) => {
+                Pending::Upsert(r)
+            }
+            (Some((Pending::Delete { .. }, _)), Pending::Update(_)) => {
+                return Err(Error::violation(
+                    ViolationKind::NotFound,
+                    type_name,
+                    "id",
+                    id.clone(),
+                    format!("{type_name} '{id}' was deleted earlier in this transaction"),
+                ));
+            }
+            (Some((_, _)), Pending::Insert(_)) => {
+                return Err(Error::violation(
+                    ViolationKind::DuplicateKey,
+                    type_name,
+                    "id",
+                    id.clone(),
+                    format!("duplicate key: {type_name} '{id}' is inserted twice"),
+                ));
+            }
+            (Some((Pending::Insert(_), _)), Pending::Upsert(r)) => Pending::Insert(r),
+            (Some((_, _)), Pending::Upsert(r)) => Pending::Upsert(r),
+            (Some((Pending::Insert(mut r), _)), Pending::Update(p)) => {
+                r.props.extend(p);
+                Pending::Insert(r)
+            }
+            (Some((Pending::Upsert(mut r), _)), Pending::Update(p)) => {
+                r.props.extend(p);
+                Pending::Upsert(r)
+            }
+            (Some((Pending::Update(mut old), _)), Pending::Update(p)) => {
+                old.extend(p);
+                Pending::Update(old)
+            }
+            (Some((Pending::Insert(_), _)), Pending::Delete { .. }) => return Ok(()),
+            (Some((Pending::Upsert(_), _)), Pending::Delete { .. }) => {
+                Pending::Delete { must_exist: false }
+            }
+            (Some((Pending::Update(_), _)), Pending::Delete { .. }) => {
+                Pending::Delete { must_exist: true }
+            }
+            (Some((d @ Pending::Delete { .. }, _)), Pending::Delete { .. }) => d,
+        };
+        table.rows.insert(id, (merged, line));
+        Ok(())
+    }
+
+    /// Stage a new node; returns its id. Fails at commit if the id exists.
+    pub fn insert_node(
+        &mut self,
+        type_name: &str,
+        props: BTreeMap<String, Value>,
+    ) -> Result<String> {
+        self.add_node(type_name, props, None, false, None)
+    }
+
+    /// Stage a node insert or whole-row replacement by id (upsert).
+    pub fn upsert_node(
+        &mut self,
+        type_name: &str,
+        props: BTreeMap<String, Value>,
+    ) -> Result<String> {
+        self.add_node(type_name, props, None, true, None)
+    }
+
+    /// The general form: an explicit id (must equal the key for keyed types),
+    /// upsert or strict insert, and the NDJSON line for error messages.
+    pub fn add_node(
+        &mut self,
+        type_name: &str,
+        props: BTreeMap<String, Value>,
+        explicit_id: Option<String>,
+        upsert: bool,
+        line: Option<usize>,
+    ) -> Result<String> {
+        if self.kind(type_name)? != TypeKind::Node {
+            return Err(Error::InvalidArgument(format!(
+                "{type_name} is an edge type; insert it as an edge"
+            )));
+        }
+        let run = || -> Result<(String, Record)> {
+            let props = self.coerce_props(type_name, props)?;
+            let id = self.node_id(type_name, &props, explicit_id)?;
+            Ok((
+                id.clone(),
+                Record {
+                    id,
+                    endpoints: None,
+                    props,
+                },
+            ))
+        };
+        let (id, record) = run().map_err(|e| e.at_line(line))?;
+        let change = if upsert {
+            Pending::Upsert(record)
+        } else {
+            Pending::Insert(record)
+        };
+        self.stage(type_name, id.clone(), change, line)
+            .map_err(|e| e.at_line(line))?;
+        Ok(id)
+    }
+
+    /// Stage a new edge from node id `src` to node id `dst`; returns its id.
+    pub fn insert_edge(
+        &mut self,
+        type_name: &str,
+        src: &str,
+        dst: &str,
+        props: BTreeMap<String, Value>,
+    ) -> Result<String> {
+        self.add_edge(type_name, src, dst, props, None, false, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_edge(
+        &mut self,
+        type_name: &str,
+        src: &str,
+        dst: &str,
+        props: BTreeMap<String, Value>,
+        explicit_id: Option<String>,
+        upsert: bool,
+        line: Option<usize>,
+    ) -> Result<String> {
+        if self.kind(type_name)? != TypeKind::Edge {
+            return Err(Error::InvalidArgument(format!(
+                "{type_name} is a node type; insert it as a node"
+            )));
+        }
+        let props = self
+            .coerce_props(type_name, props)
+            .map_err(|e| e.at_line(line))?;
+        let id = explicit_id.unwrap_or_else(|| ulid::Ulid::new().to_string());
+        let record = Record {
+            id: id.clone(),
+            endpoints: Some((src.to_string(), dst.to_string())),
+            props,
+        };
+        let change = if upsert {
+            Pending::Upsert(record)
+        } else {
+            Pending::Insert(record)
+        };
+        self.stage(type_name, id.clone(), change, line)
+            .map_err(|e| e.at_line(line))?;
+        Ok(id)
+    }
+
+    /// Stage a partial update: only the given properties change.
+    pub fn update(
+        &mut self,
+        type_name: &str,
+        id: &str,
+        props: BTreeMap<String, Value>,
+    ) -> Result<()> {
+        self.kind(type_name)?;
+        if let Some(node) = self.catalog().node(type_name)
+            && let Some(k) = node.key.iter().flatten().find(|k| props.contains_key(*k))
+        {
+            return Err(Error::violation(
+                ViolationKind::KeyUpdate,
+                type_name,
+                k,
+                props.get(k).map(Value::display).unwrap_or_default(),
+                format!(
+                    "{type_name}.{k} is the @key and cannot be updated; delete the node and insert it again"
+                ),
+            ));
+        }
+        let props = self.coerce_props(type_name, props)?;
+        self.stage(type_name, id.to_string(), Pending::Update(props), None)
+    }
+
+    /// Stage a delete by id. Deleting a node also deletes its edges.
+    pub fn delete(&mut self, type_name: &str, id: &str) -> Result<()> {
+        self.kind(type_name)?;
+        self.stage(
+            type_name,
+            id.to_string(),
+            Pending::Delete { must_exist: true },
+            None,
+        )
+    }
+
+    /// Replace the whole content of a table with the rows staged for it.
+    pub fn overwrite(&mut self, type_name: &str) -> Result<()> {
+        self.kind(type_name)?;
+        self.tables
+            .entry(type_name.to_string())
+            .or_default()
+            .overwrite = true;
+        Ok(())
+    }
+
+    /// Validate and publish as one commit. `Ok(None)` when nothing was staged.
+    pub async fn commit(self) -> Result<Option<CommitSummary>> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let branch_ref = self.graph.branch_ref(&self.branch).await?;
+        let _lock = crate::lock::acquire(
+            self.graph.storage(),
+            &branch_ref.id,
+            &self.branch,
+            self.graph.inner.options.lock_timeout,
+        )
+        .await?;
+        let head_manifest = self.graph.meta().head(&branch_ref.id).await?;
+        let head = self
+            .graph
+            .snapshot(&ReadRef::Commit(head_manifest.commit.id.clone()))
+            .await?;
+        let plan = self.resolve(&head).await?;
+        self.apply(plan, head_manifest, &branch_ref.id)
+            .await
+            .map(Some)
+    }
+
+    /// Resolve the staged changes against the head: conflict checks,
+    /// validation and cascades. Pure reads; nothing is written.
+    async fn resolve(&self, head: &Snapshot) -> Result<Plan> {
+        let moved = head.commit().id != self.base.commit().id;
+        let mut plan = Plan::default();
+        for (type_name, changes) in &self.tables {
+            let ids: Vec<&str> = changes.rows.keys().map(String::as_str).collect();
+            let existing = head.rows_by_id(type_name, &ids).await?;
+            // Rows whose head state differs from the state this transaction
+            // started from were changed by a concurrent commit.
+            let changed_since_base: HashSet<String> =
+                if moved && head.table(type_name)? != self.base.table(type_name)? {
+                    let before = self.base.rows_by_id(type_name, &ids).await?;
+                    ids.iter()
+                        .filter(|id| before.get(**id) != existing.get(**id))
+                        .map(|id| id.to_string())
+                        .collect()
+                } else {
+                    HashSet::new()
+                };
+            let conflict = |id: &str| Error::Conflict {
+                branch: self.branch.clone(),
+                message: format!("{type_name} '{id}' was changed by a concurrent commit"),
+            };
+            let tp = plan.tables.entry(type_name.clone()).or_default();
+            if changes.overwrite {
+                tp.remove_all = true;
+                tp.stats.deleted = head.count(type_name).await?;
+            }
+            for (id, (change, line)) in &changes.rows {
+                let current = existing.get(id);
+                let fail = |e: Error| e.at_line(*line);
+                match change {
+                    Pending::Insert(r) => {
+                        if current.is_some() && !changes.overwrite {
+                            if changed_since_base.contains(id) {
+                                return Err(conflict(id));
+                            }
+                            return Err(fail(Error::violation(
+                                ViolationKind::DuplicateKey,
+                                type_name,
+                                "id",
+                                id.clone(),
+                                format!(
+                                    "duplicate key: {type_name} '{id}' already exists on branch '{}'",
+                                    self.branch
+                                ),
+                            )));
+                        }
+                        tp.new_rows.push((r.clone(), *line));
+                        tp.stats.inserted += 1;
+                    }
+                    Pending::Upsert(r) => {
+                        if changed_since_base.contains(id) {
+                            return Err(conflict(id));
+                        }
+                        if current.is_some() && !changes.overwrite {
+                            tp.removed.insert(id.clone());
+                            tp.stats.updated += 1;
+                        } else {
+                            tp.stats.inserted += 1;
+                        }
+                        tp.new_rows.push((r.clone(), *line));
+                    }
+                    Pending::Update(props) => {
+                        if changed_since_base.contains(id) {
+                            return Err(conflict(id));
+                        }
+                        let Some(cur) = current else {
+                            return Err(fail(not_found(type_name, id, &self.branch)));
+                        };
+                        let mut r = cur.clone();
+                        r.props.extend(props.clone());
+                        tp.removed.insert(id.clone());
+                        tp.new_rows.push((r, *line));
+                        tp.stats.updated += 1;
+                    }
+                    Pending::Delete { must_exist } => {
+                        if changed_since_base.contains(id) {
+                            return Err(conflict(id));
+                        }
+                        match current {
+                            Some(_) => {
+                                tp.removed.insert(id.clone());
+                                tp.stats.deleted += 1;
+                                if self.catalog().node(type_name).is_some() {
+                                    plan.deleted_nodes
+                                        .entry(type_name.clone())
+                                        .or_default()
+                                        .insert(id.clone());
+                                }
+                            }
+                            None if *must_exist => {
+                                return Err(fail(not_found(type_name, id, &self.branch)));
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+        }
+        self.cascade(head, &mut plan).await?;
+        self.validate(head, &plan).await?;
+        Ok(plan)
+    }
+
+    /// Deleting a node deletes the edges that touch it.
+    async fn cascade(&self, head: &Snapshot, plan: &mut Plan) -> Result<()> {
+        let deleted = plan.deleted_nodes.clone();
+        for (node_type, ids) in &deleted {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            for edge in self.catalog().edges_touching(node_type) {
+                let mut ends = Vec::new();
+                if edge.from == *node_type {
+                    ends.push("src");
+                }
+                if edge.to == *node_type {
+                    ends.push("dst");
+                }
+                for chunk in ids.chunks(ID_CHUNK) {
+                    let filter = ends
+                        .iter()
+                        .map(|c| in_filter(c, chunk.iter().copied()))
+                        .collect::<Vec<_>>()
+                        .join(" OR ");
+                    for r in head.read_where(&edge.name, Some(&filter)).await? {
+                        let tp = plan.tables.entry(edge.name.clone()).or_default();
+                        if tp.remove_all || !tp.removed.insert(r.id.clone()) {
+                            continue;
+                        }
+                        tp.stats.deleted += 1;
+                        plan.cascaded_edges += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Check the rows this commit writes against the catalog and the head.
+    async fn validate(&self, head: &Snapshot, plan: &Plan) -> Result<()> {
+        let catalog = self.catalog();
+        for (type_name, tp) in &plan.tables {
+            let props = catalog.properties(type_name).unwrap_or_default();
+            for (r, line) in &tp.new_rows {
+                let fail = |e: Error| e.at_line(*line);
+                for p in props {
+                    if !p.nullable && r.prop(&p.name).is_null() {
+                        return Err(fail(Error::violation(
+                            ViolationKind::MissingRequired,
+                            type_name,
+                            &p.name,
+                            "NULL",
+                            format!(
+                                "{type_name}.{} is required ({}) but '{}' has no value",
+                                p.name,
+                                p.ty.describe(),
+                                r.id
+                            ),
+                        )));
+                    }
+                }
+                if let Some(node) = catalog.node(type_name) {
+                    for rc in &node.ranges {
+                        let v = match r.prop(&rc.property) {
+                            Value::Int(i) => *i as f64,
+                            Value::UInt(u) => *u as f64,
+                            Value::Float(f) => *f,
+                            _ => continue,
+                        };
+                        let below = matches!(rc.lo, RangeBound::Inclusive(lo) if v < lo);
+                        let above = matches!(rc.hi, RangeBound::Inclusive(hi) if v > hi);
+                        if below || above {
+                            return Err(fail(Error::violation(
+                                ViolationKind::ConstraintViolation,
+                                type_name,
+                                &rc.property,
+                                r.prop(&rc.property).display(),
+                                format!(
+                                    "{type_name}.{} = {} is outside its @range",
+                                    rc.property,
+                                    r.prop(&rc.property).display()
+                                ),
+                            )));
+                        }
+                    }
+                    for (prop, pattern) in &node.checks {
+                        if let Value::String(s) = r.prop(prop) {
+                            let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+                                .map_err(|e| Error::Internal(format!("@check pattern: {e}")))?;
+                            if !re.is_match(s) {
+                                return Err(fail(Error::violation(
+                                    ViolationKind::ConstraintViolation,
+                                    type_name,
+                                    prop,
+                                    s.clone(),
+                                    format!(
+                                        "{type_name}.{prop} = '{s}' does not match @check(\"{pattern}\")"
+                                    ),
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+            self.check_unique(head, type_name, tp).await?;
+            if let Some(edge) = catalog.edge(type_name) {
+                self.check_endpoints(head, plan, type_name, &edge.from, &edge.to, tp)
+                    .await?;
+            }
+        }
+        // Overwriting a node table must not strand edges in tables this
+        // commit leaves alone.
+        for (type_name, tp) in &plan.tables {
+            if !tp.remove_all || catalog.node(type_name).is_none() {
+                continue;
+            }
+            let new_ids: HashSet<&str> = tp.new_rows.iter().map(|(r, _)| r.id.as_str()).collect();
+            for edge in catalog.edges_touching(type_name) {
+                if plan.tables.get(&edge.name).is_some_and(|t| t.remove_all) {
+                    continue;
+                }
+                let pending = plan.tables.get(&edge.name);
+                for r in head.read_all(&edge.name).await? {
+                    if pending.is_some_and(|t| t.removed.contains(&r.id)) {
+                        continue;
+                    }
+                    let Some((src, dst)) = &r.endpoints else {
+                        continue;
+                    };
+                    for (end, node_id, node_type) in
+                        [("src", src, &edge.from), ("dst", dst, &edge.to)]
+                    {
+                        if node_type == type_name && !new_ids.contains(node_id.as_str()) {
+                            return Err(Error::violation(
+                                ViolationKind::DanglingEdge,
+                                &edge.name,
+                                end,
+                                node_id.clone(),
+                                format!(
+                                    "overwriting {type_name} would leave {} '{}' pointing at missing {type_name} '{node_id}'",
+                                    edge.name, r.id
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_unique(&self, head: &Snapshot, type_name: &str, tp: &TablePlan) -> Result<()> {
+        let catalog = self.catalog();
+        let tuples: Vec<&Vec<String>> = match catalog.node(type_name) {
+            Some(n) => n.unique.iter().collect(),
+            None => catalog
+                .edge(type_name)
+                .map(|e| e.unique.iter().collect())
+                .unwrap_or_default(),
+        };
+        let props = catalog.properties(type_name).unwrap_or_default();
+        for cols in tuples {
+            let mut seen: HashMap<Vec<String>, &str> = HashMap::new();
+            let mut probes: Vec<(Vec<Value>, &Record, Option<usize>)> = Vec::new();
+            for (r, line) in &tp.new_rows {
+                let vals: Vec<Value> = cols.iter().map(|c| r.column(c)).collect();
+                if vals.iter().any(Value::is_null) {
+                    continue; // NULLs never collide
+                }
+                let key: Vec<String> = vals.iter().map(Value::display).collect();
+                if let Some(other) = seen.insert(key.clone(), &r.id) {
+                    return Err(
+                        unique_violation(type_name, cols, &key, other, &r.id).at_line(*line)
+                    );
+                }
+                probes.push((vals, r, *line));
+            }
+            for chunk in probes.chunks(256) {
+                let filter = chunk
+                    .iter()
+                    .map(|(vals, _, _)| {
+                        let parts: Vec<String> = cols
+                            .iter()
+                            .zip(vals)
+                            .map(|(c, v)| {
+                                Ok(format!(
+                                    "{} = {}",
+                                    quote_ident(c),
+                                    filter_literal(props, c, v)?
+                                ))
+                            })
+                            .collect::<Result<_>>()?;
+                        Ok(format!("({})", parts.join(" AND ")))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+                    .join(" OR ");
+                for other in head.read_where(type_name, Some(&filter)).await? {
+                    if tp.remove_all || tp.removed.contains(&other.id) {
+                        continue;
+                    }
+                    let theirs: Vec<String> =
+                        cols.iter().map(|c| other.column(c).display()).collect();
+                    if let Some((_, mine, line)) = chunk.iter().find(|(v, r, _)| {
+                        r.id != other.id
+                            && v.iter().map(Value::display).collect::<Vec<_>>() == theirs
+                    }) {
+                        return Err(unique_violation(
+                            type_name, cols, &theirs, &other.id, &mine.id,
+                        )
+                        .at_line(*line));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every written edge's endpoints must exist on the branch after this commit.
+    async fn check_endpoints(
+        &self,
+        head: &Snapshot,
+        plan: &Plan,
+        type_name: &str,
+        from: &str,
+        to: &str,
+        tp: &TablePlan,
+    ) -> Result<()> {
+        for (end, node_type) in [("src", from), ("dst", to)] {
+            let node_plan = plan.tables.get(node_type);
+            let inserted: HashSet<&str> = node_plan
+                .map(|t| t.new_rows.iter().map(|(r, _)| r.id.as_str()).collect())
+                .unwrap_or_default();
+            let gone = |id: &str| node_plan.is_some_and(|t| t.remove_all || t.removed.contains(id));
+            let wanted: BTreeSet<&str> = tp
+                .new_rows
+                .iter()
+                .filter_map(|(r, _)| {
+                    r.endpoints.as_ref().map(|e| {
+                        if end == "src" {
+                            e.0.as_str()
+                        } else {
+                            e.1.as_str()
+                        }
+                    })
+                })
+                .filter(|id| !inserted.contains(id))
+                .collect();
+            let wanted: Vec<&str> = wanted.into_iter().collect();
+            let found = head.rows_by_id(node_type, &wanted).await?;
+            for (r, line) in &tp.new_rows {
+                let Some((s, d)) = &r.endpoints else { continue };
+                let id = if end == "src" { s } else { d };
+                if inserted.contains(id.as_str()) || (found.contains_key(id) && !gone(id)) {
+                    continue;
+                }
+                return Err(Error::violation(
+                    ViolationKind::DanglingEdge,
+                    type_name,
+                    end,
+                    id.clone(),
+                    format!(
+                        "{type_name} '{}': {end} {node_type} '{id}' does not exist on branch '{}'",
+                        r.id, self.branch
+                    ),
+                )
+                .at_line(*line));
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the plan to Lance and publish it. Runs under the branch lock.
+    async fn apply(self, plan: Plan, head: Manifest, branch_id: &str) -> Result<CommitSummary> {
+        let storage = self.graph.storage();
+        let mut tables = head.tables.clone();
+        let mut written: Vec<(String, TableEntry)> = Vec::new();
+        let result: Result<()> = async {
+            for (type_name, tp) in &plan.tables {
+                if tp.new_rows.is_empty() && tp.removed.is_empty() && !tp.remove_all {
+                    continue;
+                }
+                let pinned = tables
+                    .get(type_name)
+                    .cloned()
+                    .ok_or_else(|| unknown_type(self.catalog(), type_name))?;
+                // First write on this branch: fork the table; otherwise drop
+                // what an interrupted commit may have left after the pin.
+                let mut entry = if owns(&pinned, branch_id) {
+                    let (version, _) = self
+                        .graph
+                        .roll_back_unpublished(type_name, &pinned, branch_id)
+                        .await?;
+                    TableEntry {
+                        version,
+                        ..pinned.clone()
+                    }
+                } else {
+                    storage.fork(type_name, &pinned, branch_id).await?
+                };
+                written.push((type_name.clone(), entry.clone()));
+                let mut ds = storage.open(type_name, &entry).await?;
+                if tp.remove_all {
+                    ds = storage.delete(ds, "true").await?;
+                } else {
+                    let ids: Vec<&str> = tp.removed.iter().map(String::as_str).collect();
+                    for chunk in ids.chunks(ID_CHUNK) {
+                        ds = storage
+                            .delete(ds, &in_filter("id", chunk.iter().copied()))
+                            .await?;
+                    }
+                }
+                let records: Vec<&Record> = tp.new_rows.iter().map(|(r, _)| r).collect();
+                let batches = records
+                    .chunks(8192)
+                    .map(|c| records_to_batch(self.catalog(), type_name, c))
+                    .collect::<Result<Vec<_>>>()?;
+                ds = storage.append(ds, batches).await?;
+                entry.version = ds.version_id();
+                tables.insert(type_name.clone(), entry);
+                failpoints::hit(names::COMMIT_BETWEEN_TABLES)?;
+            }
+            failpoints::hit(names::COMMIT_BEFORE_PUBLISH)?;
+            Ok(())
+        }
+        .await;
+        let commit = CommitInfo {
+            id: ulid::Ulid::new().to_string(),
+            parents: vec![head.commit.id.clone()],
+            branch: self.branch.clone(),
+            actor: self.actor.clone(),
+            message: self.message.clone(),
+            committed_at_us: now_us(),
+        };
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            branch_id: branch_id.to_string(),
+            seq: head.seq + 1,
+            commit,
+            tables,
+        };
+        let published = match result {
+            Ok(()) => self.publish(&manifest).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = published {
+            // Undo what this attempt wrote; if that fails too, the next commit
+            // or `recover` rolls it back, and readers never see it meanwhile.
+            for (type_name, entry) in &written {
+                let _ = self
+                    .graph
+                    .roll_back_unpublished(type_name, entry, branch_id)
+                    .await;
+            }
+            return Err(e);
+        }
+        Ok(CommitSummary {
+            commit: manifest.commit,
+            tables: plan.tables.into_iter().map(|(k, v)| (k, v.stats)).collect(),
+            cascaded_edges: plan.cascaded_edges,
+        })
+    }
+
+    async fn publish(&self, m: &Manifest) -> Result<()> {
+        let meta = self.graph.meta();
+        meta.write_commit_pointer(&m.commit.id, &m.branch_id, m.seq)
+            .await?;
+        if !meta.publish(m).await? {
+            return Err(Error::Conflict {
+                branch: self.branch.clone(),
+                message: "another writer published first without holding the branch lock".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct TablePlan {
+    /// Ids whose current rows are deleted (updated rows are deleted and re-added).
+    removed: HashSet<String>,
+    remove_all: bool,
+    new_rows: Vec<(Record, Option<usize>)>,
+    stats: TableStats,
+}
+
+#[derive(Debug, Default)]
+struct Plan {
+    tables: BTreeMap<String, TablePlan>,
+    deleted_nodes: BTreeMap<String, BTreeSet<String>>,
+    cascaded_edges: u64,
+}
+
+fn not_found(type_name: &str, id: &str, branch: &str) -> Error {
+    Error::violation(
+        ViolationKind::NotFound,
+        type_name,
+        "id",
+        id,
+        format!("{type_name} '{id}' does not exist on branch '{branch}'"),
+    )
+}
+
+fn unique_violation(type_name: &str, cols: &[String], key: &[String], a: &str, b: &str) -> Error {
+    let value = key.join(", ");
+    Error::violation(
+        ViolationKind::UniqueViolation,
+        type_name,
+        &cols.join(", "),
+        value.clone(),
+        format!(
+            "@unique violation on {type_name}({}): value ({value}) held by '{a}' and '{b}'",
+            cols.join(", ")
+        ),
+    )
+}
+
+/// A literal for a Lance filter comparing `column` with `v`.
+fn filter_literal(props: &[crate::schema::Property], column: &str, v: &Value) -> Result<String> {
+    let ty = props.iter().find(|p| p.name == column).map(|p| &p.ty);
+    Ok(match (ty, v) {
+        (_, Value::String(s)) => sql_literal(s),
+        (_, Value::Bool(b)) => b.to_string(),
+        (_, Value::Int(i)) => i.to_string(),
+        (_, Value::UInt(u)) => u.to_string(),
+        (Some(PropType::Scalar(ScalarType::F32)), Value::Float(f)) => {
+            format!("arrow_cast({f:?}, 'Float32')")
+        }
+        (_, Value::Float(f)) => format!("{f:?}"),
+        (_, Value::Date(_)) => format!("date {}", sql_literal(&v.display())),
+        (_, Value::DateTime(us)) => {
+            format!("arrow_cast({us}, 'Timestamp(Microsecond, Some(\"UTC\"))')")
+        }
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "@unique on a {} value",
+                value::Value::display(v)
+            )));
+        }
+    })
+}

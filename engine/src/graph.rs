@@ -1,0 +1,558 @@
+//! The graph handle: create and open graphs, read snapshots, manage
+//! branches, read the commit log, and start write transactions.
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lance::Dataset;
+
+use crate::commit::WriteTxn;
+use crate::error::{Error, Result};
+use crate::manifest::{
+    self, BranchRef, CommitInfo, FORMAT_VERSION, GraphMeta, MAIN, Manifest, Meta, now_us,
+};
+use crate::schema::{Catalog, TypeKind, parse_schema};
+use crate::storage::{Storage, TableEntry};
+use crate::value::{
+    Record, batch_to_records, quote_ident, sql_literal, table_schema, unknown_type,
+};
+
+/// What to read: the head of a branch, or the state a commit published.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReadRef {
+    Branch(String),
+    Commit(String),
+}
+
+impl ReadRef {
+    pub fn main() -> ReadRef {
+        ReadRef::Branch(MAIN.to_string())
+    }
+}
+
+impl std::fmt::Display for ReadRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadRef::Branch(b) => write!(f, "branch '{b}'"),
+            ReadRef::Commit(c) => write!(f, "commit '{c}'"),
+        }
+    }
+}
+
+/// Tunables of a graph handle.
+#[derive(Debug, Clone)]
+pub struct GraphOptions {
+    /// How long a commit waits for its branch's write lock.
+    pub lock_timeout: Duration,
+}
+
+impl Default for GraphOptions {
+    fn default() -> Self {
+        GraphOptions {
+            lock_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A branch as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchInfo {
+    pub name: String,
+    pub head_commit: String,
+    pub created_at_us: i64,
+}
+
+pub(crate) struct Inner {
+    pub storage: Storage,
+    pub catalog: Catalog,
+    pub schema_source: String,
+    pub options: GraphOptions,
+}
+
+/// An open graph. Cheap to clone; every clone shares one Lance session.
+#[derive(Clone)]
+pub struct Graph {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) fn table_path(kind: TypeKind, name: &str) -> String {
+    match kind {
+        TypeKind::Node => format!("nodes/{name}"),
+        TypeKind::Edge => format!("edges/{name}"),
+    }
+}
+
+impl Graph {
+    /// Create an empty graph at `uri` from `.pg` schema text.
+    pub async fn create(uri: &str, schema_source: &str, actor: &str) -> Result<Graph> {
+        let catalog = parse_schema(schema_source)?;
+        let storage = Storage::new(uri).await?;
+        let meta = Meta { storage: &storage };
+        if meta.read_graph_meta().await?.is_some() {
+            return Err(Error::GraphExists {
+                uri: uri.to_string(),
+            });
+        }
+        // Tables first, the main manifest next, graph.json last: a graph is
+        // complete exactly when graph.json exists.
+        let mut tables = BTreeMap::new();
+        for name in catalog.type_names() {
+            let kind = catalog
+                .kind_of(name)
+                .ok_or_else(|| Error::Internal(format!("type {name} vanished")))?;
+            let path = table_path(kind, name);
+            let version = match storage
+                .create_table(&path, table_schema(&catalog, name)?)
+                .await
+            {
+                Ok(v) => v,
+                Err(Error::Storage(msg)) if msg.contains("already exists") => {
+                    // Left behind by a create that did not finish.
+                    storage
+                        .store
+                        .remove_dir_all(storage.base.clone().join("nodes").join(name))
+                        .await
+                        .ok();
+                    storage
+                        .store
+                        .remove_dir_all(storage.base.clone().join("edges").join(name))
+                        .await
+                        .ok();
+                    storage
+                        .create_table(&path, table_schema(&catalog, name)?)
+                        .await?
+                }
+                Err(e) => return Err(e),
+            };
+            tables.insert(
+                name.to_string(),
+                TableEntry {
+                    path,
+                    lance_branch: None,
+                    version,
+                },
+            );
+        }
+        meta.write_schema(schema_source).await?;
+        let commit = CommitInfo {
+            id: ulid::Ulid::new().to_string(),
+            parents: vec![],
+            branch: MAIN.to_string(),
+            actor: actor.to_string(),
+            message: "create graph".to_string(),
+            committed_at_us: now_us(),
+        };
+        let m = Manifest {
+            format_version: FORMAT_VERSION,
+            branch_id: MAIN.to_string(),
+            seq: 0,
+            commit,
+            tables,
+        };
+        meta.write_commit_pointer(&m.commit.id, MAIN, 0).await?;
+        if !meta.publish(&m).await? {
+            return Err(Error::GraphExists {
+                uri: uri.to_string(),
+            });
+        }
+        let main = BranchRef {
+            name: MAIN.into(),
+            id: MAIN.into(),
+            created_at_us: m.commit.committed_at_us,
+            from_commit: None,
+        };
+        meta.create_ref(&main).await?;
+        if !meta
+            .write_graph_meta(&GraphMeta {
+                format_version: FORMAT_VERSION,
+                created_at_us: now_us(),
+            })
+            .await?
+        {
+            return Err(Error::GraphExists {
+                uri: uri.to_string(),
+            });
+        }
+        Graph::open(uri).await
+    }
+
+    /// Open an existing graph.
+    pub async fn open(uri: &str) -> Result<Graph> {
+        Self::open_with(uri, GraphOptions::default()).await
+    }
+
+    pub async fn open_with(uri: &str, options: GraphOptions) -> Result<Graph> {
+        let storage = Storage::new(uri).await?;
+        let meta = Meta { storage: &storage };
+        let gm = meta
+            .read_graph_meta()
+            .await?
+            .ok_or_else(|| Error::GraphNotFound {
+                uri: uri.to_string(),
+            })?;
+        if gm.format_version != FORMAT_VERSION {
+            return Err(Error::Unsupported(format!(
+                "the graph at '{uri}' has storage format {} but this build reads format {FORMAT_VERSION}",
+                gm.format_version
+            )));
+        }
+        let schema_source = meta
+            .read_schema()
+            .await?
+            .ok_or_else(|| Error::GraphNotFound {
+                uri: uri.to_string(),
+            })?;
+        let catalog = parse_schema(&schema_source)?;
+        Ok(Graph {
+            inner: Arc::new(Inner {
+                storage,
+                catalog,
+                schema_source,
+                options,
+            }),
+        })
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.inner.storage.root_uri
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// The schema source the graph was created with.
+    pub fn schema_source(&self) -> &str {
+        &self.inner.schema_source
+    }
+
+    pub(crate) fn meta(&self) -> Meta<'_> {
+        Meta {
+            storage: &self.inner.storage,
+        }
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    pub(crate) async fn branch_ref(&self, name: &str) -> Result<BranchRef> {
+        self.meta()
+            .read_ref(name)
+            .await?
+            .ok_or_else(|| Error::BranchNotFound {
+                name: name.to_string(),
+            })
+    }
+
+    /// A consistent view of the whole graph at a branch head or a commit.
+    pub async fn snapshot(&self, at: &ReadRef) -> Result<Snapshot> {
+        match at {
+            ReadRef::Branch(name) => {
+                let r = self.branch_ref(name).await?;
+                let manifest = self.meta().head(&r.id).await?;
+                Ok(Snapshot {
+                    graph: self.clone(),
+                    branch: Some(name.clone()),
+                    manifest,
+                })
+            }
+            ReadRef::Commit(id) => {
+                let manifest = self.meta().manifest_of_commit(id).await?;
+                Ok(Snapshot {
+                    graph: self.clone(),
+                    branch: None,
+                    manifest,
+                })
+            }
+        }
+    }
+
+    /// Create a branch from a branch head or a commit. Copies no table data:
+    /// the new branch's manifest pins the same table versions.
+    pub async fn branch_create(&self, name: &str, from: &ReadRef) -> Result<BranchInfo> {
+        manifest::check_branch_name(name)?;
+        if name == MAIN || self.meta().read_ref(name).await?.is_some() {
+            return Err(Error::BranchExists {
+                name: name.to_string(),
+            });
+        }
+        let source = self.snapshot(from).await?;
+        let id = ulid::Ulid::new().to_string();
+        let m = Manifest {
+            format_version: FORMAT_VERSION,
+            branch_id: id.clone(),
+            seq: 0,
+            commit: source.manifest.commit.clone(),
+            tables: source.manifest.tables.clone(),
+        };
+        if !self.meta().publish(&m).await? {
+            return Err(Error::Internal(format!(
+                "fresh branch id {id} already has a manifest"
+            )));
+        }
+        crate::failpoints::hit(crate::failpoints::names::BRANCH_CREATE_BEFORE_REF)?;
+        let r = BranchRef {
+            name: name.to_string(),
+            id,
+            created_at_us: now_us(),
+            from_commit: Some(m.commit.id.clone()),
+        };
+        if !self.meta().create_ref(&r).await? {
+            return Err(Error::BranchExists {
+                name: name.to_string(),
+            });
+        }
+        Ok(BranchInfo {
+            name: r.name,
+            head_commit: m.commit.id,
+            created_at_us: r.created_at_us,
+        })
+    }
+
+    /// Delete a branch. Its commits stay readable by id until cleanup.
+    pub async fn branch_delete(&self, name: &str) -> Result<()> {
+        if name == MAIN {
+            return Err(Error::CannotDeleteMain);
+        }
+        let r = self.branch_ref(name).await?;
+        // Wait out any commit in flight so it does not publish into a deleted branch.
+        let _lock =
+            crate::lock::acquire(self.storage(), &r.id, name, self.inner.options.lock_timeout)
+                .await?;
+        self.meta().delete_ref(name).await
+    }
+
+    pub async fn branch_list(&self) -> Result<Vec<BranchInfo>> {
+        let mut out = Vec::new();
+        for r in self.meta().list_refs().await? {
+            let head = self.meta().head(&r.id).await?;
+            out.push(BranchInfo {
+                name: r.name,
+                head_commit: head.commit.id,
+                created_at_us: r.created_at_us,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Commits reachable from a branch head, newest first.
+    pub async fn log(&self, branch: &str, limit: usize) -> Result<Vec<CommitInfo>> {
+        let head = self
+            .snapshot(&ReadRef::Branch(branch.to_string()))
+            .await?
+            .manifest
+            .commit;
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut queue = BinaryHeap::new();
+        seen.insert(head.id.clone());
+        queue.push(LogEntry(head));
+        while let Some(LogEntry(c)) = queue.pop() {
+            if out.len() >= limit {
+                break;
+            }
+            for p in &c.parents {
+                if seen.insert(p.clone()) {
+                    // A parent made unreachable by cleanup ends that line of history.
+                    match self.meta().manifest_of_commit(p).await {
+                        Ok(m) => queue.push(LogEntry(m.commit)),
+                        Err(Error::CommitNotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    /// Start a write transaction on a branch.
+    pub async fn begin(&self, branch: &str, actor: &str) -> Result<WriteTxn> {
+        WriteTxn::begin(self.clone(), branch, actor).await
+    }
+
+    /// Roll back what interrupted commits left on a branch's tables (Lance
+    /// versions beyond the published ones). Commits do this themselves for
+    /// the tables they write; this does it for every table. Returns the types
+    /// whose tables were rolled back.
+    pub async fn recover(&self, branch: &str) -> Result<Vec<String>> {
+        let r = self.branch_ref(branch).await?;
+        let _lock = crate::lock::acquire(
+            self.storage(),
+            &r.id,
+            branch,
+            self.inner.options.lock_timeout,
+        )
+        .await?;
+        let head = self.meta().head(&r.id).await?;
+        let mut restored = Vec::new();
+        for (name, t) in &head.tables {
+            if self.roll_back_unpublished(name, t, &r.id).await?.1 {
+                restored.push(name.clone());
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Under the branch lock: make the latest Lance version of `t`'s branch
+    /// hold exactly `t`'s data, restoring it if an interrupted commit left
+    /// other versions after it. Returns the version to write on and whether
+    /// a restore was needed. Tables still pinned to a parent branch's
+    /// lineage are not ours to touch.
+    pub(crate) async fn roll_back_unpublished(
+        &self,
+        type_name: &str,
+        t: &TableEntry,
+        branch_id: &str,
+    ) -> Result<(u64, bool)> {
+        if !owns(t, branch_id) {
+            return Ok((t.version, false));
+        }
+        let pinned = self.storage().open(type_name, t).await?;
+        let latest_version = self.storage().latest_version(&pinned).await?;
+        if latest_version == t.version {
+            return Ok((t.version, false));
+        }
+        // An earlier recovery may already have restored it (same fragments).
+        let latest = self
+            .storage()
+            .open(
+                type_name,
+                &TableEntry {
+                    version: latest_version,
+                    ..t.clone()
+                },
+            )
+            .await?;
+        if latest.manifest().fragments == pinned.manifest().fragments
+            && latest.schema() == pinned.schema()
+        {
+            return Ok((latest_version, false));
+        }
+        Ok((self.storage().restore(type_name, t).await?, true))
+    }
+}
+
+/// Whether a table pin lives in the branch's own Lance lineage (as opposed
+/// to a parent's, which the branch forks on first write).
+pub(crate) fn owns(t: &TableEntry, branch_id: &str) -> bool {
+    match &t.lance_branch {
+        None => branch_id == MAIN,
+        Some(b) => b == branch_id,
+    }
+}
+
+/// Orders commits for the log: newest first, ties by id.
+struct LogEntry(CommitInfo);
+
+impl PartialEq for LogEntry {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.id == o.0.id
+    }
+}
+impl Eq for LogEntry {}
+impl PartialOrd for LogEntry {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for LogEntry {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.0.committed_at_us, &self.0.id).cmp(&(o.0.committed_at_us, &o.0.id))
+    }
+}
+
+/// An immutable view of every table of the graph at one commit.
+#[derive(Clone)]
+pub struct Snapshot {
+    graph: Graph,
+    branch: Option<String>,
+    pub(crate) manifest: Manifest,
+}
+
+/// How many ids go into one `id IN (...)` filter.
+pub(crate) const ID_CHUNK: usize = 4096;
+
+impl Snapshot {
+    /// The branch read, or `None` for a snapshot pinned to a commit.
+    pub fn branch(&self) -> Option<&str> {
+        self.branch.as_deref()
+    }
+
+    /// The commit whose state this is.
+    pub fn commit(&self) -> &CommitInfo {
+        &self.manifest.commit
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The pinned table of a type.
+    pub fn table(&self, type_name: &str) -> Result<&TableEntry> {
+        self.manifest
+            .tables
+            .get(type_name)
+            .ok_or_else(|| unknown_type(self.graph.catalog(), type_name))
+    }
+
+    /// The Lance dataset of a type at this snapshot's version.
+    pub async fn dataset(&self, type_name: &str) -> Result<Dataset> {
+        self.graph
+            .storage()
+            .open(type_name, self.table(type_name)?)
+            .await
+    }
+
+    pub async fn count(&self, type_name: &str) -> Result<u64> {
+        let ds = self.dataset(type_name).await?;
+        self.graph.storage().count(&ds, None).await
+    }
+
+    /// Every row of a type, ordered by id.
+    pub async fn read_all(&self, type_name: &str) -> Result<Vec<Record>> {
+        self.read_where(type_name, None).await
+    }
+
+    /// Rows of a type matching a Lance SQL filter, ordered by id.
+    pub async fn read_where(&self, type_name: &str, filter: Option<&str>) -> Result<Vec<Record>> {
+        let ds = self.dataset(type_name).await?;
+        let columns = self.columns(type_name)?;
+        let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let mut out = Vec::new();
+        for b in self.graph.storage().scan(&ds, &cols, filter).await? {
+            out.extend(batch_to_records(&b)?);
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    fn columns(&self, type_name: &str) -> Result<Vec<String>> {
+        let schema = table_schema(self.graph.catalog(), type_name)?;
+        Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+    }
+
+    /// Rows with the given ids (missing ids are absent from the map).
+    pub async fn rows_by_id(
+        &self,
+        type_name: &str,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Record>> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(ID_CHUNK) {
+            let filter = in_filter("id", chunk.iter().copied());
+            for r in self.read_where(type_name, Some(&filter)).await? {
+                out.insert(r.id.clone(), r);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `column IN ('a', 'b')` for a Lance filter.
+pub(crate) fn in_filter<'a>(column: &str, values: impl Iterator<Item = &'a str>) -> String {
+    let list: Vec<String> = values.map(sql_literal).collect();
+    format!("{} IN ({})", quote_ident(column), list.join(", "))
+}

@@ -1,0 +1,49 @@
+//! omnigraph-engine: a versioned property graph stored in Lance.
+//!
+//! ```text
+//!  frontends (Postgres FDW, SQL shell)
+//!        |  Graph / Snapshot / WriteTxn
+//!  +-----v------------------------------------------------------+
+//!  | graph     open/create, snapshots, branches, log, recover    |
+//!  | commit    write transactions: resolve, validate, publish    |
+//!  | load      NDJSON -> one commit                              |
+//!  | manifest  refs, per-branch manifest chain (put-if-absent)   |  ours (L2)
+//!  | lock      per-branch cross-process write lock               |
+//!  | schema    .pg language -> Catalog;  value: Arrow <-> values |
+//!  +-----+------------------------------------------------------+
+//!        |  storage: the only caller of Lance
+//!  +-----v------------------------------------------------------+
+//!  | Lance datasets (one per type), branches, versions, restore  |  Lance (L1)
+//!  +------------------------------------------------------------+
+//! ```
+//! A commit becomes visible by publishing the next manifest of its branch
+//! with put-if-absent; readers pin table versions from one manifest, so
+//! they see all of a commit or none of it. See docs/dev/architecture.md.
+
+#![forbid(unsafe_code)]
+
+mod commit;
+mod error;
+pub mod failpoints;
+mod graph;
+mod load;
+mod lock;
+mod manifest;
+pub mod schema;
+mod storage;
+pub mod value;
+
+pub use commit::{CommitSummary, TableStats, WriteTxn};
+pub use error::{Error, Result, Violation, ViolationKind};
+pub use graph::{BranchInfo, Graph, GraphOptions, ReadRef, Snapshot};
+pub use load::LoadMode;
+pub use manifest::{CommitInfo, MAIN, check_branch_name};
+pub use storage::TableEntry;
+pub use value::{Record, Value};
+
+/// Re-exports for frontends that scan tables themselves.
+pub mod deps {
+    pub use arrow_array;
+    pub use arrow_schema;
+    pub use lance;
+}

@@ -1,0 +1,64 @@
+//! The per-branch write lock that serialises the publish step of commits
+//! across processes (many Postgres backends, a CLI).
+//!
+//! Writers prepare and validate without it; they hold it only from "read the
+//! branch head" to "publish the next manifest". While it is held, the Lance
+//! versions of the branch's tables are committed in the same order as the
+//! manifests that publish them, so any Lance version beyond the published
+//! one can only be left over from an interrupted commit and is rolled back.
+//!
+//! On a local file system the lock is an advisory `flock` on
+//! `_graph/locks/<branch id>.lock`, released by the kernel when a process
+//! dies. Object stores need a lease object instead (docs/dev/architecture.md).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+/// Held while a commit publishes; dropping it releases the lock.
+#[derive(Debug)]
+pub(crate) struct BranchLock {
+    _file: File,
+}
+
+pub(crate) async fn acquire(
+    storage: &Storage,
+    branch_id: &str,
+    branch: &str,
+    timeout: Duration,
+) -> Result<BranchLock> {
+    let Some(dir) = storage.local_dir() else {
+        return Err(Error::Unsupported(format!(
+            "writing to a graph on an object store ({}) needs the lease-based write lock, which is not implemented yet; \
+             reads work, and writes work on a local file system",
+            storage.root_uri
+        )));
+    };
+    let lock_dir = dir.join("_graph").join("locks");
+    std::fs::create_dir_all(&lock_dir)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_dir.join(format!("{branch_id}.lock")))?;
+    let start = Instant::now();
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(BranchLock { _file: file }),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => return Err(e.into()),
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::LockTimeout {
+                branch: branch.to_string(),
+                waited_ms: start.elapsed().as_millis() as u64,
+            });
+        }
+        // Polling keeps the wait cancellable: dropping the future abandons it.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(25));
+    }
+}

@@ -1,0 +1,326 @@
+//! The graph's own metadata under `<root>/_graph/`: branch refs, the chain of
+//! manifests per branch, and commit pointers. See docs/dev/storage.md.
+//!
+//! A manifest is the whole published state of one branch after one commit:
+//! the commit record and the `(path, lance_branch, version)` pin of every
+//! table. Manifests of a branch are numbered 0, 1, 2, ... and each is created
+//! with put-if-absent, so publishing seq `n+1` is the compare-and-swap that
+//! makes a commit visible, atomically, to every reader in every process.
+
+use std::collections::BTreeMap;
+
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::{Storage, TableEntry};
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const MAIN: &str = "main";
+
+/// `graph.json`: marks a complete graph (written last by `create`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphMeta {
+    pub format_version: u32,
+    pub created_at_us: i64,
+}
+
+/// One commit of the graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitInfo {
+    /// A ULID.
+    pub id: String,
+    /// Parent commit ids: none for the first commit, one for an ordinary
+    /// commit, two for a merge (first parent = the branch's previous head).
+    pub parents: Vec<String>,
+    /// The branch the commit was made on.
+    pub branch: String,
+    pub actor: String,
+    pub message: String,
+    /// Microseconds since the Unix epoch.
+    pub committed_at_us: i64,
+}
+
+/// The published state of one branch after one commit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub branch_id: String,
+    pub seq: u64,
+    pub commit: CommitInfo,
+    /// Type name -> table pin.
+    pub tables: BTreeMap<String, TableEntry>,
+}
+
+/// A branch ref: the name users see and the id its storage is keyed by, so a
+/// deleted and re-created name never sees the old branch's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchRef {
+    pub name: String,
+    pub id: String,
+    pub created_at_us: i64,
+    /// The commit the branch started from (none for `main`).
+    pub from_commit: Option<String>,
+}
+
+/// Where a commit was published: `branches/<branch_id>/<seq>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CommitPointer {
+    branch_id: String,
+    seq: u64,
+}
+
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Branch names: `/`-separated segments of ASCII letters, digits, `.`, `-`
+/// and `_`; the same rules as Lance and git refs, so names can appear in
+/// paths and in `IMPORT FOREIGN SCHEMA`.
+pub fn check_branch_name(name: &str) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(Error::InvalidBranchName {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > 200 {
+        return bad("it is longer than 200 characters");
+    }
+    for seg in name.split('/') {
+        if seg.is_empty() {
+            return bad("it has an empty path segment");
+        }
+        if seg.starts_with('.') || seg.ends_with(".lock") || seg.contains("..") {
+            return bad("segments may not start with '.', contain '..' or end in '.lock'");
+        }
+        if !seg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            return bad("use only ASCII letters, digits, '.', '-', '_' and '/'");
+        }
+    }
+    Ok(())
+}
+
+fn ref_file(name: &str) -> String {
+    // '~' cannot occur in a valid name, so the encoding is reversible.
+    format!("{}.json", name.replace('/', "~"))
+}
+
+fn manifest_file(seq: u64) -> String {
+    format!("{seq:020}.json")
+}
+
+pub(crate) struct Meta<'a> {
+    pub storage: &'a Storage,
+}
+
+impl Meta<'_> {
+    fn refs_dir(&self) -> Path {
+        self.storage.meta_path("refs")
+    }
+
+    fn manifest_path(&self, branch_id: &str, seq: u64) -> Path {
+        self.storage
+            .meta_path(&format!("branches/{branch_id}/{}", manifest_file(seq)))
+    }
+
+    fn head_hint_path(&self, branch_id: &str) -> Path {
+        self.storage
+            .meta_path(&format!("branches/{branch_id}/HEAD"))
+    }
+
+    fn commit_path(&self, id: &str) -> Path {
+        self.storage.meta_path(&format!("commits/{id}.json"))
+    }
+
+    pub async fn read_graph_meta(&self) -> Result<Option<GraphMeta>> {
+        match self
+            .storage
+            .get(&self.storage.meta_path("graph.json"))
+            .await?
+        {
+            Some(b) => Ok(Some(serde_json::from_slice(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn write_graph_meta(&self, meta: &GraphMeta) -> Result<bool> {
+        self.storage
+            .put_if_absent(
+                &self.storage.meta_path("graph.json"),
+                serde_json::to_vec_pretty(meta)?,
+            )
+            .await
+    }
+
+    pub async fn read_schema(&self) -> Result<Option<String>> {
+        Ok(self
+            .storage
+            .get(&self.storage.meta_path("schema.pg"))
+            .await?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    pub async fn write_schema(&self, src: &str) -> Result<()> {
+        self.storage
+            .put(&self.storage.meta_path("schema.pg"), src.as_bytes())
+            .await
+    }
+
+    pub async fn read_ref(&self, name: &str) -> Result<Option<BranchRef>> {
+        let path = self.refs_dir().join(ref_file(name));
+        match self.storage.get(&path).await? {
+            Some(b) => Ok(Some(serde_json::from_slice(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Create a ref; `false` when the name is taken.
+    pub async fn create_ref(&self, r: &BranchRef) -> Result<bool> {
+        let path = self.refs_dir().join(ref_file(&r.name));
+        self.storage
+            .put_if_absent(&path, serde_json::to_vec_pretty(r)?)
+            .await
+    }
+
+    pub async fn delete_ref(&self, name: &str) -> Result<()> {
+        self.storage
+            .delete_object(&self.refs_dir().join(ref_file(name)))
+            .await
+    }
+
+    pub async fn list_refs(&self) -> Result<Vec<BranchRef>> {
+        let mut out = Vec::new();
+        for path in self.storage.list_objects(&self.refs_dir()).await? {
+            // A ref deleted between the listing and the read is skipped.
+            if let Some(bytes) = self.storage.get(&path).await? {
+                out.push(serde_json::from_slice::<BranchRef>(&bytes)?);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub async fn read_manifest(&self, branch_id: &str, seq: u64) -> Result<Option<Manifest>> {
+        match self
+            .storage
+            .get(&self.manifest_path(branch_id, seq))
+            .await?
+        {
+            Some(b) => Ok(Some(serde_json::from_slice(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest manifest of a branch. The HEAD hint is only a starting
+    /// point (it is written after the publish and may lag); the manifests
+    /// themselves are the truth, so we probe forward from it.
+    pub async fn head(&self, branch_id: &str) -> Result<Manifest> {
+        let hint = match self.storage.get(&self.head_hint_path(branch_id)).await? {
+            Some(b) => String::from_utf8_lossy(&b)
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0),
+            None => 0,
+        };
+        let mut seq = hint;
+        if !self
+            .storage
+            .exists(&self.manifest_path(branch_id, seq))
+            .await?
+        {
+            seq = 0;
+        }
+        // Gallop forward, then binary-search the last existing seq.
+        let mut step = 1u64;
+        while self
+            .storage
+            .exists(&self.manifest_path(branch_id, seq + step))
+            .await?
+        {
+            seq += step;
+            step *= 2;
+        }
+        let (mut lo, mut hi) = (seq, seq + step);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self
+                .storage
+                .exists(&self.manifest_path(branch_id, mid))
+                .await?
+            {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        self.read_manifest(branch_id, lo)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("branch {branch_id} has no manifest")))
+    }
+
+    /// Record where a commit is about to be published. Written before the
+    /// publish, so every published commit has a pointer; a pointer whose
+    /// manifest does not carry the commit is from a failed attempt.
+    pub async fn write_commit_pointer(
+        &self,
+        commit_id: &str,
+        branch_id: &str,
+        seq: u64,
+    ) -> Result<()> {
+        let p = CommitPointer {
+            branch_id: branch_id.to_string(),
+            seq,
+        };
+        self.storage
+            .put(&self.commit_path(commit_id), &serde_json::to_vec(&p)?)
+            .await
+    }
+
+    /// Publish a manifest: `false` when another writer took that seq first.
+    pub async fn publish(&self, m: &Manifest) -> Result<bool> {
+        let bytes = serde_json::to_vec_pretty(m)?;
+        if !self
+            .storage
+            .put_if_absent(&self.manifest_path(&m.branch_id, m.seq), bytes)
+            .await?
+        {
+            return Ok(false);
+        }
+        // The hint is advisory: failing to write it costs a longer probe only.
+        let _ = self
+            .storage
+            .put(
+                &self.head_hint_path(&m.branch_id),
+                m.seq.to_string().as_bytes(),
+            )
+            .await;
+        Ok(true)
+    }
+
+    /// The manifest that a commit published.
+    pub async fn manifest_of_commit(&self, commit_id: &str) -> Result<Manifest> {
+        let not_found = || Error::CommitNotFound {
+            id: commit_id.to_string(),
+        };
+        if commit_id.is_empty() || !commit_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(not_found());
+        }
+        let bytes = self
+            .storage
+            .get(&self.commit_path(commit_id))
+            .await?
+            .ok_or_else(not_found)?;
+        let ptr: CommitPointer = serde_json::from_slice(&bytes)?;
+        match self.read_manifest(&ptr.branch_id, ptr.seq).await? {
+            Some(m) if m.commit.id == commit_id => Ok(m),
+            _ => Err(not_found()),
+        }
+    }
+}

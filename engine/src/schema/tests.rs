@@ -1,0 +1,235 @@
+use super::*;
+
+const SOCIAL: &str = include_str!("../../../examples/social/schema.pg");
+const TEST: &str = include_str!("../../tests/fixtures/test.pg");
+const CONTEXT: &str = include_str!("../../tests/fixtures/context.pg");
+
+#[test]
+fn sample_schemas_parse() {
+    let c = parse_schema(TEST).unwrap();
+    assert_eq!(
+        c.type_names(),
+        vec!["Person", "Company", "Knows", "WorksAt"]
+    );
+    let person = c.node("Person").unwrap();
+    assert_eq!(person.key, Some(vec!["name".to_string()]));
+    assert!(
+        person
+            .properties
+            .iter()
+            .any(|p| p.name == "age" && p.nullable && p.ty == PropType::Scalar(ScalarType::I32))
+    );
+    let knows = c.edge("Knows").unwrap();
+    assert_eq!(
+        (knows.from.as_str(), knows.to.as_str()),
+        ("Person", "Person")
+    );
+    assert!(c.edge("WorksAt").unwrap().properties.is_empty());
+}
+
+#[test]
+fn social_example_parses_with_interfaces_enums_and_lists() {
+    let c = parse_schema(SOCIAL).unwrap();
+    let person = c.node("Person").unwrap();
+    let names: Vec<&str> = person.properties.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "name", "slug", "age", "email", "status", "tags", "joinedOn", "score"
+        ]
+    );
+    let status = person
+        .properties
+        .iter()
+        .find(|p| p.name == "status")
+        .unwrap();
+    assert_eq!(
+        status.ty,
+        PropType::Enum(vec!["active".into(), "on-leave".into(), "retired".into()])
+    );
+    assert_eq!(person.unique, vec![vec!["email".to_string()]]);
+    assert_eq!(
+        c.edge("Knows").unwrap().unique,
+        vec![vec!["src".to_string(), "dst".to_string()]]
+    );
+    assert_eq!(c.edge("WorksAt").unwrap().card, Some((0, Some(1))));
+    assert_eq!(c.node("Company").unwrap().ranges.len(), 1);
+}
+
+#[test]
+fn reference_style_schema_parses_unchanged() {
+    let c = parse_schema(CONTEXT).unwrap();
+    let signal = c.node("Signal").unwrap();
+    assert_eq!(signal.key, Some(vec!["slug".into()]));
+    assert_eq!(
+        signal.checks,
+        vec![("code".to_string(), "[A-Z]{3}-[0-9]+".to_string())]
+    );
+    assert_eq!(signal.ranges[0].lo, RangeBound::Inclusive(-40.0));
+    assert_eq!(signal.ranges[1].hi, RangeBound::Unbounded);
+    assert!(signal.annotations.iter().any(|a| a.name == "description"));
+    let ty = |n: &str| {
+        signal
+            .properties
+            .iter()
+            .find(|p| p.name == n)
+            .unwrap()
+            .ty
+            .clone()
+    };
+    assert_eq!(ty("embedding"), PropType::Vector(4));
+    assert_eq!(ty("weights"), PropType::List(ScalarType::F32));
+    assert_eq!(ty("raw"), PropType::Scalar(ScalarType::Blob));
+    let decision = c.node("Decision").unwrap();
+    assert_eq!(decision.properties[0].name, "slug");
+    assert!(decision.properties.iter().any(|p| p.name == "description"));
+    assert_eq!(
+        c.node("Account").unwrap().key,
+        Some(vec!["region".into(), "number".into()])
+    );
+    assert_eq!(c.edge("Authored").unwrap().card, Some((1, None)));
+    let full_name = &c.node("Account").unwrap().properties[0];
+    assert_eq!(full_name.annotations[0].name, "rename_from");
+}
+
+#[test]
+fn unicode_in_comments_and_blank_lines() {
+    let src =
+        "// ünïcödé ✓ 東京\n\n\n/* 🚀 block\n   comment */\nnode A { x: I64 // trailing ✓\n}\n";
+    let c = parse_schema(src).unwrap();
+    assert_eq!(c.nodes[0].properties[0].name, "x");
+}
+
+/// Each malformed schema, the line and column the error must point at, and a
+/// fragment of the message.
+const MALFORMED: &[(&str, usize, usize, &str)] = &[
+    ("node Person {\n    name String\n}", 2, 10, "expected ':'"),
+    (
+        "node Person {\n    name: Strin\n}",
+        2,
+        11,
+        "did you mean 'String'",
+    ),
+    ("node Person {\n    name: String\n", 3, 1, "missing '}'"),
+    ("node person { x: I32 }", 1, 6, "uppercase"),
+    (
+        "node A { x: I32 }\nnode A { y: I32 }",
+        2,
+        6,
+        "more than once",
+    ),
+    ("node A { x: I32\n  x: I64 }", 2, 3, "duplicate property"),
+    ("node A { x: I32 }\nedge E: A -> B", 2, 14, "not declared"),
+    ("node A { x: enum(a, b, a) }", 1, 24, "duplicate enum value"),
+    ("node A { x: String? @key }", 1, 21, "cannot be nullable"),
+    ("node A { x: [String] @key }", 1, 22, "not allowed on list"),
+    ("node A { id: String }", 1, 10, "reserved"),
+    ("# comment\nnode A { x: I32 }", 1, 1, "'#'"),
+    (
+        "node A { x: I32 }\nedge E: A -> A { src: String }",
+        2,
+        18,
+        "reserved",
+    ),
+    (
+        "node A { x: I32 @range(x, 0..1) }",
+        1,
+        17,
+        "belongs in the type body",
+    ),
+    (
+        "node A {\n  x: I32\n  @range(y, 0..10)\n}",
+        3,
+        10,
+        "unknown property 'y'",
+    ),
+    (
+        "node A {\n  x: String\n  @check(x, \"[a-\")\n}",
+        3,
+        13,
+        "invalid regular expression",
+    ),
+    ("node A { x: I32 }\nedge E A -> A", 2, 8, "expected ':'"),
+    ("node A { x: I32 }\nedge E: A => A", 2, 11, "write '->'"),
+    ("node A { v: Vector(0) }", 1, 20, "Vector dimension"),
+    (
+        "node A { x: I32 }\nedge E: A -> A @card(x)",
+        2,
+        16,
+        "@card takes a range",
+    ),
+    ("node A { x: I32 } oops", 1, 19, "expected 'node'"),
+    (
+        "node A { x: I32 /* never closed }",
+        1,
+        17,
+        "unterminated block comment",
+    ),
+    (
+        "node A @key { x: I32 }",
+        1,
+        8,
+        "not allowed on a node header",
+    ),
+    ("node A implements B { x: I32 }", 1, 19, "not an interface"),
+    (
+        "node A { s: String @check }",
+        1,
+        20,
+        "belongs in the type body",
+    ),
+    ("node A { x: [Vector] }", 1, 14, "not supported"),
+    ("node A { x: I32 @key(x) }", 1, 17, "takes no arguments"),
+    ("", 1, 1, "no node type"),
+];
+
+#[test]
+fn malformed_schemas_give_positioned_errors() {
+    assert!(MALFORMED.len() >= 15);
+    let mut failures = Vec::new();
+    for (src, line, col, fragment) in MALFORMED {
+        let e = match parse_schema(src) {
+            Ok(_) => {
+                failures.push(format!("{src:?}: accepted"));
+                continue;
+            }
+            Err(e) => e,
+        };
+        if !e.message.contains(fragment) || (e.line, e.col) != (*line, *col) {
+            failures.push(format!(
+                "{src:?}: got {}:{} {:?}, want {line}:{col} ~{fragment:?}",
+                e.line, e.col, e.message
+            ));
+            continue;
+        }
+        let rendered = e.to_string();
+        let caret_line = rendered.lines().last().unwrap_or_default();
+        let source_line = rendered.lines().nth(2).unwrap_or_default();
+        // The caret sits under the reported column of the quoted source line.
+        let prefix = source_line.find(" | ").map(|i| i + 3).unwrap_or(0);
+        let caret_at = caret_line.find('^').unwrap_or(0);
+        if caret_line.get(prefix..caret_at).map(|p| p.chars().count()) != Some(col - 1) {
+            failures.push(format!("{src:?}: caret misplaced:\n{rendered}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn caret_rendering_is_readable() {
+    let e = parse_schema("node Person {\n    name: Strng\n}").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "schema error at line 2, column 11: unknown type 'Strng'; did you mean 'String'?\n  |\n2 |     name: Strng\n  |           ^^^^^"
+    );
+}
+
+#[test]
+fn arbitrary_input_never_panics() {
+    // Every prefix of the sample schemas: truncated input must be an error, not a panic.
+    for src in [SOCIAL, CONTEXT] {
+        for (i, _) in src.char_indices() {
+            let _ = parse_schema(&src[..i]);
+        }
+    }
+}

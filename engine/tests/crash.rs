@@ -1,0 +1,171 @@
+//! Crash safety: failpoints between the table writes and the publish, and a
+//! process killed there. Failpoints are process-global, so these tests live
+//! in their own binary and take a lock around each configuration.
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use std::io::BufReader;
+
+use common::*;
+use omnigraph_engine::failpoints::names;
+use omnigraph_engine::{Error, Graph, LoadMode, ReadRef};
+
+/// Serialises tests that configure the process-global failpoint registry.
+static FAILPOINTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+async fn orphan_rows_are_gone(g: &Graph) {
+    // The next commit succeeds without manual repair and does not carry
+    // the interrupted commit's rows.
+    g.load(
+        "main",
+        r#"{"type": "Person", "data": {"name": "After"}}"#,
+        LoadMode::Append,
+        "t",
+        "",
+    )
+    .await
+    .unwrap();
+    let people = ids(g, &ReadRef::main(), "Person").await;
+    assert!(people.contains(&"After".to_string()));
+    assert!(!people.iter().any(|p| p.starts_with("Ghost")), "{people:?}");
+    assert_eq!(
+        g.snapshot(&ReadRef::main())
+            .await
+            .unwrap()
+            .count("Company")
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+fn ghost_load() -> &'static str {
+    r#"{"type": "Person", "data": {"name": "Ghost1"}}
+{"type": "Company", "data": {"name": "GhostCo"}}
+{"edge": "WorksAt", "from": "Ghost1", "to": "GhostCo"}"#
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_before_publish_leaves_nothing_visible() {
+    let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let before = fingerprint(&g, "main").await;
+    fail::cfg(names::COMMIT_BEFORE_PUBLISH, "return").unwrap();
+    let err = g
+        .load("main", ghost_load(), LoadMode::Append, "t", "")
+        .await
+        .unwrap_err();
+    fail::remove(names::COMMIT_BEFORE_PUBLISH);
+    assert!(err.to_string().contains("failpoint"), "{err}");
+    assert_eq!(fingerprint(&g, "main").await, before);
+    orphan_rows_are_gone(&g).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_between_table_writes_and_publish_is_recovered_by_the_next_commit() {
+    let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let before = fingerprint(&g, "main").await;
+    // A panic skips the in-process rollback, like a crash: the Lance
+    // tables keep versions that no manifest publishes.
+    fail::cfg(names::COMMIT_BEFORE_PUBLISH, "panic").unwrap();
+    let g2 = g.clone();
+    let joined = tokio::spawn(async move {
+        g2.load("main", ghost_load(), LoadMode::Append, "t", "")
+            .await
+    })
+    .await;
+    fail::remove(names::COMMIT_BEFORE_PUBLISH);
+    assert!(joined.is_err(), "the commit task must have panicked");
+    assert_eq!(
+        fingerprint(&g, "main").await,
+        before,
+        "readers see nothing of the interrupted commit"
+    );
+    let person = g
+        .snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .dataset("Person")
+        .await
+        .unwrap();
+    assert!(
+        person.latest_version_id().await.unwrap() > person.version_id(),
+        "unpublished Lance versions exist"
+    );
+    orphan_rows_are_gone(&g).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_rolls_back_every_table() {
+    let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    fail::cfg(names::COMMIT_BEFORE_PUBLISH, "panic").unwrap();
+    let g2 = g.clone();
+    let _ = tokio::spawn(async move {
+        g2.load("main", ghost_load(), LoadMode::Append, "t", "")
+            .await
+    })
+    .await;
+    fail::remove(names::COMMIT_BEFORE_PUBLISH);
+    let mut restored = g.recover("main").await.unwrap();
+    restored.sort();
+    assert_eq!(restored, ["Company", "Person", "WorksAt"]);
+    assert!(
+        g.recover("main").await.unwrap().is_empty(),
+        "recover is idempotent"
+    );
+    orphan_rows_are_gone(&g).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_interrupted_before_its_ref_does_not_exist() {
+    let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    fail::cfg(names::BRANCH_CREATE_BEFORE_REF, "return").unwrap();
+    assert!(g.branch_create("half", &ReadRef::main()).await.is_err());
+    fail::remove(names::BRANCH_CREATE_BEFORE_REF);
+    assert!(matches!(
+        g.snapshot(&ReadRef::Branch("half".into())).await,
+        Err(Error::BranchNotFound { .. })
+    ));
+    g.branch_create("half", &ReadRef::main()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_before_publish_leaves_the_graph_unchanged() {
+    let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let before = fingerprint(&g, "main").await;
+    let mut child = spawn_child("crash-before-publish", g.uri());
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    assert_eq!(read_word(&mut out), "AT-FAILPOINT");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(fingerprint(&g, "main").await, before);
+    let person = g
+        .snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .dataset("Person")
+        .await
+        .unwrap();
+    assert!(
+        person.latest_version_id().await.unwrap() > person.version_id(),
+        "the child wrote Lance versions"
+    );
+    orphan_rows_are_gone(&g).await;
+}
+
+/// Entry point of the child processes the multi-process tests spawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the multi-process tests as a child process"]
+async fn child_process_entry() {
+    common::run_child().await;
+}

@@ -1,0 +1,673 @@
+//! Engine integration tests: load, commits, concurrency (threads and OS
+//! processes), branches and time travel, on a local graph.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use omnigraph_engine::{Error, Graph, LoadMode, ReadRef, Value, ViolationKind};
+
+// ---------------------------------------------------------------- load
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_append_creates_one_commit_with_keyed_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    assert_eq!(
+        ids(&g, &ReadRef::main(), "Person").await,
+        ["Alice", "Bob", "Charlie", "Diana"]
+    );
+    let knows = g
+        .snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .read_all("Knows")
+        .await
+        .unwrap();
+    let mut ends: Vec<(String, String)> =
+        knows.iter().map(|r| r.endpoints.clone().unwrap()).collect();
+    ends.sort();
+    assert_eq!(ends[0], ("Alice".to_string(), "Bob".to_string()));
+    let log = g.log("main", 10).await.unwrap();
+    assert_eq!(log.len(), 2, "create + one load");
+    assert_eq!(log[0].message, "seed");
+    assert_eq!(log[0].actor, "tester");
+    assert_eq!(log[0].parents, vec![log[1].id.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_merge_upserts_and_overwrite_replaces_named_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let merge = r#"{"type": "Person", "data": {"name": "Alice", "age": 31}}
+{"type": "Person", "data": {"name": "Eve", "age": 22}}"#;
+    let summary = g
+        .load("main", merge, LoadMode::Merge, "t", "")
+        .await
+        .unwrap();
+    assert_eq!(summary.tables["Person"].updated, 1);
+    assert_eq!(summary.tables["Person"].inserted, 1);
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    let people = snap
+        .rows_by_id("Person", &["Alice", "Eve", "Bob"])
+        .await
+        .unwrap();
+    assert_eq!(people["Alice"].prop("age"), &Value::Int(31));
+    assert_eq!(people["Eve"].prop("age"), &Value::Int(22));
+    assert_eq!(
+        people["Bob"].prop("age"),
+        &Value::Int(25),
+        "rows absent from a merge are kept"
+    );
+
+    // Overwrite Company: the file names Acme and Globex again plus Initech.
+    let ow = r#"{"type": "Company", "data": {"name": "Acme"}}
+{"type": "Company", "data": {"name": "Globex"}}
+{"type": "Company", "data": {"name": "Initech"}}"#;
+    g.load("main", ow, LoadMode::Overwrite, "t", "")
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&g, &ReadRef::main(), "Company").await,
+        ["Acme", "Globex", "Initech"]
+    );
+    assert_eq!(
+        ids(&g, &ReadRef::main(), "Person").await.len(),
+        5,
+        "tables not named are kept"
+    );
+
+    // Overwriting Company without Acme would strand the WorksAt edge to it.
+    let err = g
+        .load(
+            "main",
+            r#"{"type": "Company", "data": {"name": "Initech"}}"#,
+            LoadMode::Overwrite,
+            "t",
+            "",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Validation(v) if v.kind == ViolationKind::DanglingEdge),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_errors_name_the_line_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("social").to_string_lossy().into_owned();
+    let g = Graph::create(&uri, SOCIAL_SCHEMA, "t").await.unwrap();
+    g.load("main", SOCIAL_DATA, LoadMode::Append, "t", "")
+        .await
+        .unwrap();
+    let before = fingerprint(&g, "main").await;
+    let good = r#"{"type": "Person", "data": {"slug": "zed", "name": "Zed", "status": "active"}}"#;
+    let cases: Vec<(String, usize, Option<ViolationKind>, &str)> = vec![
+        (
+            format!(
+                "{good}\n{{\"type\": \"Person\", \"data\": {{\"slug\": \"x\", \"name\": \"X\", \"status\": \"active\", \"age\": \"old\"}}}}"
+            ),
+            2,
+            Some(ViolationKind::InvalidValue),
+            "age",
+        ),
+        (
+            format!("{good}\n\n{{\"type\": \"Robot\", \"data\": {{}}}}"),
+            3,
+            None,
+            "unknown type 'Robot'",
+        ),
+        (
+            format!(
+                "{good}\n{{\"type\": \"Person\", \"data\": {{\"slug\": \"x\", \"name\": \"X\", \"status\": \"asleep\"}}}}"
+            ),
+            2,
+            Some(ViolationKind::InvalidEnum),
+            "asleep",
+        ),
+        (
+            format!(
+                "{good}\n{{\"type\": \"Person\", \"data\": {{\"slug\": \"x\", \"status\": \"active\"}}}}"
+            ),
+            2,
+            Some(ViolationKind::MissingRequired),
+            "name",
+        ),
+        (
+            format!(
+                "{good}\n{{\"type\": \"Person\", \"data\": {{\"slug\": \"alice\", \"name\": \"A\", \"status\": \"active\"}}}}"
+            ),
+            2,
+            Some(ViolationKind::DuplicateKey),
+            "alice",
+        ),
+        (
+            format!("{good}\n{good}"),
+            2,
+            Some(ViolationKind::DuplicateKey),
+            "zed",
+        ),
+        (
+            format!("{good}\n{{\"edge\": \"Knows\", \"from\": \"zed\", \"to\": \"nobody\"}}"),
+            2,
+            Some(ViolationKind::DanglingEdge),
+            "nobody",
+        ),
+        (
+            format!(
+                "{good}\n{{\"type\": \"Person\", \"data\": {{\"slug\": \"x\", \"name\": \"X\", \"status\": \"active\", \"email\": \"alice@example.com\"}}}}"
+            ),
+            2,
+            Some(ViolationKind::UniqueViolation),
+            "alice@example.com",
+        ),
+        (
+            format!(
+                "{good}\n{{\"type\": \"Company\", \"data\": {{\"slug\": \"old\", \"name\": \"Old\", \"founded\": 1200}}}}"
+            ),
+            2,
+            Some(ViolationKind::ConstraintViolation),
+            "1200",
+        ),
+        (
+            format!(
+                "{good}\n{{\"type\": \"Person\", \"data\": {{\"slug\": \"x\", \"name\": \"X\", \"status\": \"active\", \"height\": 2}}}}"
+            ),
+            2,
+            Some(ViolationKind::UnknownProperty),
+            "height",
+        ),
+        (format!("{good}\nnot json"), 2, None, "malformed JSON"),
+        (
+            format!("{good}\n{{\"edge\": \"Knows\", \"from\": \"alice\"}}"),
+            2,
+            None,
+            "'to'",
+        ),
+    ];
+    for (input, line, kind, fragment) in cases {
+        let err = g
+            .load("main", &input, LoadMode::Append, "t", "")
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("line {line}: ")), "{text}");
+        assert!(text.contains(fragment), "{text} lacks {fragment}");
+        match (kind, &err) {
+            (Some(k), Error::Validation(v)) => {
+                assert_eq!(v.kind, k, "{text}");
+                assert_eq!(v.line, Some(line));
+            }
+            (None, Error::Load { .. } | Error::UnknownType { .. }) => {}
+            (expected, e) => panic!("expected {expected:?}, got {e:?}"),
+        }
+        assert_eq!(
+            fingerprint(&g, "main").await,
+            before,
+            "a failed load must not change the graph"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- commits
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_update_delete_and_cascade() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.update("Person", "Bob", props(&[("age", Value::Int(26))]))
+        .unwrap();
+    let e = txn
+        .update("Person", "Bob", props(&[("name", s("Robert"))]))
+        .unwrap_err();
+    assert!(matches!(e, Error::Validation(v) if v.kind == ViolationKind::KeyUpdate));
+    txn.delete("Person", "Alice").unwrap();
+    let summary = txn.commit().await.unwrap().unwrap();
+    assert_eq!(
+        summary.cascaded_edges, 3,
+        "Alice's two Knows and one WorksAt"
+    );
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    assert_eq!(
+        snap.rows_by_id("Person", &["Bob"]).await.unwrap()["Bob"].prop("age"),
+        &Value::Int(26)
+    );
+    assert_eq!(snap.count("Knows").await.unwrap(), 1);
+    assert_eq!(snap.count("WorksAt").await.unwrap(), 1);
+
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.update("Person", "Nobody", props(&[("age", Value::Int(1))]))
+        .unwrap();
+    let e = txn.commit().await.unwrap_err();
+    assert!(matches!(e, Error::Validation(v) if v.kind == ViolationKind::NotFound));
+
+    // An empty transaction makes no commit.
+    let txn = g.begin("main", "t").await.unwrap();
+    assert!(txn.commit().await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_table_commit_is_seen_whole_by_a_concurrent_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let writer = {
+        let g = g.clone();
+        tokio::spawn(async move {
+            for i in 0..12 {
+                let mut txn = g.begin("main", "w").await.unwrap();
+                let p = txn
+                    .insert_node("Person", props(&[("name", s(&format!("P{i}")))]))
+                    .unwrap();
+                let c = txn
+                    .insert_node("Company", props(&[("name", s(&format!("C{i}")))]))
+                    .unwrap();
+                txn.insert_edge("WorksAt", &p, &c, BTreeMap::new()).unwrap();
+                txn.commit().await.unwrap();
+            }
+        })
+    };
+    let mut observed = std::collections::BTreeSet::new();
+    while !writer.is_finished() {
+        let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+        let (p, c, w) = (
+            snap.count("Person").await.unwrap(),
+            snap.count("Company").await.unwrap(),
+            snap.count("WorksAt").await.unwrap(),
+        );
+        // Seed: 4 people, 2 companies, 2 WorksAt; each commit adds one of each.
+        assert_eq!(
+            p - 4,
+            c - 2,
+            "partial commit visible: {p} people, {c} companies"
+        );
+        assert_eq!(
+            c - 2,
+            w - 2,
+            "partial commit visible: {c} companies, {w} WorksAt"
+        );
+        observed.insert(p);
+    }
+    writer.await.unwrap();
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    assert_eq!(snap.count("Person").await.unwrap(), 16);
+    assert_eq!(snap.count("WorksAt").await.unwrap(), 14);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_both_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let mut a = g.begin("main", "a").await.unwrap();
+    let mut b = g.begin("main", "b").await.unwrap();
+    for i in 0..50 {
+        a.insert_node("Person", props(&[("name", s(&format!("A{i}")))]))
+            .unwrap();
+        b.insert_node("Person", props(&[("name", s(&format!("B{i}")))]))
+            .unwrap();
+    }
+    let (ra, rb) = tokio::join!(a.commit(), b.commit());
+    ra.unwrap().unwrap();
+    rb.unwrap().unwrap();
+    assert_eq!(ids(&g, &ReadRef::main(), "Person").await.len(), 104);
+    assert_eq!(g.log("main", 10).await.unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_updates_give_one_typed_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let mut a = g.begin("main", "a").await.unwrap();
+    let mut b = g.begin("main", "b").await.unwrap();
+    a.update("Person", "Alice", props(&[("age", Value::Int(40))]))
+        .unwrap();
+    b.update("Person", "Alice", props(&[("age", Value::Int(50))]))
+        .unwrap();
+    let (ra, rb) = tokio::join!(a.commit(), b.commit());
+    let (ok, conflict): (Vec<_>, Vec<_>) = [ra, rb].into_iter().partition(|r| r.is_ok());
+    assert_eq!((ok.len(), conflict.len()), (1, 1));
+    let err = conflict.into_iter().next().unwrap().unwrap_err();
+    assert!(
+        matches!(&err, Error::Conflict { .. }) && err.is_retryable(),
+        "{err}"
+    );
+    let won = ok.into_iter().next().unwrap().unwrap().unwrap();
+    let age = g
+        .snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .rows_by_id("Person", &["Alice"])
+        .await
+        .unwrap()["Alice"]
+        .prop("age")
+        .clone();
+    assert_eq!(
+        age,
+        if won.commit.actor == "a" {
+            Value::Int(40)
+        } else {
+            Value::Int(50)
+        },
+        "the winner's write stands"
+    );
+
+    // Inserting the same new key concurrently is a conflict for the later one.
+    let mut a = g.begin("main", "a").await.unwrap();
+    let mut b = g.begin("main", "b").await.unwrap();
+    a.insert_node("Person", props(&[("name", s("Zoe"))]))
+        .unwrap();
+    b.insert_node("Person", props(&[("name", s("Zoe"))]))
+        .unwrap();
+    a.commit().await.unwrap();
+    assert!(matches!(
+        b.commit().await.unwrap_err(),
+        Error::Conflict { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_to_a_concurrently_deleted_node_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let mut a = g.begin("main", "a").await.unwrap();
+    let mut b = g.begin("main", "b").await.unwrap();
+    a.delete("Person", "Diana").unwrap();
+    b.insert_edge("Knows", "Charlie", "Diana", BTreeMap::new())
+        .unwrap();
+    a.commit().await.unwrap();
+    let e = b.commit().await.unwrap_err();
+    assert!(
+        matches!(e, Error::Validation(v) if v.kind == ViolationKind::DanglingEdge && v.value == "Diana")
+    );
+}
+
+// ---------------------------------------------------------------- branches and time travel
+
+fn table_files(root: &Path) -> Vec<String> {
+    fn walk(p: &Path, out: &mut Vec<String>) {
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|x| x == "lance") {
+                    out.push(path.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root.join("nodes"), &mut out);
+    walk(&root.join("edges"), &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branches_are_isolated_and_copy_no_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let root = dir.path().join("g");
+    let files_before = table_files(&root);
+    assert!(!files_before.is_empty());
+    let b = g
+        .branch_create("feature/x", &ReadRef::main())
+        .await
+        .unwrap();
+    assert_eq!(
+        table_files(&root),
+        files_before,
+        "creating a branch writes no table data files"
+    );
+    assert_eq!(
+        b.head_commit,
+        g.snapshot(&ReadRef::main()).await.unwrap().commit().id
+    );
+
+    let mut txn = g.begin("feature/x", "t").await.unwrap();
+    txn.insert_node("Person", props(&[("name", s("Frank"))]))
+        .unwrap();
+    txn.update("Person", "Alice", props(&[("age", Value::Int(99))]))
+        .unwrap();
+    txn.commit().await.unwrap();
+    let feature = ReadRef::Branch("feature/x".into());
+    assert!(
+        ids(&g, &feature, "Person")
+            .await
+            .contains(&"Frank".to_string())
+    );
+    assert!(
+        !ids(&g, &ReadRef::main(), "Person")
+            .await
+            .contains(&"Frank".to_string()),
+        "main unchanged"
+    );
+    let main_alice = g
+        .snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .rows_by_id("Person", &["Alice"])
+        .await
+        .unwrap();
+    assert_eq!(main_alice["Alice"].prop("age"), &Value::Int(30));
+
+    // main moves on independently.
+    g.load(
+        "main",
+        r#"{"type": "Person", "data": {"name": "Gina"}}"#,
+        LoadMode::Append,
+        "t",
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(
+        !ids(&g, &feature, "Person")
+            .await
+            .contains(&"Gina".to_string())
+    );
+
+    // A branch of a branch.
+    g.branch_create("feature/x2", &feature).await.unwrap();
+    let mut txn = g.begin("feature/x2", "t").await.unwrap();
+    txn.insert_node("Person", props(&[("name", s("Hank"))]))
+        .unwrap();
+    txn.commit().await.unwrap();
+    let x2 = ids(&g, &ReadRef::Branch("feature/x2".into()), "Person").await;
+    assert!(x2.contains(&"Frank".to_string()) && x2.contains(&"Hank".to_string()));
+    assert!(
+        !ids(&g, &feature, "Person")
+            .await
+            .contains(&"Hank".to_string())
+    );
+
+    let names: Vec<String> = g
+        .branch_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["feature/x", "feature/x2", "main"]);
+    let log = g.log("feature/x2", 100).await.unwrap();
+    assert_eq!(log.len(), 4, "x2 commit, feature commit, seed load, create");
+    assert_eq!(log[0].branch, "feature/x2");
+    assert_eq!(log[1].branch, "feature/x");
+
+    assert!(matches!(
+        g.branch_create("feature/x", &ReadRef::main()).await,
+        Err(Error::BranchExists { .. })
+    ));
+    assert!(matches!(
+        g.branch_create("bad name", &ReadRef::main()).await,
+        Err(Error::InvalidBranchName { .. })
+    ));
+    assert!(matches!(
+        g.branch_create("y", &ReadRef::Branch("nope".into())).await,
+        Err(Error::BranchNotFound { .. })
+    ));
+    assert!(matches!(
+        g.branch_delete("main").await,
+        Err(Error::CannotDeleteMain)
+    ));
+    g.branch_delete("feature/x").await.unwrap();
+    assert!(matches!(
+        g.snapshot(&feature).await,
+        Err(Error::BranchNotFound { .. })
+    ));
+    // The deleted branch's commits stay readable by id, and its child still works.
+    assert!(
+        ids(&g, &ReadRef::Commit(log[1].id.clone()), "Person")
+            .await
+            .contains(&"Frank".to_string())
+    );
+    assert!(
+        ids(&g, &ReadRef::Branch("feature/x2".into()), "Person")
+            .await
+            .contains(&"Frank".to_string())
+    );
+    // A re-created name starts fresh.
+    g.branch_create("feature/x", &ReadRef::main())
+        .await
+        .unwrap();
+    assert!(
+        !ids(&g, &feature, "Person")
+            .await
+            .contains(&"Frank".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_travel_and_branch_from_an_old_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let old = g
+        .snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .commit()
+        .id
+        .clone();
+    g.load(
+        "main",
+        r#"{"type": "Person", "data": {"name": "Ivan", "age": 50}}"#,
+        LoadMode::Append,
+        "t",
+        "",
+    )
+    .await
+    .unwrap();
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.delete("Person", "Bob").unwrap();
+    txn.update("Person", "Alice", props(&[("age", Value::Int(77))]))
+        .unwrap();
+    txn.commit().await.unwrap();
+
+    let at_old = ReadRef::Commit(old.clone());
+    assert_eq!(
+        ids(&g, &at_old, "Person").await,
+        ["Alice", "Bob", "Charlie", "Diana"]
+    );
+    let alice = g
+        .snapshot(&at_old)
+        .await
+        .unwrap()
+        .rows_by_id("Person", &["Alice"])
+        .await
+        .unwrap();
+    assert_eq!(alice["Alice"].prop("age"), &Value::Int(30));
+    assert_eq!(
+        g.snapshot(&at_old)
+            .await
+            .unwrap()
+            .count("Knows")
+            .await
+            .unwrap(),
+        3
+    );
+
+    g.branch_create("from-old", &at_old).await.unwrap();
+    assert_eq!(
+        ids(&g, &ReadRef::Branch("from-old".into()), "Person").await,
+        ["Alice", "Bob", "Charlie", "Diana"]
+    );
+    let mut txn = g.begin("from-old", "t").await.unwrap();
+    txn.delete("Person", "Charlie").unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(
+        ids(&g, &ReadRef::Branch("from-old".into()), "Person").await,
+        ["Alice", "Bob", "Diana"]
+    );
+    assert!(
+        ids(&g, &ReadRef::main(), "Person")
+            .await
+            .contains(&"Charlie".to_string())
+    );
+    assert!(matches!(
+        g.snapshot(&ReadRef::Commit("01NOTACOMMIT".into())).await,
+        Err(Error::CommitNotFound { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_errors_are_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("none").to_string_lossy().into_owned();
+    assert!(matches!(
+        Graph::open(&uri).await,
+        Err(Error::GraphNotFound { .. })
+    ));
+    let g = loaded_graph(dir.path()).await;
+    assert!(matches!(
+        Graph::create(g.uri(), TEST_SCHEMA, "t").await,
+        Err(Error::GraphExists { .. })
+    ));
+    assert!(matches!(
+        Graph::create(&uri, "node {", "t").await,
+        Err(Error::Schema(_))
+    ));
+    let reopened = Graph::open(g.uri()).await.unwrap();
+    assert_eq!(reopened.schema_source(), TEST_SCHEMA);
+}
+
+// ---------------------------------------------------------------- two OS processes
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_appending_both_land() {
+    let (g, results) = two_processes(["append-a", "append-b"]).await;
+    assert_eq!(results, ["OK", "OK"]);
+    let people = ids(&g, &ReadRef::main(), "Person").await;
+    assert!(people.contains(&"ProcA".to_string()) && people.contains(&"ProcB".to_string()));
+    std::fs::remove_dir_all(Path::new(g.uri()).parent().unwrap()).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_updating_one_node_give_one_conflict() {
+    let (g, results) = two_processes(["update-41", "update-42"]).await;
+    assert_eq!(results, ["CONFLICT", "OK"]);
+    let alice = g
+        .snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .rows_by_id("Person", &["Alice"])
+        .await
+        .unwrap();
+    assert!(matches!(alice["Alice"].prop("age"), Value::Int(41 | 42)));
+    assert_eq!(
+        g.log("main", 10).await.unwrap().len(),
+        3,
+        "exactly one of the two commits landed"
+    );
+    std::fs::remove_dir_all(Path::new(g.uri()).parent().unwrap()).ok();
+}
+
+/// Entry point of the child processes the multi-process tests spawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the multi-process tests as a child process"]
+async fn child_process_entry() {
+    common::run_child().await;
+}
