@@ -1,0 +1,275 @@
+//! Arrow values to Postgres Datums, and the Postgres type of every graph
+//! column. Readers are resolved once per batch (one downcast per column),
+//! then read row by row on the backend thread.
+
+use std::sync::Arc;
+
+use omnigraph_engine::deps::arrow_array::cast::AsArray;
+use omnigraph_engine::deps::arrow_array::types::{
+    Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    UInt32Type, UInt64Type,
+};
+use omnigraph_engine::deps::arrow_array::{Array, ArrayRef};
+use omnigraph_engine::deps::arrow_schema::{DataType, TimeUnit};
+use omnigraph_engine::schema::{PropType, ScalarType};
+use pgrx::pg_sys::{self, Datum, Oid};
+use serde::{Deserialize, Serialize};
+
+use crate::functions::PG_EPOCH_OFFSET_US;
+
+/// Days between 1970-01-01 and 2000-01-01 (the Postgres date epoch).
+pub const PG_EPOCH_OFFSET_DAYS: i32 = 10_957;
+
+/// The Postgres scalar a graph value becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Text,
+    Bool,
+    Int4,
+    Int8,
+    Numeric,
+    Float4,
+    Float8,
+    Date,
+    TimestampTz,
+    Bytea,
+}
+
+/// A column's Postgres type: a scalar or a one-dimensional array of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgType {
+    pub kind: Kind,
+    pub array: bool,
+}
+
+impl Kind {
+    pub fn oid(self) -> Oid {
+        match self {
+            Kind::Text => pg_sys::TEXTOID,
+            Kind::Bool => pg_sys::BOOLOID,
+            Kind::Int4 => pg_sys::INT4OID,
+            Kind::Int8 => pg_sys::INT8OID,
+            Kind::Numeric => pg_sys::NUMERICOID,
+            Kind::Float4 => pg_sys::FLOAT4OID,
+            Kind::Float8 => pg_sys::FLOAT8OID,
+            Kind::Date => pg_sys::DATEOID,
+            Kind::TimestampTz => pg_sys::TIMESTAMPTZOID,
+            Kind::Bytea => pg_sys::BYTEAOID,
+        }
+    }
+
+    fn array_oid(self) -> Oid {
+        match self {
+            Kind::Text => pg_sys::TEXTARRAYOID,
+            Kind::Bool => pg_sys::BOOLARRAYOID,
+            Kind::Int4 => pg_sys::INT4ARRAYOID,
+            Kind::Int8 => pg_sys::INT8ARRAYOID,
+            Kind::Numeric => pg_sys::NUMERICARRAYOID,
+            Kind::Float4 => pg_sys::FLOAT4ARRAYOID,
+            Kind::Float8 => pg_sys::FLOAT8ARRAYOID,
+            Kind::Date => Oid::from(1182u32),
+            Kind::TimestampTz => Oid::from(1185u32),
+            Kind::Bytea => Oid::from(1001u32),
+        }
+    }
+}
+
+impl PgType {
+    pub fn oid(self) -> Oid {
+        if self.array {
+            self.kind.array_oid()
+        } else {
+            self.kind.oid()
+        }
+    }
+
+    /// Whether a column declared with `oid` can show this type.
+    pub fn accepts(self, oid: Oid) -> bool {
+        oid == self.oid() || (!self.array && self.kind == Kind::Text && oid == pg_sys::VARCHAROID)
+    }
+}
+
+fn scalar_kind(s: ScalarType) -> Kind {
+    match s {
+        ScalarType::String => Kind::Text,
+        ScalarType::Blob => Kind::Bytea,
+        ScalarType::Bool => Kind::Bool,
+        ScalarType::I32 => Kind::Int4,
+        ScalarType::I64 | ScalarType::U32 => Kind::Int8,
+        ScalarType::U64 => Kind::Numeric,
+        ScalarType::F32 => Kind::Float4,
+        ScalarType::F64 => Kind::Float8,
+        ScalarType::Date => Kind::Date,
+        ScalarType::DateTime => Kind::TimestampTz,
+    }
+}
+
+/// The Postgres type of a property (the same mapping as `omnigraph_sql::types`).
+pub fn pg_type(ty: &PropType) -> PgType {
+    match ty {
+        PropType::Scalar(s) => PgType {
+            kind: scalar_kind(*s),
+            array: false,
+        },
+        PropType::Enum(_) => PgType {
+            kind: Kind::Text,
+            array: false,
+        },
+        PropType::List(s) => PgType {
+            kind: scalar_kind(*s),
+            array: true,
+        },
+        PropType::Vector(_) => PgType {
+            kind: Kind::Float4,
+            array: true,
+        },
+    }
+}
+
+pub const TEXT: PgType = PgType {
+    kind: Kind::Text,
+    array: false,
+};
+
+fn text_datum(s: &str) -> Datum {
+    // SAFETY: the pointer and length describe `s`, which outlives the call;
+    // the function copies it into a palloc'd text in the current context.
+    Datum::from(unsafe { pg_sys::cstring_to_text_with_len(s.as_ptr().cast(), s.len() as i32) })
+}
+
+fn bytea_datum(b: &[u8]) -> Datum {
+    // SAFETY: as for text; bytea has the same varlena layout.
+    Datum::from(unsafe { pg_sys::cstring_to_text_with_len(b.as_ptr().cast(), b.len() as i32) })
+}
+
+fn numeric_datum(v: u64) -> Datum {
+    use pgrx::IntoDatum;
+    // AnyNumeric holds any u64 exactly; its Datum is a palloc'd numeric.
+    pgrx::AnyNumeric::from(v)
+        .into_datum()
+        .unwrap_or(Datum::from(0usize))
+}
+
+/// Value `i` of a scalar array as a Datum of `kind`; `None` for NULL.
+fn scalar_datum(a: &dyn Array, i: usize, kind: Kind) -> Option<Datum> {
+    if a.is_null(i) {
+        return None;
+    }
+    Some(match (a.data_type(), kind) {
+        (DataType::Utf8, _) => text_datum(a.as_string::<i32>().value(i)),
+        (DataType::LargeUtf8, _) => text_datum(a.as_string::<i64>().value(i)),
+        (DataType::Boolean, _) => Datum::from(a.as_boolean().value(i)),
+        (DataType::Int32, _) => Datum::from(a.as_primitive::<Int32Type>().value(i)),
+        (DataType::Int64, _) => Datum::from(a.as_primitive::<Int64Type>().value(i)),
+        (DataType::UInt32, _) => Datum::from(i64::from(a.as_primitive::<UInt32Type>().value(i))),
+        (DataType::UInt64, _) => numeric_datum(a.as_primitive::<UInt64Type>().value(i)),
+        (DataType::Float32, _) => Datum::from(a.as_primitive::<Float32Type>().value(i).to_bits()),
+        (DataType::Float64, _) => Datum::from(a.as_primitive::<Float64Type>().value(i).to_bits()),
+        (DataType::Date32, _) => {
+            Datum::from(a.as_primitive::<Date32Type>().value(i) - PG_EPOCH_OFFSET_DAYS)
+        }
+        (DataType::Timestamp(TimeUnit::Microsecond, _), _) => {
+            Datum::from(a.as_primitive::<TimestampMicrosecondType>().value(i) - PG_EPOCH_OFFSET_US)
+        }
+        (DataType::LargeBinary, _) => bytea_datum(a.as_binary::<i64>().value(i)),
+        (DataType::Binary, _) => bytea_datum(a.as_binary::<i32>().value(i)),
+        // The plan checked the column types; anything else is a bug.
+        (other, _) => crate::pg::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!("omnigraph: unexpected stored type {other} for a {kind:?} column"),
+            None,
+            None,
+        ),
+    })
+}
+
+/// Element storage facts of an array's element type.
+#[derive(Clone, Copy)]
+struct ElemInfo {
+    oid: Oid,
+    len: i16,
+    byval: bool,
+    align: std::ffi::c_char,
+}
+
+fn elem_info(kind: Kind) -> ElemInfo {
+    let oid = kind.oid();
+    let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
+    // SAFETY: oid is a built-in type; the function writes the three outputs.
+    unsafe { pg_sys::get_typlenbyvalalign(oid, &mut len, &mut byval, &mut align) };
+    ElemInfo {
+        oid,
+        len,
+        byval,
+        align,
+    }
+}
+
+/// One fetched column of the current batch, downcast once.
+pub struct ColumnReader {
+    array: ArrayRef,
+    ty: PgType,
+    elem: Option<ElemInfo>,
+}
+
+impl ColumnReader {
+    pub fn new(array: ArrayRef, ty: PgType) -> ColumnReader {
+        let elem = ty.array.then(|| elem_info(ty.kind));
+        ColumnReader { array, ty, elem }
+    }
+
+    /// The Datum of row `i`, or `None` for NULL. Allocates (text, arrays)
+    /// in the current memory context: the executor's per-tuple context.
+    pub fn datum(&self, i: usize) -> Option<Datum> {
+        if !self.ty.array {
+            return scalar_datum(self.array.as_ref(), i, self.ty.kind);
+        }
+        if self.array.is_null(i) {
+            return None;
+        }
+        let values: Arc<dyn Array> = match self.array.data_type() {
+            DataType::List(_) => self.array.as_list::<i32>().value(i),
+            DataType::LargeList(_) => self.array.as_list::<i64>().value(i),
+            DataType::FixedSizeList(_, _) => self.array.as_fixed_size_list().value(i),
+            _ => return scalar_datum(self.array.as_ref(), i, self.ty.kind),
+        };
+        let n = values.len();
+        let mut datums: Vec<Datum> = Vec::with_capacity(n);
+        let mut nulls: Vec<bool> = Vec::with_capacity(n);
+        for j in 0..n {
+            match scalar_datum(values.as_ref(), j, self.ty.kind) {
+                Some(d) => {
+                    datums.push(d);
+                    nulls.push(false);
+                }
+                None => {
+                    datums.push(Datum::from(0usize));
+                    nulls.push(true);
+                }
+            }
+        }
+        let e = self.elem.unwrap_or_else(|| elem_info(self.ty.kind));
+        let mut dims = [n as i32];
+        let mut lbs = [1i32];
+        // SAFETY: datums/nulls hold n entries of the element type; dims and lbs
+        // describe one dimension; construct_md_array copies into a palloc'd array.
+        let arr = unsafe {
+            if n == 0 {
+                pg_sys::construct_empty_array(e.oid)
+            } else {
+                pg_sys::construct_md_array(
+                    datums.as_mut_ptr(),
+                    nulls.as_mut_ptr(),
+                    1,
+                    dims.as_mut_ptr(),
+                    lbs.as_mut_ptr(),
+                    e.oid,
+                    e.len.into(),
+                    e.byval,
+                    e.align,
+                )
+            }
+        };
+        Some(Datum::from(arr))
+    }
+}

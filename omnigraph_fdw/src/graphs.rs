@@ -1,0 +1,94 @@
+//! Open graphs and read snapshots of this backend.
+//!
+//! Consistency: every foreign table of one graph branch read by one
+//! statement (READ COMMITTED) or one transaction (REPEATABLE READ,
+//! SERIALIZABLE) reads the same commit. The first scan of a branch pins its
+//! head in a cache keyed by (graph, branch); under READ COMMITTED the pin is
+//! dropped when a new statement starts, and every pin is dropped at the end
+//! of the transaction.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use omnigraph_engine::{Graph, ReadRef, Snapshot};
+use pgrx::pg_sys;
+
+use crate::runtime::run;
+
+thread_local! {
+    static GRAPHS: RefCell<HashMap<String, Graph>> = RefCell::new(HashMap::new());
+    static SNAPSHOTS: RefCell<HashMap<(String, ReadRef), (i64, Snapshot)>> = RefCell::new(HashMap::new());
+}
+
+/// The open graph of a server (opened once per backend).
+pub fn graph(server: &str, uri: &str) -> Graph {
+    if let Some(g) = GRAPHS.with(|m| m.borrow().get(uri).cloned()) {
+        return g;
+    }
+    let timeout = std::time::Duration::from_millis(crate::LOCK_TIMEOUT_MS.get().max(1) as u64);
+    let options = omnigraph_engine::GraphOptions {
+        lock_timeout: timeout,
+    };
+    let g = run(&format!("server {server}"), Graph::open_with(uri, options));
+    GRAPHS.with(|m| m.borrow_mut().insert(uri.to_string(), g.clone()));
+    g
+}
+
+/// Forget a graph handle (after the graph was created or its files replaced).
+pub fn forget(uri: &str) {
+    GRAPHS.with(|m| m.borrow_mut().remove(uri));
+    SNAPSHOTS.with(|m| m.borrow_mut().retain(|(u, _), _| u != uri));
+}
+
+/// The statement whose snapshot a pin belongs to: the statement start time
+/// under READ COMMITTED, the whole transaction otherwise.
+fn epoch() -> i64 {
+    // SAFETY: plain reads of backend-global transaction state.
+    unsafe {
+        if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
+            0
+        } else {
+            pg_sys::GetCurrentStatementStartTimestamp()
+        }
+    }
+}
+
+/// The snapshot this statement or transaction reads for `at`.
+pub fn snapshot(server: &str, uri: &str, at: &ReadRef) -> Snapshot {
+    let key = (uri.to_string(), at.clone());
+    let now = epoch();
+    if let Some((e, s)) = SNAPSHOTS.with(|m| m.borrow().get(&key).cloned())
+        && (e == now || matches!(at, ReadRef::Commit(_)))
+    {
+        return s;
+    }
+    let g = graph(server, uri);
+    let snap = run(&format!("server {server}"), g.snapshot(at));
+    SNAPSHOTS.with(|m| m.borrow_mut().insert(key, (now, snap.clone())));
+    snap
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_xact_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    if matches!(
+        event,
+        pg_sys::XactEvent::XACT_EVENT_COMMIT
+            | pg_sys::XactEvent::XACT_EVENT_ABORT
+            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+            | pg_sys::XactEvent::XACT_EVENT_PREPARE
+    ) {
+        // Never raise here: dropping cached snapshots cannot fail.
+        SNAPSHOTS.with(|m| m.borrow_mut().clear());
+    }
+}
+
+/// Called once from `_PG_init`.
+pub fn register_xact_callback() {
+    // SAFETY: registers a static function with no argument; Postgres keeps
+    // the registration for the life of the backend.
+    unsafe { pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut()) };
+}

@@ -1,0 +1,70 @@
+//! The wrapper's handler and validator functions.
+
+use omnigraph_sql::options::{OptionObject, validate};
+use pgrx::prelude::*;
+use pgrx::{AllocatedByPostgres, PgBox, PgSqlErrorCode, pg_sys};
+
+use crate::pg::raise;
+use crate::{import, plan, scan};
+
+/// Returns the callbacks of the `omnigraph` foreign data wrapper.
+#[pg_extern(immutable, parallel_safe)]
+fn omnigraph_fdw_handler() -> PgBox<pg_sys::FdwRoutine, AllocatedByPostgres> {
+    // SAFETY: alloc_node pallocs a zeroed FdwRoutine node with its tag set.
+    let mut r = unsafe {
+        PgBox::<pg_sys::FdwRoutine, AllocatedByPostgres>::alloc_node(pg_sys::NodeTag::T_FdwRoutine)
+    };
+
+    // Scanning foreign tables.
+    r.GetForeignRelSize = Some(plan::get_foreign_rel_size);
+    r.GetForeignPaths = Some(plan::get_foreign_paths);
+    r.GetForeignPlan = Some(plan::get_foreign_plan);
+    r.BeginForeignScan = Some(scan::begin_foreign_scan);
+    r.IterateForeignScan = Some(scan::iterate_foreign_scan);
+    r.ReScanForeignScan = Some(scan::rescan_foreign_scan);
+    r.EndForeignScan = Some(scan::end_foreign_scan);
+
+    // EXPLAIN.
+    r.ExplainForeignScan = Some(scan::explain_foreign_scan);
+
+    // IMPORT FOREIGN SCHEMA.
+    r.ImportForeignSchema = Some(import::import_foreign_schema);
+    r.into_pg_boxed()
+}
+
+/// Catalog OIDs the validator is called for (PG15 `pg_*_d.h`).
+fn object_of(catalog: pg_sys::Oid) -> Option<OptionObject> {
+    match catalog.to_u32() {
+        2328 => Some(OptionObject::Wrapper),
+        1417 => Some(OptionObject::Server),
+        1418 => Some(OptionObject::UserMapping),
+        3118 => Some(OptionObject::Table),
+        1249 => Some(OptionObject::Column),
+        _ => None,
+    }
+}
+
+/// Checks options at `CREATE`/`ALTER ... OPTIONS` time.
+#[pg_extern(immutable, parallel_safe)]
+fn omnigraph_fdw_validator(options: Vec<Option<String>>, catalog: pg_sys::Oid) {
+    let Some(object) = object_of(catalog) else {
+        return;
+    };
+    let pairs: Vec<(String, String)> = options
+        .into_iter()
+        .flatten()
+        .map(|o| match o.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (o, String::new()),
+        })
+        .collect();
+    // An ALTER SERVER ... OPTIONS (DROP uri) leaves the server without one.
+    if let Err(e) = validate(object, &pairs) {
+        let code = if e.sqlstate == omnigraph_sql::options::SQLSTATE_INVALID_OPTION_NAME {
+            PgSqlErrorCode::ERRCODE_FDW_INVALID_OPTION_NAME
+        } else {
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+        };
+        raise(code, e.message, None, e.hint);
+    }
+}

@@ -1,0 +1,93 @@
+//! omnigraph_fdw: a graph's node and edge types as PostgreSQL foreign tables.
+//!
+//! Module map (callbacks are named after the FdwRoutine field they fill):
+//! - `handler`: the handler and validator functions, `FdwRoutine` in groups.
+//! - `plan`: GetForeignRelSize / GetForeignPaths / GetForeignPlan, and the
+//!   documented `fdw_private` layout ([`plan::ScanPlan`]).
+//! - `quals`: Postgres expression trees to the owned filter model of
+//!   `omnigraph_sql::filter` (pushdown rules live there, unit-tested).
+//! - `scan`: Begin/Iterate/ReScan/End and EXPLAIN.
+//! - `datum`: Arrow values to Datums.
+//! - `import`: IMPORT FOREIGN SCHEMA.
+//! - `functions`: the SQL functions (`omnigraph_create_graph`, ...).
+//! - `graphs`: open graphs and the per-statement / per-transaction snapshot cache.
+//! - `runtime`: the backend's tokio runtime and cancellable waits.
+//! - `error`: engine errors to SQLSTATEs.
+//! - `pg`: small wrappers over `pg_sys` calls used in several places.
+//!
+//! `unsafe` lives in the callback entry points and `pg`; each block says why
+//! it is sound.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use std::ffi::CString;
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
+
+mod datum;
+mod error;
+mod functions;
+mod graphs;
+mod handler;
+mod import;
+mod pg;
+mod plan;
+mod quals;
+mod runtime;
+mod scan;
+
+pgrx::pg_module_magic!();
+
+/// `omnigraph.branch`: the branch of foreign tables that name none.
+pub(crate) static BRANCH: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"main"));
+
+/// `omnigraph.lock_timeout`: milliseconds a commit waits for a branch's write lock.
+pub(crate) static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    GucRegistry::define_string_guc(
+        c"omnigraph.branch",
+        c"Graph branch read and written by foreign tables without a branch option.",
+        c"Foreign tables created with IMPORT FOREIGN SCHEMA ... OPTIONS (session_branch 'true'), or by hand without a branch option, use this branch.",
+        &BRANCH,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"omnigraph.lock_timeout",
+        c"Milliseconds a graph commit waits for the branch write lock.",
+        c"",
+        &LOCK_TIMEOUT_MS,
+        1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    graphs::register_xact_callback();
+}
+
+/// The branch named by `omnigraph.branch`.
+pub(crate) fn session_branch() -> String {
+    BRANCH
+        .get()
+        .and_then(|c| c.into_string().ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "main".to_string())
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE FOREIGN DATA WRAPPER omnigraph
+  HANDLER omnigraph_fdw_handler
+  VALIDATOR omnigraph_fdw_validator;
+COMMENT ON FOREIGN DATA WRAPPER omnigraph IS 'omnigraph: a versioned property graph stored in Lance';
+"#,
+    name = "create_wrapper",
+    requires = [
+        handler::omnigraph_fdw_handler,
+        handler::omnigraph_fdw_validator
+    ],
+);

@@ -1,0 +1,91 @@
+//! One tokio runtime per backend, and waits that answer query cancel.
+//!
+//! The runtime is created lazily in the backend (after fork), with two
+//! worker threads that block every signal, so SIGINT, SIGALRM and SIGUSR1
+//! are always delivered to the backend's own thread. Futures passed to
+//! [`block_on`] run on the backend thread and may not call Postgres; the
+//! caller converts results to Datums after the wait.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pgrx::pg_sys;
+
+use crate::pg::raise;
+
+static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+fn block_signals() {
+    // SAFETY: sigfillset/pthread_sigmask only touch the sigset on our stack
+    // and this (freshly started, Rust-only) worker thread's signal mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    RUNTIME.get_or_init(|| {
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(4)
+            .thread_name("omnigraph-io")
+            .on_thread_start(block_signals)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => raise(
+                pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+                format!("omnigraph: cannot start the I/O runtime: {e}"),
+                None,
+                None,
+            ),
+        }
+    })
+}
+
+fn cancel_requested() -> bool {
+    // SAFETY: plain reads of sig_atomic_t flags that signal handlers set.
+    unsafe { pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 }
+}
+
+/// Run a future to completion on the backend thread. Every 50 ms the wait
+/// checks for a cancel request (statement_timeout, pg_cancel_backend,
+/// termination); on one it drops the future and lets Postgres raise the
+/// cancel error.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    let out = runtime().block_on(async {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Some(out),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if cancel_requested() {
+                        return None;
+                    }
+                }
+            }
+        }
+    });
+    match out {
+        Some(v) => v,
+        None => {
+            // Raises the query-canceled (or terminate) error.
+            pgrx::check_for_interrupts!();
+            raise(
+                pgrx::PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                "canceling statement due to user request",
+                None,
+                None,
+            )
+        }
+    }
+}
+
+/// Run a future and report an engine error with `context`.
+pub fn run<T>(context: &str, fut: impl Future<Output = omnigraph_engine::Result<T>>) -> T {
+    crate::error::OrReport::or_report(block_on(fut), context)
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every test: the engine and SQL crates' unit and integration tests
+# (with failpoints), then the extension against a throwaway PostgreSQL 15
+# cluster: pg_regress golden files and the pytest suite (several
+# connections, cached plans, cancel, memory). Safe to rerun.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_packages
+ensure_cargo_pgrx
+
+log "Rust tests (engine with failpoints, SQL translation)"
+# One invocation for the whole workspace, so dependency features match the
+# extension build below and nothing is compiled twice.
+(cd "$ROOT" && cargo test --workspace --features omnigraph-engine/failpoints)
+
+install_extension
+
+TMP="$(mktemp -d /tmp/omnigraph-test.XXXXXX)"
+PORT="${OMNIGRAPH_TEST_PORT:-54329}"
+cleanup() { stop_cluster "$TMP"; as_root rm -rf "$TMP"; }
+trap cleanup EXIT
+log "Starting a throwaway PostgreSQL $PG_MAJOR cluster in $TMP"
+start_cluster "$TMP" "$PORT"
+as_root mkdir -p "$TMP/graphs" "$TMP/fixtures"
+as_root cp "$ROOT"/examples/social/* "$ROOT"/engine/tests/fixtures/* "$TMP/fixtures/"
+as_root chown -R postgres:postgres "$TMP/graphs" "$TMP/fixtures"
+export PGHOST="$TMP" PGPORT="$PORT" PGUSER=postgres
+export OMNIGRAPH_TEST_GRAPHS="$TMP/graphs" OMNIGRAPH_TEST_FIXTURES="$TMP/fixtures"
+
+log "pg_regress"
+REGRESS_DIR="$ROOT/omnigraph_fdw/tests/pg_regress"
+OUT="$TMP/regress"
+mkdir -p "$OUT"
+TESTS="setup $(cd "$REGRESS_DIR/sql" && ls *.sql | sed "s/\.sql$//" | grep -vx setup | sort | tr "\n" " ")"
+if ! "/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress" \
+    --host="$TMP" --port="$PORT" --user=postgres \
+    --inputdir="$REGRESS_DIR" --outputdir="$OUT" \
+    --load-extension=omnigraph_fdw --dbname=omnigraph_regress $TESTS; then
+  cat "$OUT/regression.diffs" >&2 || true
+  exit 1
+fi
+
+log "pytest (connections, cached plans, cancel, memory)"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider "$ROOT/tests"

@@ -1,0 +1,533 @@
+//! The owned filter model both frontends translate WHERE clauses into, its
+//! pushdown classification, and its translation to a DataFusion expression
+//! that Lance evaluates inside the scan.
+//!
+//! What is pushed, and why it gives the rows Postgres would give:
+//! - `=`, `<>`, `<`, `<=`, `>`, `>=` between a column and a constant or a
+//!   parameter, on integer, boolean, date, timestamp and text columns.
+//!   Text ordering (`<`, `>`, ...) only under the C collation: other
+//!   collations order text differently from Lance's byte order. Text
+//!   equality is byte equality under every deterministic collation.
+//! - Double precision only against finite, non-zero constants: Arrow orders
+//!   floats totally (`-0 < 0`, NaN is equal to NaN), Postgres says `-0 = 0`;
+//!   the two agree away from zero and NaN. Real (F32) columns stay local,
+//!   since DataFusion may narrow the constant to f32 where Postgres widens the
+//!   column to f64.
+//! - `IN (...)` / `= ANY(array)` and `NOT IN` / `<> ALL(array)` by the same rules.
+//! - `IS [NOT] NULL` on any column; a boolean column alone (`WHERE flag`).
+//! - `LIKE 'prefix%'` with a literal prefix (no wildcard or escape in it).
+//! - `AND`, `OR`, `NOT` whose every part is pushed (SQL three-valued logic
+//!   is the same on both sides).
+//! Everything else is `Unsupported` and Postgres evaluates it locally.
+
+use omnigraph_engine::deps::lance::deps::datafusion::common::Column as DfColumn;
+use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::{Expr as DfExpr, lit};
+use omnigraph_engine::deps::lance::deps::datafusion::scalar::ScalarValue;
+use serde::{Deserialize, Serialize};
+
+/// A constant value of a filter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Scalar {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since 1970-01-01 UTC.
+    Timestamp(i64),
+}
+
+/// What a column holds, as far as pushdown rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ColumnType {
+    Text,
+    Bool,
+    Int,
+    /// Double precision (F64).
+    Float64,
+    /// Real (F32): comparisons stay local.
+    Float32,
+    Date,
+    Timestamp,
+    /// Lists, bytes, numeric: only `IS [NOT] NULL` is pushed.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    /// The name in the graph (Lance column name).
+    pub name: String,
+    pub ty: ColumnType,
+}
+
+/// A value side of a comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Const(Scalar),
+    /// The n-th runtime parameter (a prepared statement's `$n`, or a value
+    /// from an outer plan), supplied when the scan starts.
+    Param(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmpOp {
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+impl CmpOp {
+    /// The operator with its operands swapped: `5 < x` is `x > 5`.
+    pub fn flip(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::LtEq => CmpOp::GtEq,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::GtEq => CmpOp::LtEq,
+            o => o,
+        }
+    }
+
+    pub fn from_sql(op: &str) -> Option<CmpOp> {
+        Some(match op {
+            "=" => CmpOp::Eq,
+            "<>" => CmpOp::NotEq,
+            "<" => CmpOp::Lt,
+            "<=" => CmpOp::LtEq,
+            ">" => CmpOp::Gt,
+            ">=" => CmpOp::GtEq,
+            _ => return None,
+        })
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::NotEq => "<>",
+            CmpOp::Lt => "<",
+            CmpOp::LtEq => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::GtEq => ">=",
+        }
+    }
+}
+
+/// A filter over one table's columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Expr {
+    /// `column op value`; `c_collation` is true when text is compared
+    /// under the C (byte-order) collation.
+    Cmp {
+        column: Column,
+        op: CmpOp,
+        value: Value,
+        c_collation: bool,
+    },
+    /// `column IN (values)`, or `NOT IN` when negated.
+    InList {
+        column: Column,
+        values: Vec<Value>,
+        negated: bool,
+    },
+    IsNull {
+        column: Column,
+        negated: bool,
+    },
+    /// A boolean column used as a condition (`WHERE flag`).
+    BoolColumn(Column),
+    /// `column LIKE 'prefix%'`.
+    Prefix {
+        column: Column,
+        prefix: String,
+    },
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
+    Not(Box<Expr>),
+    /// Something the frontend could not model; the reason is for EXPLAIN and tests.
+    Unsupported(String),
+}
+
+/// Whether a filter runs in the Lance scan with Postgres's exact result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushdown {
+    /// Lance evaluates it with the same result; Postgres need not recheck.
+    Exact,
+    /// Postgres evaluates it; the reason says why.
+    Unsupported(String),
+}
+
+fn value_ok(ty: ColumnType, op: CmpOp, v: &Value, c_collation: bool) -> Result<(), String> {
+    match ty {
+        ColumnType::Int | ColumnType::Bool | ColumnType::Date | ColumnType::Timestamp => Ok(()),
+        ColumnType::Text if matches!(op, CmpOp::Eq | CmpOp::NotEq) || c_collation => Ok(()),
+        ColumnType::Text => Err("text ordering under a non-C collation".into()),
+        ColumnType::Float64 => match v {
+            Value::Const(Scalar::Float(f)) if f.is_finite() && *f != 0.0 => Ok(()),
+            Value::Const(Scalar::Int(i)) if *i != 0 => Ok(()),
+            Value::Const(Scalar::Null) => Ok(()),
+            _ => Err("double precision compared with zero, NaN, infinity or a parameter".into()),
+        },
+        ColumnType::Float32 => Err("real columns are compared locally".into()),
+        ColumnType::Other => Err("comparison on a list, bytes or numeric column".into()),
+    }
+}
+
+/// Classify a filter. Only `Exact` filters are pushed.
+pub fn classify(e: &Expr) -> Pushdown {
+    let r = match e {
+        Expr::Cmp {
+            column,
+            op,
+            value,
+            c_collation,
+        } => value_ok(column.ty, *op, value, *c_collation),
+        Expr::InList { column, values, .. } => values
+            .iter()
+            .try_for_each(|v| value_ok(column.ty, CmpOp::Eq, v, false)),
+        Expr::IsNull { .. } => Ok(()),
+        Expr::BoolColumn(c) if c.ty == ColumnType::Bool => Ok(()),
+        Expr::BoolColumn(_) => Err("not a boolean column".into()),
+        Expr::Prefix { column, prefix } => {
+            if column.ty != ColumnType::Text {
+                Err("LIKE on a non-text column".into())
+            } else if prefix.contains(['%', '_', '\\']) {
+                Err("LIKE pattern is not a plain prefix".into())
+            } else {
+                Ok(())
+            }
+        }
+        Expr::And(parts) | Expr::Or(parts) => parts.iter().try_for_each(|p| match classify(p) {
+            Pushdown::Exact => Ok(()),
+            Pushdown::Unsupported(r) => Err(r),
+        }),
+        Expr::Not(inner) => match classify(inner) {
+            Pushdown::Exact => Ok(()),
+            Pushdown::Unsupported(r) => Err(r),
+        },
+        Expr::Unsupported(r) => Err(r.clone()),
+    };
+    match r {
+        Ok(()) => Pushdown::Exact,
+        Err(reason) => Pushdown::Unsupported(reason),
+    }
+}
+
+/// Errors building the Lance expression (a parameter missing at run time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterError(pub String);
+
+impl std::fmt::Display for FilterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn scalar_value(ty: ColumnType, s: &Scalar) -> ScalarValue {
+    match (ty, s) {
+        (_, Scalar::Null) => ScalarValue::Null,
+        (_, Scalar::Bool(b)) => ScalarValue::Boolean(Some(*b)),
+        (ColumnType::Float64, Scalar::Int(i)) => ScalarValue::Float64(Some(*i as f64)),
+        (_, Scalar::Int(i)) => ScalarValue::Int64(Some(*i)),
+        (_, Scalar::Float(f)) => ScalarValue::Float64(Some(*f)),
+        (_, Scalar::Text(t)) => ScalarValue::Utf8(Some(t.clone())),
+        (_, Scalar::Date(d)) => ScalarValue::Date32(Some(*d)),
+        (_, Scalar::Timestamp(us)) => {
+            ScalarValue::TimestampMicrosecond(Some(*us), Some("UTC".into()))
+        }
+    }
+}
+
+fn resolve<'a>(v: &'a Value, params: &'a [Scalar]) -> Result<&'a Scalar, FilterError> {
+    match v {
+        Value::Const(s) => Ok(s),
+        Value::Param(i) => params
+            .get(*i)
+            .ok_or_else(|| FilterError(format!("parameter {i} has no value"))),
+    }
+}
+
+fn column(c: &Column) -> DfExpr {
+    // Not `col()`: it parses the name as SQL and would lower-case `joinedOn`.
+    DfExpr::Column(DfColumn::new_unqualified(c.name.as_str()))
+}
+
+/// Translate an `Exact` filter into a DataFusion expression for
+/// `Scanner::filter_expr`, with parameter values substituted.
+pub fn to_datafusion(e: &Expr, params: &[Scalar]) -> Result<DfExpr, FilterError> {
+    Ok(match e {
+        Expr::Cmp {
+            column: c,
+            op,
+            value,
+            ..
+        } => {
+            let l = column(c);
+            let r = lit(scalar_value(c.ty, resolve(value, params)?));
+            match op {
+                CmpOp::Eq => l.eq(r),
+                CmpOp::NotEq => l.not_eq(r),
+                CmpOp::Lt => l.lt(r),
+                CmpOp::LtEq => l.lt_eq(r),
+                CmpOp::Gt => l.gt(r),
+                CmpOp::GtEq => l.gt_eq(r),
+            }
+        }
+        Expr::InList {
+            column: c,
+            values,
+            negated,
+        } => {
+            let list = values
+                .iter()
+                .map(|v| resolve(v, params).map(|s| lit(scalar_value(c.ty, s))))
+                .collect::<Result<Vec<_>, _>>()?;
+            column(c).in_list(list, *negated)
+        }
+        Expr::IsNull {
+            column: c,
+            negated: false,
+        } => column(c).is_null(),
+        Expr::IsNull {
+            column: c,
+            negated: true,
+        } => column(c).is_not_null(),
+        Expr::BoolColumn(c) => column(c).is_true(),
+        Expr::Prefix { column: c, prefix } => column(c).like(lit(format!("{prefix}%"))),
+        Expr::And(parts) => conjunction(parts, params, DfExpr::and, true)?,
+        Expr::Or(parts) => conjunction(parts, params, DfExpr::or, false)?,
+        Expr::Not(inner) => !to_datafusion(inner, params)?,
+        Expr::Unsupported(r) => return Err(FilterError(format!("cannot push down: {r}"))),
+    })
+}
+
+fn conjunction(
+    parts: &[Expr],
+    params: &[Scalar],
+    join: fn(DfExpr, DfExpr) -> DfExpr,
+    empty: bool,
+) -> Result<DfExpr, FilterError> {
+    let mut out: Option<DfExpr> = None;
+    for p in parts {
+        let e = to_datafusion(p, params)?;
+        out = Some(match out {
+            None => e,
+            Some(acc) => join(acc, e),
+        });
+    }
+    Ok(out.unwrap_or_else(|| lit(empty)))
+}
+
+/// AND of several filters (the pushed top-level quals of one scan).
+pub fn and_all(parts: Vec<Expr>) -> Option<Expr> {
+    match parts.len() {
+        0 => None,
+        1 => parts.into_iter().next(),
+        _ => Some(Expr::And(parts)),
+    }
+}
+
+fn show_scalar(s: &Scalar) -> String {
+    match s {
+        Scalar::Null => "NULL".into(),
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(f) => format!("{f:?}"),
+        Scalar::Text(t) => format!("'{}'", t.replace('\'', "''")),
+        Scalar::Date(d) => format!("date '{}'", omnigraph_engine::value::date_to_string(*d)),
+        Scalar::Timestamp(t) => format!(
+            "timestamptz '{}'",
+            omnigraph_engine::value::datetime_to_string(*t)
+        ),
+    }
+}
+
+fn show_value(v: &Value) -> String {
+    match v {
+        Value::Const(s) => show_scalar(s),
+        Value::Param(i) => format!("${}", i + 1),
+    }
+}
+
+/// Readable text of a filter for EXPLAIN, in graph names.
+pub fn display(e: &Expr) -> String {
+    match e {
+        Expr::Cmp {
+            column, op, value, ..
+        } => format!("{} {} {}", column.name, op.sql(), show_value(value)),
+        Expr::InList {
+            column,
+            values,
+            negated,
+        } => format!(
+            "{} {}IN ({})",
+            column.name,
+            if *negated { "NOT " } else { "" },
+            values.iter().map(show_value).collect::<Vec<_>>().join(", ")
+        ),
+        Expr::IsNull { column, negated } => format!(
+            "{} IS {}NULL",
+            column.name,
+            if *negated { "NOT " } else { "" }
+        ),
+        Expr::BoolColumn(c) => c.name.clone(),
+        Expr::Prefix { column, prefix } => {
+            format!("{} LIKE '{}%'", column.name, prefix.replace('\'', "''"))
+        }
+        Expr::And(parts) => parts
+            .iter()
+            .map(|p| paren(p))
+            .collect::<Vec<_>>()
+            .join(" AND "),
+        Expr::Or(parts) => parts
+            .iter()
+            .map(|p| paren(p))
+            .collect::<Vec<_>>()
+            .join(" OR "),
+        Expr::Not(inner) => format!("NOT {}", paren(inner)),
+        Expr::Unsupported(r) => format!("<{r}>"),
+    }
+}
+
+fn paren(e: &Expr) -> String {
+    match e {
+        Expr::And(_) | Expr::Or(_) => format!("({})", display(e)),
+        _ => display(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(name: &str, ty: ColumnType) -> Column {
+        Column {
+            name: name.into(),
+            ty,
+        }
+    }
+
+    fn cmp(name: &str, ty: ColumnType, op: CmpOp, v: Scalar) -> Expr {
+        Expr::Cmp {
+            column: c(name, ty),
+            op,
+            value: Value::Const(v),
+            c_collation: false,
+        }
+    }
+
+    #[test]
+    fn classification_follows_the_documented_rules() {
+        use ColumnType::*;
+        let exact = |e: &Expr| classify(e) == Pushdown::Exact;
+        assert!(exact(&cmp("age", Int, CmpOp::Gt, Scalar::Int(3))));
+        assert!(exact(&cmp(
+            "name",
+            Text,
+            CmpOp::Eq,
+            Scalar::Text("x".into())
+        )));
+        assert!(!exact(&cmp(
+            "name",
+            Text,
+            CmpOp::Lt,
+            Scalar::Text("x".into())
+        )));
+        assert!(exact(&Expr::Cmp {
+            column: c("name", Text),
+            op: CmpOp::Lt,
+            value: Value::Const(Scalar::Text("x".into())),
+            c_collation: true
+        }));
+        assert!(exact(&cmp("score", Float64, CmpOp::Gt, Scalar::Float(1.5))));
+        assert!(!exact(&cmp(
+            "score",
+            Float64,
+            CmpOp::Eq,
+            Scalar::Float(0.0)
+        )));
+        assert!(!exact(&cmp(
+            "score",
+            Float64,
+            CmpOp::Eq,
+            Scalar::Float(f64::NAN)
+        )));
+        assert!(!exact(&cmp("w", Float32, CmpOp::Gt, Scalar::Float(1.5))));
+        assert!(!exact(&Expr::Cmp {
+            column: c("score", Float64),
+            op: CmpOp::Eq,
+            value: Value::Param(0),
+            c_collation: false
+        }));
+        assert!(exact(&Expr::Cmp {
+            column: c("age", Int),
+            op: CmpOp::Eq,
+            value: Value::Param(0),
+            c_collation: false
+        }));
+        assert!(exact(&Expr::IsNull {
+            column: c("tags", Other),
+            negated: true
+        }));
+        assert!(!exact(&cmp("tags", Other, CmpOp::Eq, Scalar::Null)));
+        assert!(exact(&Expr::Prefix {
+            column: c("name", Text),
+            prefix: "Al".into()
+        }));
+        assert!(!exact(&Expr::Prefix {
+            column: c("name", Text),
+            prefix: "A_".into()
+        }));
+        let ok = cmp("age", Int, CmpOp::Gt, Scalar::Int(3));
+        let bad = Expr::Unsupported("function call".into());
+        assert!(exact(&Expr::Or(vec![ok.clone(), ok.clone()])));
+        assert!(!exact(&Expr::Or(vec![ok.clone(), bad.clone()])));
+        assert!(!exact(&Expr::And(vec![ok.clone(), bad.clone()])));
+        assert!(!exact(&Expr::Not(Box::new(bad))));
+        assert!(exact(&Expr::InList {
+            column: c("age", Int),
+            values: vec![Value::Const(Scalar::Int(1)), Value::Param(0)],
+            negated: true
+        }));
+    }
+
+    #[test]
+    fn translation_substitutes_parameters() {
+        let e = Expr::And(vec![
+            Expr::Cmp {
+                column: c("age", ColumnType::Int),
+                op: CmpOp::GtEq,
+                value: Value::Param(0),
+                c_collation: false,
+            },
+            Expr::Not(Box::new(Expr::IsNull {
+                column: c("joinedOn", ColumnType::Date),
+                negated: false,
+            })),
+        ]);
+        let df = to_datafusion(&e, &[Scalar::Int(30)]).unwrap();
+        assert_eq!(df.to_string(), "age >= Int64(30) AND NOT joinedOn IS NULL");
+        assert!(to_datafusion(&e, &[]).is_err());
+        assert_eq!(display(&e), "age >= $1 AND NOT joinedOn IS NULL");
+        let p = Expr::Prefix {
+            column: c("name", ColumnType::Text),
+            prefix: "O'B".into(),
+        };
+        assert_eq!(display(&p), "name LIKE 'O''B%'");
+        assert_eq!(
+            to_datafusion(&p, &[]).unwrap().to_string(),
+            "name LIKE Utf8(\"O'B%\")"
+        );
+        let ts = cmp("at", ColumnType::Timestamp, CmpOp::Lt, Scalar::Timestamp(5));
+        assert!(
+            to_datafusion(&ts, &[])
+                .unwrap()
+                .to_string()
+                .contains("TimestampMicrosecond(5, Some(\"UTC\"))")
+        );
+    }
+}

@@ -1,0 +1,58 @@
+"""Fixtures for the extension tests: connections to the throwaway cluster
+that scripts/test.sh starts (PGHOST/PGPORT/PGUSER), and a fresh graph per test."""
+
+import os
+import uuid
+
+import psycopg2
+import pytest
+
+GRAPHS = os.environ.get("OMNIGRAPH_TEST_GRAPHS", "/tmp/omnigraph-graphs")
+FIXTURES = os.environ.get("OMNIGRAPH_TEST_FIXTURES", "")
+
+
+def connect(dbname="postgres", autocommit=True):
+    conn = psycopg2.connect(dbname=dbname)
+    conn.autocommit = autocommit
+    return conn
+
+
+@pytest.fixture(scope="session")
+def database():
+    """A database with the extension, created once per run."""
+    name = "omnigraph_pytest"
+    admin = connect()
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        cur.execute(f"CREATE DATABASE {name}")
+    admin.close()
+    conn = connect(name)
+    with conn.cursor() as cur:
+        cur.execute("CREATE EXTENSION omnigraph_fdw")
+    conn.close()
+    return name
+
+
+def fixture_text(name):
+    with open(os.path.join(FIXTURES, name), encoding="utf-8") as f:
+        return f.read()
+
+
+@pytest.fixture
+def graph(database):
+    """A new graph loaded with the social example, imported into schema g_<id>.
+    Yields (server, schema, connect)."""
+    suffix = uuid.uuid4().hex[:10]
+    server, schema = f"srv_{suffix}", f"g_{suffix}"
+    conn = connect(database)
+    with conn.cursor() as cur:
+        cur.execute(
+            f"CREATE SERVER {server} FOREIGN DATA WRAPPER omnigraph OPTIONS (uri %s)",
+            (os.path.join(GRAPHS, suffix),),
+        )
+        cur.execute("SELECT omnigraph_create_graph(%s, %s)", (server, fixture_text("schema.pg")))
+        cur.execute("SELECT omnigraph_load(%s, 'main', %s)", (server, fixture_text("data.ndjson")))
+        cur.execute(f"CREATE SCHEMA {schema}")
+        cur.execute(f'IMPORT FOREIGN SCHEMA "main" FROM SERVER {server} INTO {schema}')
+    conn.close()
+    yield server, schema, lambda autocommit=True: connect(database, autocommit)

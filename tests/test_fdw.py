@@ -1,0 +1,202 @@
+"""Extension behaviour that golden files cannot show: several connections,
+cached plans, cancel, memory after errors."""
+
+import json
+import threading
+
+import psycopg2
+import pytest
+from psycopg2 import errors
+
+
+def person_line(slug, **props):
+    data = {"slug": slug, "name": slug.title(), "status": "active", **props}
+    return json.dumps({"type": "Person", "data": data})
+
+
+def test_repeatable_read_sees_one_commit_across_tables(graph):
+    server, schema, connect = graph
+    reader = connect(autocommit=False)
+    writer = connect()
+    reader.set_session(isolation_level="REPEATABLE READ")
+    with reader.cursor() as r, writer.cursor() as w:
+        r.execute(f"SELECT count(*) FROM {schema}.person")
+        people_before = r.fetchone()[0]
+        # A commit touching two tables lands while the reader's transaction is open.
+        load = "\n".join([person_line("zoe"), json.dumps({"edge": "Knows", "from": "zoe", "to": "alice"})])
+        w.execute("SELECT omnigraph_load(%s, 'main', %s)", (server, load))
+        r.execute(f"SELECT count(*) FROM {schema}.person")
+        assert r.fetchone()[0] == people_before
+        r.execute(f"SELECT count(*) FROM {schema}.knows WHERE src = 'zoe'")
+        assert r.fetchone()[0] == 0
+        reader.commit()
+        # The next transaction sees the commit, in both tables.
+        r.execute(f"SELECT count(*) FROM {schema}.person")
+        assert r.fetchone()[0] == people_before + 1
+        r.execute(f"SELECT count(*) FROM {schema}.knows WHERE src = 'zoe'")
+        assert r.fetchone()[0] == 1
+    reader.rollback()
+
+
+def test_read_committed_statement_sees_commits_that_finished_before_it(graph):
+    server, schema, connect = graph
+    reader = connect(autocommit=False)
+    writer = connect()
+    with reader.cursor() as r, writer.cursor() as w:
+        r.execute(f"SELECT count(*) FROM {schema}.person")
+        before = r.fetchone()[0]
+        w.execute("SELECT omnigraph_load(%s, 'main', %s)", (server, person_line("yan")))
+        # Same transaction, new statement: READ COMMITTED sees the new commit.
+        r.execute(f"SELECT count(*) FROM {schema}.person")
+        assert r.fetchone()[0] == before + 1
+        # One statement reading two tables reads one commit: the self-join is consistent.
+        r.execute(
+            f"SELECT count(*) FROM {schema}.person p JOIN {schema}.person q ON p.id = q.id"
+        )
+        assert r.fetchone()[0] == before + 1
+    reader.rollback()
+
+
+def test_cached_plans_in_plpgsql_and_generic_prepared_statements(graph):
+    server, schema, connect = graph
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""CREATE FUNCTION {schema}.older_than(n int) RETURNS bigint LANGUAGE plpgsql AS $$
+                BEGIN RETURN (SELECT count(*) FROM {schema}.person WHERE age > n); END $$"""
+        )
+        results = []
+        for n in [0, 26, 30, 100] * 10:
+            cur.execute(f"SELECT {schema}.older_than(%s)", (n,))
+            results.append(cur.fetchone()[0])
+        assert results[:4] == [3, 2, 1, 0]
+        assert results == results[:4] * 10
+        cur.execute("SET plan_cache_mode = force_generic_plan")
+        cur.execute(f"PREPARE older(int) AS SELECT id FROM {schema}.person WHERE age > $1 ORDER BY id")
+        for n, expected in [(26, ["alice", "charlie"]), (30, ["charlie"]), (0, ["alice", "bob", "charlie"])] * 5:
+            cur.execute("EXECUTE older(%s)", (n,))
+            assert [r[0] for r in cur.fetchall()] == expected
+        cur.execute(f"EXPLAIN EXECUTE older(1)")
+        plan = "\n".join(r[0] for r in cur.fetchall())
+        assert "Pushed Filter: age > $1" in plan
+
+
+def test_a_new_branch_commit_is_seen_through_the_session_branch(graph):
+    server, schema, connect = graph
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}_s")
+        cur.execute(
+            f"IMPORT FOREIGN SCHEMA \"main\" FROM SERVER {server} INTO {schema}_s OPTIONS (session_branch 'true')"
+        )
+        cur.execute("SELECT omnigraph_branch_create(%s, 'work')", (server,))
+        cur.execute("SELECT omnigraph_load(%s, 'work', %s)", (server, person_line("wendy")))
+        cur.execute(f"SELECT count(*) FROM {schema}_s.person WHERE id = 'wendy'")
+        assert cur.fetchone()[0] == 0
+        cur.execute("SET omnigraph.branch = 'work'")
+        cur.execute(f"SELECT count(*) FROM {schema}_s.person WHERE id = 'wendy'")
+        assert cur.fetchone()[0] == 1
+        cur.execute("SET omnigraph.branch = 'nope'")
+        with pytest.raises(errors.UndefinedObject, match="branch 'nope' does not exist"):
+            cur.execute(f"SELECT count(*) FROM {schema}_s.person")
+
+
+@pytest.fixture
+def big_graph(graph):
+    """The social graph plus 100,000 more people."""
+    server, schema, connect = graph
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT omnigraph_load(%s, 'main', string_agg(json_build_object('type', 'Person', 'data',
+                 json_build_object('slug', 'bulk' || i, 'name', repeat('n', 40) || i, 'age', i %% 90,
+                                   'status', 'active', 'email', 'b' || i || '@x.org'))::text, E'\n'))
+               FROM generate_series(1, 100000) i""",
+            (server,),
+        )
+    return graph
+
+
+def test_statement_timeout_and_cancel_stop_a_scan(big_graph):
+    server, schema, connect = big_graph
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute("SET statement_timeout = '100ms'")
+        with pytest.raises(errors.QueryCanceled):
+            cur.execute(
+                f"SELECT count(*) FROM {schema}.person a, {schema}.person b WHERE a.name < b.name"
+            )
+        cur.execute("RESET statement_timeout")
+        cur.execute("SELECT 1")
+        assert cur.fetchone()[0] == 1
+        # pg_cancel_backend from another session
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+        started = threading.Event()
+
+        def canceller():
+            other = connect()
+            with other.cursor() as o:
+                started.wait()
+                # Cancel once the query is running in the target backend.
+                for _ in range(2000):
+                    o.execute("SELECT state, query FROM pg_stat_activity WHERE pid = %s", (pid,))
+                    state, query = o.fetchone()
+                    if state == "active" and "a.name < b.name" in query:
+                        o.execute("SELECT pg_cancel_backend(%s)", (pid,))
+                        return
+            other.close()
+
+        t = threading.Thread(target=canceller)
+        t.start()
+        started.set()
+        with pytest.raises(errors.QueryCanceled):
+            cur.execute(f"SELECT count(*) FROM {schema}.person a, {schema}.person b WHERE a.name < b.name")
+        t.join()
+        cur.execute(f"SELECT count(*) FROM {schema}.person")
+        assert cur.fetchone()[0] == 100004
+
+
+def context_bytes(cur):
+    cur.execute("SELECT sum(total_bytes) FROM pg_backend_memory_contexts")
+    return cur.fetchone()[0]
+
+
+def test_an_error_mid_scan_leaves_no_memory_behind(big_graph):
+    server, schema, connect = big_graph
+    conn = connect()
+    with conn.cursor() as cur:
+        failing = f"SELECT sum(1 / (age - 45)) FROM {schema}.person"
+
+        def fail_once():
+            with pytest.raises(errors.DivisionByZero):
+                cur.execute(failing)
+
+        fail_once()
+        fail_once()
+        before = context_bytes(cur)
+        for _ in range(15):
+            fail_once()
+        after = context_bytes(cur)
+        # 15 failed scans of 100,000 rows: no scan state survives its query.
+        assert after - before < 256 * 1024, (before, after)
+
+
+def test_backend_survives_bad_inputs(graph):
+    server, schema, connect = graph
+    conn = connect()
+    with conn.cursor() as cur:
+        for sql, error in [
+            ("SELECT omnigraph_schema('no_such_server')", errors.UndefinedObject),
+            (f"SELECT * FROM omnigraph_log('{server}', 'ghost')", errors.UndefinedObject),
+            (f"CREATE FOREIGN TABLE {schema}.bad (id text) SERVER {server} OPTIONS (type 'Nope')", None),
+            (f"SELECT * FROM {schema}.bad", errors.UndefinedObject),
+            (f"SELECT omnigraph_branch_create('{server}', 'x', '01ARZ3NDEKTSV4RRFFQ69G5FAV')", errors.UndefinedObject),
+        ]:
+            if error is None:
+                cur.execute(sql)
+            else:
+                with pytest.raises(error):
+                    cur.execute(sql)
+        cur.execute(f"SELECT count(*) FROM {schema}.person")
+        assert cur.fetchone()[0] == 4
