@@ -200,3 +200,39 @@ def test_backend_survives_bad_inputs(graph):
                     cur.execute(sql)
         cur.execute(f"SELECT count(*) FROM {schema}.person")
         assert cur.fetchone()[0] == 4
+
+
+def test_a_commit_whose_table_version_was_reclaimed_gives_a_clear_error(graph, tmp_path):
+    """Cleanup (version GC) may remove an old table version; a table pinned
+    to a commit that needs it must fail with 55000 naming the type, not crash."""
+    import glob
+    import os
+
+    from conftest import GRAPHS
+
+    server, schema, connect = graph
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT commit_id FROM omnigraph_log(%s) LIMIT 1", (server,))
+        old = cur.fetchone()[0]
+        cur.execute("SELECT omnigraph_load(%s, 'main', %s)", (server, person_line("xavier")))
+        cur.execute(f"CREATE SCHEMA {schema}_old")
+        cur.execute(f"IMPORT FOREIGN SCHEMA \"main\" FROM SERVER {server} INTO {schema}_old OPTIONS (commit %s)", (old,))
+        cur.execute(f"SELECT count(*) FROM {schema}_old.person")
+        assert cur.fetchone()[0] == 4
+        # Remove every Person manifest but the newest, as version GC would.
+        cur.execute("SELECT srvoptions FROM pg_foreign_server WHERE srvname = %s", (server,))
+        uri = cur.fetchone()[0][0].split("=", 1)[1]
+        manifests = sorted(glob.glob(os.path.join(uri, "nodes", "Person", "_versions", "*.manifest")))
+        assert len(manifests) >= 2
+        newest = max(manifests, key=os.path.getmtime)
+        for m in manifests:
+            if m != newest:
+                os.remove(m)
+        # A new session: nothing cached.
+        fresh = connect()
+        with fresh.cursor() as f:
+            with pytest.raises(errors.ObjectNotInPrerequisiteState, match="Person"):
+                f.execute(f"SELECT count(*) FROM {schema}_old.person")
+            f.execute(f"SELECT count(*) FROM {schema}.person")
+            assert f.fetchone()[0] == 5

@@ -110,15 +110,34 @@ impl Storage {
             Some(b) => builder.with_branch(b, Some(t.version)),
             None => builder.with_version(t.version),
         };
-        builder.load().await.map_err(|e| match e {
-            lance::Error::VersionNotFound { .. } | lance::Error::NotFound { .. } => {
-                Error::VersionReclaimed {
-                    type_name: type_name.to_string(),
-                    version: t.version,
+        match builder.load().await {
+            Ok(ds) => Ok(ds),
+            Err(
+                lance::Error::VersionNotFound { .. }
+                | lance::Error::NotFound { .. }
+                | lance::Error::DatasetNotFound { .. },
+            ) => {
+                // The version's manifest is gone. If the table still opens at
+                // its latest version, cleanup reclaimed the one we want.
+                let latest = DatasetBuilder::from_uri(&self.table_uri(&t.path))
+                    .with_session(self.session.clone());
+                let latest = match &t.lance_branch {
+                    Some(b) => latest.with_branch(b, None),
+                    None => latest,
+                };
+                match latest.load().await {
+                    Ok(_) => Err(Error::VersionReclaimed {
+                        type_name: type_name.to_string(),
+                        version: t.version,
+                    }),
+                    Err(e) => Err(Error::Storage(format!(
+                        "the table of {type_name} at '{}' cannot be opened: {e}",
+                        t.path
+                    ))),
                 }
             }
-            e => Error::from(e),
-        })
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Latest version on the table's Lance branch, published or not.

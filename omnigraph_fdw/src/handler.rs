@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use pgrx::{AllocatedByPostgres, PgBox, PgSqlErrorCode, pg_sys};
 
 use crate::pg::raise;
-use crate::{import, plan, scan};
+use crate::{analyze, import, plan, scan};
 
 /// Returns the callbacks of the `omnigraph` foreign data wrapper.
 #[pg_extern(immutable, parallel_safe)]
@@ -26,6 +26,9 @@ fn omnigraph_fdw_handler() -> PgBox<pg_sys::FdwRoutine, AllocatedByPostgres> {
 
     // EXPLAIN.
     r.ExplainForeignScan = Some(scan::explain_foreign_scan);
+
+    // ANALYZE: a sample of rows for column statistics.
+    r.AnalyzeForeignTable = Some(analyze::analyze_foreign_table);
 
     // IMPORT FOREIGN SCHEMA.
     r.ImportForeignSchema = Some(import::import_foreign_schema);

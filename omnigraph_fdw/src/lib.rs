@@ -9,6 +9,7 @@
 //! - `scan`: Begin/Iterate/ReScan/End and EXPLAIN.
 //! - `datum`: Arrow values to Datums.
 //! - `import`: IMPORT FOREIGN SCHEMA.
+//! - `analyze`: ANALYZE (row samples for column statistics).
 //! - `functions`: the SQL functions (`omnigraph_create_graph`, ...).
 //! - `graphs`: open graphs and the per-statement / per-transaction snapshot cache.
 //! - `runtime`: the backend's tokio runtime and cancellable waits.
@@ -25,6 +26,7 @@ use std::ffi::CString;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
+mod analyze;
 mod datum;
 mod error;
 mod functions;

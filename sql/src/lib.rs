@@ -6,6 +6,7 @@
 //! - [`types`]: property types to SQL types.
 //! - [`options`]: foreign data wrapper options and their validation.
 //! - [`ddl`]: the foreign tables IMPORT FOREIGN SCHEMA creates.
+//! - [`stats`]: row sampling for ANALYZE.
 //! - [`filter`]: the owned filter-expression model, its pushdown
 //!   classification (Exact / Unsupported) and its Lance filter text.
 
@@ -15,4 +16,5 @@ pub mod ddl;
 pub mod filter;
 pub mod names;
 pub mod options;
+pub mod stats;
 pub mod types;

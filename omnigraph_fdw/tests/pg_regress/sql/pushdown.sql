@@ -101,3 +101,19 @@ SELECT id FROM pdg.person ORDER BY lower(name), id LIMIT 1;
 -- a LIMIT given as a parameter
 PREPARE lim(bigint) AS SELECT id FROM pdg.person ORDER BY id LIMIT $1;
 EXECUTE lim(2);
+-- ===================================================================
+-- ANALYZE: column statistics reach the planner
+-- ===================================================================
+CREATE FUNCTION estimated_rows(q text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE line text;
+BEGIN
+  EXECUTE 'EXPLAIN ' || q INTO line;
+  RETURN substring(line from 'rows=([0-9]+)')::bigint;
+END $$;
+SELECT estimated_rows('SELECT * FROM pdg.person WHERE status = ''retired''') AS before_analyze;
+ANALYZE pdg.person;
+SELECT count(*) > 0 AS has_stats FROM pg_stats WHERE schemaname = 'pdg' AND tablename = 'person';
+-- 200 rows are sampled whole, so the estimates are the true counts
+SELECT estimated_rows('SELECT * FROM pdg.person WHERE status = ''retired''') AS retired, rows_of('status = ''retired''') AS actual;
+SELECT estimated_rows('SELECT * FROM pdg.person WHERE age = 30') AS age_30, rows_of('age = 30') AS actual;
+SELECT n_distinct, null_frac FROM pg_stats WHERE schemaname = 'pdg' AND tablename = 'person' AND attname = 'email';
