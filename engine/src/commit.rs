@@ -291,7 +291,19 @@ impl WriteTxn {
                 },
             ))
         };
-        let (id, record) = run().map_err(|e| e.at_line(line))?;
+        let (_, record) = run().map_err(|e| e.at_line(line))?;
+        self.stage_row(type_name, record, upsert, line)
+    }
+
+    /// Stage a whole row as a strict insert or an upsert; returns its id.
+    fn stage_row(
+        &mut self,
+        type_name: &str,
+        record: Record,
+        upsert: bool,
+        line: Option<usize>,
+    ) -> Result<String> {
+        let id = record.id.clone();
         let change = if upsert {
             Pending::Upsert(record)
         } else {
@@ -334,18 +346,11 @@ impl WriteTxn {
             .map_err(|e| e.at_line(line))?;
         let id = explicit_id.unwrap_or_else(|| ulid::Ulid::new().to_string());
         let record = Record {
-            id: id.clone(),
+            id,
             endpoints: Some((src.to_string(), dst.to_string())),
             props,
         };
-        let change = if upsert {
-            Pending::Upsert(record)
-        } else {
-            Pending::Insert(record)
-        };
-        self.stage(type_name, id.clone(), change, line)
-            .map_err(|e| e.at_line(line))?;
-        Ok(id)
+        self.stage_row(type_name, record, upsert, line)
     }
 
     /// Stage a partial update: only the given properties change.
@@ -407,6 +412,13 @@ impl WriteTxn {
             self.graph.inner.options.lock_timeout,
         )
         .await?;
+        // The branch may have been deleted (or deleted and re-created) while
+        // we waited; never publish into a chain no ref points at.
+        if self.graph.branch_ref(&self.branch).await?.id != branch_ref.id {
+            return Err(Error::BranchNotFound {
+                name: self.branch.clone(),
+            });
+        }
         let head_manifest = self.graph.meta().head(&branch_ref.id).await?;
         let head = self
             .graph

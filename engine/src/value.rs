@@ -446,18 +446,6 @@ pub(crate) fn unknown_type(catalog: &Catalog, name: &str) -> Error {
 }
 
 fn append_scalar(b: &mut dyn ArrayBuilder, s: ScalarType, v: &Value) -> Result<()> {
-    macro_rules! push {
-        ($ty:ty, $val:expr) => {{
-            let builder = b
-                .as_any_mut()
-                .downcast_mut::<$ty>()
-                .ok_or_else(|| Error::Internal("column builder of the wrong type".into()))?;
-            match v {
-                Value::Null => builder.append_null(),
-                _ => builder.append_value($val),
-            }
-        }};
-    }
     let mismatch = || {
         Error::Internal(format!(
             "value {} does not fit a {} column",
@@ -465,84 +453,32 @@ fn append_scalar(b: &mut dyn ArrayBuilder, s: ScalarType, v: &Value) -> Result<(
             s.name()
         ))
     };
+    // One arm per column type: the builder, and the value pattern it takes.
+    macro_rules! push {
+        ($ty:ty, $pat:pat => $val:expr) => {{
+            let builder = b
+                .as_any_mut()
+                .downcast_mut::<$ty>()
+                .ok_or_else(|| Error::Internal("column builder of the wrong type".into()))?;
+            match v {
+                Value::Null => builder.append_null(),
+                $pat => builder.append_value($val),
+                _ => return Err(mismatch()),
+            }
+        }};
+    }
     match s {
-        ScalarType::String => push!(
-            StringBuilder,
-            match v {
-                Value::String(x) => x.as_str(),
-                _ => return Err(mismatch()),
-            }
-        ),
-        ScalarType::Blob => push!(
-            LargeBinaryBuilder,
-            match v {
-                Value::Bytes(x) => x.as_slice(),
-                _ => return Err(mismatch()),
-            }
-        ),
-        ScalarType::Bool => push!(
-            BooleanBuilder,
-            match v {
-                Value::Bool(x) => *x,
-                _ => return Err(mismatch()),
-            }
-        ),
-        ScalarType::I32 => push!(
-            Int32Builder,
-            match v {
-                Value::Int(x) => *x as i32,
-                _ => return Err(mismatch()),
-            }
-        ),
-        ScalarType::I64 => push!(
-            Int64Builder,
-            match v {
-                Value::Int(x) => *x,
-                _ => return Err(mismatch()),
-            }
-        ),
-        ScalarType::U32 => push!(
-            UInt32Builder,
-            match v {
-                Value::UInt(x) => *x as u32,
-                _ => return Err(mismatch()),
-            }
-        ),
-        ScalarType::U64 => push!(
-            UInt64Builder,
-            match v {
-                Value::UInt(x) => *x,
-                _ => return Err(mismatch()),
-            }
-        ),
-        ScalarType::F32 => push!(
-            Float32Builder,
-            match v {
-                Value::Float(x) => *x as f32,
-                _ => return Err(mismatch()),
-            }
-        ),
-        ScalarType::F64 => push!(
-            Float64Builder,
-            match v {
-                Value::Float(x) => *x,
-                _ => return Err(mismatch()),
-            }
-        ),
-        ScalarType::Date => push!(
-            Date32Builder,
-            match v {
-                Value::Date(x) => *x,
-                _ => return Err(mismatch()),
-            }
-        ),
-        ScalarType::DateTime => push!(
-            TimestampMicrosecondBuilder,
-            match v {
-                Value::DateTime(x) => *x,
-                _ => return Err(mismatch()),
-            }
-        ),
+        ScalarType::String => push!(StringBuilder, Value::String(x) => x.as_str()),
+        ScalarType::Blob => push!(LargeBinaryBuilder, Value::Bytes(x) => x.as_slice()),
+        ScalarType::Bool => push!(BooleanBuilder, Value::Bool(x) => *x),
+        ScalarType::I32 => push!(Int32Builder, Value::Int(x) => *x as i32),
+        ScalarType::I64 => push!(Int64Builder, Value::Int(x) => *x),
+        ScalarType::U32 => push!(UInt32Builder, Value::UInt(x) => *x as u32),
+        ScalarType::U64 => push!(UInt64Builder, Value::UInt(x) => *x),
+        ScalarType::F32 => push!(Float32Builder, Value::Float(x) => *x as f32),
+        ScalarType::F64 => push!(Float64Builder, Value::Float(x) => *x),
+        ScalarType::Date => push!(Date32Builder, Value::Date(x) => *x),
+        ScalarType::DateTime => push!(TimestampMicrosecondBuilder, Value::DateTime(x) => *x),
     }
     Ok(())
 }

@@ -671,3 +671,40 @@ async fn two_processes_updating_one_node_give_one_conflict() {
 async fn child_process_entry() {
     common::run_child().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_to_a_branch_deleted_meanwhile_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    g.branch_create("short-lived", &ReadRef::main())
+        .await
+        .unwrap();
+    let mut txn = g.begin("short-lived", "t").await.unwrap();
+    txn.insert_node("Person", props(&[("name", s("Orphan"))]))
+        .unwrap();
+    g.branch_delete("short-lived").await.unwrap();
+    assert!(matches!(
+        txn.commit().await,
+        Err(Error::BranchNotFound { .. })
+    ));
+    // A new branch of the same name does not receive the write either.
+    g.branch_create("short-lived", &ReadRef::main())
+        .await
+        .unwrap();
+    let mut txn = g.begin("short-lived", "t").await.unwrap();
+    txn.insert_node("Person", props(&[("name", s("Orphan"))]))
+        .unwrap();
+    g.branch_delete("short-lived").await.unwrap();
+    g.branch_create("short-lived", &ReadRef::main())
+        .await
+        .unwrap();
+    assert!(matches!(
+        txn.commit().await,
+        Err(Error::BranchNotFound { .. })
+    ));
+    assert!(
+        !ids(&g, &ReadRef::Branch("short-lived".into()), "Person")
+            .await
+            .contains(&"Orphan".to_string())
+    );
+}

@@ -6,7 +6,7 @@ use omnigraph_sql::stats::sample_offsets;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::datum::ColumnReader;
+use crate::datum::{batch_readers, fill_row};
 use crate::graphs;
 use crate::plan::table_def;
 use crate::runtime::run;
@@ -65,30 +65,14 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
         *totaldeadrows = 0.0;
     }
     let Some(batch) = batch else { return 0 };
-    let readers: Vec<(usize, ColumnReader)> = def
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            (
-                c.attno as usize - 1,
-                ColumnReader::new(batch.column(i).clone(), c.ty),
-            )
-        })
-        .collect();
+    let readers = batch_readers(&batch, def.columns.iter().map(|c| (c.attno, c.ty)));
     // SAFETY: tupdesc is the relation's descriptor; natts bounds the arrays.
     let natts = unsafe { (*tupdesc).natts } as usize;
     let mut values = vec![pg_sys::Datum::from(0usize); natts];
     let mut nulls = vec![true; natts];
     let n = batch.num_rows().min(targrows.max(0) as usize);
     for row in 0..n {
-        nulls.fill(true);
-        for (idx, r) in &readers {
-            if let Some(d) = r.datum(row) {
-                values[*idx] = d;
-                nulls[*idx] = false;
-            }
-        }
+        fill_row(&readers, row, &mut values, &mut nulls);
         // SAFETY: values/nulls have natts entries matching tupdesc; the tuple
         // is palloc'd in ANALYZE's memory context, which owns `rows`.
         unsafe {

@@ -9,7 +9,7 @@ use omnigraph_engine::deps::arrow_array::types::{
     Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
     UInt32Type, UInt64Type,
 };
-use omnigraph_engine::deps::arrow_array::{Array, ArrayRef};
+use omnigraph_engine::deps::arrow_array::{Array, ArrayRef, RecordBatch};
 use omnigraph_engine::deps::arrow_schema::{DataType, TimeUnit};
 use omnigraph_engine::schema::{PropType, ScalarType};
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -271,5 +271,38 @@ impl ColumnReader {
             }
         };
         Some(Datum::from(arr))
+    }
+}
+
+/// Readers for a batch whose columns are, in order, the given
+/// `(attribute number, type)` pairs; each paired with its slot index.
+pub fn batch_readers(
+    batch: &RecordBatch,
+    columns: impl Iterator<Item = (i16, PgType)>,
+) -> Vec<(usize, ColumnReader)> {
+    columns
+        .enumerate()
+        .map(|(i, (attno, ty))| {
+            (
+                attno as usize - 1,
+                ColumnReader::new(batch.column(i).clone(), ty),
+            )
+        })
+        .collect()
+}
+
+/// Write row `row` into a tuple's values/nulls (columns not read stay NULL).
+pub fn fill_row(
+    readers: &[(usize, ColumnReader)],
+    row: usize,
+    values: &mut [Datum],
+    nulls: &mut [bool],
+) {
+    nulls.fill(true);
+    for (idx, r) in readers {
+        if let Some(d) = r.datum(row) {
+            values[*idx] = d;
+            nulls[*idx] = false;
+        }
     }
 }

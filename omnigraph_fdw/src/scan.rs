@@ -18,7 +18,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
 
-use crate::datum::ColumnReader;
+use crate::datum::{ColumnReader, batch_readers, fill_row};
 use crate::graphs;
 use crate::pg::raise;
 use crate::plan::{Read, ScanPlan, scan_plan};
@@ -199,18 +199,7 @@ fn next_batch(st: &mut ScanState) -> bool {
         if batch.num_rows() == 0 {
             continue;
         }
-        let readers = st
-            .plan
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                (
-                    c.attno as usize - 1,
-                    ColumnReader::new(batch.column(i).clone(), c.ty),
-                )
-            })
-            .collect();
+        let readers = batch_readers(&batch, st.plan.columns.iter().map(|c| (c.attno, c.ty)));
         st.batch = Some((batch, readers));
         st.row = 0;
         return true;
@@ -252,13 +241,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
         let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
         let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
         let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
-        nulls.fill(true);
-        for (idx, r) in readers {
-            if let Some(d) = r.datum(st.row) {
-                values[*idx] = d;
-                nulls[*idx] = false;
-            }
-        }
+        fill_row(readers, st.row, values, nulls);
         pg_sys::ExecStoreVirtualTuple(slot);
     }
     st.row += 1;
