@@ -412,9 +412,10 @@ impl WriteTxn {
             self.graph.inner.options.lock_timeout,
         )
         .await?;
-        // The branch may have been deleted (or deleted and re-created) while
-        // we waited; never publish into a chain no ref points at.
-        if self.graph.branch_ref(&self.branch).await?.id != branch_ref.id {
+        // The branch may have been deleted (or deleted and re-created) since
+        // the transaction began or while we waited for the lock: publish only
+        // into the branch the transaction read from.
+        if self.graph.branch_ref(&self.branch).await?.id != self.base.manifest.branch_id {
             return Err(Error::BranchNotFound {
                 name: self.branch.clone(),
             });
