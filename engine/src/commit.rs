@@ -780,11 +780,11 @@ impl WriteTxn {
                 .filter(|id| !inserted.contains(id))
                 .collect();
             let wanted: Vec<&str> = wanted.into_iter().collect();
-            let found = head.rows_by_id(node_type, &wanted).await?;
+            let found = head.existing_ids(node_type, &wanted).await?;
             for (r, line) in &tp.new_rows {
                 let Some((s, d)) = &r.endpoints else { continue };
                 let id = if end == "src" { s } else { d };
-                if inserted.contains(id.as_str()) || (found.contains_key(id) && !gone(id)) {
+                if inserted.contains(id.as_str()) || (found.contains(id) && !gone(id)) {
                     continue;
                 }
                 return Err(Error::violation(

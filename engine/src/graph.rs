@@ -534,6 +534,24 @@ impl Snapshot {
         Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
     }
 
+    /// Which of the given ids exist (reads only the `id` column).
+    pub async fn existing_ids(&self, type_name: &str, ids: &[&str]) -> Result<HashSet<String>> {
+        let ds = self.dataset(type_name).await?;
+        let mut out = HashSet::new();
+        for chunk in ids.chunks(ID_CHUNK) {
+            let filter = in_filter("id", chunk.iter().copied());
+            for b in self
+                .graph
+                .storage()
+                .scan(&ds, &["id"], Some(&filter))
+                .await?
+            {
+                out.extend(batch_to_records(&b)?.into_iter().map(|r| r.id));
+            }
+        }
+        Ok(out)
+    }
+
     /// Rows with the given ids (missing ids are absent from the map).
     pub async fn rows_by_id(
         &self,

@@ -672,6 +672,19 @@ async fn child_process_entry() {
     common::run_child().await;
 }
 
+/// Stage an insert on `branch`, run `meanwhile`, then commit: the branch the
+/// transaction began on is gone, so the commit must fail and write nothing.
+async fn commit_after(g: &Graph, branch: &str, meanwhile: impl std::future::Future<Output = ()>) {
+    let mut txn = g.begin(branch, "t").await.unwrap();
+    txn.insert_node("Person", props(&[("name", s("Orphan"))]))
+        .unwrap();
+    meanwhile.await;
+    assert!(matches!(
+        txn.commit().await,
+        Err(Error::BranchNotFound { .. })
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_to_a_branch_deleted_meanwhile_fails() {
     let dir = tempfile::tempdir().unwrap();
@@ -679,29 +692,21 @@ async fn a_commit_to_a_branch_deleted_meanwhile_fails() {
     g.branch_create("short-lived", &ReadRef::main())
         .await
         .unwrap();
-    let mut txn = g.begin("short-lived", "t").await.unwrap();
-    txn.insert_node("Person", props(&[("name", s("Orphan"))]))
-        .unwrap();
-    g.branch_delete("short-lived").await.unwrap();
-    assert!(matches!(
-        txn.commit().await,
-        Err(Error::BranchNotFound { .. })
-    ));
+    commit_after(&g, "short-lived", async {
+        g.branch_delete("short-lived").await.unwrap()
+    })
+    .await;
     // A new branch of the same name does not receive the write either.
     g.branch_create("short-lived", &ReadRef::main())
         .await
         .unwrap();
-    let mut txn = g.begin("short-lived", "t").await.unwrap();
-    txn.insert_node("Person", props(&[("name", s("Orphan"))]))
-        .unwrap();
-    g.branch_delete("short-lived").await.unwrap();
-    g.branch_create("short-lived", &ReadRef::main())
-        .await
-        .unwrap();
-    assert!(matches!(
-        txn.commit().await,
-        Err(Error::BranchNotFound { .. })
-    ));
+    commit_after(&g, "short-lived", async {
+        g.branch_delete("short-lived").await.unwrap();
+        g.branch_create("short-lived", &ReadRef::main())
+            .await
+            .unwrap();
+    })
+    .await;
     assert!(
         !ids(&g, &ReadRef::Branch("short-lived".into()), "Person")
             .await
