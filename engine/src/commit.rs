@@ -1,8 +1,6 @@
-//! Write transactions: the one publication door of the graph.
+//! Publishing a write transaction: the one publication door of the graph.
 //!
-//! A transaction stages inserts, updates and deletes across tables. Staging
-//! coerces values to their declared types; everything that depends on the
-//! branch's state is checked at commit. `commit` then:
+//! `commit`:
 //!
 //! 1. takes the branch write lock and reads the branch head;
 //! 2. resolves the staged operations against the head, and fails with a
@@ -17,40 +15,27 @@
 //! A failure before 5 restores the tables it wrote; a crash before 5 leaves
 //! Lance versions that no manifest refers to, which readers never see and
 //! the next commit rolls back.
+//!
+//! Spilled inserts ([`crate::spill`]) are never loaded whole: they are
+//! checked and appended chunk by chunk.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use arrow_array::RecordBatch;
+use futures::TryStreamExt;
+
 use crate::error::{Error, Result, ViolationKind};
 use crate::failpoints::{self, names};
-use crate::graph::{Graph, ID_CHUNK, ReadRef, Snapshot, in_filter, owns};
+use crate::graph::{ID_CHUNK, ReadRef, Snapshot, in_filter, owns};
 use crate::manifest::{CommitInfo, FORMAT_VERSION, Manifest, now_us};
-use crate::schema::{Catalog, PropType, RangeBound, ScalarType, TypeKind};
+use crate::schema::{PropType, RangeBound, ScalarType};
+use crate::spill::{Spill, id_hash};
 use crate::storage::TableEntry;
+use crate::txn::{Pending, WriteTxn};
 use crate::value::{
-    self, Record, Value, coerce, key_id, quote_ident, records_to_batch, sql_literal, unknown_type,
+    self, Record, Value, batch_to_records, quote_ident, records_to_batch, sql_literal,
+    table_schema, unknown_type,
 };
-
-/// A staged change to one row, already merged with earlier changes to the
-/// same id in this transaction.
-#[derive(Debug, Clone)]
-enum Pending {
-    /// A new row; the id must not exist on the branch.
-    Insert(Record),
-    /// Insert, or replace the whole row if the id exists (load `merge`).
-    Upsert(Record),
-    /// Change only the given properties of an existing row.
-    Update(BTreeMap<String, Value>),
-    /// Remove the row; `must_exist` is false when the row may be one this
-    /// transaction upserted and that never existed.
-    Delete { must_exist: bool },
-}
-
-#[derive(Debug, Default, Clone)]
-struct TableChanges {
-    rows: BTreeMap<String, (Pending, Option<usize>)>,
-    /// Replace the table's whole content with the staged rows.
-    overwrite: bool,
-}
 
 /// Row counts of one table in one commit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,336 +54,7 @@ pub struct CommitSummary {
     pub cascaded_edges: u64,
 }
 
-/// A write transaction on one branch. See the module docs.
-pub struct WriteTxn {
-    graph: Graph,
-    branch: String,
-    actor: String,
-    message: String,
-    base: Snapshot,
-    tables: BTreeMap<String, TableChanges>,
-}
-
 impl WriteTxn {
-    pub(crate) async fn begin(graph: Graph, branch: &str, actor: &str) -> Result<WriteTxn> {
-        let base = graph.snapshot(&ReadRef::Branch(branch.to_string())).await?;
-        Ok(WriteTxn {
-            graph,
-            branch: branch.to_string(),
-            actor: actor.to_string(),
-            message: String::new(),
-            base,
-            tables: BTreeMap::new(),
-        })
-    }
-
-    pub fn set_message(&mut self, message: impl Into<String>) {
-        self.message = message.into();
-    }
-
-    /// The snapshot the transaction started from.
-    pub fn base(&self) -> &Snapshot {
-        &self.base
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tables
-            .values()
-            .all(|t| t.rows.is_empty() && !t.overwrite)
-    }
-
-    fn catalog(&self) -> &Catalog {
-        self.graph.catalog()
-    }
-
-    fn kind(&self, type_name: &str) -> Result<TypeKind> {
-        self.catalog()
-            .kind_of(type_name)
-            .ok_or_else(|| unknown_type(self.catalog(), type_name))
-    }
-
-    /// Coerce staged properties to their declared types; unknown names are errors.
-    fn coerce_props(
-        &self,
-        type_name: &str,
-        props: BTreeMap<String, Value>,
-    ) -> Result<BTreeMap<String, Value>> {
-        let declared = self.catalog().properties(type_name).unwrap_or_default();
-        let mut out = BTreeMap::new();
-        for (name, v) in props {
-            let Some(p) = declared.iter().find(|p| p.name == name) else {
-                let known: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
-                return Err(Error::violation(
-                    ViolationKind::UnknownProperty,
-                    type_name,
-                    &name,
-                    v.display(),
-                    format!(
-                        "{type_name} has no property '{name}' (properties: {})",
-                        known.join(", ")
-                    ),
-                ));
-            };
-            out.insert(name, coerce(type_name, p, v)?);
-        }
-        Ok(out)
-    }
-
-    /// The id a node row gets: its `@key` text, else `explicit`, else a new ULID.
-    fn node_id(
-        &self,
-        type_name: &str,
-        props: &BTreeMap<String, Value>,
-        explicit: Option<String>,
-    ) -> Result<String> {
-        let node = self
-            .catalog()
-            .node(type_name)
-            .ok_or_else(|| unknown_type(self.catalog(), type_name))?;
-        let Some(key) = &node.key else {
-            return Ok(explicit.unwrap_or_else(|| ulid::Ulid::new().to_string()));
-        };
-        let mut parts = Vec::with_capacity(key.len());
-        for k in key {
-            match props.get(k) {
-                Some(v) if !v.is_null() => parts.push(v.clone()),
-                _ => {
-                    return Err(Error::violation(
-                        ViolationKind::MissingRequired,
-                        type_name,
-                        k,
-                        "NULL",
-                        format!("{type_name}.{k} is the @key and needs a value"),
-                    ));
-                }
-            }
-        }
-        let id = key_id(&parts)?;
-        if let Some(e) = explicit
-            && e != id
-        {
-            return Err(Error::violation(
-                ViolationKind::KeyUpdate,
-                type_name,
-                "id",
-                e.clone(),
-                format!("explicit id '{e}' does not match the @key value '{id}' of {type_name}"),
-            ));
-        }
-        Ok(id)
-    }
-
-    fn stage(
-        &mut self,
-        type_name: &str,
-        id: String,
-        change: Pending,
-        line: Option<usize>,
-    ) -> Result<()> {
-        let table = self.tables.entry(type_name.to_string()).or_default();
-        let merged = match (table.rows.remove(&id), change) {
-            (None, c) => c,
-            (Some((Pending::Delete { .. }, _)), Pending::Insert(r) | Pending::Upsert(r)) => {
-                Pending::Upsert(r)
-            }
-            (Some((Pending::Delete { .. }, _)), Pending::Update(_)) => {
-                return Err(Error::violation(
-                    ViolationKind::NotFound,
-                    type_name,
-                    "id",
-                    id.clone(),
-                    format!("{type_name} '{id}' was deleted earlier in this transaction"),
-                ));
-            }
-            (Some((_, _)), Pending::Insert(_)) => {
-                return Err(Error::violation(
-                    ViolationKind::DuplicateKey,
-                    type_name,
-                    "id",
-                    id.clone(),
-                    format!("duplicate key: {type_name} '{id}' is inserted twice"),
-                ));
-            }
-            (Some((Pending::Insert(_), _)), Pending::Upsert(r)) => Pending::Insert(r),
-            (Some((_, _)), Pending::Upsert(r)) => Pending::Upsert(r),
-            (Some((Pending::Insert(mut r), _)), Pending::Update(p)) => {
-                r.props.extend(p);
-                Pending::Insert(r)
-            }
-            (Some((Pending::Upsert(mut r), _)), Pending::Update(p)) => {
-                r.props.extend(p);
-                Pending::Upsert(r)
-            }
-            (Some((Pending::Update(mut old), _)), Pending::Update(p)) => {
-                old.extend(p);
-                Pending::Update(old)
-            }
-            (Some((Pending::Insert(_), _)), Pending::Delete { .. }) => return Ok(()),
-            (Some((Pending::Upsert(_), _)), Pending::Delete { .. }) => {
-                Pending::Delete { must_exist: false }
-            }
-            (Some((Pending::Update(_), _)), Pending::Delete { .. }) => {
-                Pending::Delete { must_exist: true }
-            }
-            (Some((d @ Pending::Delete { .. }, _)), Pending::Delete { .. }) => d,
-        };
-        table.rows.insert(id, (merged, line));
-        Ok(())
-    }
-
-    /// Stage a new node; returns its id. Fails at commit if the id exists.
-    pub fn insert_node(
-        &mut self,
-        type_name: &str,
-        props: BTreeMap<String, Value>,
-    ) -> Result<String> {
-        self.add_node(type_name, props, None, false, None)
-    }
-
-    /// Stage a node insert or whole-row replacement by id (upsert).
-    pub fn upsert_node(
-        &mut self,
-        type_name: &str,
-        props: BTreeMap<String, Value>,
-    ) -> Result<String> {
-        self.add_node(type_name, props, None, true, None)
-    }
-
-    /// The general form: an explicit id (must equal the key for keyed types),
-    /// upsert or strict insert, and the NDJSON line for error messages.
-    pub fn add_node(
-        &mut self,
-        type_name: &str,
-        props: BTreeMap<String, Value>,
-        explicit_id: Option<String>,
-        upsert: bool,
-        line: Option<usize>,
-    ) -> Result<String> {
-        if self.kind(type_name)? != TypeKind::Node {
-            return Err(Error::InvalidArgument(format!(
-                "{type_name} is an edge type; insert it as an edge"
-            )));
-        }
-        let run = || -> Result<(String, Record)> {
-            let props = self.coerce_props(type_name, props)?;
-            let id = self.node_id(type_name, &props, explicit_id)?;
-            Ok((
-                id.clone(),
-                Record {
-                    id,
-                    endpoints: None,
-                    props,
-                },
-            ))
-        };
-        let (_, record) = run().map_err(|e| e.at_line(line))?;
-        self.stage_row(type_name, record, upsert, line)
-    }
-
-    /// Stage a whole row as a strict insert or an upsert; returns its id.
-    fn stage_row(
-        &mut self,
-        type_name: &str,
-        record: Record,
-        upsert: bool,
-        line: Option<usize>,
-    ) -> Result<String> {
-        let id = record.id.clone();
-        let change = if upsert {
-            Pending::Upsert(record)
-        } else {
-            Pending::Insert(record)
-        };
-        self.stage(type_name, id.clone(), change, line)
-            .map_err(|e| e.at_line(line))?;
-        Ok(id)
-    }
-
-    /// Stage a new edge from node id `src` to node id `dst`; returns its id.
-    pub fn insert_edge(
-        &mut self,
-        type_name: &str,
-        src: &str,
-        dst: &str,
-        props: BTreeMap<String, Value>,
-    ) -> Result<String> {
-        self.add_edge(type_name, src, dst, props, None, false, None)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_edge(
-        &mut self,
-        type_name: &str,
-        src: &str,
-        dst: &str,
-        props: BTreeMap<String, Value>,
-        explicit_id: Option<String>,
-        upsert: bool,
-        line: Option<usize>,
-    ) -> Result<String> {
-        if self.kind(type_name)? != TypeKind::Edge {
-            return Err(Error::InvalidArgument(format!(
-                "{type_name} is a node type; insert it as a node"
-            )));
-        }
-        let props = self
-            .coerce_props(type_name, props)
-            .map_err(|e| e.at_line(line))?;
-        let id = explicit_id.unwrap_or_else(|| ulid::Ulid::new().to_string());
-        let record = Record {
-            id,
-            endpoints: Some((src.to_string(), dst.to_string())),
-            props,
-        };
-        self.stage_row(type_name, record, upsert, line)
-    }
-
-    /// Stage a partial update: only the given properties change.
-    pub fn update(
-        &mut self,
-        type_name: &str,
-        id: &str,
-        props: BTreeMap<String, Value>,
-    ) -> Result<()> {
-        self.kind(type_name)?;
-        if let Some(node) = self.catalog().node(type_name)
-            && let Some(k) = node.key.iter().flatten().find(|k| props.contains_key(*k))
-        {
-            return Err(Error::violation(
-                ViolationKind::KeyUpdate,
-                type_name,
-                k,
-                props.get(k).map(Value::display).unwrap_or_default(),
-                format!(
-                    "{type_name}.{k} is the @key and cannot be updated; delete the node and insert it again"
-                ),
-            ));
-        }
-        let props = self.coerce_props(type_name, props)?;
-        self.stage(type_name, id.to_string(), Pending::Update(props), None)
-    }
-
-    /// Stage a delete by id. Deleting a node also deletes its edges.
-    pub fn delete(&mut self, type_name: &str, id: &str) -> Result<()> {
-        self.kind(type_name)?;
-        self.stage(
-            type_name,
-            id.to_string(),
-            Pending::Delete { must_exist: true },
-            None,
-        )
-    }
-
-    /// Replace the whole content of a table with the rows staged for it.
-    pub fn overwrite(&mut self, type_name: &str) -> Result<()> {
-        self.kind(type_name)?;
-        self.tables
-            .entry(type_name.to_string())
-            .or_default()
-            .overwrite = true;
-        Ok(())
-    }
-
     /// Validate and publish as one commit. `Ok(None)` when nothing was staged.
     pub async fn commit(self) -> Result<Option<CommitSummary>> {
         if self.is_empty() {
@@ -431,6 +87,64 @@ impl WriteTxn {
             .map(Some)
     }
 
+    fn spill(&self, type_name: &str) -> Option<&Spill> {
+        self.tables.get(type_name).and_then(|t| t.spill.as_ref())
+    }
+
+    /// Whether this commit inserts a row with `id` into `type_name`.
+    fn inserts(&self, plan: &Plan, type_name: &str, id: &str) -> bool {
+        plan.tables
+            .get(type_name)
+            .is_some_and(|t| t.new_ids.contains(id))
+            || self.spill(type_name).is_some_and(|s| s.contains(id))
+    }
+
+    /// The spilled rows of a table, batch by batch (`None` without a spill).
+    async fn spilled(
+        &self,
+        type_name: &str,
+    ) -> Result<Option<lance::dataset::scanner::DatasetRecordBatchStream>> {
+        match self.spill(type_name) {
+            Some(spill) => spill.stream(&table_columns(self, type_name)?).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Spilled inserts must be new keys, unless the table is overwritten.
+    async fn resolve_spilled(&self, head: &Snapshot, type_name: &str) -> Result<()> {
+        if self.tables.get(type_name).is_some_and(|t| t.overwrite) {
+            return Ok(());
+        }
+        let Some(mut stream) = self.spilled(type_name).await? else {
+            return Ok(());
+        };
+        while let Some(batch) = stream.try_next().await? {
+            let rows = batch_to_records(&batch)?;
+            let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+            let taken = head.existing_ids(type_name, &ids).await?;
+            let Some(id) = ids.iter().find(|id| taken.contains(**id)) else {
+                continue;
+            };
+            if self.base.existing_ids(type_name, &[id]).await?.is_empty() {
+                return Err(Error::Conflict {
+                    branch: self.branch.clone(),
+                    message: format!("{type_name} '{id}' was inserted by a concurrent commit"),
+                });
+            }
+            return Err(Error::violation(
+                ViolationKind::DuplicateKey,
+                type_name,
+                "id",
+                *id,
+                format!(
+                    "duplicate key: {type_name} '{id}' already exists on branch '{}'",
+                    self.branch
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Resolve the staged changes against the head: conflict checks,
     /// validation and cascades. Pure reads; nothing is written.
     async fn resolve(&self, head: &Snapshot) -> Result<Plan> {
@@ -460,7 +174,11 @@ impl WriteTxn {
                 tp.remove_all = true;
                 tp.stats.deleted = head.count(type_name).await?;
             }
-            for (id, (change, line)) in &changes.rows {
+            if let Some(spill) = &changes.spill {
+                tp.stats.inserted += spill.len();
+            }
+            for (id, staged) in &changes.rows {
+                let (change, line) = (&staged.change, &staged.line);
                 let current = existing.get(id);
                 let fail = |e: Error| e.at_line(*line);
                 match change {
@@ -532,6 +250,12 @@ impl WriteTxn {
                 }
             }
         }
+        for type_name in self.tables.keys() {
+            self.resolve_spilled(head, type_name).await?;
+        }
+        for tp in plan.tables.values_mut() {
+            tp.new_ids = tp.new_rows.iter().map(|(r, _)| r.id.clone()).collect();
+        }
         self.cascade(head, &mut plan).await?;
         self.validate(head, &plan).await?;
         Ok(plan)
@@ -574,72 +298,18 @@ impl WriteTxn {
     async fn validate(&self, head: &Snapshot, plan: &Plan) -> Result<()> {
         let catalog = self.catalog();
         for (type_name, tp) in &plan.tables {
-            let props = catalog.properties(type_name).unwrap_or_default();
-            for (r, line) in &tp.new_rows {
-                let fail = |e: Error| e.at_line(*line);
-                for p in props {
-                    if !p.nullable && r.prop(&p.name).is_null() {
-                        return Err(fail(Error::violation(
-                            ViolationKind::MissingRequired,
-                            type_name,
-                            &p.name,
-                            "NULL",
-                            format!(
-                                "{type_name}.{} is required ({}) but '{}' has no value",
-                                p.name,
-                                p.ty.describe(),
-                                r.id
-                            ),
-                        )));
-                    }
+            let mut unique = UniqueSeen::default();
+            self.check_rows(head, plan, type_name, tp, &tp.new_rows, &mut unique)
+                .await?;
+            if let Some(mut stream) = self.spilled(type_name).await? {
+                while let Some(batch) = stream.try_next().await? {
+                    let rows: Vec<(Record, Option<usize>)> = batch_to_records(&batch)?
+                        .into_iter()
+                        .map(|r| (r, None))
+                        .collect();
+                    self.check_rows(head, plan, type_name, tp, &rows, &mut unique)
+                        .await?;
                 }
-                if let Some(node) = catalog.node(type_name) {
-                    for rc in &node.ranges {
-                        let v = match r.prop(&rc.property) {
-                            Value::Int(i) => *i as f64,
-                            Value::UInt(u) => *u as f64,
-                            Value::Float(f) => *f,
-                            _ => continue,
-                        };
-                        let below = matches!(rc.lo, RangeBound::Inclusive(lo) if v < lo);
-                        let above = matches!(rc.hi, RangeBound::Inclusive(hi) if v > hi);
-                        if below || above {
-                            return Err(fail(Error::violation(
-                                ViolationKind::ConstraintViolation,
-                                type_name,
-                                &rc.property,
-                                r.prop(&rc.property).display(),
-                                format!(
-                                    "{type_name}.{} = {} is outside its @range",
-                                    rc.property,
-                                    r.prop(&rc.property).display()
-                                ),
-                            )));
-                        }
-                    }
-                    for (prop, pattern) in &node.checks {
-                        if let Value::String(s) = r.prop(prop) {
-                            let re = regex::Regex::new(&format!("^(?:{pattern})$"))
-                                .map_err(|e| Error::Internal(format!("@check pattern: {e}")))?;
-                            if !re.is_match(s) {
-                                return Err(fail(Error::violation(
-                                    ViolationKind::ConstraintViolation,
-                                    type_name,
-                                    prop,
-                                    s.clone(),
-                                    format!(
-                                        "{type_name}.{prop} = '{s}' does not match @check(\"{pattern}\")"
-                                    ),
-                                )));
-                            }
-                        }
-                    }
-                }
-            }
-            self.check_unique(head, type_name, tp).await?;
-            if let Some(edge) = catalog.edge(type_name) {
-                self.check_endpoints(head, plan, type_name, &edge.from, &edge.to, tp)
-                    .await?;
             }
         }
         // Overwriting a node table must not strand edges in tables this
@@ -648,7 +318,6 @@ impl WriteTxn {
             if !tp.remove_all || catalog.node(type_name).is_none() {
                 continue;
             }
-            let new_ids: HashSet<&str> = tp.new_rows.iter().map(|(r, _)| r.id.as_str()).collect();
             for edge in catalog.edges_touching(type_name) {
                 if plan.tables.get(&edge.name).is_some_and(|t| t.remove_all) {
                     continue;
@@ -664,7 +333,7 @@ impl WriteTxn {
                     for (end, node_id, node_type) in
                         [("src", src, &edge.from), ("dst", dst, &edge.to)]
                     {
-                        if node_type == type_name && !new_ids.contains(node_id.as_str()) {
+                        if node_type == type_name && !self.inserts(plan, type_name, node_id) {
                             return Err(Error::violation(
                                 ViolationKind::DanglingEdge,
                                 &edge.name,
@@ -683,7 +352,100 @@ impl WriteTxn {
         Ok(())
     }
 
-    async fn check_unique(&self, head: &Snapshot, type_name: &str, tp: &TablePlan) -> Result<()> {
+    /// Check one chunk of a table's new rows: required values, `@range`,
+    /// `@check`, `@unique` (across chunks through `unique`) and endpoints.
+    async fn check_rows(
+        &self,
+        head: &Snapshot,
+        plan: &Plan,
+        type_name: &str,
+        tp: &TablePlan,
+        rows: &[(Record, Option<usize>)],
+        unique: &mut UniqueSeen,
+    ) -> Result<()> {
+        let catalog = self.catalog();
+        for (r, line) in rows {
+            self.check_row(type_name, r).map_err(|e| e.at_line(*line))?;
+        }
+        self.check_unique(head, type_name, tp, rows, unique).await?;
+        if let Some(edge) = catalog.edge(type_name) {
+            self.check_endpoints(head, plan, type_name, &edge.from, &edge.to, rows)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The checks one row needs on its own.
+    fn check_row(&self, type_name: &str, r: &Record) -> Result<()> {
+        let catalog = self.catalog();
+        for p in catalog.properties(type_name).unwrap_or_default() {
+            if !p.nullable && r.prop(&p.name).is_null() {
+                return Err(Error::violation(
+                    ViolationKind::MissingRequired,
+                    type_name,
+                    &p.name,
+                    "NULL",
+                    format!(
+                        "{type_name}.{} is required ({}) but '{}' has no value",
+                        p.name,
+                        p.ty.describe(),
+                        r.id
+                    ),
+                ));
+            }
+        }
+        let Some(node) = catalog.node(type_name) else {
+            return Ok(());
+        };
+        for rc in &node.ranges {
+            let v = match r.prop(&rc.property) {
+                Value::Int(i) => *i as f64,
+                Value::UInt(u) => *u as f64,
+                Value::Float(f) => *f,
+                _ => continue,
+            };
+            let below = matches!(rc.lo, RangeBound::Inclusive(lo) if v < lo);
+            let above = matches!(rc.hi, RangeBound::Inclusive(hi) if v > hi);
+            if below || above {
+                return Err(Error::violation(
+                    ViolationKind::ConstraintViolation,
+                    type_name,
+                    &rc.property,
+                    r.prop(&rc.property).display(),
+                    format!(
+                        "{type_name}.{} = {} is outside its @range",
+                        rc.property,
+                        r.prop(&rc.property).display()
+                    ),
+                ));
+            }
+        }
+        for (prop, pattern) in &node.checks {
+            if let Value::String(s) = r.prop(prop) {
+                let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+                    .map_err(|e| Error::Internal(format!("@check pattern: {e}")))?;
+                if !re.is_match(s) {
+                    return Err(Error::violation(
+                        ViolationKind::ConstraintViolation,
+                        type_name,
+                        prop,
+                        s.clone(),
+                        format!("{type_name}.{prop} = '{s}' does not match @check(\"{pattern}\")"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_unique(
+        &self,
+        head: &Snapshot,
+        type_name: &str,
+        tp: &TablePlan,
+        rows: &[(Record, Option<usize>)],
+        unique: &mut UniqueSeen,
+    ) -> Result<()> {
         let catalog = self.catalog();
         let tuples: Vec<&Vec<String>> = match catalog.node(type_name) {
             Some(n) => n.unique.iter().collect(),
@@ -693,18 +455,18 @@ impl WriteTxn {
                 .unwrap_or_default(),
         };
         let props = catalog.properties(type_name).unwrap_or_default();
-        for cols in tuples {
-            let mut seen: HashMap<Vec<String>, &str> = HashMap::new();
+        for (n, cols) in tuples.into_iter().enumerate() {
+            let seen = unique.by_constraint.entry(n).or_default();
             let mut probes: Vec<(Vec<Value>, &Record, Option<usize>)> = Vec::new();
-            for (r, line) in &tp.new_rows {
+            for (r, line) in rows {
                 let vals: Vec<Value> = cols.iter().map(|c| r.column(c)).collect();
                 if vals.iter().any(Value::is_null) {
                     continue; // NULLs never collide
                 }
                 let key: Vec<String> = vals.iter().map(Value::display).collect();
-                if let Some(other) = seen.insert(key.clone(), &r.id) {
+                if let Some(other) = seen.insert(id_hash(&key.join("\u{1f}")), r.id.clone()) {
                     return Err(
-                        unique_violation(type_name, cols, &key, other, &r.id).at_line(*line)
+                        unique_violation(type_name, cols, &key, &other, &r.id).at_line(*line)
                     );
                 }
                 probes.push((vals, r, *line));
@@ -757,34 +519,30 @@ impl WriteTxn {
         type_name: &str,
         from: &str,
         to: &str,
-        tp: &TablePlan,
+        rows: &[(Record, Option<usize>)],
     ) -> Result<()> {
         for (end, node_type) in [("src", from), ("dst", to)] {
             let node_plan = plan.tables.get(node_type);
-            let inserted: HashSet<&str> = node_plan
-                .map(|t| t.new_rows.iter().map(|(r, _)| r.id.as_str()).collect())
-                .unwrap_or_default();
             let gone = |id: &str| node_plan.is_some_and(|t| t.remove_all || t.removed.contains(id));
-            let wanted: BTreeSet<&str> = tp
-                .new_rows
-                .iter()
-                .filter_map(|(r, _)| {
-                    r.endpoints.as_ref().map(|e| {
-                        if end == "src" {
-                            e.0.as_str()
-                        } else {
-                            e.1.as_str()
-                        }
-                    })
+            let endpoint = |r: &Record| -> Option<String> {
+                r.endpoints.as_ref().map(|e| {
+                    if end == "src" {
+                        e.0.clone()
+                    } else {
+                        e.1.clone()
+                    }
                 })
-                .filter(|id| !inserted.contains(id))
+            };
+            let wanted: BTreeSet<String> = rows
+                .iter()
+                .filter_map(|(r, _)| endpoint(r))
+                .filter(|id| !self.inserts(plan, node_type, id))
                 .collect();
-            let wanted: Vec<&str> = wanted.into_iter().collect();
+            let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
             let found = head.existing_ids(node_type, &wanted).await?;
-            for (r, line) in &tp.new_rows {
-                let Some((s, d)) = &r.endpoints else { continue };
-                let id = if end == "src" { s } else { d };
-                if inserted.contains(id.as_str()) || (found.contains(id) && !gone(id)) {
+            for (r, line) in rows {
+                let Some(id) = endpoint(r) else { continue };
+                if self.inserts(plan, node_type, &id) || (found.contains(&id) && !gone(&id)) {
                     continue;
                 }
                 return Err(Error::violation(
@@ -810,7 +568,8 @@ impl WriteTxn {
         let mut written: Vec<(String, TableEntry)> = Vec::new();
         let result: Result<()> = async {
             for (type_name, tp) in &plan.tables {
-                if tp.new_rows.is_empty() && tp.removed.is_empty() && !tp.remove_all {
+                let spilled = self.spill(type_name).is_some_and(|s| s.len() > 0);
+                if tp.new_rows.is_empty() && tp.removed.is_empty() && !tp.remove_all && !spilled {
                     continue;
                 }
                 let pinned = tables
@@ -849,6 +608,20 @@ impl WriteTxn {
                     .map(|c| records_to_batch(self.catalog(), type_name, c))
                     .collect::<Result<Vec<_>>>()?;
                 ds = storage.append(ds, batches).await?;
+                if let Some(mut stream) = self.spilled(type_name).await? {
+                    // Appended in bounded groups of batches.
+                    let mut group: Vec<RecordBatch> = Vec::new();
+                    let mut rows = 0;
+                    while let Some(b) = stream.try_next().await? {
+                        rows += b.num_rows();
+                        group.push(b);
+                        if rows >= SPILL_APPEND_ROWS {
+                            ds = storage.append(ds, std::mem::take(&mut group)).await?;
+                            rows = 0;
+                        }
+                    }
+                    ds = storage.append(ds, group).await?;
+                }
                 entry.version = ds.version_id();
                 tables.insert(type_name.clone(), entry);
                 failpoints::hit(names::COMMIT_BETWEEN_TABLES)?;
@@ -914,7 +687,28 @@ struct TablePlan {
     removed: HashSet<String>,
     remove_all: bool,
     new_rows: Vec<(Record, Option<usize>)>,
+    /// Ids of `new_rows`.
+    new_ids: HashSet<String>,
     stats: TableStats,
+}
+
+/// Rows of spilled inserts appended to Lance at a time.
+const SPILL_APPEND_ROWS: usize = 131_072;
+
+/// `@unique` values already seen in this commit, per constraint (hashed,
+/// so spilled rows need not stay in memory).
+#[derive(Default)]
+struct UniqueSeen {
+    by_constraint: HashMap<usize, HashMap<u128, String>>,
+}
+
+/// The column names of a table, in its schema's order.
+fn table_columns(txn: &WriteTxn, type_name: &str) -> Result<Vec<String>> {
+    Ok(table_schema(txn.catalog(), type_name)?
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect())
 }
 
 #[derive(Debug, Default)]

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use lance::Dataset;
 
-use crate::commit::WriteTxn;
 use crate::error::{Error, Result};
 use crate::manifest::{
     self, BranchRef, CommitInfo, FORMAT_VERSION, GraphMeta, MAIN, Manifest, Meta, now_us,
 };
 use crate::schema::{Catalog, TypeKind, parse_schema};
 use crate::storage::{Storage, TableEntry};
+use crate::txn::WriteTxn;
 use crate::value::{
     Record, batch_to_records, quote_ident, sql_literal, table_schema, unknown_type,
 };
@@ -45,12 +45,16 @@ impl std::fmt::Display for ReadRef {
 pub struct GraphOptions {
     /// How long a commit waits for its branch's write lock.
     pub lock_timeout: Duration,
+    /// Where large transactions spill staged inserts (a local directory);
+    /// the system temp directory when `None`.
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for GraphOptions {
     fn default() -> Self {
         GraphOptions {
             lock_timeout: Duration::from_secs(60),
+            spill_dir: None,
         }
     }
 }

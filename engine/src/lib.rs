@@ -5,7 +5,9 @@
 //!        |  Graph / Snapshot / WriteTxn
 //!  +-----v------------------------------------------------------+
 //!  | graph     open/create, snapshots, branches, log, recover    |
-//!  | commit    write transactions: resolve, validate, publish    |
+//!  | txn       write transactions: staging, savepoints, own view |
+//!  | commit    resolve, validate and publish a transaction       |
+//!  | spill     large transactions' inserts in local Lance files  |
 //!  | load      NDJSON -> one commit                              |
 //!  | manifest  refs, per-branch manifest chain (put-if-absent)   |  ours (L2)
 //!  | lock      per-branch cross-process write lock               |
@@ -30,15 +32,18 @@ mod load;
 mod lock;
 mod manifest;
 pub mod schema;
+mod spill;
 mod storage;
+mod txn;
 pub mod value;
 
-pub use commit::{CommitSummary, TableStats, WriteTxn};
+pub use commit::{CommitSummary, TableStats};
 pub use error::{Error, Result, Violation, ViolationKind};
 pub use graph::{BranchInfo, Graph, GraphOptions, ReadRef, Snapshot};
 pub use load::LoadMode;
 pub use manifest::{CommitInfo, MAIN, check_branch_name};
 pub use storage::TableEntry;
+pub use txn::{DEFAULT_SPILL_ROWS, Savepoint, StagedView, WriteTxn};
 pub use value::{Record, Value};
 
 /// Re-exports for frontends that scan tables themselves.

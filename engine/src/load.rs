@@ -135,7 +135,8 @@ impl Graph {
                     if obj.contains_key("from") || obj.contains_key("to") {
                         return Err(err("'from' and 'to' belong to edge lines".into()));
                     }
-                    txn.add_node(&type_name, props, explicit_id, upsert, Some(line))?;
+                    txn.add_node(&type_name, props, explicit_id, upsert, Some(line))
+                        .await?;
                 }
                 TypeKind::Edge => {
                     let end = |k: &str| match obj.get(k) {
@@ -156,7 +157,8 @@ impl Graph {
                         explicit_id,
                         upsert,
                         Some(line),
-                    )?;
+                    )
+                    .await?;
                 }
             }
         }

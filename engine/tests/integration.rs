@@ -221,12 +221,14 @@ async fn writes_update_delete_and_cascade() {
     let g = loaded_graph(dir.path()).await;
     let mut txn = g.begin("main", "t").await.unwrap();
     txn.update("Person", "Bob", props(&[("age", Value::Int(26))]))
+        .await
         .unwrap();
     let e = txn
         .update("Person", "Bob", props(&[("name", s("Robert"))]))
+        .await
         .unwrap_err();
     assert!(matches!(e, Error::Validation(v) if v.kind == ViolationKind::KeyUpdate));
-    txn.delete("Person", "Alice").unwrap();
+    txn.delete("Person", "Alice").await.unwrap();
     let summary = txn.commit().await.unwrap().unwrap();
     assert_eq!(
         summary.cascaded_edges, 3,
@@ -242,6 +244,7 @@ async fn writes_update_delete_and_cascade() {
 
     let mut txn = g.begin("main", "t").await.unwrap();
     txn.update("Person", "Nobody", props(&[("age", Value::Int(1))]))
+        .await
         .unwrap();
     let e = txn.commit().await.unwrap_err();
     assert!(matches!(e, Error::Validation(v) if v.kind == ViolationKind::NotFound));
@@ -262,11 +265,15 @@ async fn a_three_table_commit_is_seen_whole_by_a_concurrent_reader() {
                 let mut txn = g.begin("main", "w").await.unwrap();
                 let p = txn
                     .insert_node("Person", props(&[("name", s(&format!("P{i}")))]))
+                    .await
                     .unwrap();
                 let c = txn
                     .insert_node("Company", props(&[("name", s(&format!("C{i}")))]))
+                    .await
                     .unwrap();
-                txn.insert_edge("WorksAt", &p, &c, BTreeMap::new()).unwrap();
+                txn.insert_edge("WorksAt", &p, &c, BTreeMap::new())
+                    .await
+                    .unwrap();
                 txn.commit().await.unwrap();
             }
         })
@@ -306,8 +313,10 @@ async fn concurrent_appenders_both_land() {
     let mut b = g.begin("main", "b").await.unwrap();
     for i in 0..50 {
         a.insert_node("Person", props(&[("name", s(&format!("A{i}")))]))
+            .await
             .unwrap();
         b.insert_node("Person", props(&[("name", s(&format!("B{i}")))]))
+            .await
             .unwrap();
     }
     let (ra, rb) = tokio::join!(a.commit(), b.commit());
@@ -324,8 +333,10 @@ async fn overlapping_updates_give_one_typed_conflict() {
     let mut a = g.begin("main", "a").await.unwrap();
     let mut b = g.begin("main", "b").await.unwrap();
     a.update("Person", "Alice", props(&[("age", Value::Int(40))]))
+        .await
         .unwrap();
     b.update("Person", "Alice", props(&[("age", Value::Int(50))]))
+        .await
         .unwrap();
     let (ra, rb) = tokio::join!(a.commit(), b.commit());
     let (ok, conflict): (Vec<_>, Vec<_>) = [ra, rb].into_iter().partition(|r| r.is_ok());
@@ -359,8 +370,10 @@ async fn overlapping_updates_give_one_typed_conflict() {
     let mut a = g.begin("main", "a").await.unwrap();
     let mut b = g.begin("main", "b").await.unwrap();
     a.insert_node("Person", props(&[("name", s("Zoe"))]))
+        .await
         .unwrap();
     b.insert_node("Person", props(&[("name", s("Zoe"))]))
+        .await
         .unwrap();
     a.commit().await.unwrap();
     assert!(matches!(
@@ -375,8 +388,9 @@ async fn an_edge_to_a_concurrently_deleted_node_is_rejected() {
     let g = loaded_graph(dir.path()).await;
     let mut a = g.begin("main", "a").await.unwrap();
     let mut b = g.begin("main", "b").await.unwrap();
-    a.delete("Person", "Diana").unwrap();
+    a.delete("Person", "Diana").await.unwrap();
     b.insert_edge("Knows", "Charlie", "Diana", BTreeMap::new())
+        .await
         .unwrap();
     a.commit().await.unwrap();
     let e = b.commit().await.unwrap_err();
@@ -430,8 +444,10 @@ async fn branches_are_isolated_and_copy_no_data() {
 
     let mut txn = g.begin("feature/x", "t").await.unwrap();
     txn.insert_node("Person", props(&[("name", s("Frank"))]))
+        .await
         .unwrap();
     txn.update("Person", "Alice", props(&[("age", Value::Int(99))]))
+        .await
         .unwrap();
     txn.commit().await.unwrap();
     let feature = ReadRef::Branch("feature/x".into());
@@ -475,6 +491,7 @@ async fn branches_are_isolated_and_copy_no_data() {
     g.branch_create("feature/x2", &feature).await.unwrap();
     let mut txn = g.begin("feature/x2", "t").await.unwrap();
     txn.insert_node("Person", props(&[("name", s("Hank"))]))
+        .await
         .unwrap();
     txn.commit().await.unwrap();
     let x2 = ids(&g, &ReadRef::Branch("feature/x2".into()), "Person").await;
@@ -562,8 +579,9 @@ async fn time_travel_and_branch_from_an_old_commit() {
     .await
     .unwrap();
     let mut txn = g.begin("main", "t").await.unwrap();
-    txn.delete("Person", "Bob").unwrap();
+    txn.delete("Person", "Bob").await.unwrap();
     txn.update("Person", "Alice", props(&[("age", Value::Int(77))]))
+        .await
         .unwrap();
     txn.commit().await.unwrap();
 
@@ -596,7 +614,7 @@ async fn time_travel_and_branch_from_an_old_commit() {
         ["Alice", "Bob", "Charlie", "Diana"]
     );
     let mut txn = g.begin("from-old", "t").await.unwrap();
-    txn.delete("Person", "Charlie").unwrap();
+    txn.delete("Person", "Charlie").await.unwrap();
     txn.commit().await.unwrap();
     assert_eq!(
         ids(&g, &ReadRef::Branch("from-old".into()), "Person").await,
@@ -677,6 +695,7 @@ async fn child_process_entry() {
 async fn commit_after(g: &Graph, branch: &str, meanwhile: impl std::future::Future<Output = ()>) {
     let mut txn = g.begin(branch, "t").await.unwrap();
     txn.insert_node("Person", props(&[("name", s("Orphan"))]))
+        .await
         .unwrap();
     meanwhile.await;
     assert!(matches!(

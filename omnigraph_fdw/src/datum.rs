@@ -306,3 +306,80 @@ pub fn fill_row(
         }
     }
 }
+
+/// A Postgres value of a column of type `ty` as a graph value.
+///
+/// # Safety
+/// `d` is a Datum of the column's type (`ty.oid()`, or varchar for text)
+/// unless `isnull`. Allocations go to the current memory context.
+pub unsafe fn graph_value(d: Datum, isnull: bool, ty: PgType) -> omnigraph_engine::Value {
+    use omnigraph_engine::Value as V;
+    if isnull {
+        return V::Null;
+    }
+    if !ty.array {
+        // SAFETY: per the contract.
+        return unsafe { scalar_value(d, ty.kind) };
+    }
+    let e = elem_info(ty.kind);
+    let mut elems: *mut Datum = std::ptr::null_mut();
+    let mut nulls: *mut bool = std::ptr::null_mut();
+    let mut n: i32 = 0;
+    // SAFETY: d is an array of the element type; detoasting returns a
+    // plain copy when needed; deconstruct_array pallocs the two outputs.
+    unsafe {
+        let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+        pg_sys::deconstruct_array(
+            arr,
+            e.oid,
+            e.len.into(),
+            e.byval,
+            e.align,
+            &mut elems,
+            &mut nulls,
+            &mut n,
+        );
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n as usize {
+            if *nulls.add(i) {
+                out.push(V::Null);
+            } else {
+                out.push(scalar_value(*elems.add(i), ty.kind));
+            }
+        }
+        V::List(out)
+    }
+}
+
+/// # Safety
+/// `d` is a non-null Datum of `kind`'s type.
+unsafe fn scalar_value(d: Datum, kind: Kind) -> omnigraph_engine::Value {
+    use omnigraph_engine::Value as V;
+    use pgrx::FromDatum;
+    // SAFETY (all arms): by-value kinds are read from the Datum; varlena
+    // kinds are detoasted and copied by pgrx's FromDatum.
+    unsafe {
+        match kind {
+            Kind::Text => V::String(String::from_datum(d, false).unwrap_or_default()),
+            Kind::Bytea => V::Bytes(Vec::<u8>::from_datum(d, false).unwrap_or_default()),
+            Kind::Bool => V::Bool(d.value() != 0),
+            Kind::Int4 => V::Int(i64::from(d.value() as i32)),
+            Kind::Int8 => V::Int(d.value() as i64),
+            Kind::Float4 => V::Float(f64::from(f32::from_bits(d.value() as u32))),
+            Kind::Float8 => V::Float(f64::from_bits(d.value() as u64)),
+            Kind::Date => V::Date((d.value() as i32).saturating_add(PG_EPOCH_OFFSET_DAYS)),
+            Kind::TimestampTz => V::DateTime((d.value() as i64).saturating_add(PG_EPOCH_OFFSET_US)),
+            Kind::Numeric => {
+                let text = pgrx::AnyNumeric::from_datum(d, false)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                // A value the graph type cannot hold is passed as text so
+                // the engine's coercion reports it with the property's name.
+                match text.parse::<u64>() {
+                    Ok(u) => V::UInt(u),
+                    Err(_) => V::String(text),
+                }
+            }
+        }
+    }
+}

@@ -28,10 +28,23 @@ pub fn graph(server: &str, uri: &str) -> Graph {
     let timeout = std::time::Duration::from_millis(crate::LOCK_TIMEOUT_MS.get().max(1) as u64);
     let options = omnigraph_engine::GraphOptions {
         lock_timeout: timeout,
+        spill_dir: Some(spill_dir()),
     };
     let g = run(&format!("server {server}"), Graph::open_with(uri, options));
     GRAPHS.with(|m| m.borrow_mut().insert(uri.to_string(), g.clone()));
     g
+}
+
+/// Where large transactions spill staged rows: the server's own temporary
+/// file directory (`base/pgsql_tmp` under the data directory), which
+/// Postgres empties at start, so files of a crashed backend do not linger.
+fn spill_dir() -> std::path::PathBuf {
+    // SAFETY: DataDir is the backend's data directory, set before any query runs.
+    let data = unsafe { crate::pg::cstr(pg_sys::DataDir) };
+    let dir = std::path::Path::new(&data).join("base").join("pgsql_tmp");
+    // Postgres creates it lazily too; an error surfaces when a spill is created.
+    let _ = std::fs::create_dir_all(&dir);
+    dir
 }
 
 /// Forget a graph handle (after the graph was created or its files replaced).

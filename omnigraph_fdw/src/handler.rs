@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use pgrx::{AllocatedByPostgres, PgBox, PgSqlErrorCode, pg_sys};
 
 use crate::pg::raise;
-use crate::{analyze, import, plan, scan};
+use crate::{analyze, import, modify, plan, scan};
 
 /// Returns the callbacks of the `omnigraph` foreign data wrapper.
 #[pg_extern(immutable, parallel_safe)]
@@ -23,6 +23,20 @@ fn omnigraph_fdw_handler() -> PgBox<pg_sys::FdwRoutine, AllocatedByPostgres> {
     r.IterateForeignScan = Some(scan::iterate_foreign_scan);
     r.ReScanForeignScan = Some(scan::rescan_foreign_scan);
     r.EndForeignScan = Some(scan::end_foreign_scan);
+
+    // Writing: INSERT (batched), UPDATE, DELETE, COPY FROM.
+    r.IsForeignRelUpdatable = Some(modify::is_foreign_rel_updatable);
+    r.AddForeignUpdateTargets = Some(modify::add_foreign_update_targets);
+    r.PlanForeignModify = Some(modify::plan_foreign_modify);
+    r.BeginForeignModify = Some(modify::begin_foreign_modify);
+    r.ExecForeignInsert = Some(modify::exec_foreign_insert);
+    r.ExecForeignBatchInsert = Some(modify::exec_foreign_batch_insert);
+    r.GetForeignModifyBatchSize = Some(modify::get_foreign_modify_batch_size);
+    r.ExecForeignUpdate = Some(modify::exec_foreign_update);
+    r.ExecForeignDelete = Some(modify::exec_foreign_delete);
+    r.EndForeignModify = Some(modify::end_foreign_modify);
+    r.BeginForeignInsert = Some(modify::begin_foreign_insert);
+    r.EndForeignInsert = Some(modify::end_foreign_insert);
 
     // EXPLAIN.
     r.ExplainForeignScan = Some(scan::explain_foreign_scan);

@@ -6,7 +6,11 @@
 //!   documented `fdw_private` layout ([`plan::ScanPlan`]).
 //! - `quals`: Postgres expression trees to the owned filter model of
 //!   `omnigraph_sql::filter` (pushdown rules live there, unit-tested).
-//! - `scan`: Begin/Iterate/ReScan/End and EXPLAIN.
+//! - `scan`: Begin/Iterate/ReScan/End and EXPLAIN; merges the transaction's
+//!   own staged writes into what it reads.
+//! - `modify`: INSERT/UPDATE/DELETE/COPY callbacks (staging rows).
+//! - `txn`: the graph write transactions of the Postgres transaction:
+//!   commit at pre-commit, savepoints, abort.
 //! - `datum`: Arrow values to Datums.
 //! - `import`: IMPORT FOREIGN SCHEMA.
 //! - `analyze`: ANALYZE (row samples for column statistics).
@@ -33,11 +37,13 @@ mod functions;
 mod graphs;
 mod handler;
 mod import;
+mod modify;
 mod pg;
 mod plan;
 mod quals;
 mod runtime;
 mod scan;
+mod txn;
 
 pgrx::pg_module_magic!();
 
@@ -47,6 +53,18 @@ pub(crate) static BRANCH: GucSetting<Option<CString>> =
 
 /// `omnigraph.lock_timeout`: milliseconds a commit waits for a branch's write lock.
 pub(crate) static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+
+/// `omnigraph.commit_message`: the message of the graph commits a transaction makes.
+pub(crate) static COMMIT_MESSAGE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+
+/// The message for graph commits (empty when unset).
+pub(crate) fn commit_message() -> String {
+    COMMIT_MESSAGE
+        .get()
+        .and_then(|c| c.into_string().ok())
+        .unwrap_or_default()
+}
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
@@ -68,7 +86,16 @@ pub extern "C-unwind" fn _PG_init() {
         GucContext::Userset,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_string_guc(
+        c"omnigraph.commit_message",
+        c"Message of the graph commits that writes of a transaction make.",
+        c"Use SET LOCAL in the transaction, or SET for the session.",
+        &COMMIT_MESSAGE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     graphs::register_xact_callback();
+    txn::register_callbacks();
 }
 
 /// The branch named by `omnigraph.branch`.

@@ -369,14 +369,21 @@ struct PathFlags {
 }
 
 fn path_private(flags: PathFlags) -> *mut pg_sys::List {
-    let json = serde_json::to_string(&flags).unwrap_or_default();
+    json_private(&flags)
+}
+
+/// `list_make1(makeString(json(value)))`: plan data that survives copyObject.
+pub(crate) fn json_private<T: Serialize>(value: &T) -> *mut pg_sys::List {
+    let json = serde_json::to_string(value).unwrap_or_default();
     let mut list = PgList::<pg_sys::Node>::new();
     // SAFETY: makeString wraps a palloc'd C string in a String node.
     list.push(unsafe { pg_sys::makeString(pg::pstrdup(&json)) }.cast());
     list.into_pg()
 }
 
-fn read_json_private<T: for<'de> Deserialize<'de>>(list: *mut pg_sys::List) -> Option<T> {
+pub(crate) fn read_json_private<T: for<'de> Deserialize<'de>>(
+    list: *mut pg_sys::List,
+) -> Option<T> {
     // SAFETY: our fdw_private lists hold exactly one String node.
     let json = unsafe {
         let l = PgList::<pg_sys::Node>::from_pg(list);

@@ -85,6 +85,13 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// Run a future to completion without answering cancel: for steps that
+/// must not stop half-way (publishing a commit, undoing to a savepoint).
+/// They are bounded by their own timeouts (the branch lock timeout).
+pub fn block_on_uninterruptible<F: Future>(fut: F) -> F::Output {
+    runtime().block_on(fut)
+}
+
 /// Run a future and report an engine error with `context`.
 pub fn run<T>(context: &str, fut: impl Future<Output = omnigraph_engine::Result<T>>) -> T {
     crate::error::OrReport::or_report(block_on(fut), context)

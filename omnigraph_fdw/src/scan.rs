@@ -6,14 +6,27 @@
 //! Lance stream included). Rows are produced batch by batch: only the
 //! current Arrow batch is held, and each row's Datums live in the
 //! per-tuple memory context, so memory does not grow with the row count.
+//!
+//! Read your writes: when the transaction has written the table, the scan
+//! reads the committed rows minus those it replaced or deleted, plus its
+//! staged rows (filtered and ordered the same way) and its spilled rows.
+//! With a pushed ORDER BY the sources are merged by their order keys.
 
 use std::ffi::CString;
 
+use std::collections::HashSet;
+
 use futures::StreamExt;
 use omnigraph_engine::Snapshot;
-use omnigraph_engine::deps::arrow_array::RecordBatch;
+use omnigraph_engine::deps::arrow_array::cast::AsArray;
+use omnigraph_engine::deps::arrow_array::{ArrayRef, RecordBatch};
+use omnigraph_engine::deps::lance::Dataset;
 use omnigraph_engine::deps::lance::dataset::scanner::{ColumnOrdering, DatasetRecordBatchStream};
+use omnigraph_engine::deps::lance::deps::datafusion::arrow::compute::SortOptions;
+use omnigraph_engine::deps::lance::deps::datafusion::arrow::row as arrow_row;
+use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::Expr as DfExpr;
 use omnigraph_sql::filter::{self, Scalar, Value};
+use omnigraph_sql::staged::{self, SortKey};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
@@ -24,15 +37,43 @@ use crate::pg::raise;
 use crate::plan::{Read, ScanPlan, scan_plan};
 use crate::quals;
 use crate::runtime::block_on;
+use crate::txn;
+
+/// Where a source's rows come from.
+enum Rows {
+    /// A Lance scan: the committed rows, or the transaction's spilled rows.
+    Lance(DatasetRecordBatchStream),
+    /// The transaction's staged rows, already filtered and ordered.
+    Memory(std::vec::IntoIter<RecordBatch>),
+}
+
+/// One input of a scan. Without writes in this transaction a scan has one
+/// source, the committed rows; with them it also reads the staged rows,
+/// and skips the committed rows the transaction replaced or deleted.
+struct Source {
+    rows: Rows,
+    batch: Option<(RecordBatch, Vec<(usize, ColumnReader)>)>,
+    /// Order keys of `batch` in a byte-comparable form (ordered merges only).
+    keys: Option<arrow_row::Rows>,
+    row: usize,
+    /// Position of `id` in the batch when rows must be checked against `hidden`.
+    id_column: Option<usize>,
+    done: bool,
+}
 
 struct ScanState {
     plan: ScanPlan,
     snapshot: Snapshot,
     /// Runtime values of the plan's parameters (`fdw_exprs`).
     params: Vec<Scalar>,
-    stream: Option<DatasetRecordBatchStream>,
-    batch: Option<(RecordBatch, Vec<(usize, ColumnReader)>)>,
-    row: usize,
+    sources: Option<Vec<Source>>,
+    /// Committed ids this transaction replaced or deleted.
+    hidden: HashSet<String>,
+    /// Positions of the order keys in each batch, when sources are merged in order.
+    order_columns: Vec<usize>,
+    converter: Option<arrow_row::RowConverter>,
+    /// The source being read when sources are concatenated.
+    current: usize,
     /// Rows still allowed by a pushed LIMIT.
     remaining: Option<u64>,
     done: bool,
@@ -95,9 +136,11 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         plan,
         snapshot,
         params,
-        stream: None,
-        batch: None,
-        row: 0,
+        sources: None,
+        hidden: HashSet::new(),
+        order_columns: Vec::new(),
+        converter: None,
+        current: 0,
         remaining: None,
         done: false,
     };
@@ -127,21 +170,50 @@ fn limit_rows(plan: &ScanPlan, params: &[Scalar]) -> Option<u64> {
     Some(count.max(0).saturating_add(offset.max(0)) as u64)
 }
 
-fn start_stream(st: &mut ScanState) {
+fn internal(ctx: &str, e: impl std::fmt::Display) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("{ctx}: {e}"),
+        None,
+        None,
+    )
+}
+
+/// A Lance scan of `ds` with the plan's projection, filter, order and limit.
+async fn lance_rows(
+    ds: Dataset,
+    columns: Vec<String>,
+    filter: Option<DfExpr>,
+    order: Vec<ColumnOrdering>,
+    limit: Option<u64>,
+) -> omnigraph_engine::Result<DatasetRecordBatchStream> {
+    let mut scan = ds.scan();
+    if columns.is_empty() {
+        scan.empty_project()?;
+    } else {
+        scan.project(&columns)?;
+    }
+    if let Some(f) = filter {
+        scan.filter_expr(f);
+    }
+    if !order.is_empty() {
+        scan.order_by(Some(order))?;
+    }
+    if let Some(n) = limit {
+        scan.limit(Some(n as i64), None)?;
+    }
+    scan.batch_size(8192);
+    Ok(scan.try_into_stream().await?)
+}
+
+fn start_sources(st: &mut ScanState) {
     let ctx = context(&st.plan);
     let filter = match &st.plan.filter {
-        Some(f) => Some(filter::to_datafusion(f, &st.params).unwrap_or_else(|e| {
-            raise(
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                format!("{ctx}: {e}"),
-                None,
-                None,
-            )
-        })),
+        Some(f) => Some(filter::to_datafusion(f, &st.params).unwrap_or_else(|e| internal(&ctx, e))),
         None => None,
     };
     st.remaining = limit_rows(&st.plan, &st.params);
-    let columns: Vec<String> = st
+    let mut columns: Vec<String> = st
         .plan
         .columns
         .iter()
@@ -157,53 +229,208 @@ fn start_stream(st: &mut ScanState) {
             column_name: o.column.clone(),
         })
         .collect();
-    let limit = st.remaining;
-    let snapshot = st.snapshot.clone();
+    // The transaction's own writes to this table, if any.
+    let view = match &st.plan.read {
+        Read::Branch(b) => txn::view(&st.plan.uri, b, &st.plan.type_name, &st.snapshot),
+        Read::Commit(_) => None,
+    };
     let type_name = st.plan.type_name.clone();
-    let stream = crate::runtime::run(&ctx, async move {
-        let ds = snapshot.dataset(&type_name).await?;
-        let mut scan = ds.scan();
-        if columns.is_empty() {
-            scan.empty_project()?;
-        } else {
-            scan.project(&columns)?;
+    let limit = st.remaining;
+    let Some(view) = view else {
+        let snapshot = st.snapshot.clone();
+        let rows = crate::runtime::run(&ctx, async move {
+            lance_rows(
+                snapshot.dataset(&type_name).await?,
+                columns,
+                filter,
+                order,
+                limit,
+            )
+            .await
+        });
+        st.sources = Some(vec![source(Rows::Lance(rows), None)]);
+        return;
+    };
+    // Merging needs the order keys in every batch, and the id to skip
+    // committed rows the transaction replaced.
+    let extra = |name: &str, columns: &mut Vec<String>| -> usize {
+        match columns.iter().position(|c| c == name) {
+            Some(i) => i,
+            None => {
+                columns.push(name.to_string());
+                columns.len() - 1
+            }
         }
-        if let Some(f) = filter {
-            scan.filter_expr(f);
-        }
-        if !order.is_empty() {
-            scan.order_by(Some(order))?;
-        }
-        if let Some(n) = limit {
-            scan.limit(Some(n as i64), None)?;
-        }
-        scan.batch_size(8192);
-        Ok(scan.try_into_stream().await?)
-    });
-    st.stream = Some(stream);
+    };
+    st.order_columns = st
+        .plan
+        .order
+        .iter()
+        .map(|o| extra(&o.column, &mut columns))
+        .collect();
+    let id_column = (!view.hidden.is_empty()).then(|| extra("id", &mut columns));
+    st.hidden = view.hidden;
+    let mut sources = Vec::new();
+    if !view.hide_all {
+        let snapshot = st.snapshot.clone();
+        let (cols, f, o) = (columns.clone(), filter.clone(), order.clone());
+        // A limit on committed rows is only safe when none are skipped.
+        let base_limit = if id_column.is_some() { None } else { limit };
+        let rows = crate::runtime::run(&ctx, async move {
+            lance_rows(snapshot.dataset(&type_name).await?, cols, f, o, base_limit).await
+        });
+        sources.push(source(Rows::Lance(rows), id_column));
+    }
+    if let Some(batch) = &view.rows {
+        let keys: Vec<SortKey> = st
+            .plan
+            .order
+            .iter()
+            .map(|o| SortKey {
+                column: o.column.clone(),
+                ascending: o.ascending,
+                nulls_first: o.nulls_first,
+            })
+            .collect();
+        let selected = staged::select(batch, filter.as_ref(), &columns, &keys)
+            .unwrap_or_else(|e| internal(&ctx, e));
+        sources.push(source(Rows::Memory(vec![selected].into_iter()), None));
+    }
+    if let Some(spill) = view.spill {
+        let rows = crate::runtime::run(&ctx, lance_rows(spill, columns, filter, order, limit));
+        sources.push(source(Rows::Lance(rows), None));
+    }
+    st.sources = Some(sources);
 }
 
-/// Load the next batch; false at the end of the scan.
-fn next_batch(st: &mut ScanState) -> bool {
-    let ctx = context(&st.plan);
+fn source(rows: Rows, id_column: Option<usize>) -> Source {
+    Source {
+        rows,
+        batch: None,
+        keys: None,
+        row: 0,
+        id_column,
+        done: false,
+    }
+}
+
+/// Make `src` point at a row; false when it has no more.
+fn fill_source(
+    src: &mut Source,
+    plan: &ScanPlan,
+    order_columns: &[usize],
+    converter: &mut Option<arrow_row::RowConverter>,
+) -> bool {
+    let ctx = context(plan);
     loop {
-        let Some(stream) = st.stream.as_mut() else {
+        if src.done {
             return false;
+        }
+        if let Some((b, _)) = &src.batch
+            && src.row < b.num_rows()
+        {
+            return true;
+        }
+        let next = match &mut src.rows {
+            Rows::Lance(stream) => match block_on(stream.next()) {
+                None => None,
+                Some(Ok(b)) => Some(b),
+                Some(Err(e)) => crate::error::report(e.into(), &ctx),
+            },
+            Rows::Memory(it) => it.next(),
         };
-        let next = block_on(stream.next());
-        let batch = match next {
-            None => return false,
-            Some(Ok(b)) => b,
-            Some(Err(e)) => crate::error::report(e.into(), &ctx),
+        let Some(batch) = next else {
+            src.done = true;
+            src.batch = None;
+            return false;
         };
         if batch.num_rows() == 0 {
             continue;
         }
-        let readers = batch_readers(&batch, st.plan.columns.iter().map(|c| (c.attno, c.ty)));
-        st.batch = Some((batch, readers));
-        st.row = 0;
-        return true;
+        if !order_columns.is_empty() {
+            let keys: Vec<ArrayRef> = order_columns
+                .iter()
+                .map(|i| batch.column(*i).clone())
+                .collect();
+            if converter.is_none() {
+                let fields = plan
+                    .order
+                    .iter()
+                    .zip(&keys)
+                    .map(|(o, a)| {
+                        arrow_row::SortField::new_with_options(
+                            a.data_type().clone(),
+                            SortOptions {
+                                descending: !o.ascending,
+                                nulls_first: o.nulls_first,
+                            },
+                        )
+                    })
+                    .collect();
+                *converter = Some(
+                    arrow_row::RowConverter::new(fields).unwrap_or_else(|e| internal(&ctx, e)),
+                );
+            }
+            if let Some(c) = converter.as_ref() {
+                src.keys = Some(
+                    c.convert_columns(&keys)
+                        .unwrap_or_else(|e| internal(&ctx, e)),
+                );
+            }
+        }
+        let readers = batch_readers(&batch, plan.columns.iter().map(|c| (c.attno, c.ty)));
+        src.batch = Some((batch, readers));
+        src.row = 0;
     }
+}
+
+/// The source holding the next row, or `None` at the end of the scan.
+fn next_source(st: &mut ScanState) -> Option<usize> {
+    let sources = st.sources.as_mut()?;
+    if st.order_columns.is_empty() {
+        while st.current < sources.len() {
+            if fill_source(&mut sources[st.current], &st.plan, &[], &mut st.converter) {
+                return Some(st.current);
+            }
+            st.current += 1;
+        }
+        return None;
+    }
+    // Ordered: the smallest current row of all sources.
+    let mut best: Option<usize> = None;
+    for i in 0..sources.len() {
+        if !fill_source(
+            &mut sources[i],
+            &st.plan,
+            &st.order_columns,
+            &mut st.converter,
+        ) {
+            continue;
+        }
+        best = match best {
+            None => Some(i),
+            Some(b) => {
+                fn key(s: &Source) -> Option<arrow_row::Row<'_>> {
+                    s.keys.as_ref().map(|k| k.row(s.row))
+                }
+                if key(&sources[i]) < key(&sources[b]) {
+                    Some(i)
+                } else {
+                    Some(b)
+                }
+            }
+        };
+    }
+    best
+}
+
+/// Whether the current row of `src` is a committed row the transaction replaced.
+fn is_hidden(src: &Source, hidden: &HashSet<String>) -> bool {
+    let (Some(i), Some((batch, _))) = (src.id_column, &src.batch) else {
+        return false;
+    };
+    let ids = batch.column(i).as_string::<i32>();
+    hidden.contains(ids.value(src.row))
 }
 
 /// IterateForeignScan: the next row into the scan slot (empty at the end).
@@ -221,18 +448,27 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
     if st.done || st.remaining == Some(0) {
         return slot;
     }
-    if st.stream.is_none() {
-        start_stream(st);
+    if st.sources.is_none() {
+        start_sources(st);
     }
-    let need_batch = match &st.batch {
-        Some((b, _)) => st.row >= b.num_rows(),
-        None => true,
+    let i = loop {
+        let Some(i) = next_source(st) else {
+            st.done = true;
+            return slot;
+        };
+        let Some(src) = st.sources.as_mut().and_then(|s| s.get_mut(i)) else {
+            return slot;
+        };
+        if is_hidden(src, &st.hidden) {
+            src.row += 1;
+            continue;
+        }
+        break i;
     };
-    if need_batch && !next_batch(st) {
-        st.done = true;
+    let Some(src) = st.sources.as_mut().and_then(|s| s.get_mut(i)) else {
         return slot;
-    }
-    let Some((_, readers)) = &st.batch else {
+    };
+    let Some((_, readers)) = &src.batch else {
         return slot;
     };
     // SAFETY: the slot's tts_values/tts_isnull hold natts entries; each
@@ -241,10 +477,10 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
         let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
         let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
         let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
-        fill_row(readers, st.row, values, nulls);
+        fill_row(readers, src.row, values, nulls);
         pg_sys::ExecStoreVirtualTuple(slot);
     }
-    st.row += 1;
+    src.row += 1;
     if let Some(n) = st.remaining.as_mut() {
         *n -= 1;
     }
@@ -255,9 +491,9 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
 #[pg_guard]
 pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignScanState) {
     if let Some(Some(st)) = state(node) {
-        st.stream = None;
-        st.batch = None;
-        st.row = 0;
+        st.sources = None;
+        st.converter = None;
+        st.current = 0;
         st.done = false;
     }
 }

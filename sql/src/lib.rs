@@ -7,6 +7,7 @@
 //! - [`options`]: foreign data wrapper options and their validation.
 //! - [`ddl`]: the foreign tables IMPORT FOREIGN SCHEMA creates.
 //! - [`stats`]: row sampling for ANALYZE.
+//! - [`staged`]: filter, order and project in-memory rows as a Lance scan would.
 //! - [`filter`]: the owned filter-expression model, its pushdown
 //!   classification (Exact / Unsupported) and its Lance filter text.
 
@@ -16,5 +17,6 @@ pub mod ddl;
 pub mod filter;
 pub mod names;
 pub mod options;
+pub mod staged;
 pub mod stats;
 pub mod types;

@@ -155,15 +155,18 @@ pub async fn run_child() {
     match role.as_str() {
         "append-a" => drop(
             txn.insert_node("Person", props(&[("name", s("ProcA"))]))
+                .await
                 .unwrap(),
         ),
         "append-b" => drop(
             txn.insert_node("Person", props(&[("name", s("ProcB"))]))
+                .await
                 .unwrap(),
         ),
         r if r.starts_with("update-") => {
             let age: i64 = r["update-".len()..].parse().unwrap();
             txn.update("Person", "Alice", props(&[("age", Value::Int(age))]))
+                .await
                 .unwrap();
         }
         other => panic!("unknown role {other}"),

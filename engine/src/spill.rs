@@ -1,0 +1,222 @@
+//! Spilling a large transaction's staged inserts to local Lance files.
+//!
+//! A transaction holds its staged rows in memory until COMMIT. Past a
+//! threshold, the plain inserts of a table move to a spill: a Lance dataset
+//! in a private local directory with the table's columns plus `_seq`, the
+//! staging operation that produced the row (so a rollback to a savepoint
+//! removes exactly the later rows). Only a 128-bit hash of each spilled id
+//! stays in memory, so memory stays bounded however many rows are inserted.
+//!
+//! The directory is removed when the spill is dropped (commit, rollback,
+//! error). A process that dies leaves it behind: its name starts with
+//! `pgsql_tmp`, so when the spill directory is Postgres's own
+//! `base/pgsql_tmp`, the server removes it at its next start.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch, RecordBatchIterator, UInt64Array};
+use arrow_schema::{DataType, Field, Schema};
+use futures::TryStreamExt;
+use lance::Dataset;
+use lance::dataset::{WriteMode, WriteParams};
+
+use crate::error::{Error, Result};
+use crate::schema::Catalog;
+use crate::value::{Record, batch_to_records, records_to_batch, sql_literal};
+
+/// The column holding a spilled row's staging sequence number.
+pub(crate) const SEQ: &str = "_seq";
+
+/// A 128-bit hash of an id: two independent SipHash values. A collision
+/// between two distinct ids of one transaction is vanishingly unlikely
+/// (about 2^-88 for a billion rows), and would only make a row be read
+/// back from the spill needlessly.
+pub(crate) fn id_hash(id: &str) -> u128 {
+    let half = |salt: u8| {
+        let mut h = std::hash::DefaultHasher::new();
+        salt.hash(&mut h);
+        id.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(1)) << 64) | u128::from(half(2))
+}
+
+/// Spilled inserts of one table in one transaction.
+pub(crate) struct Spill {
+    dir: PathBuf,
+    type_name: String,
+    ds: Option<Dataset>,
+    ids: HashSet<u128>,
+}
+
+impl Spill {
+    /// A new, empty spill in a fresh directory under `parent`.
+    pub fn create(parent: &Path, type_name: &str) -> Result<Spill> {
+        let dir = parent.join(format!(
+            "pgsql_tmp_omnigraph_{}_{}",
+            std::process::id(),
+            ulid::Ulid::new()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::Storage(format!(
+                "cannot create the spill directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Spill {
+            dir,
+            type_name: type_name.to_string(),
+            ds: None,
+            ids: HashSet::new(),
+        })
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids.contains(&id_hash(id))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.ids.len() as u64
+    }
+
+    pub fn dataset(&self) -> Option<&Dataset> {
+        self.ds.as_ref()
+    }
+
+    fn uri(&self) -> Result<String> {
+        self.dir
+            .join("rows.lance")
+            .to_str()
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::Storage(format!("spill path {} is not UTF-8", self.dir.display()))
+            })
+    }
+
+    /// Append rows, each with the sequence number of its staging operation.
+    pub async fn write(&mut self, catalog: &Catalog, rows: &[(&Record, u64)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<&Record> = rows.iter().map(|(r, _)| *r).collect();
+        let batch = records_to_batch(catalog, &self.type_name, &records)?;
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(SEQ, DataType::UInt64, false));
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.push(Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|(_, s)| *s),
+        )));
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        let schema = batch.schema();
+        let mode = if self.ds.is_some() {
+            WriteMode::Append
+        } else {
+            WriteMode::Create
+        };
+        let reader = RecordBatchIterator::new(vec![Ok(batch)], schema);
+        let params = WriteParams {
+            mode,
+            ..Default::default()
+        };
+        let ds = Dataset::write(reader, self.uri()?.as_str(), Some(params)).await?;
+        self.ds = Some(ds);
+        for (r, _) in rows {
+            self.ids.insert(id_hash(&r.id));
+        }
+        Ok(())
+    }
+
+    /// Remove the row with this id from the spill and return it.
+    pub async fn take(&mut self, id: &str) -> Result<Option<Record>> {
+        let hash = id_hash(id);
+        if !self.ids.contains(&hash) {
+            return Ok(None);
+        }
+        let Some(ds) = self.ds.as_mut() else {
+            return Ok(None);
+        };
+        let filter = format!("id = {}", sql_literal(id));
+        let mut scan = ds.scan();
+        scan.filter(&filter)?;
+        let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
+        let mut found = None;
+        for b in &batches {
+            if let Some(r) = batch_to_records(b)?.into_iter().next() {
+                found = Some(r);
+            }
+        }
+        if found.is_some() {
+            ds.delete(&filter).await?;
+            self.ids.remove(&hash);
+        }
+        Ok(found)
+    }
+
+    /// Ids of the spilled rows matching a Lance filter.
+    pub async fn ids_where(&self, filter: &str) -> Result<Vec<String>> {
+        let Some(ds) = &self.ds else {
+            return Ok(Vec::new());
+        };
+        let mut scan = ds.scan();
+        scan.project(&["id"])?;
+        scan.filter(filter)?;
+        let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            out.extend(batch_to_records(b)?.into_iter().map(|r| r.id));
+        }
+        Ok(out)
+    }
+
+    /// Remove every row staged at or after `seq` (a rollback to a savepoint).
+    pub async fn truncate_from(&mut self, seq: u64) -> Result<()> {
+        let Some(ds) = self.ds.as_mut() else {
+            return Ok(());
+        };
+        let filter = format!("{SEQ} >= {seq}");
+        let mut scan = ds.scan();
+        scan.project(&["id"])?;
+        scan.filter(&filter)?;
+        let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
+        let mut any = false;
+        for b in &batches {
+            for r in batch_to_records(b)? {
+                self.ids.remove(&id_hash(&r.id));
+                any = true;
+            }
+        }
+        if any {
+            ds.delete(&filter).await?;
+        }
+        Ok(())
+    }
+
+    /// The spilled rows, batch by batch, without the `_seq` column.
+    pub async fn stream(
+        &self,
+        columns: &[String],
+    ) -> Result<Option<lance::dataset::scanner::DatasetRecordBatchStream>> {
+        let Some(ds) = &self.ds else {
+            return Ok(None);
+        };
+        let mut scan = ds.scan();
+        scan.project(columns)?;
+        scan.batch_size(8192);
+        Ok(Some(scan.try_into_stream().await?))
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        // Best effort: an orphan directory is harmless and reclaimable.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,782 @@
+//! Write transactions: staging changes, savepoints, and the transaction's
+//! own view of its changes. Publishing them is in [`crate::commit`].
+//!
+//! A transaction stages inserts, updates and deletes across tables.
+//! Staging coerces values to their declared types and checks what needs no
+//! branch state (unknown properties, missing required values and keys, the
+//! same key inserted twice); everything that depends on the branch is
+//! checked at commit.
+//!
+//! Staged rows live in memory, except that past a threshold the plain
+//! inserts of a table spill to local Lance files ([`crate::spill`]).
+//! While a savepoint is open every change records how to undo it, so
+//! [`WriteTxn::rollback_to`] discards exactly the changes made after it.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
+
+use arrow_array::RecordBatch;
+use lance::Dataset;
+
+use crate::error::{Error, Result, ViolationKind};
+use crate::graph::{Graph, ID_CHUNK, ReadRef, Snapshot, in_filter};
+use crate::schema::{Catalog, TypeKind};
+use crate::spill::Spill;
+use crate::value::{Record, Value, coerce, key_id, records_to_batch, unknown_type};
+
+/// A staged change to one row, already merged with earlier changes to the
+/// same id in this transaction.
+#[derive(Debug, Clone)]
+pub(crate) enum Pending {
+    /// A new row; the id must not exist on the branch.
+    Insert(Record),
+    /// Insert, or replace the whole row if the id exists (load `merge`).
+    Upsert(Record),
+    /// Change only the given properties of an existing row.
+    Update(BTreeMap<String, Value>),
+    /// Remove the row; `must_exist` is false when the row may be one this
+    /// transaction upserted and that never existed.
+    Delete { must_exist: bool },
+}
+
+/// One staged row: the change, the NDJSON line it came from (for error
+/// messages), and the sequence number of the operation that last changed it.
+#[derive(Debug, Clone)]
+pub(crate) struct Staged {
+    pub change: Pending,
+    pub line: Option<usize>,
+    pub seq: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct TableChanges {
+    pub rows: BTreeMap<String, Staged>,
+    /// Replace the table's whole content with the staged rows.
+    pub overwrite: bool,
+    /// Plain inserts moved out of memory.
+    pub spill: Option<Spill>,
+    /// Row count at which to look for inserts to spill next.
+    next_spill_check: usize,
+}
+
+/// How to undo one staged change.
+enum Undo {
+    Row {
+        type_name: String,
+        id: String,
+        previous: Option<Staged>,
+    },
+    Overwrite {
+        type_name: String,
+        previous: bool,
+    },
+}
+
+/// A point to roll back to; see [`WriteTxn::savepoint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Savepoint {
+    undo_len: usize,
+    seq: u64,
+}
+
+/// How many staged rows of one table stay in memory before its plain
+/// inserts spill to disk, unless [`WriteTxn::set_spill_threshold`] says otherwise.
+pub const DEFAULT_SPILL_ROWS: usize = 50_000;
+
+/// What a transaction changed in one table, for reading its own writes:
+/// read the committed rows without `hidden` (or none if `hide_all`), then
+/// add `rows` and the spilled rows.
+pub struct StagedView {
+    /// The table is overwritten: no committed row is visible.
+    pub hide_all: bool,
+    /// Committed rows this transaction replaced or deleted.
+    pub hidden: HashSet<String>,
+    /// The transaction's current version of each row it inserted or
+    /// changed and holds in memory, in the table's schema.
+    pub rows: Option<RecordBatch>,
+    /// Spilled inserted rows: the table's columns plus `_seq`.
+    pub spill: Option<Dataset>,
+}
+
+/// A write transaction on one branch.
+pub struct WriteTxn {
+    pub(crate) graph: Graph,
+    pub(crate) branch: String,
+    pub(crate) actor: String,
+    pub(crate) message: String,
+    pub(crate) base: Snapshot,
+    pub(crate) tables: BTreeMap<String, TableChanges>,
+    undo: Vec<Undo>,
+    open_savepoints: usize,
+    seq: u64,
+    spill_rows: usize,
+    spill_dir: PathBuf,
+}
+
+impl WriteTxn {
+    pub(crate) async fn begin(graph: Graph, branch: &str, actor: &str) -> Result<WriteTxn> {
+        let base = graph.snapshot(&ReadRef::Branch(branch.to_string())).await?;
+        let spill_dir = graph
+            .inner
+            .options
+            .spill_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        Ok(WriteTxn {
+            graph,
+            branch: branch.to_string(),
+            actor: actor.to_string(),
+            message: String::new(),
+            base,
+            tables: BTreeMap::new(),
+            undo: Vec::new(),
+            open_savepoints: 0,
+            seq: 0,
+            spill_rows: DEFAULT_SPILL_ROWS,
+            spill_dir,
+        })
+    }
+
+    pub fn set_message(&mut self, message: impl Into<String>) {
+        self.message = message.into();
+    }
+
+    /// Rows of one table kept in memory before inserts spill (at least 1).
+    pub fn set_spill_threshold(&mut self, rows: usize) {
+        self.spill_rows = rows.max(1);
+    }
+
+    /// The branch this transaction writes.
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    /// The snapshot the transaction started from.
+    pub fn base(&self) -> &Snapshot {
+        &self.base
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.values().all(|t| {
+            t.rows.is_empty() && !t.overwrite && t.spill.as_ref().is_none_or(|s| s.len() == 0)
+        })
+    }
+
+    /// Whether this transaction changed `type_name`.
+    pub fn touches(&self, type_name: &str) -> bool {
+        self.tables.get(type_name).is_some_and(|t| {
+            !t.rows.is_empty() || t.overwrite || t.spill.as_ref().is_some_and(|s| s.len() > 0)
+        })
+    }
+
+    pub(crate) fn catalog(&self) -> &Catalog {
+        self.graph.catalog()
+    }
+
+    fn kind(&self, type_name: &str) -> Result<TypeKind> {
+        self.catalog()
+            .kind_of(type_name)
+            .ok_or_else(|| unknown_type(self.catalog(), type_name))
+    }
+
+    /// Coerce staged properties to their declared types; unknown names are errors.
+    fn coerce_props(
+        &self,
+        type_name: &str,
+        props: BTreeMap<String, Value>,
+    ) -> Result<BTreeMap<String, Value>> {
+        let declared = self.catalog().properties(type_name).unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for (name, v) in props {
+            let Some(p) = declared.iter().find(|p| p.name == name) else {
+                let known: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
+                return Err(Error::violation(
+                    ViolationKind::UnknownProperty,
+                    type_name,
+                    &name,
+                    v.display(),
+                    format!(
+                        "{type_name} has no property '{name}' (properties: {})",
+                        known.join(", ")
+                    ),
+                ));
+            };
+            out.insert(name, coerce(type_name, p, v)?);
+        }
+        Ok(out)
+    }
+
+    /// A whole new row must give every required property a value.
+    fn check_required(&self, type_name: &str, r: &Record) -> Result<()> {
+        for p in self.catalog().properties(type_name).unwrap_or_default() {
+            if !p.nullable && r.prop(&p.name).is_null() {
+                return Err(Error::violation(
+                    ViolationKind::MissingRequired,
+                    type_name,
+                    &p.name,
+                    "NULL",
+                    format!(
+                        "{type_name}.{} is required ({}) but '{}' has no value",
+                        p.name,
+                        p.ty.describe(),
+                        r.id
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// An update may not clear a required property.
+    fn check_not_cleared(
+        &self,
+        type_name: &str,
+        id: &str,
+        props: &BTreeMap<String, Value>,
+    ) -> Result<()> {
+        for p in self.catalog().properties(type_name).unwrap_or_default() {
+            if !p.nullable && props.get(&p.name).is_some_and(Value::is_null) {
+                return Err(Error::violation(
+                    ViolationKind::MissingRequired,
+                    type_name,
+                    &p.name,
+                    "NULL",
+                    format!(
+                        "{type_name}.{} is required ({}) and cannot be set to NULL on '{id}'",
+                        p.name,
+                        p.ty.describe()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The id a node row gets: its `@key` text, else `explicit`, else a new ULID.
+    fn node_id(
+        &self,
+        type_name: &str,
+        props: &BTreeMap<String, Value>,
+        explicit: Option<String>,
+    ) -> Result<String> {
+        let node = self
+            .catalog()
+            .node(type_name)
+            .ok_or_else(|| unknown_type(self.catalog(), type_name))?;
+        let Some(key) = &node.key else {
+            return Ok(explicit.unwrap_or_else(|| ulid::Ulid::new().to_string()));
+        };
+        let mut parts = Vec::with_capacity(key.len());
+        for k in key {
+            match props.get(k) {
+                Some(v) if !v.is_null() => parts.push(v.clone()),
+                _ => {
+                    return Err(Error::violation(
+                        ViolationKind::MissingRequired,
+                        type_name,
+                        k,
+                        "NULL",
+                        format!("{type_name}.{k} is the @key and needs a value"),
+                    ));
+                }
+            }
+        }
+        let id = key_id(&parts)?;
+        if let Some(e) = explicit
+            && e != id
+        {
+            return Err(Error::violation(
+                ViolationKind::KeyUpdate,
+                type_name,
+                "id",
+                e.clone(),
+                format!("explicit id '{e}' does not match the @key value '{id}' of {type_name}"),
+            ));
+        }
+        Ok(id)
+    }
+
+    /// Merge `change` into what is staged for `id`, recording how to undo it.
+    async fn stage(
+        &mut self,
+        type_name: &str,
+        id: String,
+        change: Pending,
+        line: Option<usize>,
+    ) -> Result<()> {
+        // A row that went to the spill comes back to memory to be changed.
+        let unspilled = match self
+            .tables
+            .get_mut(type_name)
+            .and_then(|t| t.spill.as_mut())
+        {
+            Some(spill) if spill.contains(&id) => spill.take(&id).await?,
+            _ => None,
+        };
+        self.seq += 1;
+        let seq = self.seq;
+        let recording = self.open_savepoints > 0;
+        let table = self.tables.entry(type_name.to_string()).or_default();
+        if let Some(r) = unspilled {
+            // Its own undo entry (if it was inserted after an open
+            // savepoint) is earlier in the log, so a rollback removes it.
+            let old = Staged {
+                change: Pending::Insert(r),
+                line,
+                seq: 0,
+            };
+            table.rows.insert(id.clone(), old);
+        }
+        let old = table.rows.get(&id).cloned();
+        let merged = match (old.as_ref().map(|s| &s.change), change) {
+            (None, c) => Some(c),
+            (Some(Pending::Delete { .. }), Pending::Insert(r) | Pending::Upsert(r)) => {
+                Some(Pending::Upsert(r))
+            }
+            (Some(Pending::Delete { .. }), Pending::Update(_)) => {
+                return Err(Error::violation(
+                    ViolationKind::NotFound,
+                    type_name,
+                    "id",
+                    id.clone(),
+                    format!("{type_name} '{id}' was deleted earlier in this transaction"),
+                ));
+            }
+            (Some(_), Pending::Insert(_)) => {
+                return Err(Error::violation(
+                    ViolationKind::DuplicateKey,
+                    type_name,
+                    "id",
+                    id.clone(),
+                    format!("duplicate key: {type_name} '{id}' is inserted twice"),
+                ));
+            }
+            (Some(Pending::Insert(_)), Pending::Upsert(r)) => Some(Pending::Insert(r)),
+            (Some(_), Pending::Upsert(r)) => Some(Pending::Upsert(r)),
+            (Some(Pending::Insert(r)), Pending::Update(p)) => {
+                let mut r = r.clone();
+                r.props.extend(p);
+                Some(Pending::Insert(r))
+            }
+            (Some(Pending::Upsert(r)), Pending::Update(p)) => {
+                let mut r = r.clone();
+                r.props.extend(p);
+                Some(Pending::Upsert(r))
+            }
+            (Some(Pending::Update(old)), Pending::Update(p)) => {
+                let mut old = old.clone();
+                old.extend(p);
+                Some(Pending::Update(old))
+            }
+            (Some(Pending::Insert(_)), Pending::Delete { .. }) => None,
+            (Some(Pending::Upsert(_)), Pending::Delete { .. }) => {
+                Some(Pending::Delete { must_exist: false })
+            }
+            (Some(Pending::Update(_)), Pending::Delete { .. }) => {
+                Some(Pending::Delete { must_exist: true })
+            }
+            (Some(d @ Pending::Delete { .. }), Pending::Delete { .. }) => Some(d.clone()),
+        };
+        let line = line.or(old.as_ref().and_then(|s| s.line));
+        match merged {
+            Some(change) => {
+                table.rows.insert(id.clone(), Staged { change, line, seq });
+            }
+            None => {
+                table.rows.remove(&id);
+            }
+        }
+        if recording {
+            self.undo.push(Undo::Row {
+                type_name: type_name.to_string(),
+                id,
+                previous: old,
+            });
+        }
+        self.maybe_spill(type_name).await
+    }
+
+    /// Move the plain inserts of a table to its spill once the table holds
+    /// more staged rows than the threshold.
+    async fn maybe_spill(&mut self, type_name: &str) -> Result<()> {
+        let limit = self.spill_rows;
+        let Some(table) = self.tables.get_mut(type_name) else {
+            return Ok(());
+        };
+        if table.rows.len() < limit.max(table.next_spill_check) {
+            return Ok(());
+        }
+        let ids: Vec<String> = table
+            .rows
+            .iter()
+            .filter(|(_, s)| matches!(s.change, Pending::Insert(_)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let moved: Vec<Staged> = ids.iter().filter_map(|id| table.rows.remove(id)).collect();
+        // Updates and deletes stay in memory; look again after `limit` more rows.
+        table.next_spill_check = table.rows.len() + limit;
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let spill = match &mut table.spill {
+            Some(s) => s,
+            None => table
+                .spill
+                .insert(Spill::create(&self.spill_dir, type_name)?),
+        };
+        let rows: Vec<(&Record, u64)> = moved
+            .iter()
+            .filter_map(|s| match &s.change {
+                Pending::Insert(r) => Some((r, s.seq)),
+                _ => None,
+            })
+            .collect();
+        spill.write(self.graph.catalog(), &rows).await
+    }
+
+    /// Stage a new node; returns its id. Fails at commit if the id exists.
+    pub async fn insert_node(
+        &mut self,
+        type_name: &str,
+        props: BTreeMap<String, Value>,
+    ) -> Result<String> {
+        self.add_node(type_name, props, None, false, None).await
+    }
+
+    /// Stage a node insert or whole-row replacement by id (upsert).
+    pub async fn upsert_node(
+        &mut self,
+        type_name: &str,
+        props: BTreeMap<String, Value>,
+    ) -> Result<String> {
+        self.add_node(type_name, props, None, true, None).await
+    }
+
+    /// The general form: an explicit id (must equal the key for keyed types),
+    /// upsert or strict insert, and the NDJSON line for error messages.
+    pub async fn add_node(
+        &mut self,
+        type_name: &str,
+        props: BTreeMap<String, Value>,
+        explicit_id: Option<String>,
+        upsert: bool,
+        line: Option<usize>,
+    ) -> Result<String> {
+        if self.kind(type_name)? != TypeKind::Node {
+            return Err(Error::InvalidArgument(format!(
+                "{type_name} is an edge type; insert it as an edge"
+            )));
+        }
+        let run = || -> Result<Record> {
+            let props = self.coerce_props(type_name, props)?;
+            let id = self.node_id(type_name, &props, explicit_id)?;
+            let record = Record {
+                id,
+                endpoints: None,
+                props,
+            };
+            self.check_required(type_name, &record)?;
+            Ok(record)
+        };
+        let record = run().map_err(|e| e.at_line(line))?;
+        self.stage_row(type_name, record, upsert, line).await
+    }
+
+    /// Stage a whole row as a strict insert or an upsert; returns its id.
+    async fn stage_row(
+        &mut self,
+        type_name: &str,
+        record: Record,
+        upsert: bool,
+        line: Option<usize>,
+    ) -> Result<String> {
+        let id = record.id.clone();
+        let change = if upsert {
+            Pending::Upsert(record)
+        } else {
+            Pending::Insert(record)
+        };
+        self.stage(type_name, id.clone(), change, line)
+            .await
+            .map_err(|e| e.at_line(line))?;
+        Ok(id)
+    }
+
+    /// Stage a new edge from node id `src` to node id `dst`; returns its id.
+    pub async fn insert_edge(
+        &mut self,
+        type_name: &str,
+        src: &str,
+        dst: &str,
+        props: BTreeMap<String, Value>,
+    ) -> Result<String> {
+        self.add_edge(type_name, src, dst, props, None, false, None)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_edge(
+        &mut self,
+        type_name: &str,
+        src: &str,
+        dst: &str,
+        props: BTreeMap<String, Value>,
+        explicit_id: Option<String>,
+        upsert: bool,
+        line: Option<usize>,
+    ) -> Result<String> {
+        if self.kind(type_name)? != TypeKind::Edge {
+            return Err(Error::InvalidArgument(format!(
+                "{type_name} is a node type; insert it as a node"
+            )));
+        }
+        let run = || -> Result<Record> {
+            let props = self.coerce_props(type_name, props)?;
+            let id = explicit_id.unwrap_or_else(|| ulid::Ulid::new().to_string());
+            let record = Record {
+                id,
+                endpoints: Some((src.to_string(), dst.to_string())),
+                props,
+            };
+            self.check_required(type_name, &record)?;
+            Ok(record)
+        };
+        let record = run().map_err(|e| e.at_line(line))?;
+        self.stage_row(type_name, record, upsert, line).await
+    }
+
+    /// Stage a partial update: only the given properties change.
+    pub async fn update(
+        &mut self,
+        type_name: &str,
+        id: &str,
+        props: BTreeMap<String, Value>,
+    ) -> Result<()> {
+        self.kind(type_name)?;
+        if let Some(node) = self.catalog().node(type_name)
+            && let Some(k) = node.key.iter().flatten().find(|k| props.contains_key(*k))
+        {
+            return Err(Error::violation(
+                ViolationKind::KeyUpdate,
+                type_name,
+                k,
+                props.get(k).map(Value::display).unwrap_or_default(),
+                format!(
+                    "{type_name}.{k} is the @key and cannot be updated; delete the node and insert it again"
+                ),
+            ));
+        }
+        let props = self.coerce_props(type_name, props)?;
+        self.check_not_cleared(type_name, id, &props)?;
+        self.stage(type_name, id.to_string(), Pending::Update(props), None)
+            .await
+    }
+
+    /// Stage a delete by id. Deleting a node also deletes its edges.
+    pub async fn delete(&mut self, type_name: &str, id: &str) -> Result<()> {
+        self.kind(type_name)?;
+        self.stage(
+            type_name,
+            id.to_string(),
+            Pending::Delete { must_exist: true },
+            None,
+        )
+        .await
+    }
+
+    /// Stage the deletion of every edge that touches one of the given nodes
+    /// of `node_type`: committed edges as read at `at`, and edges this
+    /// transaction inserted. Returns how many edges it staged for deletion.
+    /// (The commit cascades again against the head, for edges that
+    /// concurrent commits attached meanwhile.)
+    pub async fn delete_incident_edges(
+        &mut self,
+        node_type: &str,
+        ids: &[String],
+        at: &Snapshot,
+    ) -> Result<u64> {
+        let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut victims: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let edges: Vec<(String, Vec<&'static str>)> = self
+            .catalog()
+            .edges_touching(node_type)
+            .into_iter()
+            .map(|e| {
+                let mut ends = Vec::new();
+                if e.from == node_type {
+                    ends.push("src");
+                }
+                if e.to == node_type {
+                    ends.push("dst");
+                }
+                (e.name.clone(), ends)
+            })
+            .collect();
+        for (edge, ends) in &edges {
+            let found = victims.entry(edge.clone()).or_default();
+            for chunk in ids.chunks(ID_CHUNK) {
+                let filter = ends
+                    .iter()
+                    .map(|c| in_filter(c, chunk.iter().map(String::as_str)))
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                for r in at.read_where(edge, Some(&filter)).await? {
+                    found.insert(r.id);
+                }
+                if let Some(spill) = self.tables.get(edge).and_then(|t| t.spill.as_ref()) {
+                    found.extend(spill.ids_where(&filter).await?);
+                }
+            }
+            if let Some(t) = self.tables.get(edge) {
+                for (id, s) in &t.rows {
+                    if let Pending::Insert(r) | Pending::Upsert(r) = &s.change
+                        && let Some((src, dst)) = &r.endpoints
+                        && ((ends.contains(&"src") && wanted.contains(src.as_str()))
+                            || (ends.contains(&"dst") && wanted.contains(dst.as_str())))
+                    {
+                        found.insert(id.clone());
+                    }
+                }
+            }
+        }
+        let mut count = 0;
+        for (edge, ids) in victims {
+            for id in ids {
+                let already = self
+                    .tables
+                    .get(&edge)
+                    .and_then(|t| t.rows.get(&id))
+                    .is_some_and(|s| matches!(s.change, Pending::Delete { .. }));
+                if already {
+                    continue;
+                }
+                self.stage(&edge, id, Pending::Delete { must_exist: false }, None)
+                    .await?;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Replace the whole content of a table with the rows staged for it.
+    pub fn overwrite(&mut self, type_name: &str) -> Result<()> {
+        self.kind(type_name)?;
+        let table = self.tables.entry(type_name.to_string()).or_default();
+        if self.open_savepoints > 0 {
+            self.undo.push(Undo::Overwrite {
+                type_name: type_name.to_string(),
+                previous: table.overwrite,
+            });
+        }
+        table.overwrite = true;
+        Ok(())
+    }
+
+    /// Start recording changes so they can be discarded with
+    /// [`rollback_to`](Self::rollback_to). Every savepoint must end with
+    /// `release` or `rollback_to`.
+    pub fn savepoint(&mut self) -> Savepoint {
+        self.open_savepoints += 1;
+        Savepoint {
+            undo_len: self.undo.len(),
+            seq: self.seq + 1,
+        }
+    }
+
+    /// Keep the changes made since `sp` (they become part of the enclosing
+    /// savepoint, if any).
+    pub fn release(&mut self, _sp: Savepoint) {
+        self.open_savepoints = self.open_savepoints.saturating_sub(1);
+        if self.open_savepoints == 0 {
+            self.undo.clear();
+        }
+    }
+
+    /// Discard exactly the changes made since `sp`, and end it.
+    pub async fn rollback_to(&mut self, sp: Savepoint) -> Result<()> {
+        while self.undo.len() > sp.undo_len {
+            let Some(u) = self.undo.pop() else { break };
+            match u {
+                Undo::Row {
+                    type_name,
+                    id,
+                    previous,
+                } => {
+                    let table = self.tables.entry(type_name).or_default();
+                    match previous {
+                        Some(s) => {
+                            table.rows.insert(id, s);
+                        }
+                        None => {
+                            table.rows.remove(&id);
+                        }
+                    }
+                }
+                Undo::Overwrite {
+                    type_name,
+                    previous,
+                } => {
+                    self.tables.entry(type_name).or_default().overwrite = previous;
+                }
+            }
+        }
+        for table in self.tables.values_mut() {
+            if let Some(spill) = table.spill.as_mut() {
+                spill.truncate_from(sp.seq).await?;
+            }
+        }
+        self.release(sp);
+        Ok(())
+    }
+
+    /// This transaction's changes to `type_name` as seen by a read of `at`
+    /// (the snapshot supplies the unchanged properties of updated rows).
+    /// `None` when the transaction did not touch the table.
+    pub async fn view(&self, type_name: &str, at: &Snapshot) -> Result<Option<StagedView>> {
+        if !self.touches(type_name) {
+            return Ok(None);
+        }
+        let Some(table) = self.tables.get(type_name) else {
+            return Ok(None);
+        };
+        let updated: Vec<&str> = table
+            .rows
+            .iter()
+            .filter(|(_, s)| matches!(s.change, Pending::Update(_)))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let current = if updated.is_empty() {
+            Default::default()
+        } else {
+            at.rows_by_id(type_name, &updated).await?
+        };
+        let mut rows: Vec<Record> = Vec::new();
+        for (id, s) in &table.rows {
+            match &s.change {
+                Pending::Insert(r) | Pending::Upsert(r) => rows.push(r.clone()),
+                Pending::Update(props) => {
+                    // A row deleted by a concurrent commit stays invisible;
+                    // the commit reports the conflict.
+                    if let Some(cur) = current.get(id) {
+                        let mut r = cur.clone();
+                        r.props.extend(props.clone());
+                        rows.push(r);
+                    }
+                }
+                Pending::Delete { .. } => {}
+            }
+        }
+        let batch = if rows.is_empty() {
+            None
+        } else {
+            let refs: Vec<&Record> = rows.iter().collect();
+            Some(records_to_batch(self.catalog(), type_name, &refs)?)
+        };
+        Ok(Some(StagedView {
+            hide_all: table.overwrite,
+            hidden: table.rows.keys().cloned().collect(),
+            rows: batch,
+            spill: table.spill.as_ref().and_then(|s| s.dataset().cloned()),
+        }))
+    }
+}

@@ -1,0 +1,667 @@
+//! Writing foreign tables: INSERT (also INSERT ... SELECT and COPY FROM,
+//! in batches), UPDATE and DELETE.
+//!
+//! Every write stages into the graph write transaction of the Postgres
+//! transaction ([`crate::txn`]); nothing reaches the graph before COMMIT.
+//! Rows are identified by the graph id: AddForeignUpdateTargets asks the
+//! scan for the table's `id` column as the row identity `omnigraph_id`.
+//! UPDATE writes only the columns the statement assigns (their attribute
+//! numbers travel in `fdw_private`); keys and endpoints cannot change.
+//!
+//! `fdw_private` of the ModifyTable: `list_make1(makeString(json(ModifyPlan)))`.
+
+use std::collections::BTreeMap;
+
+use omnigraph_engine::Value;
+use omnigraph_engine::schema::TypeKind;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::{PgMemoryContexts, PgRelation, PgSqlErrorCode};
+use serde::{Deserialize, Serialize};
+
+use crate::datum::{TEXT, graph_value};
+use crate::pg::raise;
+use crate::plan::{Read, TableDef, json_private, read_json_private, table_def};
+use crate::quals::FilterColumn;
+
+/// Name of the row identity column the scan produces for UPDATE/DELETE.
+const ROW_ID: &std::ffi::CStr = c"omnigraph_id";
+
+/// Rows per ExecForeignBatchInsert call.
+const BATCH_SIZE: i32 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Op {
+    Insert,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ModifyPlan {
+    op: Op,
+    /// Columns the statement writes (all columns for INSERT).
+    attnos: Vec<i16>,
+}
+
+/// Executor state of one modified foreign table.
+struct ModifyState {
+    def: TableDef,
+    branch: String,
+    kind: TypeKind,
+    op: Op,
+    targets: Vec<FilterColumn>,
+    /// The table's `id` column, filled in for RETURNING.
+    id_attno: Option<i16>,
+    /// Position of `omnigraph_id` in the subplan's output (UPDATE, DELETE).
+    junk_id: i16,
+    /// Node ids this statement deleted, for the edge cascade at its end.
+    deleted: Vec<String>,
+}
+
+fn state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> Option<&'a mut ModifyState> {
+    // SAFETY: ri_FdwState is null or the pointer begin_* leaked into the
+    // query context, which outlives every callback of this statement.
+    unsafe { ((*rinfo).ri_FdwState as *mut ModifyState).as_mut() }
+}
+
+fn is_system(kind: TypeKind, graph_name: &str) -> bool {
+    graph_name == "id" || (kind == TypeKind::Edge && (graph_name == "src" || graph_name == "dst"))
+}
+
+/// The branch a table writes, or an error for a table pinned to a commit.
+fn writable_branch(def: &TableDef) -> String {
+    match &def.read {
+        Read::Branch(b) => b.clone(),
+        Read::Commit(c) => raise(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!(
+                "foreign table {} is read-only: it shows commit '{c}' of type {}",
+                def.rel_name, def.type_name
+            ),
+            Some("Tables pinned to a commit are time travel views and cannot change.".into()),
+            Some("Write through a table of a branch (IMPORT FOREIGN SCHEMA ... OPTIONS (branch 'name')).".into()),
+        ),
+    }
+}
+
+fn kind_of(def: &TableDef) -> TypeKind {
+    crate::graphs::graph(&def.server.name, &def.server.uri)
+        .catalog()
+        .kind_of(&def.type_name)
+        .unwrap_or(TypeKind::Node)
+}
+
+/// IsForeignRelUpdatable: every graph table takes INSERT, UPDATE and
+/// DELETE (PlanForeignModify explains why a pinned table refuses).
+#[pg_guard]
+pub unsafe extern "C-unwind" fn is_foreign_rel_updatable(_rel: pg_sys::Relation) -> i32 {
+    (1 << pg_sys::CmdType::CMD_INSERT)
+        | (1 << pg_sys::CmdType::CMD_UPDATE)
+        | (1 << pg_sys::CmdType::CMD_DELETE)
+}
+
+/// AddForeignUpdateTargets: the `id` column identifies the row.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn add_foreign_update_targets(
+    root: *mut pg_sys::PlannerInfo,
+    rtindex: pg_sys::Index,
+    _target_rte: *mut pg_sys::RangeTblEntry,
+    target_relation: pg_sys::Relation,
+) {
+    // SAFETY: target_relation is the open relation being modified.
+    let relid = unsafe { (*target_relation).rd_id };
+    let def = table_def(relid);
+    let Some(id) = def.columns.iter().find(|c| c.graph_name == "id") else {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "foreign table {} has no column for the graph id",
+                def.rel_name
+            ),
+            Some("UPDATE and DELETE find rows by their id.".into()),
+            Some(format!(
+                "ALTER FOREIGN TABLE {} ADD COLUMN id text;",
+                def.rel_name
+            )),
+        )
+    };
+    // SAFETY: the relation is open; attno is one of its live attributes;
+    // makeVar and add_row_identity_var build planner nodes in planner memory.
+    unsafe {
+        let rel = PgRelation::from_pg(target_relation);
+        let att = rel
+            .tuple_desc()
+            .get(id.attno as usize - 1)
+            .map(|a| (a.atttypid, a.atttypmod, a.attcollation));
+        let Some((typid, typmod, collation)) = att else {
+            return;
+        };
+        let var = pg_sys::makeVar(rtindex as _, id.attno, typid, typmod, collation, 0);
+        pg_sys::add_row_identity_var(root, var, rtindex, ROW_ID.as_ptr());
+    }
+}
+
+/// PlanForeignModify: which columns the statement writes.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn plan_foreign_modify(
+    root: *mut pg_sys::PlannerInfo,
+    plan: *mut pg_sys::ModifyTable,
+    result_relation: pg_sys::Index,
+    _subplan_index: i32,
+) -> *mut pg_sys::List {
+    // SAFETY: root and plan are the planner's; the range table has an entry
+    // for result_relation; updatedCols is a Bitmapset of offset attnos.
+    let (op, relid, updated) = unsafe {
+        let rte = *(*root).simple_rte_array.add(result_relation as usize);
+        let op = match (*plan).operation {
+            pg_sys::CmdType::CMD_INSERT => Op::Insert,
+            pg_sys::CmdType::CMD_UPDATE => Op::Update,
+            pg_sys::CmdType::CMD_DELETE => Op::Delete,
+            _ => raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "omnigraph foreign tables support INSERT, UPDATE, DELETE and COPY FROM",
+                None,
+                None,
+            ),
+        };
+        let mut updated = Vec::new();
+        let mut i = -1;
+        loop {
+            i = pg_sys::bms_next_member((*rte).updatedCols, i);
+            if i < 0 {
+                break;
+            }
+            updated.push((i + pg_sys::FirstLowInvalidHeapAttributeNumber) as i16);
+        }
+        (op, (*rte).relid, updated)
+    };
+    let def = table_def(relid);
+    writable_branch(&def);
+    let kind = kind_of(&def);
+    let attnos = match op {
+        Op::Insert => def.columns.iter().map(|c| c.attno).collect(),
+        Op::Delete => Vec::new(),
+        Op::Update => {
+            let catalog = crate::graphs::graph(&def.server.name, &def.server.uri)
+                .catalog()
+                .clone();
+            let key: Vec<String> = catalog
+                .node(&def.type_name)
+                .and_then(|n| n.key.clone())
+                .unwrap_or_default();
+            for attno in &updated {
+                let Some(c) = def.columns.iter().find(|c| c.attno == *attno) else {
+                    continue;
+                };
+                if is_system(kind, &c.graph_name) || key.contains(&c.graph_name) {
+                    let what = if key.contains(&c.graph_name) {
+                        "the @key"
+                    } else {
+                        "a system column"
+                    };
+                    raise(
+                        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                        format!(
+                            "cannot UPDATE column \"{}\" of foreign table {}: {}.{} is {what}",
+                            c.graph_name, def.rel_name, def.type_name, c.graph_name
+                        ),
+                        Some("A row's identity (id, key, edge endpoints) never changes.".into()),
+                        Some("DELETE the row and INSERT it with the new value.".into()),
+                    );
+                }
+            }
+            updated
+        }
+    };
+    json_private(&ModifyPlan { op, attnos })
+}
+
+fn modify_state(
+    rinfo: *mut pg_sys::ResultRelInfo,
+    op: Op,
+    attnos: &[i16],
+    junk_id: i16,
+) -> ModifyState {
+    // SAFETY: rinfo is the executor's result relation; its relation is open.
+    let relid = unsafe { (*(*rinfo).ri_RelationDesc).rd_id };
+    let def = table_def(relid);
+    let branch = writable_branch(&def);
+    let kind = kind_of(&def);
+    let targets = def
+        .columns
+        .iter()
+        .filter(|c| attnos.contains(&c.attno))
+        .map(|c| FilterColumn {
+            attno: c.attno,
+            graph_name: c.graph_name.clone(),
+            ty: c.ty,
+        })
+        .collect();
+    let id_attno = def
+        .columns
+        .iter()
+        .find(|c| c.graph_name == "id")
+        .map(|c| c.attno);
+    ModifyState {
+        def,
+        branch,
+        kind,
+        op,
+        targets,
+        id_attno,
+        junk_id,
+        deleted: Vec::new(),
+    }
+}
+
+fn install(rinfo: *mut pg_sys::ResultRelInfo, st: ModifyState) {
+    // SAFETY: CurrentMemoryContext is the query context during executor
+    // startup; the state is dropped when it is deleted, ERROR included.
+    unsafe {
+        let ptr = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(st);
+        (*rinfo).ri_FdwState = ptr.cast();
+    }
+}
+
+/// BeginForeignModify: rebuild the plan and find the row identity column.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_modify(
+    mtstate: *mut pg_sys::ModifyTableState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    fdw_private: *mut pg_sys::List,
+    _subplan_index: i32,
+    eflags: i32,
+) {
+    if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 {
+        return;
+    }
+    let Some(plan) = read_json_private::<ModifyPlan>(fdw_private) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "omnigraph: malformed modify plan",
+            None,
+            None,
+        )
+    };
+    let junk_id = if plan.op == Op::Insert {
+        0
+    } else {
+        // SAFETY: the ModifyTable's outer plan is initialized before its
+        // result relations; its targetlist holds the row identity column.
+        unsafe {
+            let sub = (*(*mtstate).ps.lefttree).plan;
+            pg_sys::ExecFindJunkAttributeInTlist((*sub).targetlist, ROW_ID.as_ptr())
+        }
+    };
+    if plan.op != Op::Insert && junk_id <= 0 {
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "omnigraph: the row identity column is missing",
+            None,
+            None,
+        );
+    }
+    install(rinfo, modify_state(rinfo, plan.op, &plan.attnos, junk_id));
+}
+
+/// BeginForeignInsert: COPY FROM (and rows routed to a partition).
+#[pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_insert(
+    _mtstate: *mut pg_sys::ModifyTableState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+) {
+    // SAFETY: rinfo's relation is open.
+    let relid = unsafe { (*(*rinfo).ri_RelationDesc).rd_id };
+    let all: Vec<i16> = table_def(relid).columns.iter().map(|c| c.attno).collect();
+    install(rinfo, modify_state(rinfo, Op::Insert, &all, 0));
+}
+
+/// One row to insert, read from a slot.
+struct NewRow {
+    explicit_id: Option<String>,
+    endpoints: Option<(String, String)>,
+    props: BTreeMap<String, Value>,
+}
+
+/// The values of `cols` in a slot whose attributes are all deformed.
+///
+/// # Safety
+/// `slot` is valid, with at least every attno of `cols` deformed.
+unsafe fn slot_values(
+    slot: *mut pg_sys::TupleTableSlot,
+    cols: &[FilterColumn],
+) -> Vec<(String, Value)> {
+    cols.iter()
+        .map(|c| {
+            let i = c.attno as usize - 1;
+            // SAFETY: per the contract.
+            let v = unsafe {
+                graph_value(*(*slot).tts_values.add(i), *(*slot).tts_isnull.add(i), c.ty)
+            };
+            (c.graph_name.clone(), v)
+        })
+        .collect()
+}
+
+/// Deform every attribute of a slot.
+///
+/// # Safety
+/// `slot` is a valid slot holding a tuple.
+unsafe fn deform(slot: *mut pg_sys::TupleTableSlot) {
+    // SAFETY: per the contract; slot_getsomeattrs_int fills tts_values up to natts.
+    unsafe {
+        let natts = (*(*slot).tts_tupleDescriptor).natts as i32;
+        if ((*slot).tts_nvalid as i32) < natts {
+            pg_sys::slot_getsomeattrs_int(slot, natts);
+        }
+    }
+}
+
+fn read_new_row(st: &ModifyState, slot: *mut pg_sys::TupleTableSlot) -> NewRow {
+    // SAFETY: the executor passes a valid slot with a row of this table.
+    let values = unsafe {
+        deform(slot);
+        slot_values(slot, &st.targets)
+    };
+    let mut row = NewRow {
+        explicit_id: None,
+        endpoints: None,
+        props: BTreeMap::new(),
+    };
+    let (mut src, mut dst) = (None, None);
+    for (name, v) in values {
+        let text = match &v {
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        };
+        match name.as_str() {
+            "id" => row.explicit_id = text,
+            "src" if st.kind == TypeKind::Edge => src = text,
+            "dst" if st.kind == TypeKind::Edge => dst = text,
+            _ => {
+                row.props.insert(name, v);
+            }
+        }
+    }
+    if st.kind == TypeKind::Edge {
+        match (src, dst) {
+            (Some(s), Some(d)) => row.endpoints = Some((s, d)),
+            (s, _) => {
+                let end = if s.is_none() { "src" } else { "dst" };
+                raise(
+                    PgSqlErrorCode::ERRCODE_NOT_NULL_VIOLATION,
+                    format!(
+                        "null value in column \"{end}\" of foreign table {} violates not-null constraint",
+                        st.def.rel_name
+                    ),
+                    Some(format!(
+                        "Every {} edge needs a {end} node id.",
+                        st.def.type_name
+                    )),
+                    None,
+                )
+            }
+        }
+    }
+    row
+}
+
+/// Stage rows as inserts; returns their ids in order.
+fn insert_rows(st: &ModifyState, rows: Vec<NewRow>) -> Vec<String> {
+    let type_name = st.def.type_name.clone();
+    crate::txn::with(
+        &st.def.server.name,
+        &st.def.server.uri,
+        &st.branch,
+        async |t| {
+            let mut ids = Vec::with_capacity(rows.len());
+            for r in rows {
+                let id = match r.endpoints {
+                    Some((s, d)) => {
+                        t.add_edge(&type_name, &s, &d, r.props, r.explicit_id, false, None)
+                            .await
+                    }
+                    None => {
+                        t.add_node(&type_name, r.props, r.explicit_id, false, None)
+                            .await
+                    }
+                }
+                .map_err(|e| in_table(e, &st.def.rel_name))?;
+                ids.push(id);
+            }
+            Ok(ids)
+        },
+    )
+}
+
+/// Name the foreign table in a row error.
+fn in_table(e: omnigraph_engine::Error, rel_name: &str) -> omnigraph_engine::Error {
+    match e {
+        omnigraph_engine::Error::Validation(mut v) => {
+            v.message = format!("foreign table {rel_name}: {}", v.message);
+            omnigraph_engine::Error::Validation(v)
+        }
+        e => e,
+    }
+}
+
+/// Put the generated id into the slot, for RETURNING.
+///
+/// # Safety
+/// `slot` is valid and deformed; `estate` is the executor state.
+unsafe fn set_returned_id(
+    estate: *mut pg_sys::EState,
+    st: &ModifyState,
+    slot: *mut pg_sys::TupleTableSlot,
+    id: &str,
+) {
+    let Some(attno) = st.id_attno else { return };
+    // SAFETY: per the contract; the text is allocated in the per-tuple
+    // context, which lives until the RETURNING projection of this row is done.
+    unsafe {
+        let ec = if (*estate).es_per_tuple_exprcontext.is_null() {
+            pg_sys::MakePerTupleExprContext(estate)
+        } else {
+            (*estate).es_per_tuple_exprcontext
+        };
+        let d = PgMemoryContexts::For((*ec).ecxt_per_tuple_memory).switch_to(|_| {
+            pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+                id.as_ptr().cast(),
+                id.len() as i32,
+            ))
+        });
+        let i = attno as usize - 1;
+        *(*slot).tts_values.add(i) = d;
+        *(*slot).tts_isnull.add(i) = false;
+    }
+}
+
+/// ExecForeignInsert: stage one row.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_insert(
+    estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    _plan_slot: *mut pg_sys::TupleTableSlot,
+) -> *mut pg_sys::TupleTableSlot {
+    let Some(st) = state(rinfo) else { return slot };
+    let row = read_new_row(st, slot);
+    let ids = insert_rows(st, vec![row]);
+    // SAFETY: rinfo is valid; the slot was deformed by read_new_row.
+    unsafe {
+        if !(*rinfo).ri_projectReturning.is_null()
+            && let Some(id) = ids.first()
+        {
+            set_returned_id(estate, st, slot, id);
+        }
+    }
+    slot
+}
+
+/// ExecForeignBatchInsert: stage a batch of rows at once.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slots: *mut *mut pg_sys::TupleTableSlot,
+    _plan_slots: *mut *mut pg_sys::TupleTableSlot,
+    num_slots: *mut i32,
+) -> *mut *mut pg_sys::TupleTableSlot {
+    let Some(st) = state(rinfo) else { return slots };
+    // SAFETY: the executor passes num_slots valid slots.
+    let rows: Vec<NewRow> = unsafe {
+        (0..*num_slots as usize)
+            .map(|i| read_new_row(st, *slots.add(i)))
+            .collect()
+    };
+    insert_rows(st, rows);
+    slots
+}
+
+/// GetForeignModifyBatchSize: batch unless rows must come back one by one.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn get_foreign_modify_batch_size(
+    rinfo: *mut pg_sys::ResultRelInfo,
+) -> i32 {
+    // SAFETY: rinfo is valid; trigdesc is null or a valid TriggerDesc.
+    unsafe {
+        let trig = (*rinfo).ri_TrigDesc;
+        let row_triggers =
+            !trig.is_null() && ((*trig).trig_insert_after_row || (*trig).trig_insert_before_row);
+        if !(*rinfo).ri_projectReturning.is_null() || row_triggers {
+            1
+        } else {
+            BATCH_SIZE
+        }
+    }
+}
+
+/// The row identity of the row being updated or deleted.
+fn row_id(st: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot) -> String {
+    // SAFETY: plan_slot is the subplan's output row; junk_id is a valid
+    // attribute position in it; the value is text (the id column).
+    let (d, isnull) = unsafe {
+        let n = st.junk_id as i32;
+        if ((*plan_slot).tts_nvalid as i32) < n {
+            pg_sys::slot_getsomeattrs_int(plan_slot, n);
+        }
+        let i = st.junk_id as usize - 1;
+        (
+            *(*plan_slot).tts_values.add(i),
+            *(*plan_slot).tts_isnull.add(i),
+        )
+    };
+    // SAFETY: a text Datum or null.
+    match unsafe { graph_value(d, isnull, TEXT) } {
+        Value::String(s) => s,
+        _ => raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("omnigraph: a row of {} has no id", st.def.rel_name),
+            None,
+            None,
+        ),
+    }
+}
+
+/// ExecForeignUpdate: stage the assigned columns of one row.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_update(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    plan_slot: *mut pg_sys::TupleTableSlot,
+) -> *mut pg_sys::TupleTableSlot {
+    let Some(st) = state(rinfo) else { return slot };
+    let id = row_id(st, plan_slot);
+    // SAFETY: slot holds the new row of this table.
+    let props: BTreeMap<String, Value> = unsafe {
+        deform(slot);
+        slot_values(slot, &st.targets)
+    }
+    .into_iter()
+    .collect();
+    if props.is_empty() {
+        return slot;
+    }
+    let type_name = st.def.type_name.clone();
+    crate::txn::with(
+        &st.def.server.name,
+        &st.def.server.uri,
+        &st.branch,
+        async |t| {
+            t.update(&type_name, &id, props)
+                .await
+                .map_err(|e| in_table(e, &st.def.rel_name))
+        },
+    );
+    slot
+}
+
+/// ExecForeignDelete: stage the deletion of one row.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_delete(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    plan_slot: *mut pg_sys::TupleTableSlot,
+) -> *mut pg_sys::TupleTableSlot {
+    let Some(st) = state(rinfo) else { return slot };
+    let id = row_id(st, plan_slot);
+    let type_name = st.def.type_name.clone();
+    crate::txn::with(
+        &st.def.server.name,
+        &st.def.server.uri,
+        &st.branch,
+        async |t| {
+            t.delete(&type_name, &id)
+                .await
+                .map_err(|e| in_table(e, &st.def.rel_name))
+        },
+    );
+    if st.kind == TypeKind::Node {
+        st.deleted.push(id);
+    }
+    slot
+}
+
+/// EndForeignModify / EndForeignInsert: deleting nodes deletes their edges.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn end_foreign_modify(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+) {
+    let Some(st) = state(rinfo) else { return };
+    if st.op == Op::Delete && !st.deleted.is_empty() {
+        let ids = std::mem::take(&mut st.deleted);
+        let snapshot = crate::graphs::snapshot(
+            &st.def.server.name,
+            &st.def.server.uri,
+            &st.def.read.to_ref(),
+        );
+        let type_name = st.def.type_name.clone();
+        let n = ids.len();
+        let edges = crate::txn::with(
+            &st.def.server.name,
+            &st.def.server.uri,
+            &st.branch,
+            async |t| t.delete_incident_edges(&type_name, &ids, &snapshot).await,
+        );
+        if edges > 0 {
+            pgrx::notice!(
+                "deleting {n} {type_name} node(s) from {} also deletes {edges} incident edge(s)",
+                st.def.rel_name
+            );
+        }
+    }
+}
+
+/// EndForeignInsert (COPY FROM): nothing beyond the shared end.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn end_foreign_insert(
+    estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+) {
+    // SAFETY: same arguments as EndForeignModify.
+    unsafe { end_foreign_modify(estate, rinfo) }
+}

@@ -1,0 +1,277 @@
+//! Graph write transactions of the current Postgres transaction.
+//!
+//! The first write to a graph branch opens an engine [`WriteTxn`]; every
+//! later write of the Postgres transaction to that branch stages into it.
+//! At `XACT_EVENT_PRE_COMMIT` each open transaction is committed, in the
+//! order of first write, as one graph commit; an error there aborts the
+//! Postgres transaction. At abort they are dropped: nothing was published,
+//! and their spill files are removed. `PREPARE TRANSACTION` is refused.
+//!
+//! Savepoints: at the start of every subtransaction each open graph
+//! transaction takes an engine savepoint; `ROLLBACK TO SAVEPOINT` (and a
+//! failed PL/pgSQL exception block) rolls back to it, releasing keeps the
+//! changes. A graph transaction opened inside a subtransaction is dropped
+//! whole when that subtransaction aborts.
+
+use std::cell::RefCell;
+
+use omnigraph_engine::{Savepoint, Snapshot, StagedView, WriteTxn};
+use pgrx::pg_sys::{self, SubTransactionId};
+use pgrx::{PgSqlErrorCode, pg_guard};
+
+use crate::error::report;
+use crate::pg::raise;
+use crate::runtime::{block_on, block_on_uninterruptible};
+
+struct Open {
+    server: String,
+    uri: String,
+    txn: WriteTxn,
+    /// The subtransaction that opened it: aborting that one drops it.
+    created_sub: SubTransactionId,
+    savepoints: Vec<(SubTransactionId, Savepoint)>,
+    /// Set when a rollback to a savepoint failed: the staged state is no
+    /// longer exactly what the transaction did, so it may not commit.
+    poisoned: Option<String>,
+}
+
+thread_local! {
+    static OPEN: RefCell<Vec<Open>> = const { RefCell::new(Vec::new()) };
+}
+
+fn current_sub() -> SubTransactionId {
+    // SAFETY: reads backend-global transaction state.
+    unsafe { pg_sys::GetCurrentSubTransactionId() }
+}
+
+fn context(server: &str, branch: &str) -> String {
+    format!("server {server}, branch '{branch}'")
+}
+
+/// Run `f` on the open write transaction of `branch` of the graph at
+/// `uri`, opening one first. Engine errors are reported after the
+/// transaction is put back, so a failed statement leaves it usable by a
+/// savepoint rollback.
+pub fn with<T>(
+    server: &str,
+    uri: &str,
+    branch: &str,
+    f: impl AsyncFnOnce(&mut WriteTxn) -> omnigraph_engine::Result<T>,
+) -> T {
+    let ctx = context(server, branch);
+    let found = OPEN.with(|o| {
+        o.borrow()
+            .iter()
+            .position(|e| e.uri == uri && e.txn.branch() == branch)
+    });
+    let index = match found {
+        Some(i) => i,
+        None => {
+            let graph = crate::graphs::graph(server, uri);
+            let actor = crate::pg::current_role();
+            let txn = match block_on(graph.begin(branch, &actor)) {
+                Ok(t) => t,
+                Err(e) => report(e, &ctx),
+            };
+            OPEN.with(|o| {
+                let mut o = o.borrow_mut();
+                o.push(Open {
+                    server: server.to_string(),
+                    uri: uri.to_string(),
+                    txn,
+                    created_sub: current_sub(),
+                    savepoints: Vec::new(),
+                    poisoned: None,
+                });
+                o.len() - 1
+            })
+        }
+    };
+    // Taken out while `f` runs (it waits on I/O); the guard puts it back
+    // even when an ERROR (a cancel) unwinds through here.
+    let mut guard = PutBack::take(index);
+    let result = match guard.open() {
+        Some(open) => match &open.poisoned {
+            Some(why) => Err(omnigraph_engine::Error::InvalidArgument(why.clone())),
+            None => block_on(f(&mut open.txn)),
+        },
+        None => Err(omnigraph_engine::Error::Internal(
+            "write transaction vanished".into(),
+        )),
+    };
+    drop(guard);
+    match result {
+        Ok(v) => v,
+        Err(e) => report(e, &ctx),
+    }
+}
+
+/// An open transaction taken out of the list, put back on drop. If the
+/// drop happens while an ERROR unwinds, the operation was cut short and
+/// the staged state may be partial: the transaction is poisoned.
+struct PutBack {
+    index: usize,
+    open: Option<Open>,
+}
+
+impl PutBack {
+    fn take(index: usize) -> PutBack {
+        let open = OPEN.with(|o| {
+            let mut o = o.borrow_mut();
+            (index < o.len()).then(|| o.remove(index))
+        });
+        PutBack { index, open }
+    }
+
+    fn open(&mut self) -> Option<&mut Open> {
+        self.open.as_mut()
+    }
+}
+
+impl Drop for PutBack {
+    fn drop(&mut self) {
+        if let Some(mut open) = self.open.take() {
+            if std::thread::panicking() && open.poisoned.is_none() {
+                open.poisoned = Some("a write to the graph was interrupted".into());
+            }
+            OPEN.with(|o| {
+                let mut o = o.borrow_mut();
+                let i = self.index.min(o.len());
+                o.insert(i, open);
+            });
+        }
+    }
+}
+
+/// The current transaction's changes to `type_name` on `branch`, as seen
+/// by a read of `at`; `None` when it wrote nothing there.
+pub fn view(uri: &str, branch: &str, type_name: &str, at: &Snapshot) -> Option<StagedView> {
+    let (index, server) = OPEN.with(|o| {
+        o.borrow()
+            .iter()
+            .position(|e| e.uri == uri && e.txn.branch() == branch && e.txn.touches(type_name))
+            .map(|i| (i, o.borrow()[i].server.clone()))
+    })?;
+    let mut guard = PutBack::take(index);
+    let result = match guard.open() {
+        Some(open) => block_on(open.txn.view(type_name, at)),
+        None => Ok(None),
+    };
+    drop(guard);
+    match result {
+        Ok(v) => v,
+        Err(e) => report(e, &context(&server, branch)),
+    }
+}
+
+/// Publish every open transaction; called at pre-commit.
+fn commit_all() {
+    let open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    let message = crate::commit_message();
+    for mut e in open {
+        let ctx = context(&e.server, e.txn.branch());
+        if let Some(why) = e.poisoned.take() {
+            raise(
+                PgSqlErrorCode::ERRCODE_IN_FAILED_SQL_TRANSACTION,
+                format!("{ctx}: the transaction cannot commit: {why}"),
+                None,
+                Some("Roll back the whole transaction and run it again.".into()),
+            );
+        }
+        e.txn.set_message(message.clone());
+        // A commit is not interrupted half-way: it holds the branch lock
+        // for a bounded time (lock_timeout) and then publishes atomically.
+        match block_on_uninterruptible(e.txn.commit()) {
+            Ok(Some(summary)) if summary.cascaded_edges > 0 => {
+                pgrx::notice!(
+                    "{ctx}: commit {} also deleted {} edge(s) that concurrent commits had attached to deleted nodes",
+                    summary.commit.id,
+                    summary.cascaded_edges
+                );
+            }
+            Ok(_) => {}
+            Err(err) => report(err, &ctx),
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => commit_all(),
+        pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT => {}
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
+            if OPEN.with(|o| !o.borrow().is_empty()) {
+                raise(
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    "cannot PREPARE a transaction that has written to an omnigraph graph",
+                    Some("Graph commits cannot take part in two-phase commit.".into()),
+                    Some("COMMIT or ROLLBACK the transaction instead.".into()),
+                );
+            }
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            // Never raise here. Dropping only frees memory and removes spill files.
+            OPEN.with(|o| o.borrow_mut().clear());
+        }
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact_event(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: SubTransactionId,
+    parent_subid: SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => OPEN.with(|o| {
+            for e in o.borrow_mut().iter_mut() {
+                let sp = e.txn.savepoint();
+                e.savepoints.push((my_subid, sp));
+            }
+        }),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => OPEN.with(|o| {
+            for e in o.borrow_mut().iter_mut() {
+                if e.created_sub == my_subid {
+                    e.created_sub = parent_subid;
+                }
+                if let Some(pos) = e.savepoints.iter().position(|(s, _)| *s == my_subid) {
+                    let (_, sp) = e.savepoints.remove(pos);
+                    e.txn.release(sp);
+                }
+            }
+        }),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+            // Never raise here: failures poison the transaction instead.
+            let mut open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
+            open.retain(|e| e.created_sub < my_subid);
+            for e in open.iter_mut() {
+                let Some(pos) = e.savepoints.iter().position(|(s, _)| *s == my_subid) else {
+                    continue;
+                };
+                let (_, sp) = e.savepoints.remove(pos);
+                e.savepoints.truncate(pos);
+                if let Err(err) = block_on_uninterruptible(e.txn.rollback_to(sp)) {
+                    e.poisoned = Some(format!("rolling back to a savepoint failed: {err}"));
+                }
+            }
+            OPEN.with(|o| *o.borrow_mut() = open);
+        }
+        _ => {}
+    }
+}
+
+/// Called once from `_PG_init`.
+pub fn register_callbacks() {
+    // SAFETY: registers static functions with no argument; Postgres keeps
+    // the registrations for the life of the backend.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact_event), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact_event), std::ptr::null_mut());
+    }
+}
