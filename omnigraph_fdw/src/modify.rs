@@ -80,7 +80,7 @@ fn writable_branch(def: &TableDef) -> String {
                 def.rel_name, def.type_name
             ),
             Some("Tables pinned to a commit are time travel views and cannot change.".into()),
-            Some("Write through a table of a branch (IMPORT FOREIGN SCHEMA ... OPTIONS (branch 'name')).".into()),
+            Some("Write through a table of a branch (IMPORT FOREIGN SCHEMA \"branch\" FROM SERVER ... INTO ...).".into()),
         ),
     }
 }

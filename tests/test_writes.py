@@ -1,0 +1,214 @@
+"""Write path across sessions: isolation, conflicts (40001) and retries,
+multi-branch commits, a backend killed mid-transaction, bulk inserts."""
+
+import os
+import signal
+import threading
+import time
+
+import psycopg2
+import pytest
+from psycopg2 import errors
+
+
+def commits(cur, server, branch="main"):
+    cur.execute("SELECT count(*) FROM omnigraph_log(%s, %s)", (server, branch))
+    return cur.fetchone()[0]
+
+
+def count(cur, sql, *args):
+    cur.execute(sql, args)
+    return cur.fetchone()[0]
+
+
+def test_other_sessions_see_nothing_until_commit(graph):
+    server, schema, connect = graph
+    writer, reader = connect(autocommit=False), connect()
+    w, r = writer.cursor(), reader.cursor()
+    w.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('new', 'New', 'active')")
+    w.execute(f"UPDATE {schema}.person SET age = 77 WHERE slug = 'alice'")
+    assert count(w, f"SELECT count(*) FROM {schema}.person WHERE slug = 'new'") == 1
+    assert count(r, f"SELECT count(*) FROM {schema}.person WHERE slug = 'new'") == 0
+    assert count(r, f"SELECT age FROM {schema}.person WHERE slug = 'alice'") == 30
+    writer.commit()
+    assert count(r, f"SELECT count(*) FROM {schema}.person WHERE slug = 'new'") == 1
+    assert count(r, f"SELECT age FROM {schema}.person WHERE slug = 'alice'") == 77
+
+
+def test_disjoint_writers_both_commit_and_overlapping_ones_get_40001(graph):
+    server, schema, connect = graph
+    a, b = connect(autocommit=False), connect(autocommit=False)
+    ca, cb = a.cursor(), b.cursor()
+    before = commits(ca, server)
+    ca.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('a1', 'A', 'active')")
+    cb.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('b1', 'B', 'active')")
+    a.commit()
+    b.commit()
+    assert commits(ca, server) == before + 2
+    a.commit()
+    # Both update the same row: the later commit fails with 40001, the earlier stands.
+    ca.execute(f"UPDATE {schema}.person SET age = 1 WHERE slug = 'bob'")
+    cb.execute(f"UPDATE {schema}.person SET age = 2 WHERE slug = 'bob'")
+    a.commit()
+    with pytest.raises(errors.SerializationFailure, match="retry|Retry|concurrent") as e:
+        b.commit()
+    assert e.value.pgcode == "40001"
+    assert "Retry" in (e.value.diag.message_hint or "")
+    b.rollback()
+    assert count(cb, f"SELECT age FROM {schema}.person WHERE slug = 'bob'") == 1
+    b.commit()
+    # Both insert the same key.
+    ca.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('same', 'S', 'active')")
+    cb.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('same', 'S', 'active')")
+    a.commit()
+    with pytest.raises(errors.SerializationFailure):
+        b.commit()
+    b.rollback()
+    # Delete against update.
+    ca.execute(f"DELETE FROM {schema}.person WHERE slug = 'charlie'")
+    cb.execute(f"UPDATE {schema}.person SET age = 5 WHERE slug = 'charlie'")
+    a.commit()
+    with pytest.raises(errors.SerializationFailure):
+        b.commit()
+    b.rollback()
+    assert count(cb, f"SELECT count(*) FROM {schema}.person WHERE slug = 'charlie'") == 0
+
+
+def test_four_sessions_fifty_transactions_each_land_exactly_once(graph):
+    server, schema, connect = graph
+    setup = connect()
+    with setup.cursor() as cur:
+        cur.execute(f"INSERT INTO {schema}.company (slug, name, founded) VALUES ('ctr', 'Counter', 1800)")
+    retries = []
+    failures = []
+
+    def worker(n):
+        conn = connect(autocommit=False)
+        cur = conn.cursor()
+        done = 0
+        try:
+            while done < 50:
+                try:
+                    # Everyone bumps the shared counter (overlapping) and
+                    # inserts its own row (disjoint).
+                    cur.execute(f"SELECT founded FROM {schema}.company WHERE slug = 'ctr'")
+                    value = cur.fetchone()[0]
+                    cur.execute(f"UPDATE {schema}.company SET founded = %s WHERE slug = 'ctr'", (value + 1,))
+                    cur.execute(
+                        f"INSERT INTO {schema}.person (slug, name, status, age) VALUES (%s, 'W', 'active', %s)",
+                        (f"w{n}-{done}", n),
+                    )
+                    conn.commit()
+                    done += 1
+                except errors.SerializationFailure:
+                    conn.rollback()
+                    retries.append(n)
+        except Exception as e:  # pragma: no cover - reported below
+            failures.append(repr(e))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    with setup.cursor() as cur:
+        assert count(cur, f"SELECT founded FROM {schema}.company WHERE slug = 'ctr'") == 2000
+        cur.execute(f"SELECT age, count(*) FROM {schema}.person WHERE slug LIKE 'w%%' GROUP BY age ORDER BY age")
+        assert cur.fetchall() == [(n, 50) for n in range(4)]
+        assert count(cur, "SELECT count(*) FROM omnigraph_log(%s, 'main') WHERE actor = current_user", server) >= 201
+    # With four writers on one counter, some commits must have had to retry.
+    assert len(retries) > 0
+
+
+def test_a_transaction_over_two_branches_commits_each_and_reports_the_second_failure(graph):
+    server, schema, connect = graph
+    conn = connect()
+    cur = conn.cursor()
+    cur.execute("SELECT omnigraph_branch_create(%s, 'side', 'main')", (server,))
+    cur.execute(f"CREATE SCHEMA {schema}_side")
+    cur.execute(f"IMPORT FOREIGN SCHEMA \"side\" FROM SERVER {server} INTO {schema}_side")
+    main_before, side_before = commits(cur, server), commits(cur, server, "side")
+    # Both valid: one commit on each branch.
+    cur.execute("BEGIN")
+    cur.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('m1', 'M', 'active')")
+    cur.execute(f"INSERT INTO {schema}_side.person (slug, name, status) VALUES ('s1', 'S', 'active')")
+    cur.execute("COMMIT")
+    assert commits(cur, server) == main_before + 1
+    assert commits(cur, server, "side") == side_before + 1
+    # The second branch fails at COMMIT after the first published: the
+    # first commit stands (documented: commits are atomic per branch).
+    cur.execute("BEGIN")
+    cur.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('m2', 'M', 'active')")
+    cur.execute(f"INSERT INTO {schema}_side.knows (id, src, dst) VALUES ('bad', 'alice', 'ghost')")
+    with pytest.raises(errors.ForeignKeyViolation):
+        cur.execute("COMMIT")
+    assert count(cur, f"SELECT count(*) FROM {schema}.person WHERE slug = 'm2'") == 1
+    assert count(cur, f"SELECT count(*) FROM {schema}_side.knows WHERE id = 'bad'") == 0
+    assert commits(cur, server, "side") == side_before + 1
+
+
+def backend_rss_peak_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_bulk_insert_spills_and_memory_stays_bounded(graph):
+    server, schema, connect = graph
+    peaks = {}
+    for rows in (20_000, 200_000):
+        conn = connect()
+        cur = conn.cursor()
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+        cur.execute(
+            f"""INSERT INTO {schema}.person (slug, name, status, age, email)
+                SELECT 'bulk{rows}-' || i, repeat('n', 60) || i, 'active', i %% 90, 'b{rows}-' || i || '@x.org'
+                FROM generate_series(1, %s) i""",
+            (rows,),
+        )
+        peaks[rows] = backend_rss_peak_kib(pid)
+        assert count(cur, f"SELECT count(*) FROM {schema}.person WHERE slug LIKE %s", f"bulk{rows}-%") == rows
+        conn.close()
+    # Ten times the rows, not ten times the memory: staged rows spill to disk.
+    assert peaks[200_000] < peaks[20_000] + 150 * 1024, peaks
+
+
+def test_a_backend_killed_mid_transaction_leaves_the_graph_unchanged(graph):
+    server, schema, connect = graph
+    obs = connect()
+    oc = obs.cursor()
+    before_commits = commits(oc, server)
+    before_rows = count(oc, f"SELECT count(*) FROM {schema}.person")
+    victim = connect(autocommit=False)
+    vc = victim.cursor()
+    vc.execute("SELECT pg_backend_pid()")
+    pid = vc.fetchone()[0]
+    # A large transaction: enough rows to spill, still open.
+    vc.execute(
+        f"""INSERT INTO {schema}.person (slug, name, status)
+            SELECT 'doomed' || i, 'D', 'active' FROM generate_series(1, 120000) i"""
+    )
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(psycopg2.Error):
+        vc.execute("SELECT 1")
+    # The postmaster restarts after a backend crash; reconnect until it accepts.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            obs = connect()
+            break
+        except psycopg2.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+    oc = obs.cursor()
+    assert commits(oc, server) == before_commits
+    assert count(oc, f"SELECT count(*) FROM {schema}.person") == before_rows
+    # And it still takes writes.
+    oc.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('after', 'A', 'active')")
+    assert count(oc, f"SELECT count(*) FROM {schema}.person") == before_rows + 1
