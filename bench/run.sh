@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the extension in release mode, starts a throwaway cluster and runs
-# the read benchmark. Numbers are whole-query times; read them as ratios.
+# the read and write benchmarks. Numbers are whole-query times; read them as ratios.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 ensure_packages
 ensure_cargo_pgrx
@@ -9,4 +9,6 @@ DIR="${OMNIGRAPH_BENCH_DIR:-/tmp/omnigraph-bench}"
 PORT="${OMNIGRAPH_BENCH_PORT:-54331}"
 start_cluster "$DIR" "$PORT"
 as_root mkdir -p "$DIR/graphs" && as_root chown postgres:postgres "$DIR/graphs"
-PGHOST="$DIR" PGPORT="$PORT" PGUSER=postgres /usr/bin/python3 "$ROOT/bench/read_bench.py" --graph-dir "$DIR/graphs/bench" "$@"
+export PGHOST="$DIR" PGPORT="$PORT" PGUSER=postgres
+/usr/bin/python3 "$ROOT/bench/read_bench.py" --graph-dir "$DIR/graphs/bench" "$@"
+/usr/bin/python3 "$ROOT/bench/write_bench.py" --graph-dir "$DIR/graphs/wbench"

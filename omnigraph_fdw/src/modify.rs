@@ -446,6 +446,22 @@ fn in_table(e: omnigraph_engine::Error, rel_name: &str) -> omnigraph_engine::Err
     }
 }
 
+/// Run `f` in the executor's per-tuple memory context, which is reset for
+/// every row: conversion garbage (detoasted values, deconstructed arrays)
+/// does not pile up over a million-row statement.
+fn in_tuple_context<T>(estate: *mut pg_sys::EState, f: impl FnOnce() -> T) -> T {
+    // SAFETY: estate is the executor's state; MakePerTupleExprContext
+    // creates the per-tuple context on first use.
+    unsafe {
+        let ec = if (*estate).es_per_tuple_exprcontext.is_null() {
+            pg_sys::MakePerTupleExprContext(estate)
+        } else {
+            (*estate).es_per_tuple_exprcontext
+        };
+        PgMemoryContexts::For((*ec).ecxt_per_tuple_memory).switch_to(|_| f())
+    }
+}
+
 /// Put the generated id into the slot, for RETURNING.
 ///
 /// # Safety
@@ -486,7 +502,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     _plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
     let Some(st) = state(rinfo) else { return slot };
-    let row = read_new_row(st, slot);
+    let row = in_tuple_context(estate, || read_new_row(st, slot));
     let ids = insert_rows(st, vec![row]);
     // SAFETY: rinfo is valid; the slot was deformed by read_new_row.
     unsafe {
@@ -502,19 +518,21 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
 /// ExecForeignBatchInsert: stage a batch of rows at once.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
-    _estate: *mut pg_sys::EState,
+    estate: *mut pg_sys::EState,
     rinfo: *mut pg_sys::ResultRelInfo,
     slots: *mut *mut pg_sys::TupleTableSlot,
     _plan_slots: *mut *mut pg_sys::TupleTableSlot,
     num_slots: *mut i32,
 ) -> *mut *mut pg_sys::TupleTableSlot {
     let Some(st) = state(rinfo) else { return slots };
-    // SAFETY: the executor passes num_slots valid slots.
-    let rows: Vec<NewRow> = unsafe {
-        (0..*num_slots as usize)
-            .map(|i| read_new_row(st, *slots.add(i)))
+    // SAFETY: num_slots points at the number of slots passed.
+    let n = unsafe { *num_slots } as usize;
+    let rows: Vec<NewRow> = in_tuple_context(estate, || {
+        (0..n)
+            // SAFETY: the executor passes num_slots valid slots.
+            .map(|i| read_new_row(st, unsafe { *slots.add(i) }))
             .collect()
-    };
+    });
     insert_rows(st, rows);
     slots
 }
@@ -567,7 +585,7 @@ fn row_id(st: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot) -> String {
 /// ExecForeignUpdate: stage the assigned columns of one row.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_update(
-    _estate: *mut pg_sys::EState,
+    estate: *mut pg_sys::EState,
     rinfo: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
     plan_slot: *mut pg_sys::TupleTableSlot,
@@ -575,10 +593,13 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
     let Some(st) = state(rinfo) else { return slot };
     let id = row_id(st, plan_slot);
     // SAFETY: slot holds the new row of this table.
-    let props: BTreeMap<String, Value> = unsafe {
-        deform(slot);
-        slot_values(slot, &st.targets)
-    }
+    let props: BTreeMap<String, Value> = in_tuple_context(estate, || {
+        // SAFETY: slot holds the new row of this table.
+        unsafe {
+            deform(slot);
+            slot_values(slot, &st.targets)
+        }
+    })
     .into_iter()
     .collect();
     if props.is_empty() {

@@ -1,0 +1,99 @@
+"""Write-path benchmark: the same writes into an omnigraph foreign table and
+into a native heap table with the same columns, measured in one run.
+
+Usage (against a running cluster with the extension installed, release build):
+    PGHOST=... PGPORT=... PGUSER=postgres python3 bench/write_bench.py --graph-dir DIR [--rows 1000000]
+Each figure is wall time on the client, COMMIT included (a graph write
+publishes at COMMIT). Prints FDW time, heap time and their ratio.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import time
+
+import psycopg2
+
+from read_bench import SCHEMA
+
+INSERT_SELECT = """INSERT INTO {t} (key, name, category, qty, amount, price, ratio, active, created, updated, note, code)
+SELECT 'k' || lpad(i::text, 8, '0'), 'item number ' || i, 'cat' || (i % 100), i % 1000, i * 3, i * 0.25,
+       (i % 7) / 7.0, i % 2 = 0, date '2010-01-01' + (i % 5000), timestamptz '2024-01-01' + i * interval '1 second',
+       CASE WHEN i % 3 = 0 THEN NULL ELSE 'note ' || (i % 17) END, i
+FROM generate_series(1, {n}) i"""
+
+
+def wall(conn, sqls, args=None):
+    cur = conn.cursor()
+    t0 = time.perf_counter()
+    for sql in sqls:
+        cur.execute(sql, args)
+    conn.commit()
+    return time.perf_counter() - t0
+
+
+def peak_kb(conn):
+    cur = conn.cursor()
+    cur.execute("SELECT pg_backend_pid()")
+    pid = cur.fetchone()[0]
+    conn.commit()
+    with open(f"/proc/{pid}/status") as s:
+        return int([line for line in s if line.startswith("VmHWM")][0].split()[1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--graph-dir", required=True, help="directory the server process can write")
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=50)
+    args = ap.parse_args()
+    admin = psycopg2.connect(dbname=os.environ.get("PGDATABASE", "postgres"))
+    admin.autocommit = True
+    a = admin.cursor()
+    a.execute("CREATE EXTENSION IF NOT EXISTS omnigraph_fdw")
+    a.execute("DROP SERVER IF EXISTS wbench CASCADE")
+    if os.path.exists(args.graph_dir):
+        shutil.rmtree(args.graph_dir)
+    a.execute("CREATE SERVER wbench FOREIGN DATA WRAPPER omnigraph OPTIONS (uri %s)", (args.graph_dir,))
+    a.execute("SELECT omnigraph_create_graph('wbench', %s)", (SCHEMA,))
+    a.execute("DROP SCHEMA IF EXISTS wbench CASCADE")
+    a.execute("CREATE SCHEMA wbench")
+    a.execute('IMPORT FOREIGN SCHEMA "main" FROM SERVER wbench INTO wbench')
+    a.execute("DROP TABLE IF EXISTS wbench_heap")
+    a.execute("CREATE TABLE wbench_heap (LIKE wbench.item)")
+    a.execute("ALTER TABLE wbench_heap ADD PRIMARY KEY (key)")
+    a.execute("ALTER TABLE wbench_heap ALTER COLUMN id DROP NOT NULL")
+    results = []
+
+    fdw_conn = psycopg2.connect(dbname=os.environ.get("PGDATABASE", "postgres"))
+    heap_conn = psycopg2.connect(dbname=os.environ.get("PGDATABASE", "postgres"))
+    for c in (fdw_conn, heap_conn):
+        c.cursor().execute("SET jit = off")
+        c.commit()
+    f = wall(fdw_conn, [INSERT_SELECT.format(t="wbench.item", n=args.rows)])
+    h = wall(heap_conn, [INSERT_SELECT.format(t="wbench_heap", n=args.rows)])
+    results.append((f"bulk INSERT ... SELECT of {args.rows} rows, one txn", f, h))
+    print(f"peak backend memory (VmHWM) of the FDW bulk insert: {peak_kb(fdw_conn) / 1024:.1f} MiB; heap: {peak_kb(heap_conn) / 1024:.1f} MiB")
+
+    keys = [f"k{i:08d}" for i in range(1, args.rows + 1, max(1, args.rows // 1000))][:1000]
+    upd = "UPDATE {t} SET qty = qty + 1 WHERE key = ANY(%s)"
+    f = wall(fdw_conn, [upd.format(t="wbench.item")], (keys,))
+    h = wall(heap_conn, [upd.format(t="wbench_heap")], (keys,))
+    results.append((f"UPDATE of {len(keys)} rows by key", f, h))
+
+    single = "INSERT INTO {t} (key, name, category, qty, amount, price, active, created, updated, code) " \
+             "VALUES (%s, 'one', 'c', 1, 1, 1.0, true, '2024-01-01', now(), 1)"
+    fs, hs = [], []
+    for i in range(args.runs):
+        fs.append(wall(fdw_conn, [single.format(t="wbench.item")], (f"single{i}",)))
+        hs.append(wall(heap_conn, [single.format(t="wbench_heap")], (f"single{i}",)))
+    results.append(("single-row INSERT + COMMIT (median)", statistics.median(fs), statistics.median(hs)))
+
+    print(f"{'write':45} {'fdw ms':>10} {'heap ms':>10} {'ratio':>9}")
+    for name, f, h in results:
+        print(f"{name:45} {f * 1000:10.1f} {h * 1000:10.2f} {f / h:9.1f}")
+
+
+if __name__ == "__main__":
+    main()
