@@ -378,22 +378,7 @@ impl WriteTxn {
     /// The checks one row needs on its own.
     fn check_row(&self, type_name: &str, r: &Record) -> Result<()> {
         let catalog = self.catalog();
-        for p in catalog.properties(type_name).unwrap_or_default() {
-            if !p.nullable && r.prop(&p.name).is_null() {
-                return Err(Error::violation(
-                    ViolationKind::MissingRequired,
-                    type_name,
-                    &p.name,
-                    "NULL",
-                    format!(
-                        "{type_name}.{} is required ({}) but '{}' has no value",
-                        p.name,
-                        p.ty.describe(),
-                        r.id
-                    ),
-                ));
-            }
-        }
+        self.check_required(type_name, r)?;
         let Some(node) = catalog.node(type_name) else {
             return Ok(());
         };

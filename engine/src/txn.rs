@@ -207,7 +207,7 @@ impl WriteTxn {
     }
 
     /// A whole new row must give every required property a value.
-    fn check_required(&self, type_name: &str, r: &Record) -> Result<()> {
+    pub(crate) fn check_required(&self, type_name: &str, r: &Record) -> Result<()> {
         for p in self.catalog().properties(type_name).unwrap_or_default() {
             if !p.nullable && r.prop(&p.name).is_null() {
                 return Err(Error::violation(

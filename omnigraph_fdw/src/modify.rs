@@ -592,7 +592,6 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
 ) -> *mut pg_sys::TupleTableSlot {
     let Some(st) = state(rinfo) else { return slot };
     let id = row_id(st, plan_slot);
-    // SAFETY: slot holds the new row of this table.
     let props: BTreeMap<String, Value> = in_tuple_context(estate, || {
         // SAFETY: slot holds the new row of this table.
         unsafe {
