@@ -473,21 +473,17 @@ unsafe fn set_returned_id(
     id: &str,
 ) {
     let Some(attno) = st.id_attno else { return };
-    // SAFETY: per the contract; the text is allocated in the per-tuple
-    // context, which lives until the RETURNING projection of this row is done.
+    // The text lives in the per-tuple context, until the RETURNING
+    // projection of this row is done.
+    let d = in_tuple_context(estate, || {
+        // SAFETY: copies `id` into a palloc'd text.
+        pg_sys::Datum::from(unsafe {
+            pg_sys::cstring_to_text_with_len(id.as_ptr().cast(), id.len() as i32)
+        })
+    });
+    let i = attno as usize - 1;
+    // SAFETY: per the contract; attno is an attribute of the slot's table.
     unsafe {
-        let ec = if (*estate).es_per_tuple_exprcontext.is_null() {
-            pg_sys::MakePerTupleExprContext(estate)
-        } else {
-            (*estate).es_per_tuple_exprcontext
-        };
-        let d = PgMemoryContexts::For((*ec).ecxt_per_tuple_memory).switch_to(|_| {
-            pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
-                id.as_ptr().cast(),
-                id.len() as i32,
-            ))
-        });
-        let i = attno as usize - 1;
         *(*slot).tts_values.add(i) = d;
         *(*slot).tts_isnull.add(i) = false;
     }
