@@ -19,9 +19,9 @@
 //! Spilled inserts ([`crate::spill`]) are never loaded whole: they are
 //! checked and appended chunk by chunk.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use arrow_array::RecordBatch;
 use futures::TryStreamExt;
 
 use crate::error::{Error, Result, ViolationKind};
@@ -92,7 +92,7 @@ impl WriteTxn {
     }
 
     /// Whether this commit inserts a row with `id` into `type_name`.
-    fn inserts(&self, plan: &Plan, type_name: &str, id: &str) -> bool {
+    fn inserts(&self, plan: &Plan<'_>, type_name: &str, id: &str) -> bool {
         plan.tables
             .get(type_name)
             .is_some_and(|t| t.new_ids.contains(id))
@@ -111,11 +111,15 @@ impl WriteTxn {
     }
 
     /// Spilled inserts must be new keys, unless the table is overwritten.
+    /// Only their ids are read.
     async fn resolve_spilled(&self, head: &Snapshot, type_name: &str) -> Result<()> {
         if self.tables.get(type_name).is_some_and(|t| t.overwrite) {
             return Ok(());
         }
-        let Some(mut stream) = self.spilled(type_name).await? else {
+        let Some(spill) = self.spill(type_name) else {
+            return Ok(());
+        };
+        let Some(mut stream) = spill.stream(&["id".to_string()]).await? else {
             return Ok(());
         };
         while let Some(batch) = stream.try_next().await? {
@@ -147,7 +151,7 @@ impl WriteTxn {
 
     /// Resolve the staged changes against the head: conflict checks,
     /// validation and cascades. Pure reads; nothing is written.
-    async fn resolve(&self, head: &Snapshot) -> Result<Plan> {
+    async fn resolve(&self, head: &Snapshot) -> Result<Plan<'_>> {
         let moved = head.commit().id != self.base.commit().id;
         let mut plan = Plan::default();
         for (type_name, changes) in &self.tables {
@@ -198,7 +202,7 @@ impl WriteTxn {
                                 ),
                             )));
                         }
-                        tp.new_rows.push((r.clone(), *line));
+                        tp.new_rows.push((Cow::Borrowed(r), *line));
                         tp.stats.inserted += 1;
                     }
                     Pending::Upsert(r) => {
@@ -211,7 +215,7 @@ impl WriteTxn {
                         } else {
                             tp.stats.inserted += 1;
                         }
-                        tp.new_rows.push((r.clone(), *line));
+                        tp.new_rows.push((Cow::Borrowed(r), *line));
                     }
                     Pending::Update(props) => {
                         if changed_since_base.contains(id) {
@@ -223,7 +227,7 @@ impl WriteTxn {
                         let mut r = cur.clone();
                         r.props.extend(props.clone());
                         tp.removed.insert(id.clone());
-                        tp.new_rows.push((r, *line));
+                        tp.new_rows.push((Cow::Owned(r), *line));
                         tp.stats.updated += 1;
                     }
                     Pending::Delete { must_exist } => {
@@ -262,7 +266,7 @@ impl WriteTxn {
     }
 
     /// Deleting a node deletes the edges that touch it.
-    async fn cascade(&self, head: &Snapshot, plan: &mut Plan) -> Result<()> {
+    async fn cascade(&self, head: &Snapshot, plan: &mut Plan<'_>) -> Result<()> {
         let deleted = plan.deleted_nodes.clone();
         for (node_type, ids) in &deleted {
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -295,18 +299,19 @@ impl WriteTxn {
     }
 
     /// Check the rows this commit writes against the catalog and the head.
-    async fn validate(&self, head: &Snapshot, plan: &Plan) -> Result<()> {
+    async fn validate(&self, head: &Snapshot, plan: &Plan<'_>) -> Result<()> {
         let catalog = self.catalog();
         for (type_name, tp) in &plan.tables {
             let mut unique = UniqueSeen::default();
-            self.check_rows(head, plan, type_name, tp, &tp.new_rows, &mut unique)
+            let rows: Vec<(&Record, Option<usize>)> =
+                tp.new_rows.iter().map(|(r, l)| (r.as_ref(), *l)).collect();
+            self.check_rows(head, plan, type_name, tp, &rows, &mut unique)
                 .await?;
             if let Some(mut stream) = self.spilled(type_name).await? {
                 while let Some(batch) = stream.try_next().await? {
-                    let rows: Vec<(Record, Option<usize>)> = batch_to_records(&batch)?
-                        .into_iter()
-                        .map(|r| (r, None))
-                        .collect();
+                    let records = batch_to_records(&batch)?;
+                    let rows: Vec<(&Record, Option<usize>)> =
+                        records.iter().map(|r| (r, None)).collect();
                     self.check_rows(head, plan, type_name, tp, &rows, &mut unique)
                         .await?;
                 }
@@ -357,10 +362,10 @@ impl WriteTxn {
     async fn check_rows(
         &self,
         head: &Snapshot,
-        plan: &Plan,
+        plan: &Plan<'_>,
         type_name: &str,
-        tp: &TablePlan,
-        rows: &[(Record, Option<usize>)],
+        tp: &TablePlan<'_>,
+        rows: &[(&Record, Option<usize>)],
         unique: &mut UniqueSeen,
     ) -> Result<()> {
         let catalog = self.catalog();
@@ -427,8 +432,8 @@ impl WriteTxn {
         &self,
         head: &Snapshot,
         type_name: &str,
-        tp: &TablePlan,
-        rows: &[(Record, Option<usize>)],
+        tp: &TablePlan<'_>,
+        rows: &[(&Record, Option<usize>)],
         unique: &mut UniqueSeen,
     ) -> Result<()> {
         let catalog = self.catalog();
@@ -500,11 +505,11 @@ impl WriteTxn {
     async fn check_endpoints(
         &self,
         head: &Snapshot,
-        plan: &Plan,
+        plan: &Plan<'_>,
         type_name: &str,
         from: &str,
         to: &str,
-        rows: &[(Record, Option<usize>)],
+        rows: &[(&Record, Option<usize>)],
     ) -> Result<()> {
         for (end, node_type) in [("src", from), ("dst", to)] {
             let node_plan = plan.tables.get(node_type);
@@ -547,7 +552,12 @@ impl WriteTxn {
     }
 
     /// Write the plan to Lance and publish it. Runs under the branch lock.
-    async fn apply(self, plan: Plan, head: Manifest, branch_id: &str) -> Result<CommitSummary> {
+    async fn apply(
+        &self,
+        plan: Plan<'_>,
+        head: Manifest,
+        branch_id: &str,
+    ) -> Result<CommitSummary> {
         let storage = self.graph.storage();
         let mut tables = head.tables.clone();
         let mut written: Vec<(String, TableEntry)> = Vec::new();
@@ -587,25 +597,15 @@ impl WriteTxn {
                             .await?;
                     }
                 }
-                let records: Vec<&Record> = tp.new_rows.iter().map(|(r, _)| r).collect();
+                let records: Vec<&Record> = tp.new_rows.iter().map(|(r, _)| r.as_ref()).collect();
                 let batches = records
                     .chunks(8192)
                     .map(|c| records_to_batch(self.catalog(), type_name, c))
                     .collect::<Result<Vec<_>>>()?;
                 ds = storage.append(ds, batches).await?;
-                if let Some(mut stream) = self.spilled(type_name).await? {
-                    // Appended in bounded groups of batches.
-                    let mut group: Vec<RecordBatch> = Vec::new();
-                    let mut rows = 0;
-                    while let Some(b) = stream.try_next().await? {
-                        rows += b.num_rows();
-                        group.push(b);
-                        if rows >= SPILL_APPEND_ROWS {
-                            ds = storage.append(ds, std::mem::take(&mut group)).await?;
-                            rows = 0;
-                        }
-                    }
-                    ds = storage.append(ds, group).await?;
+                if let Some(stream) = self.spilled(type_name).await? {
+                    // Streamed from the spill into one new version.
+                    ds = storage.append_stream(ds, stream.into()).await?;
                 }
                 entry.version = ds.version_id();
                 tables.insert(type_name.clone(), entry);
@@ -667,18 +667,16 @@ impl WriteTxn {
 }
 
 #[derive(Debug, Default)]
-struct TablePlan {
+struct TablePlan<'a> {
     /// Ids whose current rows are deleted (updated rows are deleted and re-added).
     removed: HashSet<String>,
     remove_all: bool,
-    new_rows: Vec<(Record, Option<usize>)>,
+    /// Borrowed from the staged rows where they are written unchanged.
+    new_rows: Vec<(Cow<'a, Record>, Option<usize>)>,
     /// Ids of `new_rows`.
     new_ids: HashSet<String>,
     stats: TableStats,
 }
-
-/// Rows of spilled inserts appended to Lance at a time.
-const SPILL_APPEND_ROWS: usize = 131_072;
 
 /// `@unique` values already seen in this commit, per constraint (hashed,
 /// so spilled rows need not stay in memory).
@@ -697,8 +695,8 @@ fn table_columns(txn: &WriteTxn, type_name: &str) -> Result<Vec<String>> {
 }
 
 #[derive(Debug, Default)]
-struct Plan {
-    tables: BTreeMap<String, TablePlan>,
+struct Plan<'a> {
+    tables: BTreeMap<String, TablePlan<'a>>,
     deleted_nodes: BTreeMap<String, BTreeSet<String>>,
     cascaded_edges: u64,
 }

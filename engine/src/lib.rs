@@ -42,8 +42,8 @@ pub use error::{Error, Result, Violation, ViolationKind};
 pub use graph::{BranchInfo, Graph, GraphOptions, ReadRef, Snapshot};
 pub use load::LoadMode;
 pub use manifest::{CommitInfo, MAIN, check_branch_name};
-pub use storage::TableEntry;
-pub use txn::{DEFAULT_SPILL_ROWS, Savepoint, StagedView, WriteTxn};
+pub use storage::{SCAN_IO_BUFFER_BYTES, TableEntry, scanner};
+pub use txn::{DEFAULT_STAGING_MEMORY, Savepoint, StagedView, WriteTxn};
 pub use value::{Record, Value};
 
 /// Re-exports for frontends that scan tables themselves.

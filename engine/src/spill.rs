@@ -144,7 +144,7 @@ impl Spill {
             return Ok(None);
         };
         let filter = format!("id = {}", sql_literal(id));
-        let mut scan = ds.scan();
+        let mut scan = crate::storage::scanner(ds);
         scan.filter(&filter)?;
         let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
         let mut found = None;
@@ -165,7 +165,7 @@ impl Spill {
         let Some(ds) = &self.ds else {
             return Ok(Vec::new());
         };
-        let mut scan = ds.scan();
+        let mut scan = crate::storage::scanner(ds);
         scan.project(&["id"])?;
         scan.filter(filter)?;
         let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
@@ -182,7 +182,7 @@ impl Spill {
             return Ok(());
         };
         let filter = format!("{SEQ} >= {seq}");
-        let mut scan = ds.scan();
+        let mut scan = crate::storage::scanner(ds);
         scan.project(&["id"])?;
         scan.filter(&filter)?;
         let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
@@ -207,7 +207,7 @@ impl Spill {
         let Some(ds) = &self.ds else {
             return Ok(None);
         };
-        let mut scan = ds.scan();
+        let mut scan = crate::storage::scanner(ds);
         scan.project(columns)?;
         scan.batch_size(8192);
         Ok(Some(scan.try_into_stream().await?))

@@ -43,6 +43,18 @@ pub(crate) struct Storage {
 /// Caches per open graph. Lance's defaults (6 GiB of index cache per session)
 /// are sized for a server process, not for one Postgres backend among many.
 const INDEX_CACHE_BYTES: usize = 128 << 20;
+
+/// I/O a scan may queue ahead of its consumer. Lance's default is 2 GiB,
+/// which a slow consumer (a cursor, a commit appending what it reads) would
+/// fill with the whole table.
+pub const SCAN_IO_BUFFER_BYTES: u64 = 64 << 20;
+
+/// A scanner of `ds` with bounded read-ahead; every scan starts here.
+pub fn scanner(ds: &Dataset) -> lance::dataset::scanner::Scanner {
+    let mut scan = ds.scan();
+    scan.io_buffer_size(SCAN_IO_BUFFER_BYTES);
+    scan
+}
 const METADATA_CACHE_BYTES: usize = 64 << 20;
 
 impl Storage {
@@ -105,7 +117,7 @@ impl Storage {
     /// Open a table at its pinned version.
     pub async fn open(&self, type_name: &str, t: &TableEntry) -> Result<Dataset> {
         let builder =
-            DatasetBuilder::from_uri(&self.table_uri(&t.path)).with_session(self.session.clone());
+            DatasetBuilder::from_uri(self.table_uri(&t.path)).with_session(self.session.clone());
         let builder = match &t.lance_branch {
             Some(b) => builder.with_branch(b, Some(t.version)),
             None => builder.with_version(t.version),
@@ -119,7 +131,7 @@ impl Storage {
             ) => {
                 // The version's manifest is gone. If the table still opens at
                 // its latest version, cleanup reclaimed the one we want.
-                let latest = DatasetBuilder::from_uri(&self.table_uri(&t.path))
+                let latest = DatasetBuilder::from_uri(self.table_uri(&t.path))
                     .with_session(self.session.clone());
                 let latest = match &t.lance_branch {
                     Some(b) => latest.with_branch(b, None),
@@ -194,6 +206,19 @@ impl Storage {
         Ok(ds)
     }
 
+    /// Append a stream of batches as one new version, without collecting it.
+    pub async fn append_stream(
+        &self,
+        ds: Dataset,
+        stream: lance::deps::datafusion::execution::SendableRecordBatchStream,
+    ) -> Result<Dataset> {
+        let ds = lance::dataset::InsertBuilder::new(Arc::new(ds))
+            .with_params(&self.params(WriteMode::Append))
+            .execute_stream(stream)
+            .await?;
+        Ok(ds)
+    }
+
     pub async fn append(&self, ds: Dataset, batches: Vec<RecordBatch>) -> Result<Dataset> {
         if batches.iter().all(|b| b.num_rows() == 0) {
             return Ok(ds);
@@ -212,7 +237,7 @@ impl Storage {
         columns: &[&str],
         filter: Option<&str>,
     ) -> Result<Vec<RecordBatch>> {
-        let mut scan = ds.scan();
+        let mut scan = scanner(ds);
         scan.project(columns)?;
         if let Some(f) = filter {
             scan.filter(f)?;

@@ -22,7 +22,7 @@ use crate::error::{Error, Result, ViolationKind};
 use crate::graph::{Graph, ID_CHUNK, ReadRef, Snapshot, in_filter};
 use crate::schema::{Catalog, TypeKind};
 use crate::spill::Spill;
-use crate::value::{Record, Value, coerce, key_id, records_to_batch, unknown_type};
+use crate::value::{self, Record, Value, coerce, key_id, records_to_batch, unknown_type};
 
 /// A staged change to one row, already merged with earlier changes to the
 /// same id in this transaction.
@@ -55,8 +55,40 @@ pub(crate) struct TableChanges {
     pub overwrite: bool,
     /// Plain inserts moved out of memory.
     pub spill: Option<Spill>,
-    /// Row count at which to look for inserts to spill next.
-    next_spill_check: usize,
+    /// Estimated memory held by `rows`; kept current by `put` and `take`.
+    bytes: usize,
+}
+
+impl TableChanges {
+    /// Stage `s` for `id`, returning what was staged before.
+    fn put(&mut self, id: String, s: Staged) -> Option<Staged> {
+        self.bytes += s.approx_bytes(&id);
+        let old = self.rows.insert(id.clone(), s);
+        if let Some(o) = &old {
+            self.bytes = self.bytes.saturating_sub(o.approx_bytes(&id));
+        }
+        old
+    }
+
+    fn take(&mut self, id: &str) -> Option<Staged> {
+        let old = self.rows.remove(id);
+        if let Some(o) = &old {
+            self.bytes = self.bytes.saturating_sub(o.approx_bytes(id));
+        }
+        old
+    }
+}
+
+impl Staged {
+    /// Estimated memory of this entry in [`TableChanges::rows`], id included.
+    fn approx_bytes(&self, id: &str) -> usize {
+        let change = match &self.change {
+            Pending::Insert(r) | Pending::Upsert(r) => r.approx_bytes(),
+            Pending::Update(props) => value::approx_props_bytes(props),
+            Pending::Delete { .. } => 0,
+        };
+        value::approx_map_entry_bytes::<String, Staged>() + value::approx_string_bytes(id) + change
+    }
 }
 
 /// How to undo one staged change.
@@ -79,9 +111,10 @@ pub struct Savepoint {
     seq: u64,
 }
 
-/// How many staged rows of one table stay in memory before its plain
-/// inserts spill to disk, unless [`WriteTxn::set_spill_threshold`] says otherwise.
-pub const DEFAULT_SPILL_ROWS: usize = 50_000;
+/// How much memory (estimated) a transaction's staged rows may hold before
+/// the plain inserts spill to disk, unless [`WriteTxn::set_staging_memory`]
+/// says otherwise.
+pub const DEFAULT_STAGING_MEMORY: usize = 64 << 20;
 
 /// What a transaction changed in one table, for reading its own writes:
 /// read the committed rows without `hidden` (or none if `hide_all`), then
@@ -109,7 +142,10 @@ pub struct WriteTxn {
     undo: Vec<Undo>,
     open_savepoints: usize,
     seq: u64,
-    spill_rows: usize,
+    staging_memory: usize,
+    /// Staged bytes left in memory by the last spill (updates and deletes,
+    /// which never spill); the next spill comes a budget later.
+    unspillable: usize,
     spill_dir: PathBuf,
 }
 
@@ -132,7 +168,8 @@ impl WriteTxn {
             undo: Vec::new(),
             open_savepoints: 0,
             seq: 0,
-            spill_rows: DEFAULT_SPILL_ROWS,
+            staging_memory: DEFAULT_STAGING_MEMORY,
+            unspillable: 0,
             spill_dir,
         })
     }
@@ -141,9 +178,24 @@ impl WriteTxn {
         self.message = message.into();
     }
 
-    /// Rows of one table kept in memory before inserts spill (at least 1).
-    pub fn set_spill_threshold(&mut self, rows: usize) {
-        self.spill_rows = rows.max(1);
+    /// Estimated bytes of staged rows kept in memory before plain inserts
+    /// spill (at least 1; 1 spills every insert).
+    pub fn set_staging_memory(&mut self, bytes: usize) {
+        self.staging_memory = bytes.max(1);
+    }
+
+    /// Rows moved out of memory to spill files.
+    pub fn spilled_rows(&self) -> u64 {
+        self.tables
+            .values()
+            .filter_map(|t| t.spill.as_ref())
+            .map(Spill::len)
+            .sum()
+    }
+
+    /// Estimated memory held by the staged rows of all tables.
+    pub fn staged_bytes(&self) -> usize {
+        self.tables.values().map(|t| t.bytes).sum()
     }
 
     /// The branch this transaction writes.
@@ -325,7 +377,7 @@ impl WriteTxn {
                 line,
                 seq: 0,
             };
-            table.rows.insert(id.clone(), old);
+            table.put(id.clone(), old);
         }
         let old = table.rows.get(&id).cloned();
         let merged = match (old.as_ref().map(|s| &s.change), change) {
@@ -380,10 +432,10 @@ impl WriteTxn {
         let line = line.or(old.as_ref().and_then(|s| s.line));
         match merged {
             Some(change) => {
-                table.rows.insert(id.clone(), Staged { change, line, seq });
+                table.put(id.clone(), Staged { change, line, seq });
             }
             None => {
-                table.rows.remove(&id);
+                table.take(&id);
             }
         }
         if recording {
@@ -393,45 +445,45 @@ impl WriteTxn {
                 previous: old,
             });
         }
-        self.maybe_spill(type_name).await
+        self.maybe_spill().await
     }
 
-    /// Move the plain inserts of a table to its spill once the table holds
-    /// more staged rows than the threshold.
-    async fn maybe_spill(&mut self, type_name: &str) -> Result<()> {
-        let limit = self.spill_rows;
-        let Some(table) = self.tables.get_mut(type_name) else {
-            return Ok(());
-        };
-        if table.rows.len() < limit.max(table.next_spill_check) {
+    /// Move the plain inserts of every table to its spill once the staged
+    /// rows hold more memory than the budget.
+    async fn maybe_spill(&mut self) -> Result<()> {
+        if self.staged_bytes() < self.unspillable + self.staging_memory {
             return Ok(());
         }
-        let ids: Vec<String> = table
-            .rows
-            .iter()
-            .filter(|(_, s)| matches!(s.change, Pending::Insert(_)))
-            .map(|(id, _)| id.clone())
-            .collect();
-        let moved: Vec<Staged> = ids.iter().filter_map(|id| table.rows.remove(id)).collect();
-        // Updates and deletes stay in memory; look again after `limit` more rows.
-        table.next_spill_check = table.rows.len() + limit;
-        if moved.is_empty() {
-            return Ok(());
+        for (type_name, table) in self.tables.iter_mut() {
+            let ids: Vec<String> = table
+                .rows
+                .iter()
+                .filter(|(_, s)| matches!(s.change, Pending::Insert(_)))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let moved: Vec<Staged> = ids.iter().filter_map(|id| table.take(id)).collect();
+            let spill = match &mut table.spill {
+                Some(s) => s,
+                None => table
+                    .spill
+                    .insert(Spill::create(&self.spill_dir, type_name)?),
+            };
+            let rows: Vec<(&Record, u64)> = moved
+                .iter()
+                .filter_map(|s| match &s.change {
+                    Pending::Insert(r) => Some((r, s.seq)),
+                    _ => None,
+                })
+                .collect();
+            spill.write(self.graph.catalog(), &rows).await?;
         }
-        let spill = match &mut table.spill {
-            Some(s) => s,
-            None => table
-                .spill
-                .insert(Spill::create(&self.spill_dir, type_name)?),
-        };
-        let rows: Vec<(&Record, u64)> = moved
-            .iter()
-            .filter_map(|s| match &s.change {
-                Pending::Insert(r) => Some((r, s.seq)),
-                _ => None,
-            })
-            .collect();
-        spill.write(self.graph.catalog(), &rows).await
+        // Updates and deletes stay in memory; look again after another
+        // budget's worth of staging.
+        self.unspillable = self.staged_bytes();
+        Ok(())
     }
 
     /// Stage a new node; returns its id. Fails at commit if the id exists.
@@ -600,7 +652,6 @@ impl WriteTxn {
         let edges: Vec<(String, Vec<&'static str>)> = self
             .catalog()
             .edges_touching(node_type)
-            .into_iter()
             .map(|e| {
                 let mut ends = Vec::new();
                 if e.from == node_type {
@@ -705,10 +756,10 @@ impl WriteTxn {
                     let table = self.tables.entry(type_name).or_default();
                     match previous {
                         Some(s) => {
-                            table.rows.insert(id, s);
+                            table.put(id, s);
                         }
                         None => {
-                            table.rows.remove(&id);
+                            table.take(&id);
                         }
                     }
                 }

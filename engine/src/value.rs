@@ -40,6 +40,19 @@ pub enum Value {
 }
 
 impl Value {
+    /// Heap memory this value owns beyond its own size.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match self {
+            Value::String(s) => approx_string_bytes(s),
+            Value::Bytes(b) => approx_alloc(b.len()),
+            Value::List(items) => {
+                approx_alloc(items.len() * std::mem::size_of::<Value>())
+                    + items.iter().map(Value::heap_bytes).sum::<usize>()
+            }
+            _ => 0,
+        }
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
@@ -373,6 +386,46 @@ impl Record {
             _ => self.prop(name).clone(),
         }
     }
+
+    /// Estimated memory this record holds, for staging budgets.
+    pub fn approx_bytes(&self) -> usize {
+        let ends = self
+            .endpoints
+            .as_ref()
+            .map_or(0, |(s, d)| approx_string_bytes(s) + approx_string_bytes(d));
+        approx_string_bytes(&self.id) + ends + approx_props_bytes(&self.props)
+    }
+}
+
+/// Bytes the allocator hands out for one heap block of `n` bytes: a
+/// 16-byte header, rounded up to 16 (glibc malloc).
+fn approx_alloc(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n + 16).div_ceil(16) * 16
+    }
+}
+
+/// Heap memory of a string's contents.
+pub(crate) fn approx_string_bytes(s: &str) -> usize {
+    approx_alloc(s.len())
+}
+
+/// Memory one entry takes in a `BTreeMap<K, V>`: nodes hold up to 11 entries
+/// and are between half and fully used, so count two slots per entry.
+pub(crate) fn approx_map_entry_bytes<K, V>() -> usize {
+    2 * (std::mem::size_of::<K>() + std::mem::size_of::<V>())
+}
+
+/// Memory of a property map: its entries, key names and values.
+pub(crate) fn approx_props_bytes(props: &BTreeMap<String, Value>) -> usize {
+    props
+        .iter()
+        .map(|(k, v)| {
+            approx_map_entry_bytes::<String, Value>() + approx_string_bytes(k) + v.heap_bytes()
+        })
+        .sum()
 }
 
 fn scalar_data_type(s: ScalarType) -> DataType {
@@ -701,6 +754,36 @@ mod tests {
         assert_eq!(datetime_to_string(t), "2021-03-04T09:00:00Z");
         assert_eq!(parse_datetime("2021-03-04T10:00:00+01:00"), Some(t));
         assert!(parse_date("2021-02-30").is_none());
+    }
+
+    #[test]
+    fn record_size_estimate_counts_contents_and_slots() {
+        let small = Record {
+            id: "k1".into(),
+            endpoints: None,
+            props: BTreeMap::from([("age".to_string(), Value::Int(3))]),
+        };
+        let big = Record {
+            props: BTreeMap::from([
+                ("age".to_string(), Value::Int(3)),
+                ("bio".to_string(), Value::String("x".repeat(1000))),
+                (
+                    "tags".to_string(),
+                    Value::List(vec![Value::String("abc".into()); 10]),
+                ),
+            ]),
+            ..small.clone()
+        };
+        let slot = approx_map_entry_bytes::<String, Value>();
+        // id and key name allocations plus one map entry
+        assert_eq!(small.approx_bytes(), 32 + 32 + slot);
+        // the 1,000-byte string and the list's buffer and items count in full
+        let extra = big.approx_bytes() - small.approx_bytes();
+        assert!(
+            extra >= 1000 + 10 * std::mem::size_of::<Value>() + 10 * 32,
+            "{extra}"
+        );
+        assert!(extra < 1000 + 2 * slot + 1024, "{extra}");
     }
 
     #[test]

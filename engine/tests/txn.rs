@@ -163,7 +163,8 @@ async fn spilled_inserts_commit_and_are_checked() {
     .await
     .unwrap();
     let mut txn = g.begin("main", "t").await.unwrap();
-    txn.set_spill_threshold(10);
+    // A budget of a few rows: memory stays near it however many are inserted.
+    txn.set_staging_memory(2_000);
     for i in 0..95 {
         txn.insert_node(
             "Person",
@@ -171,6 +172,11 @@ async fn spilled_inserts_commit_and_are_checked() {
         )
         .await
         .unwrap();
+        assert!(
+            txn.staged_bytes() < 2_000,
+            "{} bytes staged",
+            txn.staged_bytes()
+        );
     }
     assert_eq!(
         std::fs::read_dir(&spill_dir).unwrap().count(),
@@ -227,7 +233,7 @@ async fn spilled_inserts_commit_and_are_checked() {
     // A spilled key that already exists fails the commit and changes nothing.
     let before = fingerprint(&g, "main").await;
     let mut txn = g.begin("main", "t").await.unwrap();
-    txn.set_spill_threshold(5);
+    txn.set_staging_memory(1_000);
     for i in 0..20 {
         txn.insert_node("Person", props(&[("name", s(&format!("T{i}")))]))
             .await
@@ -250,7 +256,7 @@ async fn spilled_inserts_commit_and_are_checked() {
 
     // A spilled edge with a missing endpoint is refused.
     let mut txn = g.begin("main", "t").await.unwrap();
-    txn.set_spill_threshold(3);
+    txn.set_staging_memory(600);
     for i in 0..10 {
         let dst = if i == 7 { "Nobody" } else { "Alice" };
         txn.insert_edge("Knows", "Bob", dst, BTreeMap::new())

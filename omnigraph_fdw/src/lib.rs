@@ -58,6 +58,15 @@ pub(crate) static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(60_0
 pub(crate) static COMMIT_MESSAGE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 
+/// `omnigraph.staging_memory`: kilobytes of staged rows a write transaction
+/// keeps in memory before its inserts spill to temporary files.
+pub(crate) static STAGING_MEMORY_KB: GucSetting<i32> = GucSetting::<i32>::new(65_536);
+
+/// `omnigraph.staging_memory` in bytes.
+pub(crate) fn staging_memory() -> usize {
+    usize::try_from(STAGING_MEMORY_KB.get()).unwrap_or(1).max(1) * 1024
+}
+
 /// The message for graph commits (empty when unset).
 pub(crate) fn commit_message() -> String {
     COMMIT_MESSAGE
@@ -93,6 +102,16 @@ pub extern "C-unwind" fn _PG_init() {
         &COMMIT_MESSAGE,
         GucContext::Userset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"omnigraph.staging_memory",
+        c"Memory a write transaction's staged rows may use before inserts spill to temporary files.",
+        c"Like work_mem: past this, inserted rows move to files under the database's pgsql_tmp directory until COMMIT.",
+        &STAGING_MEMORY_KB,
+        64,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_KB,
     );
     graphs::register_xact_callback();
     txn::register_callbacks();

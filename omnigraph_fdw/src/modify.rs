@@ -351,7 +351,7 @@ unsafe fn slot_values(
 unsafe fn deform(slot: *mut pg_sys::TupleTableSlot) {
     // SAFETY: per the contract; slot_getsomeattrs_int fills tts_values up to natts.
     unsafe {
-        let natts = (*(*slot).tts_tupleDescriptor).natts as i32;
+        let natts = (*(*slot).tts_tupleDescriptor).natts;
         if ((*slot).tts_nvalid as i32) < natts {
             pg_sys::slot_getsomeattrs_int(slot, natts);
         }

@@ -187,7 +187,7 @@ async fn lance_rows(
     order: Vec<ColumnOrdering>,
     limit: Option<u64>,
 ) -> omnigraph_engine::Result<DatasetRecordBatchStream> {
-    let mut scan = ds.scan();
+    let mut scan = omnigraph_engine::scanner(&ds);
     if columns.is_empty() {
         scan.empty_project()?;
     } else {

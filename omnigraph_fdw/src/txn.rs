@@ -93,7 +93,10 @@ pub fn with<T>(
     let result = match guard.open() {
         Some(open) => match &open.poisoned {
             Some(why) => Err(omnigraph_engine::Error::InvalidArgument(why.clone())),
-            None => block_on(f(&mut open.txn)),
+            None => {
+                open.txn.set_staging_memory(crate::staging_memory());
+                block_on(f(&mut open.txn))
+            }
         },
         None => Err(omnigraph_engine::Error::Internal(
             "write transaction vanished".into(),
@@ -164,9 +167,35 @@ pub fn view(uri: &str, branch: &str, type_name: &str, at: &Snapshot) -> Option<S
     }
 }
 
+/// Staged memory past which a transaction's end trims the heap.
+const TRIM_AFTER_BYTES: usize = 8 << 20;
+
+/// Whether any of these transactions held enough to be worth a heap trim.
+fn large(open: &[Open]) -> bool {
+    open.iter()
+        .any(|e| e.txn.spilled_rows() > 0 || e.txn.staged_bytes() > TRIM_AFTER_BYTES)
+}
+
+/// Hand memory freed by a large transaction back to the kernel. Staging,
+/// spilling and Lance's writers allocate on several threads, each with its
+/// own glibc arena; without a trim the backend keeps that peak for life,
+/// and the commit's writers cannot reuse what staging freed.
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own
+    // arenas to the kernel; it is thread-safe and touches no live memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Publish every open transaction; called at pre-commit.
 fn commit_all() {
     let open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    let trim = large(&open);
+    if trim {
+        trim_heap();
+    }
     let message = crate::commit_message();
     for mut e in open {
         let ctx = context(&e.server, e.txn.branch());
@@ -193,6 +222,9 @@ fn commit_all() {
             Err(err) => report(err, &ctx),
         }
     }
+    if trim {
+        trim_heap();
+    }
 }
 
 #[pg_guard]
@@ -203,19 +235,22 @@ unsafe extern "C-unwind" fn on_xact_event(
     match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => commit_all(),
         pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT => {}
-        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
-            if OPEN.with(|o| !o.borrow().is_empty()) {
-                raise(
-                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    "cannot PREPARE a transaction that has written to an omnigraph graph",
-                    Some("Graph commits cannot take part in two-phase commit.".into()),
-                    Some("COMMIT or ROLLBACK the transaction instead.".into()),
-                );
-            }
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if OPEN.with(|o| !o.borrow().is_empty()) => {
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "cannot PREPARE a transaction that has written to an omnigraph graph",
+                Some("Graph commits cannot take part in two-phase commit.".into()),
+                Some("COMMIT or ROLLBACK the transaction instead.".into()),
+            );
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             // Never raise here. Dropping only frees memory and removes spill files.
-            OPEN.with(|o| o.borrow_mut().clear());
+            let open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
+            let trim = large(&open);
+            drop(open);
+            if trim {
+                trim_heap();
+            }
         }
         _ => {}
     }

@@ -18,6 +18,7 @@
 //! - `LIKE 'prefix%'` with a literal prefix (no wildcard or escape in it).
 //! - `AND`, `OR`, `NOT` whose every part is pushed (SQL three-valued logic
 //!   is the same on both sides).
+//!
 //! Everything else is `Unsupported` and Postgres evaluates it locally.
 
 use omnigraph_engine::deps::lance::deps::datafusion::common::Column as DfColumn;
@@ -378,16 +379,8 @@ pub fn display(e: &Expr) -> String {
         Expr::Prefix { column, prefix } => {
             format!("{} LIKE '{}%'", column.name, prefix.replace('\'', "''"))
         }
-        Expr::And(parts) => parts
-            .iter()
-            .map(|p| paren(p))
-            .collect::<Vec<_>>()
-            .join(" AND "),
-        Expr::Or(parts) => parts
-            .iter()
-            .map(|p| paren(p))
-            .collect::<Vec<_>>()
-            .join(" OR "),
+        Expr::And(parts) => parts.iter().map(paren).collect::<Vec<_>>().join(" AND "),
+        Expr::Or(parts) => parts.iter().map(paren).collect::<Vec<_>>().join(" OR "),
         Expr::Not(inner) => format!("NOT {}", paren(inner)),
         Expr::Unsupported(r) => format!("<{r}>"),
     }

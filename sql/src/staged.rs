@@ -72,13 +72,13 @@ pub fn select(
         .map(|c| batch.schema().index_of(c).map_err(err))
         .collect::<Result<Vec<_>, _>>()?;
     let projected = batch.project(&indices).map_err(err)?;
-    Ok(RecordBatch::try_new_with_options(
+    RecordBatch::try_new_with_options(
         Arc::new(projected.schema().as_ref().clone()),
         projected.columns().to_vec(),
         &omnigraph_engine::deps::arrow_array::RecordBatchOptions::new()
             .with_row_count(Some(projected.num_rows())),
     )
-    .map_err(err)?)
+    .map_err(err)
 }
 
 #[cfg(test)]

@@ -40,6 +40,19 @@ jo	Jo	retired	\N
 SELECT slug, age, status FROM w.person WHERE slug IN ('hal', 'ida', 'jo') ORDER BY slug COLLATE "C";
 
 -- ---------------------------------------------------------- UPDATE / DELETE
+-- The WHERE is pushed down: Lance returns only the matching rows, in batches,
+-- and DELETE reads only their ids. (UPDATE reads whole rows: Postgres builds
+-- each complete new row.)
+CREATE FUNCTION plan_of(q text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE line text;
+BEGIN
+  FOR line IN EXECUTE 'EXPLAIN (VERBOSE, COSTS OFF) ' || q LOOP
+    CONTINUE WHEN line LIKE '%Omnigraph Commit:%';
+    RETURN NEXT line;
+  END LOOP;
+END $$;
+SELECT plan_of($$UPDATE w.person SET age = age + 1 WHERE slug IN ('hal', 'ida')$$);
+SELECT plan_of($$DELETE FROM w.person WHERE slug LIKE 'gen%' AND age IS NULL$$);
 UPDATE w.person SET age = age + 1, tags = ARRAY['x'] WHERE slug IN ('hal', 'ida') RETURNING slug, age, tags;
 DELETE FROM w.person WHERE slug LIKE 'gen%' AND age IS NULL;
 SELECT count(*) AS gens FROM w.person WHERE slug LIKE 'gen%';
