@@ -74,6 +74,28 @@ def test_disjoint_writers_both_commit_and_overlapping_ones_get_40001(graph):
     assert count(cb, f"SELECT count(*) FROM {schema}.person WHERE slug = 'charlie'") == 0
 
 
+def test_a_value_read_earlier_in_the_transaction_cannot_overwrite_a_concurrent_commit(graph):
+    server, schema, connect = graph
+    a, b = connect(autocommit=False), connect()
+    ca, cb = a.cursor(), b.cursor()
+    ca.execute(f"SELECT age FROM {schema}.person WHERE slug = 'alice'")
+    seen = ca.fetchone()[0]
+    # Another session changes the row after this transaction read it ...
+    cb.execute(f"UPDATE {schema}.person SET age = age + 10 WHERE slug = 'alice'")
+    # ... so writing back a value computed from the old read must not win.
+    ca.execute(f"UPDATE {schema}.person SET age = %s WHERE slug = 'alice'", (seen + 1,))
+    with pytest.raises(errors.SerializationFailure) as e:
+        a.commit()
+    assert e.value.pgcode == "40001"
+    a.rollback()
+    assert count(cb, f"SELECT age FROM {schema}.person WHERE slug = 'alice'") == seen + 10
+    # A transaction that read nothing stale commits.
+    ca.execute(f"SELECT age FROM {schema}.person WHERE slug = 'alice'")
+    ca.execute(f"UPDATE {schema}.person SET age = %s WHERE slug = 'alice'", (ca.fetchone()[0] + 1,))
+    a.commit()
+    assert count(cb, f"SELECT age FROM {schema}.person WHERE slug = 'alice'") == seen + 11
+
+
 def test_four_sessions_fifty_transactions_each_land_exactly_once(graph):
     server, schema, connect = graph
     setup = connect()

@@ -374,7 +374,22 @@ impl Graph {
 
     /// Start a write transaction on a branch.
     pub async fn begin(&self, branch: &str, actor: &str) -> Result<WriteTxn> {
-        WriteTxn::begin(self.clone(), branch, actor).await
+        let base = self.snapshot(&ReadRef::Branch(branch.to_string())).await?;
+        Ok(WriteTxn::begin(self.clone(), branch, actor, base))
+    }
+
+    /// Begin a write transaction whose conflict checks start from `base`,
+    /// an earlier snapshot of `branch` that the caller already read: a row
+    /// this transaction changes that any commit changed after `base` fails
+    /// the commit with [`Error::Conflict`], so values read from `base` and
+    /// written back are never lost updates.
+    pub fn begin_at(&self, base: Snapshot, actor: &str) -> Result<WriteTxn> {
+        let Some(branch) = base.branch.clone() else {
+            return Err(Error::InvalidArgument(
+                "a write transaction starts from a branch snapshot, not a commit".into(),
+            ));
+        };
+        Ok(WriteTxn::begin(self.clone(), &branch, actor, base))
     }
 
     /// Roll back what interrupted commits left on a branch's tables (Lance

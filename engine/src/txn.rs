@@ -19,7 +19,7 @@ use arrow_array::RecordBatch;
 use lance::Dataset;
 
 use crate::error::{Error, Result, ViolationKind};
-use crate::graph::{Graph, ID_CHUNK, ReadRef, Snapshot, in_filter};
+use crate::graph::{Graph, ID_CHUNK, Snapshot, in_filter};
 use crate::schema::{Catalog, TypeKind};
 use crate::spill::Spill;
 use crate::value::{self, Record, Value, coerce, key_id, records_to_batch, unknown_type};
@@ -150,15 +150,14 @@ pub struct WriteTxn {
 }
 
 impl WriteTxn {
-    pub(crate) async fn begin(graph: Graph, branch: &str, actor: &str) -> Result<WriteTxn> {
-        let base = graph.snapshot(&ReadRef::Branch(branch.to_string())).await?;
+    pub(crate) fn begin(graph: Graph, branch: &str, actor: &str, base: Snapshot) -> WriteTxn {
         let spill_dir = graph
             .inner
             .options
             .spill_dir
             .clone()
             .unwrap_or_else(std::env::temp_dir);
-        Ok(WriteTxn {
+        WriteTxn {
             graph,
             branch: branch.to_string(),
             actor: actor.to_string(),
@@ -171,7 +170,7 @@ impl WriteTxn {
             staging_memory: DEFAULT_STAGING_MEMORY,
             unspillable: 0,
             spill_dir,
-        })
+        }
     }
 
     pub fn set_message(&mut self, message: impl Into<String>) {

@@ -6,6 +6,12 @@
 //! head in a cache keyed by (graph, branch); under READ COMMITTED the pin is
 //! dropped when a new statement starts, and every pin is dropped at the end
 //! of the transaction.
+//!
+//! The first snapshot of each branch a transaction reads is also kept until
+//! the transaction ends: a write transaction on that branch starts its
+//! conflict checks from it, so a value read by an earlier statement (or by
+//! the scan of the UPDATE itself) and written back cannot overwrite a
+//! concurrent commit unnoticed.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,6 +24,8 @@ use crate::runtime::run;
 thread_local! {
     static GRAPHS: RefCell<HashMap<String, Graph>> = RefCell::new(HashMap::new());
     static SNAPSHOTS: RefCell<HashMap<(String, ReadRef), (i64, Snapshot)>> = RefCell::new(HashMap::new());
+    /// (graph uri, branch) -> the first snapshot of the branch this transaction read.
+    static FIRST_READ: RefCell<HashMap<(String, String), Snapshot>> = RefCell::new(HashMap::new());
 }
 
 /// The open graph of a server (opened once per backend).
@@ -51,6 +59,7 @@ fn spill_dir() -> std::path::PathBuf {
 pub fn forget(uri: &str) {
     GRAPHS.with(|m| m.borrow_mut().remove(uri));
     SNAPSHOTS.with(|m| m.borrow_mut().retain(|(u, _), _| u != uri));
+    FIRST_READ.with(|m| m.borrow_mut().retain(|(u, _), _| u != uri));
 }
 
 /// The statement whose snapshot a pin belongs to: the statement start time
@@ -77,8 +86,24 @@ pub fn snapshot(server: &str, uri: &str, at: &ReadRef) -> Snapshot {
     }
     let g = graph(server, uri);
     let snap = run(&format!("server {server}"), g.snapshot(at));
+    if let ReadRef::Branch(b) = at {
+        FIRST_READ.with(|m| {
+            m.borrow_mut()
+                .entry((uri.to_string(), b.clone()))
+                .or_insert_with(|| snap.clone());
+        });
+    }
     SNAPSHOTS.with(|m| m.borrow_mut().insert(key, (now, snap.clone())));
     snap
+}
+
+/// The first snapshot of `branch` this transaction read, if it read one.
+pub fn first_read(uri: &str, branch: &str) -> Option<Snapshot> {
+    FIRST_READ.with(|m| {
+        m.borrow()
+            .get(&(uri.to_string(), branch.to_string()))
+            .cloned()
+    })
 }
 
 #[pgrx::pg_guard]
@@ -96,6 +121,7 @@ unsafe extern "C-unwind" fn on_xact_event(
     ) {
         // Never raise here: dropping cached snapshots cannot fail.
         SNAPSHOTS.with(|m| m.borrow_mut().clear());
+        FIRST_READ.with(|m| m.borrow_mut().clear());
     }
 }
 

@@ -69,7 +69,13 @@ pub fn with<T>(
         None => {
             let graph = crate::graphs::graph(server, uri);
             let actor = crate::pg::current_role();
-            let txn = match block_on(graph.begin(branch, &actor)) {
+            // Conflict checks start from the first snapshot of the branch
+            // this transaction read, so what it read cannot be stale.
+            let begun = match crate::graphs::first_read(uri, branch) {
+                Some(base) => graph.begin_at(base, &actor),
+                None => block_on(graph.begin(branch, &actor)),
+            };
+            let txn = match begun {
                 Ok(t) => t,
                 Err(e) => report(e, &ctx),
             };
