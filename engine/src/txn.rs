@@ -62,10 +62,11 @@ pub(crate) struct TableChanges {
 impl TableChanges {
     /// Stage `s` for `id`, returning what was staged before.
     fn put(&mut self, id: String, s: Staged) -> Option<Staged> {
-        self.bytes += s.approx_bytes(&id);
-        let old = self.rows.insert(id.clone(), s);
+        let entry = Staged::entry_bytes(&id);
+        self.bytes += entry + s.change_bytes();
+        let old = self.rows.insert(id, s);
         if let Some(o) = &old {
-            self.bytes = self.bytes.saturating_sub(o.approx_bytes(&id));
+            self.bytes = self.bytes.saturating_sub(entry + o.change_bytes());
         }
         old
     }
@@ -73,21 +74,27 @@ impl TableChanges {
     fn take(&mut self, id: &str) -> Option<Staged> {
         let old = self.rows.remove(id);
         if let Some(o) = &old {
-            self.bytes = self.bytes.saturating_sub(o.approx_bytes(id));
+            self.bytes = self
+                .bytes
+                .saturating_sub(Staged::entry_bytes(id) + o.change_bytes());
         }
         old
     }
 }
 
 impl Staged {
-    /// Estimated memory of this entry in [`TableChanges::rows`], id included.
-    fn approx_bytes(&self, id: &str) -> usize {
-        let change = match &self.change {
+    /// Estimated memory of an entry of [`TableChanges::rows`] besides its change.
+    fn entry_bytes(id: &str) -> usize {
+        value::approx_map_entry_bytes::<String, Staged>() + value::approx_string_bytes(id)
+    }
+
+    /// Estimated memory the change holds.
+    fn change_bytes(&self) -> usize {
+        match &self.change {
             Pending::Insert(r) | Pending::Upsert(r) => r.approx_bytes(),
             Pending::Update(props) => value::approx_props_bytes(props),
             Pending::Delete { .. } => 0,
-        };
-        value::approx_map_entry_bytes::<String, Staged>() + value::approx_string_bytes(id) + change
+        }
     }
 }
 
