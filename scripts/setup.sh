@@ -29,7 +29,7 @@ SQL
 if ! as_root test -f "$GRAPH_DIR/_graph/graph.json"; then
   demo_psql <<SQL
 SELECT omnigraph_create_graph('social', pg_read_file('$DEMO_DIR/schema.pg')) AS first_commit;
-SELECT omnigraph_load('social', 'main', pg_read_file('$DEMO_DIR/data.ndjson')) AS load_commit;
+SELECT omnigraph_load('social', 'main', pg_read_file('$DEMO_DIR/data.ndjson')) AS rows_loaded;
 SQL
 fi
 demo_psql <<'SQL'

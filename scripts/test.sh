@@ -40,5 +40,11 @@ if ! "/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test/regress/pg_regress" \
   exit 1
 fi
 
-log "pytest (connections, cached plans, cancel, memory)"
+# No backend may have crashed, even where a test's output looked right.
+if grep -E "terminated by signal|PANIC:" "$TMP/server.log" >&2; then
+  echo "pg_regress: a backend crashed (server log above)" >&2
+  exit 1
+fi
+
+log "pytest (connections, cached plans, cancel, memory, durability)"
 /usr/bin/python3 -m pytest -q -p no:cacheprovider "$ROOT/tests"

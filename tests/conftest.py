@@ -2,6 +2,7 @@
 that scripts/test.sh starts (PGHOST/PGPORT/PGUSER), and a fresh graph per test."""
 
 import os
+import re
 import uuid
 
 import psycopg2
@@ -56,3 +57,23 @@ def graph(database):
         cur.execute(f'IMPORT FOREIGN SCHEMA "main" FROM SERVER {server} INTO {schema}')
     conn.close()
     yield server, schema, lambda autocommit=True: connect(database, autocommit)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_crashed_backends():
+    """Fail the run if any backend crashed (SIGSEGV, abort, PANIC) while the
+    tests ran. Backends the tests kill on purpose (SIGKILL) are allowed."""
+    log = os.path.join(os.environ.get("PGHOST", ""), "server.log")
+    start = os.path.getsize(log) if os.path.isfile(log) else None
+    yield
+    if start is None:
+        return
+    with open(log, errors="replace") as f:
+        f.seek(start)
+        text = f.read()
+    crashes = [
+        line
+        for line in text.splitlines()
+        if re.search(r"terminated by signal (?!9\b)\d+|PANIC:|stack depth limit exceeded", line)
+    ]
+    assert not crashes, "backends crashed during the tests:\n" + "\n".join(crashes)

@@ -145,7 +145,7 @@ def test_four_sessions_fifty_transactions_each_land_exactly_once(graph):
     assert len(retries) > 0
 
 
-def test_a_transaction_over_two_branches_commits_each_and_reports_the_second_failure(graph):
+def test_a_transaction_over_two_branches_commits_once_on_each(graph):
     server, schema, connect = graph
     conn = connect()
     cur = conn.cursor()
@@ -153,22 +153,13 @@ def test_a_transaction_over_two_branches_commits_each_and_reports_the_second_fai
     cur.execute(f"CREATE SCHEMA {schema}_side")
     cur.execute(f"IMPORT FOREIGN SCHEMA \"side\" FROM SERVER {server} INTO {schema}_side")
     main_before, side_before = commits(cur, server), commits(cur, server, "side")
-    # Both valid: one commit on each branch.
+    # Both valid: one commit on each branch. (A failure on either branch
+    # publishes neither: tests/test_trust.py.)
     cur.execute("BEGIN")
     cur.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('m1', 'M', 'active')")
     cur.execute(f"INSERT INTO {schema}_side.person (slug, name, status) VALUES ('s1', 'S', 'active')")
     cur.execute("COMMIT")
     assert commits(cur, server) == main_before + 1
-    assert commits(cur, server, "side") == side_before + 1
-    # The second branch fails at COMMIT after the first published: the
-    # first commit stands (documented: commits are atomic per branch).
-    cur.execute("BEGIN")
-    cur.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('m2', 'M', 'active')")
-    cur.execute(f"INSERT INTO {schema}_side.knows (id, src, dst) VALUES ('bad', 'alice', 'ghost')")
-    with pytest.raises(errors.ForeignKeyViolation):
-        cur.execute("COMMIT")
-    assert count(cur, f"SELECT count(*) FROM {schema}.person WHERE slug = 'm2'") == 1
-    assert count(cur, f"SELECT count(*) FROM {schema}_side.knows WHERE id = 'bad'") == 0
     assert commits(cur, server, "side") == side_before + 1
 
 

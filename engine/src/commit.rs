@@ -12,6 +12,8 @@
 //!    interrupted commit first);
 //! 5. publishes the next manifest of the branch: the atomic step.
 //!
+//! Steps 1-4 are [`WriteTxn::prepare`], step 5 [`PreparedCommit::publish`]:
+//! a frontend may publish only after its own transaction has committed.
 //! A failure before 5 restores the tables it wrote; a crash before 5 leaves
 //! Lance versions that no manifest refers to, which readers never see and
 //! the next commit rolls back.
@@ -54,18 +56,106 @@ pub struct CommitSummary {
     pub cascaded_edges: u64,
 }
 
+/// A commit validated and written to its tables, holding its branch's
+/// write lock, whose manifest is not published yet: the first half of a
+/// two-phase commit, for frontends whose own transaction decides last (the
+/// FDW publishes only once Postgres has committed).
+///
+/// Readers do not see it. [`publish`](Self::publish) makes it visible with
+/// one put-if-absent; [`abandon`](Self::abandon), or dropping it, publishes
+/// nothing (the Lance versions it wrote are rolled back by `abandon`, or by
+/// the next commit or `recover` of the branch).
+#[must_use = "a prepared commit publishes nothing unless published"]
+pub struct PreparedCommit {
+    graph: crate::graph::Graph,
+    branch: String,
+    manifest: Manifest,
+    summary: CommitSummary,
+    written: Vec<(String, TableEntry)>,
+    _lock: crate::lock::BranchLock,
+}
+
+impl PreparedCommit {
+    /// The id the commit will have once published.
+    pub fn commit_id(&self) -> &str {
+        &self.manifest.commit.id
+    }
+
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    /// Publish the manifest: the atomic step that makes the commit visible.
+    pub async fn publish(self) -> Result<CommitSummary> {
+        let published = match failpoints::hit(names::COMMIT_BEFORE_PUBLISH) {
+            Err(e) => Err(e),
+            Ok(()) => match self.graph.meta().publish(&self.manifest).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::Conflict {
+                    branch: self.branch.clone(),
+                    message: "another writer published first without holding the branch lock"
+                        .into(),
+                }),
+                Err(e) => Err(e),
+            },
+        };
+        match published {
+            Ok(()) => Ok(self.summary),
+            Err(e) => {
+                self.roll_back().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Publish nothing, and restore the tables this commit wrote.
+    pub async fn abandon(self) {
+        self.roll_back().await;
+    }
+
+    /// Undo what this commit wrote; if that fails too, the next commit or
+    /// `recover` rolls it back, and readers never see it meanwhile.
+    async fn roll_back(&self) {
+        for (type_name, entry) in &self.written {
+            let _ = self
+                .graph
+                .roll_back_unpublished(type_name, entry, &self.manifest.branch_id)
+                .await;
+        }
+    }
+}
+
 impl WriteTxn {
     /// Validate and publish as one commit. `Ok(None)` when nothing was staged.
     pub async fn commit(self) -> Result<Option<CommitSummary>> {
+        match self.prepare().await? {
+            Some(prepared) => prepared.publish().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Validate and write as one commit, without publishing it (see
+    /// [`PreparedCommit`]). `Ok(None)` when nothing was staged.
+    pub async fn prepare(self) -> Result<Option<PreparedCommit>> {
         if self.is_empty() {
             return Ok(None);
         }
+        if self.message.len() > crate::txn::MAX_MESSAGE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "the commit message is {} bytes long; messages may be at most {} bytes",
+                self.message.len(),
+                crate::txn::MAX_MESSAGE_BYTES
+            )));
+        }
         let branch_ref = self.graph.branch_ref(&self.branch).await?;
-        let _lock = crate::lock::acquire(
+        let lock = crate::lock::acquire(
             self.graph.storage(),
             &branch_ref.id,
             &self.branch,
-            self.graph.inner.options.lock_timeout,
+            self.lock_timeout,
+            self.cancelled
+                .as_deref()
+                .unwrap_or(&crate::lock::not_cancelled),
         )
         .await?;
         // The branch may have been deleted (or deleted and re-created) since
@@ -76,15 +166,21 @@ impl WriteTxn {
                 name: self.branch.clone(),
             });
         }
-        let head_manifest = self.graph.meta().head(&branch_ref.id).await?;
+        let head_manifest = self.graph.meta().repair_head(&branch_ref.id).await?;
         let head = self
             .graph
             .snapshot(&ReadRef::Commit(head_manifest.commit.id.clone()))
             .await?;
         let plan = self.resolve(&head).await?;
-        self.apply(plan, head_manifest, &branch_ref.id)
-            .await
-            .map(Some)
+        let (manifest, summary, written) = self.apply(plan, head_manifest, &branch_ref.id).await?;
+        Ok(Some(PreparedCommit {
+            graph: self.graph.clone(),
+            branch: self.branch.clone(),
+            manifest,
+            summary,
+            written,
+            _lock: lock,
+        }))
     }
 
     fn spill(&self, type_name: &str) -> Option<&Spill> {
@@ -551,13 +647,15 @@ impl WriteTxn {
         Ok(())
     }
 
-    /// Write the plan to Lance and publish it. Runs under the branch lock.
+    /// Write the plan to Lance and the commit pointer, and build the
+    /// manifest that publishes them. Runs under the branch lock; on failure
+    /// the tables it wrote are restored.
     async fn apply(
         &self,
         plan: Plan<'_>,
         head: Manifest,
         branch_id: &str,
-    ) -> Result<CommitSummary> {
+    ) -> Result<(Manifest, CommitSummary, Vec<(String, TableEntry)>)> {
         let storage = self.graph.storage();
         let mut tables = head.tables.clone();
         let mut written: Vec<(String, TableEntry)> = Vec::new();
@@ -586,7 +684,7 @@ impl WriteTxn {
                     storage.fork(type_name, &pinned, branch_id).await?
                 };
                 written.push((type_name.clone(), entry.clone()));
-                let mut ds = storage.open(type_name, &entry).await?;
+                let mut ds = storage.open_for_write(type_name, &entry).await?;
                 if tp.remove_all {
                     ds = storage.delete(ds, "true").await?;
                 } else {
@@ -611,7 +709,6 @@ impl WriteTxn {
                 tables.insert(type_name.clone(), entry);
                 failpoints::hit(names::COMMIT_BETWEEN_TABLES)?;
             }
-            failpoints::hit(names::COMMIT_BEFORE_PUBLISH)?;
             Ok(())
         }
         .await;
@@ -630,11 +727,18 @@ impl WriteTxn {
             commit,
             tables,
         };
-        let published = match result {
-            Ok(()) => self.publish(&manifest).await,
+        // Every published commit has a pointer: it is written first, and a
+        // pointer whose manifest does not carry the commit is ignored.
+        let pointed = match result {
+            Ok(()) => {
+                self.graph
+                    .meta()
+                    .write_commit_pointer(&manifest.commit.id, &manifest.branch_id, manifest.seq)
+                    .await
+            }
             Err(e) => Err(e),
         };
-        if let Err(e) = published {
+        if let Err(e) = pointed {
             // Undo what this attempt wrote; if that fails too, the next commit
             // or `recover` rolls it back, and readers never see it meanwhile.
             for (type_name, entry) in &written {
@@ -645,24 +749,12 @@ impl WriteTxn {
             }
             return Err(e);
         }
-        Ok(CommitSummary {
-            commit: manifest.commit,
+        let summary = CommitSummary {
+            commit: manifest.commit.clone(),
             tables: plan.tables.into_iter().map(|(k, v)| (k, v.stats)).collect(),
             cascaded_edges: plan.cascaded_edges,
-        })
-    }
-
-    async fn publish(&self, m: &Manifest) -> Result<()> {
-        let meta = self.graph.meta();
-        meta.write_commit_pointer(&m.commit.id, &m.branch_id, m.seq)
-            .await?;
-        if !meta.publish(m).await? {
-            return Err(Error::Conflict {
-                branch: self.branch.clone(),
-                message: "another writer published first without holding the branch lock".into(),
-            });
-        }
-        Ok(())
+        };
+        Ok((manifest, summary, written))
     }
 }
 

@@ -111,6 +111,10 @@ pub enum Error {
     #[error("the operation was cancelled")]
     Cancelled,
 
+    /// A configured resource limit was reached (spill space, ...).
+    #[error("{0}")]
+    ResourceLimit(String),
+
     #[error("{0}")]
     Unsupported(String),
 

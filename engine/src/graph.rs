@@ -80,6 +80,21 @@ pub struct Graph {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// The lock file creators of a graph take turns on (`_graph/locks/`); branch
+/// ids are ULIDs or `main`, so the name cannot collide with a branch lock.
+const CREATE_LOCK: &str = "_create";
+const CREATE_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Parse a schema off the async executor's thread, so a frontend waiting on
+/// the future can still answer a cancel request during a long parse.
+async fn parse_schema_yielding(src: &str) -> Result<Catalog> {
+    let owned = src.to_string();
+    match tokio::task::spawn_blocking(move || parse_schema(&owned)).await {
+        Ok(parsed) => Ok(parsed?),
+        Err(e) => Err(Error::Internal(format!("schema parser task failed: {e}"))),
+    }
+}
+
 pub(crate) fn table_path(kind: TypeKind, name: &str) -> String {
     match kind {
         TypeKind::Node => format!("nodes/{name}"),
@@ -90,12 +105,29 @@ pub(crate) fn table_path(kind: TypeKind, name: &str) -> String {
 impl Graph {
     /// Create an empty graph at `uri` from `.pg` schema text.
     pub async fn create(uri: &str, schema_source: &str, actor: &str) -> Result<Graph> {
-        let catalog = parse_schema(schema_source)?;
+        let catalog = parse_schema_yielding(schema_source).await?;
         let storage = Storage::new(uri).await?;
         let meta = Meta { storage: &storage };
-        if meta.read_graph_meta().await?.is_some() {
+        // Creators of one graph take turns (a second waits, then finds the
+        // graph complete); a lease would do this on object stores.
+        let _creating = match storage.local_dir() {
+            Some(_) => Some(
+                crate::lock::acquire(
+                    &storage,
+                    CREATE_LOCK,
+                    "(graph creation)",
+                    CREATE_LOCK_TIMEOUT,
+                    &crate::lock::not_cancelled,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        // A published main manifest means the graph exists even if its
+        // graph.json is missing: never clean its tables up as leftovers.
+        if meta.read_graph_meta().await?.is_some() || meta.read_manifest(MAIN, 0).await?.is_some() {
             return Err(Error::GraphExists {
-                uri: uri.to_string(),
+                uri: storage.root_uri.clone(),
             });
         }
         // Tables first, the main manifest next, graph.json last: a graph is
@@ -322,9 +354,14 @@ impl Graph {
         }
         let r = self.branch_ref(name).await?;
         // Wait out any commit in flight so it does not publish into a deleted branch.
-        let _lock =
-            crate::lock::acquire(self.storage(), &r.id, name, self.inner.options.lock_timeout)
-                .await?;
+        let _lock = crate::lock::acquire(
+            self.storage(),
+            &r.id,
+            name,
+            self.inner.options.lock_timeout,
+            &crate::lock::not_cancelled,
+        )
+        .await?;
         self.meta().delete_ref(name).await
     }
 
@@ -403,9 +440,10 @@ impl Graph {
             &r.id,
             branch,
             self.inner.options.lock_timeout,
+            &crate::lock::not_cancelled,
         )
         .await?;
-        let head = self.meta().head(&r.id).await?;
+        let head = self.meta().repair_head(&r.id).await?;
         let mut restored = Vec::new();
         for (name, t) in &head.tables {
             if self.roll_back_unpublished(name, t, &r.id).await?.1 {

@@ -37,13 +37,15 @@ mod storage;
 mod txn;
 pub mod value;
 
-pub use commit::{CommitSummary, TableStats};
+pub use commit::{CommitSummary, PreparedCommit, TableStats};
 pub use error::{Error, Result, Violation, ViolationKind};
 pub use graph::{BranchInfo, Graph, GraphOptions, ReadRef, Snapshot};
-pub use load::LoadMode;
-pub use manifest::{CommitInfo, MAIN, check_branch_name};
-pub use storage::{SCAN_IO_BUFFER_BYTES, TableEntry, scanner};
-pub use txn::{DEFAULT_STAGING_MEMORY, Savepoint, StagedView, WriteTxn};
+pub use load::{LoadMode, load_message};
+pub use manifest::{CommitInfo, MAIN, check_branch_name, is_commit_id};
+pub use storage::{SCAN_IO_BUFFER_BYTES, TableEntry, canonical_uri, scanner};
+pub use txn::{
+    CancelCheck, DEFAULT_STAGING_MEMORY, MAX_MESSAGE_BYTES, Savepoint, StagedView, WriteTxn,
+};
 pub use value::{Record, Value};
 
 /// Re-exports for frontends that scan tables themselves.

@@ -1,8 +1,8 @@
 //! The per-branch write lock that serialises the publish step of commits
 //! across processes (many Postgres backends, a CLI).
 //!
-//! Writers prepare and validate without it; they hold it only from "read the
-//! branch head" to "publish the next manifest". While it is held, the Lance
+//! A commit takes it before it resolves and validates against the branch
+//! head and holds it until the next manifest is published. While it is held, the Lance
 //! versions of the branch's tables are committed in the same order as the
 //! manifests that publish them, so any Lance version beyond the published
 //! one can only be left over from an interrupted commit and is rolled back.
@@ -23,11 +23,20 @@ pub(crate) struct BranchLock {
     _file: File,
 }
 
+/// Never cancelled: for waits whose caller can drop the future instead.
+pub(crate) fn not_cancelled() -> bool {
+    false
+}
+
+/// Wait up to `timeout` for the lock; `cancelled` is asked between tries
+/// (a frontend that must not drop the wait, such as a commit, answers a
+/// cancel request through it with [`Error::Cancelled`]).
 pub(crate) async fn acquire(
     storage: &Storage,
     branch_id: &str,
     branch: &str,
     timeout: Duration,
+    cancelled: &(dyn Fn() -> bool + Send + Sync),
 ) -> Result<BranchLock> {
     let Some(dir) = storage.local_dir() else {
         return Err(Error::Unsupported(format!(
@@ -50,6 +59,9 @@ pub(crate) async fn acquire(
             Ok(()) => return Ok(BranchLock { _file: file }),
             Err(TryLockError::WouldBlock) => {}
             Err(TryLockError::Error(e)) => return Err(e.into()),
+        }
+        if cancelled() {
+            return Err(Error::Cancelled);
         }
         if start.elapsed() >= timeout {
             return Err(Error::LockTimeout {

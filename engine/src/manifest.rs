@@ -90,6 +90,10 @@ pub fn check_branch_name(name: &str) -> Result<()> {
     if name.len() > 200 {
         return bad("it is longer than 200 characters");
     }
+    if is_commit_id(name) {
+        // Functions that take "a branch or a commit id" must never guess.
+        return bad("it has the form of a commit id (26 characters of Crockford base 32)");
+    }
     for seg in name.split('/') {
         if seg.is_empty() {
             return bad("it has an empty path segment");
@@ -106,6 +110,17 @@ pub fn check_branch_name(name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Commit ids are ULIDs: 26 characters of Crockford base 32.
+pub fn is_commit_id(s: &str) -> bool {
+    s.len() == 26
+        && s.chars().all(|c| {
+            c.is_ascii_digit() || (c.is_ascii_uppercase() && !matches!(c, 'I' | 'L' | 'O' | 'U'))
+        })
+}
+
+/// How many unreadable newest manifests a read skips before giving up.
+const MAX_TORN_MANIFESTS: u64 = 8;
 
 fn ref_file(name: &str) -> String {
     // '~' cannot occur in a valid name, so the encoding is reversible.
@@ -218,10 +233,57 @@ impl Meta<'_> {
         }
     }
 
-    /// The newest manifest of a branch. The HEAD hint is only a starting
-    /// point (it is written after the publish and may lag); the manifests
-    /// themselves are the truth, so we probe forward from it.
+    /// The newest readable manifest of a branch. Manifests are written
+    /// durably before they are linked into place, so a torn or empty newest
+    /// manifest can only come from outside (a file system that lost data,
+    /// a copy taken mid-write): it is skipped, and readers see the commit
+    /// before it. [`repair_head`](Self::repair_head) removes it.
     pub async fn head(&self, branch_id: &str) -> Result<Manifest> {
+        Ok(self.readable_head(branch_id).await?.0)
+    }
+
+    /// The newest readable manifest and the seqs of unreadable ones after it.
+    async fn readable_head(&self, branch_id: &str) -> Result<(Manifest, Vec<u64>)> {
+        let last = self.last_seq(branch_id).await?;
+        let mut torn = Vec::new();
+        for seq in (last.saturating_sub(MAX_TORN_MANIFESTS)..=last).rev() {
+            // I/O errors propagate; only content that does not parse as this
+            // manifest counts as torn.
+            let Some(bytes) = self
+                .storage
+                .get(&self.manifest_path(branch_id, seq))
+                .await?
+            else {
+                continue;
+            };
+            match serde_json::from_slice::<Manifest>(&bytes) {
+                Ok(m) if m.seq == seq && m.branch_id == branch_id => return Ok((m, torn)),
+                _ => torn.push(seq),
+            }
+        }
+        Err(Error::Storage(format!(
+            "branch {branch_id} has no readable manifest among its newest {}",
+            MAX_TORN_MANIFESTS + 1
+        )))
+    }
+
+    /// Under the branch lock: remove unreadable manifests after the newest
+    /// readable one, so the next commit can publish in their place; returns
+    /// the readable head.
+    pub async fn repair_head(&self, branch_id: &str) -> Result<Manifest> {
+        let (head, torn) = self.readable_head(branch_id).await?;
+        for seq in torn {
+            self.storage
+                .delete_object(&self.manifest_path(branch_id, seq))
+                .await?;
+        }
+        Ok(head)
+    }
+
+    /// The seq of the newest manifest file of a branch. The HEAD hint is
+    /// only a starting point (it is written after the publish and may lag);
+    /// the manifests themselves are the truth, so we probe forward from it.
+    async fn last_seq(&self, branch_id: &str) -> Result<u64> {
         let hint = match self.storage.get(&self.head_hint_path(branch_id)).await? {
             Some(b) => String::from_utf8_lossy(&b)
                 .trim()
@@ -260,9 +322,7 @@ impl Meta<'_> {
                 hi = mid;
             }
         }
-        self.read_manifest(branch_id, lo)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("branch {branch_id} has no manifest")))
+        Ok(lo)
     }
 
     /// Record where a commit is about to be published. Written before the

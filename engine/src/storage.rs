@@ -15,7 +15,10 @@ use lance::Dataset;
 use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::{WriteMode, WriteParams};
 use lance::session::Session;
-use lance_io::object_store::{ObjectStore, ObjectStoreRegistry};
+use lance_io::object_store::providers::local::FileStoreProvider;
+use lance_io::object_store::{
+    ObjectStore, ObjectStoreParams, ObjectStoreProvider, ObjectStoreRegistry,
+};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
@@ -33,11 +36,63 @@ pub struct TableEntry {
 }
 
 /// Lance datasets and the graph's object store, shared by every handle on one graph.
+///
+/// Durability: on a local file system every write (Lance data, deletion and
+/// transaction files, Lance manifests, branch trees, and our `_graph/`
+/// objects) goes through [`DurableLocalProvider`], so it is fsynced before
+/// it is renamed or linked into place and its directory is fsynced after;
+/// each write is durable when its call returns, which orders data before
+/// the Lance manifest naming it, and that before the graph manifest pinning
+/// it. Reads use Lance's plain local reader (`read_session`).
 pub(crate) struct Storage {
     pub root_uri: String,
     pub store: Arc<ObjectStore>,
     pub base: Path,
+    /// Writes, and datasets opened to be written.
     session: Arc<Session>,
+    /// Datasets opened only to be read.
+    read_session: Arc<Session>,
+}
+
+/// Lance's local store in its "object store" mode (every write through
+/// `inner`, none through Lance's own unsynced local writer), with an
+/// `inner` that fsyncs: object_store's `LocalFileSystem::with_fsync`
+/// syncs a staged file before renaming or linking it, then its directory,
+/// and every directory it creates.
+#[derive(Debug, Default)]
+struct DurableLocalProvider;
+
+#[async_trait::async_trait]
+impl ObjectStoreProvider for DurableLocalProvider {
+    async fn new_store(
+        &self,
+        _base: url::Url,
+        params: &ObjectStoreParams,
+    ) -> lance::Result<ObjectStore> {
+        let url = url::Url::parse("file-object-store:///")
+            .map_err(|e| lance::Error::invalid_input(format!("file-object-store URL: {e}")))?;
+        let mut store = FileStoreProvider.new_store(url, params).await?;
+        store.inner = Arc::new(object_store::local::LocalFileSystem::new().with_fsync(true));
+        Ok(store)
+    }
+
+    fn extract_path(&self, url: &url::Url) -> lance::Result<Path> {
+        FileStoreProvider.extract_path(url)
+    }
+
+    fn calculate_object_store_prefix(
+        &self,
+        url: &url::Url,
+        options: Option<&std::collections::HashMap<String, String>>,
+    ) -> lance::Result<String> {
+        FileStoreProvider.calculate_object_store_prefix(url, options)
+    }
+}
+
+/// fsync a directory, so a name removed from it stays removed after a crash.
+fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 /// Caches per open graph. Lance's defaults (6 GiB of index cache per session)
@@ -57,10 +112,95 @@ pub fn scanner(ds: &Dataset) -> lance::dataset::scanner::Scanner {
 }
 const METADATA_CACHE_BYTES: usize = 64 << 20;
 
+/// The one spelling of a graph's location. Local graphs (a path, or a
+/// `file://` URI, percent-escapes decoded) become an absolute path with `.`
+/// and `..` resolved and symbolic links followed as far as the path exists,
+/// so every spelling of one directory names one graph, one set of locks and
+/// one cache entry. Object-store URIs (`s3://...`) are kept as written,
+/// without a trailing `/`.
+pub fn canonical_uri(uri: &str) -> Result<String> {
+    let bad = |why: &str| Error::InvalidArgument(format!("graph uri '{uri}' {why}"));
+    let path = match uri.split_once("://") {
+        Some(("file", rest)) => {
+            let rest = rest.strip_prefix("localhost").unwrap_or(rest);
+            if !rest.starts_with('/') {
+                return Err(bad(
+                    "names a host; a file:// URI must name a local absolute path",
+                ));
+            }
+            percent_decode(rest).ok_or_else(|| bad("has a malformed %-escape"))?
+        }
+        Some((scheme, _))
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
+        {
+            return Ok(uri.trim_end_matches('/').to_string());
+        }
+        _ => uri.to_string(),
+    };
+    if !path.starts_with('/') {
+        return Err(bad("is not an absolute path"));
+    }
+    if path.contains('\0') {
+        return Err(bad("contains a NUL byte"));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    // Follow symbolic links through the longest prefix that exists.
+    let mut resolved = std::path::PathBuf::from("/");
+    let mut rest = parts.as_slice();
+    for n in (0..=parts.len()).rev() {
+        let prefix: std::path::PathBuf = std::iter::once("/")
+            .chain(parts[..n].iter().copied())
+            .collect();
+        if let Ok(real) = std::fs::canonicalize(&prefix) {
+            resolved = real;
+            rest = &parts[n..];
+            break;
+        }
+    }
+    for seg in rest {
+        resolved.push(seg);
+    }
+    resolved
+        .into_os_string()
+        .into_string()
+        .map_err(|_| bad("is not valid UTF-8 once resolved"))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 impl Storage {
     pub async fn new(root_uri: &str) -> Result<Storage> {
-        let root_uri = root_uri.trim_end_matches('/').to_string();
+        let root_uri = canonical_uri(root_uri)?;
         let registry = Arc::new(ObjectStoreRegistry::default());
+        registry.insert("file", Arc::new(DurableLocalProvider));
+        registry.insert("file-object-store", Arc::new(DurableLocalProvider));
         let (store, base) =
             ObjectStore::from_uri_and_params(registry.clone(), &root_uri, &Default::default())
                 .await?;
@@ -69,11 +209,17 @@ impl Storage {
             METADATA_CACHE_BYTES,
             registry,
         ));
+        let read_session = Arc::new(Session::new(
+            INDEX_CACHE_BYTES,
+            METADATA_CACHE_BYTES,
+            Arc::new(ObjectStoreRegistry::default()),
+        ));
         Ok(Storage {
             root_uri,
             store,
             base,
             session,
+            read_session,
         })
     }
 
@@ -83,14 +229,10 @@ impl Storage {
 
     /// The local directory of the graph, when it lives on a local file system.
     pub fn local_dir(&self) -> Option<std::path::PathBuf> {
-        if !self.store.is_local() {
-            return None;
-        }
-        let p = self
-            .root_uri
-            .strip_prefix("file://")
-            .unwrap_or(&self.root_uri);
-        Some(std::path::PathBuf::from(p))
+        // canonical_uri made local graphs plain absolute paths, and only them.
+        self.root_uri
+            .starts_with('/')
+            .then(|| std::path::PathBuf::from(&self.root_uri))
     }
 
     fn params(&self, mode: WriteMode) -> WriteParams {
@@ -114,10 +256,24 @@ impl Storage {
         Ok(ds.version_id())
     }
 
-    /// Open a table at its pinned version.
+    /// Open a table at its pinned version, to read it.
     pub async fn open(&self, type_name: &str, t: &TableEntry) -> Result<Dataset> {
+        self.open_in(&self.read_session, type_name, t).await
+    }
+
+    /// Open a table at its pinned version, to write it (durably).
+    pub async fn open_for_write(&self, type_name: &str, t: &TableEntry) -> Result<Dataset> {
+        self.open_in(&self.session, type_name, t).await
+    }
+
+    async fn open_in(
+        &self,
+        session: &Arc<Session>,
+        type_name: &str,
+        t: &TableEntry,
+    ) -> Result<Dataset> {
         let builder =
-            DatasetBuilder::from_uri(self.table_uri(&t.path)).with_session(self.session.clone());
+            DatasetBuilder::from_uri(self.table_uri(&t.path)).with_session(session.clone());
         let builder = match &t.lance_branch {
             Some(b) => builder.with_branch(b, Some(t.version)),
             None => builder.with_version(t.version),
@@ -131,8 +287,8 @@ impl Storage {
             ) => {
                 // The version's manifest is gone. If the table still opens at
                 // its latest version, cleanup reclaimed the one we want.
-                let latest = DatasetBuilder::from_uri(self.table_uri(&t.path))
-                    .with_session(self.session.clone());
+                let latest =
+                    DatasetBuilder::from_uri(self.table_uri(&t.path)).with_session(session.clone());
                 let latest = match &t.lance_branch {
                     Some(b) => latest.with_branch(b, None),
                     None => latest,
@@ -166,7 +322,7 @@ impl Storage {
         from: &TableEntry,
         lance_branch: &str,
     ) -> Result<TableEntry> {
-        let mut root = self.open(type_name, from).await?;
+        let mut root = self.open_for_write(type_name, from).await?;
         let exists = root.list_branches().await?.contains_key(lance_branch)
             || self
                 .store
@@ -182,6 +338,10 @@ impl Storage {
                 .unwrap_or(false);
         if exists {
             root.force_delete_branch(lance_branch).await?;
+            if let Some(dir) = self.local_dir() {
+                // Deletes are not synced by the store: keep the removal.
+                sync_dir(&dir.join(&from.path).join("tree"))?;
+            }
         }
         let source = (from.lance_branch.as_deref(), Some(from.version));
         let forked = root.create_branch(lance_branch, source, None).await?;
@@ -195,7 +355,7 @@ impl Storage {
     /// Make `t` the latest version of its Lance branch again, discarding any
     /// unpublished versions after it. Only called under the branch write lock.
     pub async fn restore(&self, type_name: &str, t: &TableEntry) -> Result<u64> {
-        let mut ds = self.open(type_name, t).await?;
+        let mut ds = self.open_for_write(type_name, t).await?;
         ds.restore().await?;
         Ok(ds.version_id())
     }
@@ -283,16 +443,54 @@ impl Storage {
         Ok(self.store.exists(path).await?)
     }
 
+    /// Delete an object; on a local file system the removal is synced.
     pub async fn delete_object(&self, path: &Path) -> Result<()> {
         match self.store.inner.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
+        if let Some(dir) = self.local_dir() {
+            // Local object paths are relative to the file system root.
+            let file = std::path::PathBuf::from(format!("/{path}"));
+            if let (Some(parent), true) = (file.parent(), file.starts_with(&dir)) {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(())
     }
 
     /// The objects directly under a metadata directory.
     pub async fn list_objects(&self, dir: &Path) -> Result<Vec<Path>> {
         let listing = self.store.list_with_delimiter(Some(dir)).await?;
         Ok(listing.objects.into_iter().map(|o| o.location).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_uri;
+
+    #[test]
+    fn every_spelling_of_a_local_graph_is_one_uri() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        let base = real.to_str().unwrap();
+        let want = format!("{base}/g h");
+        for spelling in [
+            format!("{base}/g h"),
+            format!("{base}/g h/"),
+            format!("{base}//./g h"),
+            format!("{base}/x/../g h"),
+            format!("file://{base}/g%20h"),
+            format!("file://localhost{base}/g h"),
+        ] {
+            assert_eq!(canonical_uri(&spelling).unwrap(), want, "{spelling}");
+        }
+        std::os::unix::fs::symlink(&real, real.join("link")).unwrap();
+        assert_eq!(canonical_uri(&format!("{base}/link/g h")).unwrap(), want);
+        assert_eq!(canonical_uri("s3://bucket/g/").unwrap(), "s3://bucket/g");
+        for bad in ["relative/g", "file://host/g", "file:///g%zz", ""] {
+            assert!(canonical_uri(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -154,7 +154,20 @@ pub struct WriteTxn {
     /// which never spill); the next spill comes a budget later.
     unspillable: usize,
     spill_dir: PathBuf,
+    /// How long the commit waits for the branch's write lock.
+    pub(crate) lock_timeout: std::time::Duration,
+    /// Most bytes the transaction's spill files may take on disk.
+    spill_limit: Option<u64>,
+    /// Asked while the commit waits for the lock; `true` gives up with
+    /// [`Error::Cancelled`] before anything was written.
+    pub(crate) cancelled: Option<CancelCheck>,
 }
+
+/// A question a frontend answers: has the user asked to stop?
+pub type CancelCheck = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Longest commit message accepted; it is copied into every manifest.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
 
 impl WriteTxn {
     pub(crate) fn begin(graph: Graph, branch: &str, actor: &str, base: Snapshot) -> WriteTxn {
@@ -165,7 +178,6 @@ impl WriteTxn {
             .clone()
             .unwrap_or_else(std::env::temp_dir);
         WriteTxn {
-            graph,
             branch: branch.to_string(),
             actor: actor.to_string(),
             message: String::new(),
@@ -176,18 +188,45 @@ impl WriteTxn {
             seq: 0,
             staging_memory: DEFAULT_STAGING_MEMORY,
             unspillable: 0,
+            lock_timeout: graph.inner.options.lock_timeout,
+            cancelled: None,
+            spill_limit: None,
             spill_dir,
+            graph,
         }
     }
 
+    /// The commit message (checked against [`MAX_MESSAGE_BYTES`] at commit).
     pub fn set_message(&mut self, message: impl Into<String>) {
         self.message = message.into();
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// How long the commit waits for the branch's write lock (the graph's
+    /// `lock_timeout` unless set).
+    pub fn set_lock_timeout(&mut self, timeout: std::time::Duration) {
+        self.lock_timeout = timeout;
+    }
+
+    /// Let the commit's wait for the branch lock be cancelled: `check` is
+    /// asked between tries. Once the lock is held the commit runs to its end.
+    pub fn set_cancel_check(&mut self, check: CancelCheck) {
+        self.cancelled = Some(check);
     }
 
     /// Estimated bytes of staged rows kept in memory before plain inserts
     /// spill (at least 1; 1 spills every insert).
     pub fn set_staging_memory(&mut self, bytes: usize) {
         self.staging_memory = bytes.max(1);
+    }
+
+    /// Most bytes the spill files may take on disk (`None`: no limit); a
+    /// spill past it fails with [`Error::ResourceLimit`].
+    pub fn set_spill_limit(&mut self, bytes: Option<u64>) {
+        self.spill_limit = bytes;
     }
 
     /// Rows moved out of memory to spill files.
@@ -489,6 +528,21 @@ impl WriteTxn {
         // Updates and deletes stay in memory; look again after another
         // budget's worth of staging.
         self.unspillable = self.staged_bytes();
+        if let Some(limit) = self.spill_limit {
+            let used: u64 = self
+                .tables
+                .values()
+                .filter_map(|t| t.spill.as_ref())
+                .map(Spill::disk_bytes)
+                .sum();
+            if used > limit {
+                return Err(Error::ResourceLimit(format!(
+                    "the transaction's spill files take {} kB, more than the limit of {} kB (temp_file_limit)",
+                    used / 1024,
+                    limit / 1024
+                )));
+            }
+        }
         Ok(())
     }
 

@@ -87,7 +87,10 @@ impl Value {
 }
 
 pub fn date_to_string(days: i32) -> String {
-    NaiveDate::from_num_days_from_ce_opt(days + 719_163)
+    // Checked: a date at the edge of i32 (Postgres's 'infinity' saturates
+    // there) must not overflow the shift to the common era.
+    days.checked_add(719_163)
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| format!("date({days})"))
 }
@@ -744,6 +747,16 @@ pub fn sql_literal(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::schema::parse_schema;
+
+    #[test]
+    fn extreme_dates_and_times_display_without_overflow() {
+        for d in [i32::MIN, i32::MAX, i32::MAX - 719_162] {
+            assert!(!date_to_string(d).is_empty());
+        }
+        for t in [i64::MIN, i64::MAX] {
+            assert!(!datetime_to_string(t).is_empty());
+        }
+    }
 
     #[test]
     fn dates_round_trip() {

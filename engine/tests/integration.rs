@@ -732,3 +732,226 @@ async fn a_commit_to_a_branch_deleted_meanwhile_fails() {
             .contains(&"Orphan".to_string())
     );
 }
+
+// ---------------------------------------------------------------------------
+// Hardening: torn manifests, exclusive create, one uri per graph, two-phase
+// commits, bounded input.
+// ---------------------------------------------------------------------------
+
+/// The newest manifest file of main, by its 20-digit seq.
+fn newest_main_manifest(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("_graph").join("branches").join("main");
+    let mut seqs: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let seq = p.file_stem()?.to_str()?.parse::<u64>().ok()?;
+            (p.extension()? == "json").then_some((seq, p))
+        })
+        .collect();
+    seqs.sort();
+    seqs.pop().unwrap().1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_newest_manifest_is_skipped_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let root = dir.path().join("g");
+    let before = fingerprint(&g, "main").await;
+    g.load(
+        "main",
+        r#"{"type": "Person", "data": {"name": "Torn"}}"#,
+        LoadMode::Append,
+        "t",
+        "",
+    )
+    .await
+    .unwrap();
+    // Tear the newest manifest: half its bytes, as a lost write would leave it.
+    let newest = newest_main_manifest(&root);
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let reopened = Graph::open(root.to_str().unwrap()).await.unwrap();
+    assert_eq!(
+        fingerprint(&reopened, "main").await,
+        before,
+        "readers see the commit before"
+    );
+    // The next commit repairs the tail and publishes in its place.
+    reopened
+        .load(
+            "main",
+            r#"{"type": "Person", "data": {"name": "After"}}"#,
+            LoadMode::Append,
+            "t",
+            "",
+        )
+        .await
+        .unwrap();
+    let people = ids(&reopened, &ReadRef::main(), "Person").await;
+    assert!(people.contains(&"After".to_string()) && !people.contains(&"Torn".to_string()));
+    // An empty newest manifest (a crash before any byte reached the disk) too.
+    std::fs::write(newest_main_manifest(&root), b"").unwrap();
+    let reopened = Graph::open(root.to_str().unwrap()).await.unwrap();
+    assert_eq!(
+        ids(&reopened, &ReadRef::main(), "Person").await.len(),
+        people.len() - 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_graph_leave_exactly_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("g").to_string_lossy().into_owned();
+    let schemas = ["node A { x: I32 }", "node B { y: String }"];
+    let tasks: Vec<_> = schemas
+        .iter()
+        .map(|s| {
+            let (uri, s) = (uri.clone(), s.to_string());
+            tokio::spawn(async move { Graph::create(&uri, &s, "t").await.map(|_| s) })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(s) => won.push(s),
+            Err(e) => assert!(matches!(e, Error::GraphExists { .. }), "{e:?}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one create succeeds");
+    let g = Graph::open(&uri).await.unwrap();
+    assert_eq!(
+        g.schema_source(),
+        won[0],
+        "the stored schema is the winner's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_whose_graph_json_is_lost_is_not_recreated_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let before = fingerprint(&g, "main").await;
+    let root = dir.path().join("g");
+    std::fs::remove_file(root.join("_graph").join("graph.json")).unwrap();
+    let e = Graph::create(root.to_str().unwrap(), TEST_SCHEMA, "t")
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, Error::GraphExists { .. }), "{e:?}");
+    // The tables are untouched: restoring graph.json gives the graph back.
+    assert!(root.join("nodes").join("Person").exists());
+    assert_eq!(fingerprint(&g, "main").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_spelling_of_a_uri_opens_one_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let real = std::fs::canonicalize(dir.path()).unwrap();
+    let escaped = format!("file://{}/%67", real.display());
+    let other = Graph::open(&escaped).await.unwrap();
+    assert_eq!(other.uri(), g.uri());
+    assert_eq!(other.uri(), format!("{}/g", real.display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_commit_is_invisible_until_published_and_abandon_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let before = fingerprint(&g, "main").await;
+    let stage = |name: &'static str| {
+        let g = g.clone();
+        async move {
+            let mut t = g.begin("main", "t").await.unwrap();
+            t.insert_node("Person", props(&[("name", s(name))]))
+                .await
+                .unwrap();
+            t.prepare().await.unwrap().unwrap()
+        }
+    };
+    let p = stage("Prepared").await;
+    assert_eq!(
+        fingerprint(&g, "main").await,
+        before,
+        "prepared is not visible"
+    );
+    p.abandon().await;
+    assert_eq!(fingerprint(&g, "main").await, before);
+    // The lock was released and the tables restored: a commit lands cleanly.
+    let p = stage("Published").await;
+    let id = p.commit_id().to_string();
+    let summary = p.publish().await.unwrap();
+    assert_eq!(summary.commit.id, id);
+    assert!(
+        ids(&g, &ReadRef::main(), "Person")
+            .await
+            .contains(&"Published".to_string())
+    );
+    assert!(
+        !ids(&g, &ReadRef::main(), "Person")
+            .await
+            .contains(&"Prepared".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_wait_answers_its_cancel_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let mut holder = g.begin("main", "t").await.unwrap();
+    holder
+        .insert_node("Person", props(&[("name", s("Holder"))]))
+        .await
+        .unwrap();
+    let held = holder.prepare().await.unwrap().unwrap();
+    let mut waiter = g.begin("main", "t").await.unwrap();
+    waiter
+        .insert_node("Person", props(&[("name", s("Waiter"))]))
+        .await
+        .unwrap();
+    waiter.set_lock_timeout(std::time::Duration::from_secs(600));
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    // Says "cancelled" the third time it is asked: the wait is polling it.
+    waiter.set_cancel_check(std::sync::Arc::new(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 2
+    }));
+    let e = waiter.commit().await.unwrap_err();
+    assert!(matches!(e, Error::Cancelled), "{e:?}");
+    assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    held.publish().await.unwrap();
+    assert!(
+        !ids(&g, &ReadRef::main(), "Person")
+            .await
+            .contains(&"Waiter".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_messages_and_branch_names_that_are_not_commit_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let before = fingerprint(&g, "main").await;
+    let mut t = g.begin("main", "t").await.unwrap();
+    t.insert_node("Person", props(&[("name", s("Long"))]))
+        .await
+        .unwrap();
+    t.set_message("m".repeat(omnigraph_engine::MAX_MESSAGE_BYTES + 1));
+    let e = t.commit().await.unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument(ref m) if m.contains("at most 65536 bytes")),
+        "{e:?}"
+    );
+    assert_eq!(fingerprint(&g, "main").await, before);
+    let e = g
+        .branch_create("01ARZ3NDEKTSV4RRFFQ69G5FAV", &ReadRef::main())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidBranchName { .. }), "{e:?}");
+    // Lower case is not a commit id; such names stay valid.
+    g.branch_create("01arz3ndektsv4rrffq69g5fav", &ReadRef::main())
+        .await
+        .unwrap();
+}

@@ -47,6 +47,11 @@ pub fn classify(e: &Error) -> (C, Option<String>, Option<String>) {
         Error::Conflict { .. } => (C::ERRCODE_T_R_SERIALIZATION_FAILURE, None, Some("Retry the transaction.".into())),
         Error::LockTimeout { .. } => (C::ERRCODE_LOCK_NOT_AVAILABLE, None, Some("Raise omnigraph.lock_timeout or retry.".into())),
         Error::Cancelled => (C::ERRCODE_QUERY_CANCELED, None, None),
+        Error::ResourceLimit(_) => (
+            C::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            None,
+            Some("Raise temp_file_limit, or split the transaction.".into()),
+        ),
         Error::Unsupported(_) => (C::ERRCODE_FEATURE_NOT_SUPPORTED, None, None),
         Error::InvalidArgument(_) => (C::ERRCODE_INVALID_PARAMETER_VALUE, None, None),
         Error::Storage(_) | Error::Io(_) => (C::ERRCODE_IO_ERROR, None, None),

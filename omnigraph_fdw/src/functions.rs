@@ -1,5 +1,10 @@
 //! SQL functions. Each takes the foreign server's name first, checks that
 //! the caller may use the server, and reports engine errors with SQLSTATEs.
+//!
+//! Privileges (docs/user/security.md): USAGE on the server reads the graph
+//! (log, branch list, schema); functions that change the graph also need
+//! ownership of the server (membership in the owning role counts, as for
+//! `ALTER SERVER`) and a read-write transaction.
 
 use omnigraph_engine::{Graph, LoadMode, ReadRef};
 use pgrx::prelude::*;
@@ -49,39 +54,97 @@ fn usable_server(name: &str) -> Server {
     server
 }
 
+/// The server, after checking the current role may change the graph behind
+/// it: a read-write transaction, USAGE, and ownership of the server.
+fn operable_server(name: &str, function: &str) -> Server {
+    // The checks of PreventCommandIfReadOnly / PreventCommandDuringRecovery,
+    // made here so the error is raised the way every other one is.
+    // SAFETY: plain reads of transaction state; RecoveryInProgress never raises.
+    let (read_only, recovery) = unsafe { (pg_sys::XactReadOnly, pg_sys::RecoveryInProgress()) };
+    if read_only || recovery {
+        raise(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            if recovery {
+                format!("cannot execute {function}() during recovery")
+            } else {
+                format!("cannot execute {function}() in a read-only transaction")
+            },
+            None,
+            None,
+        );
+    }
+    let server = usable_server(name);
+    // SAFETY: server.oid is a valid server; GetUserId is valid in a
+    // transaction. True for superusers and members of the owning role.
+    let owns = unsafe { pg_sys::pg_foreign_server_ownercheck(server.oid, pg_sys::GetUserId()) };
+    if !owns {
+        let owner = pg::role_name(server.owner);
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "permission denied for foreign server {name}: {function}() changes the graph, which needs ownership of the server"
+            ),
+            Some(format!("Server {name} is owned by role {owner}.")),
+            Some(format!(
+                "Grant membership in the owning role: GRANT {owner} TO {};",
+                pg::current_role()
+            )),
+        );
+    }
+    server
+}
+
 fn open(server: &str) -> (Server, Graph) {
     let s = usable_server(server);
     let g = graphs::graph(&s.name, &s.uri);
     (s, g)
 }
 
-/// Resolve `from_ref`: a branch name, or else a commit id.
-fn resolve_ref(g: &Graph, server: &str, from_ref: &str) -> ReadRef {
-    let branch = ReadRef::Branch(from_ref.to_string());
-    match run(&format!("server {server}"), async {
-        Ok(g.snapshot(&branch).await.is_ok())
-    }) {
-        true => branch,
-        false if omnigraph_sql::options::is_commit_id(from_ref) => {
-            ReadRef::Commit(from_ref.to_string())
-        }
-        false => raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("server {server}: '{from_ref}' is neither a branch nor a commit id"),
-            None,
-            Some(
-                "Name a branch from omnigraph_branch_list() or a commit id from omnigraph_log()."
-                    .into(),
-            ),
-        ),
+/// [`open`] for a function that changes the graph.
+fn open_to_change(server: &str, function: &str) -> (Server, Graph) {
+    let s = operable_server(server, function);
+    let g = graphs::graph(&s.name, &s.uri);
+    (s, g)
+}
+
+/// Resolve `from_ref`: a commit id, or else a branch name. Branch names can
+/// never have the form of a commit id, so the two cannot be confused.
+fn resolve_ref(from_ref: &str) -> ReadRef {
+    if omnigraph_engine::is_commit_id(from_ref) {
+        ReadRef::Commit(from_ref.to_string())
+    } else {
+        ReadRef::Branch(from_ref.to_string())
     }
 }
 
 /// Create an empty graph at the server's `uri` from `.pg` schema text.
 /// Returns the id of the graph's first commit.
+///
+/// Creating files cannot be rolled back with a transaction, so this runs
+/// only as a statement of its own (not in a transaction block, function
+/// with an exception block, or DO block inside one).
 #[pg_extern(volatile, parallel_unsafe)]
 fn omnigraph_create_graph(server: &str, schema: &str) -> String {
-    let s = usable_server(server);
+    let s = operable_server(server, "omnigraph_create_graph");
+    // What PreventInTransactionBlock checks (an implicit block of a
+    // multi-statement query string counts as a transaction block).
+    // SAFETY: plain reads of transaction state.
+    let (block, sub) = unsafe { (pg_sys::IsTransactionBlock(), pg_sys::IsSubTransaction()) };
+    if block || sub {
+        raise(
+            PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
+            format!(
+                "omnigraph_create_graph() cannot run inside a {}",
+                if block {
+                    "transaction block"
+                } else {
+                    "subtransaction"
+                }
+            ),
+            Some("Creating a graph writes files that a rollback could not remove.".into()),
+            Some("Run it as a statement of its own, outside BEGIN ... COMMIT.".into()),
+        );
+    }
     let actor = pg::current_role();
     let g = run(
         &format!("server {server}"),
@@ -93,32 +156,36 @@ fn omnigraph_create_graph(server: &str, schema: &str) -> String {
     })
 }
 
-/// Load NDJSON into a branch as one commit; returns the commit id.
+/// Load NDJSON into a branch; returns the number of rows staged. The rows
+/// are part of the current transaction, like rows written with INSERT:
+/// later statements of the transaction see them, COMMIT publishes them (in
+/// the transaction's one graph commit of that branch), ROLLBACK discards them.
 #[pg_extern(volatile, parallel_unsafe)]
 fn omnigraph_load(
     server: &str,
     branch: &str,
     ndjson: &str,
     mode: default!(&str, "'append'"),
-) -> String {
+) -> i64 {
     let mode: LoadMode = mode
         .parse::<LoadMode>()
         .or_report(&format!("server {server}"));
-    let (_, g) = open(server);
-    let actor = pg::current_role();
-    let summary = run(
-        &format!("server {server}, branch '{branch}': load"),
-        g.load(branch, ndjson, mode, &actor, ""),
-    );
-    summary.commit.id
+    let s = operable_server(server, "omnigraph_load");
+    let rows = crate::txn::with(&s.name, &s.uri, branch, async |t| {
+        if t.message().is_empty() {
+            t.set_message(omnigraph_engine::load_message(mode));
+        }
+        t.load_ndjson(ndjson, mode).await
+    });
+    i64::try_from(rows).unwrap_or(i64::MAX)
 }
 
 /// Create a branch from a branch head (default `main`) or a commit id;
 /// returns the commit the branch starts at.
 #[pg_extern(volatile, parallel_unsafe)]
 fn omnigraph_branch_create(server: &str, name: &str, from_ref: default!(&str, "'main'")) -> String {
-    let (_, g) = open(server);
-    let from = resolve_ref(&g, server, from_ref);
+    let (_, g) = open_to_change(server, "omnigraph_branch_create");
+    let from = resolve_ref(from_ref);
     run(
         &format!("server {server}: creating branch '{name}'"),
         g.branch_create(name, &from),
@@ -129,7 +196,7 @@ fn omnigraph_branch_create(server: &str, name: &str, from_ref: default!(&str, "'
 /// Delete a branch (not `main`). Its commits stay readable by id until cleanup.
 #[pg_extern(volatile, parallel_unsafe)]
 fn omnigraph_branch_delete(server: &str, name: &str) {
-    let (_, g) = open(server);
+    let (_, g) = open_to_change(server, "omnigraph_branch_delete");
     run(
         &format!("server {server}: deleting branch '{name}'"),
         g.branch_delete(name),
@@ -211,7 +278,7 @@ fn omnigraph_recover(
     server: &str,
     branch: default!(&str, "'main'"),
 ) -> SetOfIterator<'static, String> {
-    let (_, g) = open(server);
+    let (_, g) = open_to_change(server, "omnigraph_recover");
     let restored = run(
         &format!("server {server}: recovering branch '{branch}'"),
         g.recover(branch),

@@ -33,9 +33,8 @@ pub fn graph(server: &str, uri: &str) -> Graph {
     if let Some(g) = GRAPHS.with(|m| m.borrow().get(uri).cloned()) {
         return g;
     }
-    let timeout = std::time::Duration::from_millis(crate::LOCK_TIMEOUT_MS.get().max(1) as u64);
     let options = omnigraph_engine::GraphOptions {
-        lock_timeout: timeout,
+        lock_timeout: crate::lock_timeout(),
         spill_dir: Some(spill_dir()),
     };
     let g = run(&format!("server {server}"), Graph::open_with(uri, options));

@@ -84,4 +84,51 @@ fn omnigraph_fdw_validator(options: Vec<Option<String>>, catalog: pg_sys::Oid) {
         };
         raise(code, e.message, None, e.hint);
     }
+    if object == OptionObject::Server
+        && let Some((_, uri)) = pairs.iter().find(|(k, _)| k == "uri")
+    {
+        check_uri_privilege(uri);
+        if let Err(e) = omnigraph_engine::canonical_uri(uri) {
+            raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!(
+                    "invalid value for option \"uri\": {}",
+                    match e {
+                        omnigraph_engine::Error::InvalidArgument(m) => m,
+                        other => other.to_string(),
+                    }
+                ),
+                None,
+                Some("Give an absolute path such as '/var/lib/omnigraph/social', or a file:// URI of one.".into()),
+            );
+        }
+    }
+}
+
+/// The server's files are read and written by the database server's OS
+/// user, so naming them takes what `COPY ... TO` a file takes: superuser or
+/// `pg_write_server_files` (file_fdw asks the same for its files).
+fn check_uri_privilege(uri: &str) {
+    // SAFETY: reads the current role and role membership in a transaction.
+    let allowed = unsafe {
+        pg_sys::superuser()
+            || pg_sys::has_privs_of_role(
+                pg_sys::GetUserId(),
+                pg_sys::Oid::from(pg_sys::ROLE_PG_WRITE_SERVER_FILES),
+            )
+    };
+    if !allowed {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to set option \"uri\" to '{uri}'"),
+            Some(
+                "The graph's files are read and written as the database server's operating system user."
+                    .into(),
+            ),
+            Some(format!(
+                "Only superusers and members of pg_write_server_files may set \"uri\": GRANT pg_write_server_files TO {};",
+                crate::pg::current_role()
+            )),
+        );
+    }
 }

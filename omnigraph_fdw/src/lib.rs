@@ -67,6 +67,19 @@ pub(crate) fn staging_memory() -> usize {
     usize::try_from(STAGING_MEMORY_KB.get()).unwrap_or(1).max(1) * 1024
 }
 
+/// Postgres's `temp_file_limit` in bytes (`None` when unlimited): spill
+/// files count against it like the server's own temporary files.
+pub(crate) fn temp_file_limit() -> Option<u64> {
+    // SAFETY: a plain read of the GUC's backing variable (kilobytes, -1 = none).
+    let kb = unsafe { pgrx::pg_sys::temp_file_limit };
+    u64::try_from(kb).ok().map(|kb| kb * 1024)
+}
+
+/// `omnigraph.lock_timeout` as a duration, read when a commit starts waiting.
+pub(crate) fn lock_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(LOCK_TIMEOUT_MS.get().max(1) as u64)
+}
+
 /// The message for graph commits (empty when unset).
 pub(crate) fn commit_message() -> String {
     COMMIT_MESSAGE

@@ -12,8 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use omnigraph_engine::Value;
 use omnigraph_engine::schema::TypeKind;
+use omnigraph_engine::{ReadRef, Value};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, PgRelation, PgSqlErrorCode};
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datum::{TEXT, graph_value};
 use crate::pg::raise;
-use crate::plan::{Read, TableDef, json_private, read_json_private, table_def};
+use crate::plan::{TableDef, json_private, read_json_private, table_def};
 use crate::quals::FilterColumn;
 
 /// Name of the row identity column the scan produces for UPDATE/DELETE.
@@ -71,9 +71,9 @@ fn is_system(kind: TypeKind, graph_name: &str) -> bool {
 
 /// The branch a table writes, or an error for a table pinned to a commit.
 fn writable_branch(def: &TableDef) -> String {
-    match &def.read {
-        Read::Branch(b) => b.clone(),
-        Read::Commit(c) => raise(
+    match def.read.to_ref() {
+        ReadRef::Branch(b) => b,
+        ReadRef::Commit(c) => raise(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
             format!(
                 "foreign table {} is read-only: it shows commit '{c}' of type {}",

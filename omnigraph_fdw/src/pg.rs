@@ -60,18 +60,21 @@ pub unsafe fn def_elems(list: *mut pg_sys::List) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A foreign server's name and `uri` option.
+/// A foreign server's name, owner and `uri` option (in its canonical
+/// spelling, see [`omnigraph_engine::canonical_uri`]).
 pub struct Server {
     pub oid: pg_sys::Oid,
+    pub owner: pg_sys::Oid,
     pub name: String,
     pub uri: String,
 }
 
 fn server_from(fs: *mut pg_sys::ForeignServer) -> Server {
     // SAFETY: fs comes from GetForeignServer*, which never returns a dangling pointer.
-    let (oid, name, options) = unsafe {
+    let (oid, owner, name, options) = unsafe {
         (
             (*fs).serverid,
+            (*fs).owner,
             cstr((*fs).servername),
             def_elems((*fs).options),
         )
@@ -91,7 +94,33 @@ fn server_from(fs: *mut pg_sys::ForeignServer) -> Server {
             )),
         );
     }
-    Server { oid, name, uri }
+    let uri = omnigraph_engine::canonical_uri(&uri).unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("server \"{name}\": {e}"),
+            None,
+            Some(format!(
+                "ALTER SERVER {name} OPTIONS (SET uri '/absolute/path/to/graph');"
+            )),
+        )
+    });
+    Server {
+        oid,
+        owner,
+        name,
+        uri,
+    }
+}
+
+/// The name of a role, or its oid when it was dropped.
+pub fn role_name(role: pg_sys::Oid) -> String {
+    // SAFETY: GetUserNameFromId with noerr = true returns NULL for an unknown role.
+    let name = unsafe { cstr(pg_sys::GetUserNameFromId(role, true)) };
+    if name.is_empty() {
+        format!("role {}", role.to_u32())
+    } else {
+        name
+    }
 }
 
 /// Look a server up by name; a clear error when it does not exist or is not

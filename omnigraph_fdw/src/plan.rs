@@ -27,11 +27,15 @@ use crate::graphs;
 use crate::pg::{self, Server, cstr, raise};
 use crate::quals::{FilterColumn, Quals};
 
-/// What a table reads: a branch head or a pinned commit.
+/// What a table reads: a branch head, a pinned commit, or the branch the
+/// `omnigraph.branch` setting names when the statement runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Read {
     Branch(String),
     Commit(String),
+    /// Resolved at execution, not at planning, so a cached plan (a prepared
+    /// statement, PL/pgSQL) follows `SET omnigraph.branch` as writes do.
+    Session,
 }
 
 impl Read {
@@ -39,6 +43,15 @@ impl Read {
         match self {
             Read::Branch(b) => ReadRef::Branch(b.clone()),
             Read::Commit(c) => ReadRef::Commit(c.clone()),
+            Read::Session => ReadRef::Branch(crate::session_branch()),
+        }
+    }
+
+    /// The branch read now, or `None` for a pinned commit.
+    pub fn branch(&self) -> Option<String> {
+        match self.to_ref() {
+            ReadRef::Branch(b) => Some(b),
+            ReadRef::Commit(_) => None,
         }
     }
 }
@@ -82,7 +95,7 @@ pub fn table_def(relid: pg_sys::Oid) -> TableDef {
     let read = match (opts.commit, opts.branch) {
         (Some(c), _) => Read::Commit(c),
         (None, Some(b)) => Read::Branch(b),
-        (None, None) => Read::Branch(crate::session_branch()),
+        (None, None) => Read::Session,
     };
     let graph = graphs::graph(&server.name, &server.uri);
     let catalog = graph.catalog();

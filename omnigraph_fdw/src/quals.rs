@@ -164,6 +164,19 @@ impl Quals<'_> {
 
     /// Model one qual of the scanned table.
     pub fn translate(&mut self, node: *mut pg_sys::Node) -> Expr {
+        self.translate_at(node, 0)
+    }
+
+    /// `depth` counts the AND/OR/NOT levels above `node`; past
+    /// [`omnigraph_sql::filter::MAX_DEPTH`] the rest stays local unseen, so
+    /// the walk's recursion is bounded whatever the query.
+    fn translate_at(&mut self, node: *mut pg_sys::Node, depth: usize) -> Expr {
+        if depth > omnigraph_sql::filter::MAX_DEPTH {
+            return Expr::Unsupported(format!(
+                "conditions nested more than {} levels deep",
+                omnigraph_sql::filter::MAX_DEPTH
+            ));
+        }
         // SAFETY: node is a valid expression node from the planner; every
         // cast below follows an `is_a` tag check.
         unsafe {
@@ -171,7 +184,7 @@ impl Quals<'_> {
                 let b = node as *mut pg_sys::BoolExpr;
                 let args: Vec<Expr> = PgList::<pg_sys::Node>::from_pg((*b).args)
                     .iter_ptr()
-                    .map(|a| self.translate(a))
+                    .map(|a| self.translate_at(a, depth + 1))
                     .collect();
                 return match (*b).boolop {
                     pg_sys::BoolExprType::AND_EXPR => Expr::And(args),

@@ -47,7 +47,8 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-fn cancel_requested() -> bool {
+/// Whether Postgres was asked to cancel the statement or end the backend.
+pub fn cancel_requested() -> bool {
     // SAFETY: plain reads of sig_atomic_t flags that signal handlers set.
     unsafe { pg_sys::QueryCancelPending != 0 || pg_sys::ProcDiePending != 0 }
 }

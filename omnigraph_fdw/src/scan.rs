@@ -34,7 +34,7 @@ use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
 use crate::datum::{ColumnReader, batch_readers, fill_row};
 use crate::graphs;
 use crate::pg::raise;
-use crate::plan::{Read, ScanPlan, scan_plan};
+use crate::plan::{ScanPlan, scan_plan};
 use crate::quals;
 use crate::runtime::block_on;
 use crate::txn;
@@ -230,9 +230,9 @@ fn start_sources(st: &mut ScanState) {
         })
         .collect();
     // The transaction's own writes to this table, if any.
-    let view = match &st.plan.read {
-        Read::Branch(b) => txn::view(&st.plan.uri, b, &st.plan.type_name, &st.snapshot),
-        Read::Commit(_) => None,
+    let view = match st.plan.read.branch() {
+        Some(b) => txn::view(&st.plan.uri, &b, &st.plan.type_name, &st.snapshot),
+        None => None,
     };
     let type_name = st.plan.type_name.clone();
     let limit = st.remaining;
@@ -523,9 +523,9 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
     let Some(Some(st)) = state(node) else { return };
     let p = &st.plan;
     explain_text(es, "Omnigraph Type", &p.type_name);
-    match &p.read {
-        Read::Branch(b) => explain_text(es, "Omnigraph Branch", b),
-        Read::Commit(_) => explain_text(es, "Omnigraph Branch", "(pinned commit)"),
+    match p.read.branch() {
+        Some(b) => explain_text(es, "Omnigraph Branch", &b),
+        None => explain_text(es, "Omnigraph Branch", "(pinned commit)"),
     }
     explain_text(es, "Omnigraph Commit", &st.snapshot.commit().id);
     if let Some(f) = &p.filter {

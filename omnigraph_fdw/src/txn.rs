@@ -2,10 +2,22 @@
 //!
 //! The first write to a graph branch opens an engine [`WriteTxn`]; every
 //! later write of the Postgres transaction to that branch stages into it.
-//! At `XACT_EVENT_PRE_COMMIT` each open transaction is committed, in the
-//! order of first write, as one graph commit; an error there aborts the
-//! Postgres transaction. At abort they are dropped: nothing was published,
-//! and their spill files are removed. `PREPARE TRANSACTION` is refused.
+//!
+//! Commit is two-phase, so Postgres and the graph agree on the outcome:
+//! - `XACT_EVENT_PRE_COMMIT`: each open transaction is prepared (validated,
+//!   written to its tables, its branch lock taken; in a fixed order of
+//!   graph and branch, so two transactions never wait on each other's
+//!   locks). An error here aborts the Postgres transaction.
+//! - `XACT_EVENT_COMMIT` (Postgres has committed): each prepared commit is
+//!   published, one put-if-absent each. This step cannot raise an ERROR; a
+//!   failure (an I/O error, a crash of the backend in this window) loses
+//!   the graph commit and is reported as a WARNING. docs/user/writes.md
+//!   states the window.
+//! - `XACT_EVENT_ABORT` (including a failure after pre-commit, such as a
+//!   serialization failure at COMMIT): prepared commits are abandoned and
+//!   open transactions dropped; nothing was published, spill files go.
+//!
+//! `PREPARE TRANSACTION` is refused.
 //!
 //! Savepoints: at the start of every subtransaction each open graph
 //! transaction takes an engine savepoint; `ROLLBACK TO SAVEPOINT` (and a
@@ -15,7 +27,7 @@
 
 use std::cell::RefCell;
 
-use omnigraph_engine::{Savepoint, Snapshot, StagedView, WriteTxn};
+use omnigraph_engine::{PreparedCommit, Savepoint, Snapshot, StagedView, WriteTxn};
 use pgrx::pg_sys::{self, SubTransactionId};
 use pgrx::{PgSqlErrorCode, pg_guard};
 
@@ -37,6 +49,8 @@ struct Open {
 
 thread_local! {
     static OPEN: RefCell<Vec<Open>> = const { RefCell::new(Vec::new()) };
+    /// Commits prepared at pre-commit, published at commit, with their context.
+    static PREPARED: RefCell<Vec<(String, PreparedCommit)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn current_sub() -> SubTransactionId {
@@ -101,6 +115,7 @@ pub fn with<T>(
             Some(why) => Err(omnigraph_engine::Error::InvalidArgument(why.clone())),
             None => {
                 open.txn.set_staging_memory(crate::staging_memory());
+                open.txn.set_spill_limit(crate::temp_file_limit());
                 block_on(f(&mut open.txn))
             }
         },
@@ -195,9 +210,12 @@ fn trim_heap() {
     }
 }
 
-/// Publish every open transaction; called at pre-commit.
-fn commit_all() {
-    let open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
+/// Prepare every open transaction; called at pre-commit.
+fn prepare_all() {
+    let mut open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    // One order for everyone: a transaction holding the lock of one branch
+    // never waits for a branch whose holder waits for it.
+    open.sort_by(|a, b| (&a.uri, a.txn.branch()).cmp(&(&b.uri, b.txn.branch())));
     let trim = large(&open);
     if trim {
         trim_heap();
@@ -213,20 +231,56 @@ fn commit_all() {
                 Some("Roll back the whole transaction and run it again.".into()),
             );
         }
-        e.txn.set_message(message.clone());
-        // A commit is not interrupted half-way: it holds the branch lock
-        // for a bounded time (lock_timeout) and then publishes atomically.
-        match block_on_uninterruptible(e.txn.commit()) {
-            Ok(Some(summary)) if summary.cascaded_edges > 0 => {
+        // The setting wins; otherwise the transaction's own message (a
+        // load names itself), read now, when it applies.
+        if !message.is_empty() {
+            e.txn.set_message(message.clone());
+        }
+        e.txn.set_lock_timeout(crate::lock_timeout());
+        // The lock wait answers cancel and terminate; after it, the commit
+        // is validated and written as a whole.
+        e.txn
+            .set_cancel_check(std::sync::Arc::new(crate::runtime::cancel_requested));
+        match block_on_uninterruptible(e.txn.prepare()) {
+            Ok(Some(prepared)) => PREPARED.with(|p| p.borrow_mut().push((ctx, prepared))),
+            Ok(None) => {}
+            Err(err) => report(err, &ctx),
+        }
+    }
+    if trim {
+        trim_heap();
+    }
+}
+
+/// Publish the prepared commits; called once Postgres has committed, so
+/// it never raises.
+fn publish_all() {
+    let prepared = PREPARED.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    for (ctx, p) in prepared {
+        let id = p.commit_id().to_string();
+        match block_on_uninterruptible(p.publish()) {
+            Ok(summary) if summary.cascaded_edges > 0 => {
                 pgrx::notice!(
-                    "{ctx}: commit {} also deleted {} edge(s) that concurrent commits had attached to deleted nodes",
-                    summary.commit.id,
+                    "{ctx}: commit {id} also deleted {} edge(s) that concurrent commits had attached to deleted nodes",
                     summary.cascaded_edges
                 );
             }
             Ok(_) => {}
-            Err(err) => report(err, &ctx),
+            Err(err) => pgrx::warning!(
+                "{ctx}: the Postgres transaction committed, but publishing graph commit {id} failed: {err}; the graph is unchanged by this transaction"
+            ),
         }
+    }
+}
+
+/// Drop everything this transaction staged or prepared; never raises.
+fn abandon_all() {
+    let open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    let prepared = PREPARED.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    let trim = large(&open) || !prepared.is_empty();
+    drop(open);
+    for (_, p) in prepared {
+        block_on_uninterruptible(p.abandon());
     }
     if trim {
         trim_heap();
@@ -239,7 +293,8 @@ unsafe extern "C-unwind" fn on_xact_event(
     _arg: *mut std::ffi::c_void,
 ) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => commit_all(),
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => prepare_all(),
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => publish_all(),
         pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT => {}
         pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if OPEN.with(|o| !o.borrow().is_empty()) => {
             raise(
@@ -250,13 +305,9 @@ unsafe extern "C-unwind" fn on_xact_event(
             );
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
-            // Never raise here. Dropping only frees memory and removes spill files.
-            let open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
-            let trim = large(&open);
-            drop(open);
-            if trim {
-                trim_heap();
-            }
+            // Never raise here: dropping frees memory and removes spill
+            // files; abandoning restores tables a prepared commit wrote.
+            abandon_all();
         }
         _ => {}
     }

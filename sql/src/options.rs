@@ -73,13 +73,7 @@ fn bad_value(message: String) -> OptionError {
     }
 }
 
-/// Commit ids are ULIDs: 26 characters of Crockford base 32.
-pub fn is_commit_id(s: &str) -> bool {
-    s.len() == 26
-        && s.chars().all(|c| {
-            c.is_ascii_digit() || (c.is_ascii_uppercase() && !matches!(c, 'I' | 'L' | 'O' | 'U'))
-        })
-}
+pub use omnigraph_engine::is_commit_id;
 
 /// Check options given to `object`.
 pub fn validate(object: OptionObject, options: &[(String, String)]) -> Result<(), OptionError> {

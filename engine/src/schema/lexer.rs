@@ -224,6 +224,18 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, SchemaError> {
                 bump!();
             }
             let width = s.chars().count();
+            if s.len() > super::limits::MAX_NAME_BYTES {
+                return Err(SchemaError::at(
+                    src,
+                    pos,
+                    width,
+                    format!(
+                        "name is {} bytes long; names may be at most {} bytes",
+                        s.len(),
+                        super::limits::MAX_NAME_BYTES
+                    ),
+                ));
+            }
             out.push(Token {
                 tok: Tok::Ident(s),
                 pos,

@@ -19,8 +19,34 @@ pub use lexer::Pos;
 
 use std::fmt;
 
+/// Bounds on schema input. Parsing is iterative and linear in the input, so
+/// these bound memory and time, and what a schema can make later steps do
+/// (a `Vector(n)` column allocates `4 * n` bytes per row).
+pub mod limits {
+    /// Longest schema source accepted.
+    pub const MAX_SCHEMA_BYTES: usize = 4 << 20;
+    /// Longest type, property, annotation or enum-value name.
+    pub const MAX_NAME_BYTES: usize = 256;
+    /// Largest `Vector(n)` dimension (pgvector allows 16,000; embedding
+    /// models use up to a few thousand).
+    pub const MAX_VECTOR_DIM: u32 = 65_536;
+}
+
 /// Parse and resolve `.pg` schema text.
 pub fn parse_schema(src: &str) -> Result<Catalog, SchemaError> {
+    if src.len() > limits::MAX_SCHEMA_BYTES {
+        return Err(SchemaError {
+            line: 1,
+            col: 1,
+            message: format!(
+                "the schema is {} bytes long; schemas may be at most {} bytes",
+                src.len(),
+                limits::MAX_SCHEMA_BYTES
+            ),
+            source_line: src.lines().next().unwrap_or("").chars().take(80).collect(),
+            width: 1,
+        });
+    }
     let tokens = lexer::tokenize(src)?;
     let file = parser::Parser::new(src, tokens).parse_file()?;
     catalog::resolve(src, file)

@@ -9,12 +9,13 @@
 //! prop       := ident ":" type ["?"] annotation*
 //! type       := base | "[" base "]" | "enum" "(" value ("," value)* ")" | "Vector" "(" INT ")"
 //! annotation := "@" ident ["(" [arg ("," arg)*] ")"]
-//! arg        := ident | string | number | range | ident "=" (string | number | ident)
+//! arg        := value | ident "=" value
+//! value      := ident | string | number | range
 //! ```
 
-use super::SchemaError;
 use super::ast::*;
 use super::lexer::{Tok, Token};
+use super::{SchemaError, limits};
 
 pub struct Parser<'a> {
     src: &'a str,
@@ -282,11 +283,17 @@ impl<'a> Parser<'a> {
                 self.expect(Tok::LParen, "after 'Vector'")?;
                 let n = self.peek().clone();
                 let dim = match &n.tok {
-                    Tok::Number(s) => s.parse::<u32>().ok().filter(|d| *d >= 1),
+                    Tok::Number(s) => s
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|d| (1..=limits::MAX_VECTOR_DIM).contains(d)),
                     _ => None,
                 };
                 let Some(dim) = dim else {
-                    return Err(self.err_here("Vector dimension must be a whole number from 1"));
+                    return Err(self.err_here(format!(
+                        "Vector dimension must be a whole number from 1 to {}",
+                        limits::MAX_VECTOR_DIM
+                    )));
                 };
                 self.next();
                 self.expect(Tok::RParen, "to close Vector(...)")?;
@@ -330,6 +337,18 @@ impl<'a> Parser<'a> {
                 "expected an enum value (letters, digits, '_' or '-'), found {}",
                 first.tok.describe()
             )));
+        }
+        if value.len() > limits::MAX_NAME_BYTES {
+            return Err(SchemaError::at(
+                self.src,
+                first.pos,
+                end - first.start,
+                format!(
+                    "enum value is {} bytes long; values may be at most {} bytes",
+                    value.len(),
+                    limits::MAX_NAME_BYTES
+                ),
+            ));
         }
         if !value
             .chars()
@@ -439,7 +458,14 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// One annotation argument. The value of a keyword argument
+    /// (`model = "x"`) is itself a plain argument, never another keyword:
+    /// the grammar is flat, so no input can nest the parser's recursion.
     fn arg(&mut self) -> PResult<Spanned<ArgDecl>> {
+        self.arg_inner(true)
+    }
+
+    fn arg_inner(&mut self, keyword_allowed: bool) -> PResult<Spanned<ArgDecl>> {
         let t = self.peek().clone();
         let pos = t.pos;
         let value = match t.tok {
@@ -450,8 +476,13 @@ impl<'a> Parser<'a> {
             Tok::Ident(s) => {
                 self.next();
                 if self.peek().tok == Tok::Eq {
+                    if !keyword_allowed {
+                        return Err(self.err_here(
+                            "a keyword argument's value is a string, number or name, not another 'name = value'",
+                        ));
+                    }
                     self.next();
-                    let v = self.arg()?;
+                    let v = self.arg_inner(false)?;
                     ArgDecl::Keyword(s, Box::new(v.value))
                 } else {
                     ArgDecl::Ident(s)
