@@ -220,8 +220,12 @@ def test_concurrent_creates_of_one_graph_leave_one_and_its_schema(database, tmp_
 def hold_branch_lock(root, branch_id="main"):
     """Take a branch's write lock as another process would (flock)."""
     path = os.path.join(root, "_graph", "locks", f"{branch_id}.lock")
+    owner = os.stat(root)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     f = open(path, "a")
+    # The test runs as root; the server, as the graph's owner, opens it too.
+    for p in (os.path.dirname(path), path):
+        os.chown(p, owner.st_uid, owner.st_gid)
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return f
 
@@ -335,3 +339,50 @@ def test_a_torn_newest_manifest_does_not_make_the_branch_unreadable(graph):
     assert scalar(fresh, f"SELECT count(*) FROM {schema}.person") == people
     fresh.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('after', 'A', 'active')")
     assert scalar(fresh, f"SELECT count(*) FROM {schema}.person") == people + 1
+
+
+def test_spill_files_count_against_temp_file_limit(graph):
+    server, schema, connect = graph
+    conn = connect(autocommit=False)
+    cur = conn.cursor()
+    before = scalar(cur, f"SELECT count(*) FROM {schema}.person")
+    # About 4 MB of names that do not compress below 2 MB (hex digests),
+    # spilled in 256 kB steps.
+    insert = f"""INSERT INTO {schema}.person (slug, name, status)
+                 SELECT 'limit' || i,
+                        (SELECT string_agg(md5(i::text || '-' || j::text), '') FROM generate_series(1, 16) j),
+                        'active'
+                 FROM generate_series(1, 8000) i"""
+    cur.execute("SET omnigraph.staging_memory = '256kB'")
+    cur.execute("SET temp_file_limit = '1MB'")
+    with pytest.raises(errors.ConfigurationLimitExceeded, match="temp_file_limit"):
+        cur.execute(insert)
+    conn.rollback()
+    assert scalar(cur, f"SELECT count(*) FROM {schema}.person") == before
+    # Within the limit the same spill works.
+    cur.execute("SET omnigraph.staging_memory = '256kB'")
+    cur.execute("SET temp_file_limit = '1GB'")
+    cur.execute(insert)
+    conn.commit()
+    assert scalar(cur, f"SELECT count(*) FROM {schema}.person") == before + 8000
+
+
+def test_lock_timeout_set_after_first_use_applies_to_branch_operations(graph):
+    server, schema, connect = graph
+    cur = connect().cursor()
+    root = graph_dir(cur, server)
+    cur.execute("SELECT count(*) FROM omnigraph_branch_list(%s)", (server,))  # the graph is open now
+    cur.execute("SELECT omnigraph_branch_create(%s, 'locked')", (server,))
+    branch_id = None
+    for name in os.listdir(os.path.join(root, "_graph", "refs")):
+        if name == "locked.json":
+            branch_id = json.load(open(os.path.join(root, "_graph", "refs", name)))["id"]
+    lock = hold_branch_lock(root, branch_id)
+    try:
+        cur.execute("SET omnigraph.lock_timeout = '100ms'")
+        with pytest.raises(errors.LockNotAvailable):
+            cur.execute("SELECT omnigraph_branch_delete(%s, 'locked')", (server,))
+    finally:
+        lock.close()
+    cur.execute("SELECT omnigraph_branch_delete(%s, 'locked')", (server,))
+    assert scalar(cur, "SELECT count(*) FROM omnigraph_branch_list(%s) WHERE name = 'locked'", server) == 0

@@ -72,6 +72,9 @@ pub(crate) struct Inner {
     pub catalog: Catalog,
     pub schema_source: String,
     pub options: GraphOptions,
+    /// `options.lock_timeout` in milliseconds, changeable on a shared
+    /// handle ([`Graph::set_lock_timeout`]).
+    lock_timeout_ms: std::sync::atomic::AtomicU64,
 }
 
 /// An open graph. Cheap to clone; every clone shares one Lance session.
@@ -245,9 +248,29 @@ impl Graph {
                 storage,
                 catalog,
                 schema_source,
+                lock_timeout_ms: std::sync::atomic::AtomicU64::new(
+                    u64::try_from(options.lock_timeout.as_millis()).unwrap_or(u64::MAX),
+                ),
                 options,
             }),
         })
+    }
+
+    /// How long commits and branch operations started from now on wait for
+    /// a branch's write lock (every clone of this handle shares it).
+    pub fn set_lock_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.inner
+            .lock_timeout_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn lock_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.inner
+                .lock_timeout_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     pub fn uri(&self) -> &str {
@@ -358,7 +381,7 @@ impl Graph {
             self.storage(),
             &r.id,
             name,
-            self.inner.options.lock_timeout,
+            self.lock_timeout(),
             &crate::lock::not_cancelled,
         )
         .await?;
@@ -439,7 +462,7 @@ impl Graph {
             self.storage(),
             &r.id,
             branch,
-            self.inner.options.lock_timeout,
+            self.lock_timeout(),
             &crate::lock::not_cancelled,
         )
         .await?;

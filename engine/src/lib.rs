@@ -34,6 +34,8 @@ mod manifest;
 pub mod schema;
 mod spill;
 mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod txn;
 pub mod value;
 

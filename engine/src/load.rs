@@ -269,7 +269,6 @@ mod tests {
     use super::*;
     use crate::schema::parse_schema;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngSeed};
 
     const SCHEMA: &str = r#"
 node Person { name: String @key  age: I32?  score: F64?  born: Date?  seen: DateTime?
@@ -277,21 +276,6 @@ node Person { name: String @key  age: I32?  score: F64?  born: Date?  seen: Date
               status: enum(active, in-active)? }
 edge Knows: Person -> Person { since: Date? }
 "#;
-
-    fn config() -> Config {
-        let env = |k: &str, d: u64| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(d)
-        };
-        Config {
-            cases: env("OMNIGRAPH_FUZZ_CASES", 100_000) as u32,
-            rng_seed: RngSeed::Fixed(env("OMNIGRAPH_FUZZ_SEED", 9)),
-            failure_persistence: None,
-            ..Config::default()
-        }
-    }
 
     /// JSON values at type edges, nested a few levels.
     fn json() -> impl Strategy<Value = Json> {
@@ -390,7 +374,7 @@ edge Knows: Person -> Person { since: Date? }
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::testing::fuzz_config())]
 
         #[test]
         fn any_line_parses_or_names_its_line(text in line()) {

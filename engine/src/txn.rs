@@ -188,7 +188,7 @@ impl WriteTxn {
             seq: 0,
             staging_memory: DEFAULT_STAGING_MEMORY,
             unspillable: 0,
-            lock_timeout: graph.inner.options.lock_timeout,
+            lock_timeout: graph.lock_timeout(),
             cancelled: None,
             spill_limit: None,
             spill_dir,

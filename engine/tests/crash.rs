@@ -2,6 +2,9 @@
 //! process killed there. Failpoints are process-global, so these tests live
 //! in their own binary and take a lock around each configuration.
 #![cfg(feature = "failpoints")]
+// The registry lock is held across awaits on purpose: it serialises whole
+// tests, each on its own runtime, so nothing else waits on it.
+#![allow(clippy::await_holding_lock)]
 
 mod common;
 

@@ -759,15 +759,7 @@ async fn a_torn_newest_manifest_is_skipped_and_repaired() {
     let g = loaded_graph(dir.path()).await;
     let root = dir.path().join("g");
     let before = fingerprint(&g, "main").await;
-    g.load(
-        "main",
-        r#"{"type": "Person", "data": {"name": "Torn"}}"#,
-        LoadMode::Append,
-        "t",
-        "",
-    )
-    .await
-    .unwrap();
+    load_person(&g, "Torn").await;
     // Tear the newest manifest: half its bytes, as a lost write would leave it.
     let newest = newest_main_manifest(&root);
     let bytes = std::fs::read(&newest).unwrap();
@@ -779,16 +771,7 @@ async fn a_torn_newest_manifest_is_skipped_and_repaired() {
         "readers see the commit before"
     );
     // The next commit repairs the tail and publishes in its place.
-    reopened
-        .load(
-            "main",
-            r#"{"type": "Person", "data": {"name": "After"}}"#,
-            LoadMode::Append,
-            "t",
-            "",
-        )
-        .await
-        .unwrap();
+    load_person(&reopened, "After").await;
     let people = ids(&reopened, &ReadRef::main(), "Person").await;
     assert!(people.contains(&"After".to_string()) && !people.contains(&"Torn".to_string()));
     // An empty newest manifest (a crash before any byte reached the disk) too.
@@ -861,17 +844,12 @@ async fn a_prepared_commit_is_invisible_until_published_and_abandon_restores() {
     let dir = tempfile::tempdir().unwrap();
     let g = loaded_graph(dir.path()).await;
     let before = fingerprint(&g, "main").await;
-    let stage = |name: &'static str| {
-        let g = g.clone();
-        async move {
-            let mut t = g.begin("main", "t").await.unwrap();
-            t.insert_node("Person", props(&[("name", s(name))]))
-                .await
-                .unwrap();
-            t.prepare().await.unwrap().unwrap()
-        }
-    };
-    let p = stage("Prepared").await;
+    let p = staged_person(&g, "Prepared")
+        .await
+        .prepare()
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         fingerprint(&g, "main").await,
         before,
@@ -880,53 +858,42 @@ async fn a_prepared_commit_is_invisible_until_published_and_abandon_restores() {
     p.abandon().await;
     assert_eq!(fingerprint(&g, "main").await, before);
     // The lock was released and the tables restored: a commit lands cleanly.
-    let p = stage("Published").await;
+    let p = staged_person(&g, "Published")
+        .await
+        .prepare()
+        .await
+        .unwrap()
+        .unwrap();
     let id = p.commit_id().to_string();
-    let summary = p.publish().await.unwrap();
-    assert_eq!(summary.commit.id, id);
-    assert!(
-        ids(&g, &ReadRef::main(), "Person")
-            .await
-            .contains(&"Published".to_string())
-    );
-    assert!(
-        !ids(&g, &ReadRef::main(), "Person")
-            .await
-            .contains(&"Prepared".to_string())
-    );
+    assert_eq!(p.publish().await.unwrap().commit.id, id);
+    assert!(has_person(&g, "Published").await && !has_person(&g, "Prepared").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_wait_answers_its_cancel_check() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let dir = tempfile::tempdir().unwrap();
     let g = loaded_graph(dir.path()).await;
-    let mut holder = g.begin("main", "t").await.unwrap();
-    holder
-        .insert_node("Person", props(&[("name", s("Holder"))]))
+    let held = staged_person(&g, "Holder")
         .await
-        .unwrap();
-    let held = holder.prepare().await.unwrap().unwrap();
-    let mut waiter = g.begin("main", "t").await.unwrap();
-    waiter
-        .insert_node("Person", props(&[("name", s("Waiter"))]))
+        .prepare()
         .await
+        .unwrap()
         .unwrap();
+    let mut waiter = staged_person(&g, "Waiter").await;
     waiter.set_lock_timeout(std::time::Duration::from_secs(600));
-    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let asked = Arc::new(AtomicUsize::new(0));
     let counter = asked.clone();
     // Says "cancelled" the third time it is asked: the wait is polling it.
-    waiter.set_cancel_check(std::sync::Arc::new(move || {
-        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 2
+    waiter.set_cancel_check(Arc::new(move || {
+        counter.fetch_add(1, Ordering::SeqCst) >= 2
     }));
     let e = waiter.commit().await.unwrap_err();
     assert!(matches!(e, Error::Cancelled), "{e:?}");
-    assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    assert!(asked.load(Ordering::SeqCst) >= 3);
     held.publish().await.unwrap();
-    assert!(
-        !ids(&g, &ReadRef::main(), "Person")
-            .await
-            .contains(&"Waiter".to_string())
-    );
+    assert!(has_person(&g, "Holder").await && !has_person(&g, "Waiter").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -934,10 +901,7 @@ async fn bounded_messages_and_branch_names_that_are_not_commit_ids() {
     let dir = tempfile::tempdir().unwrap();
     let g = loaded_graph(dir.path()).await;
     let before = fingerprint(&g, "main").await;
-    let mut t = g.begin("main", "t").await.unwrap();
-    t.insert_node("Person", props(&[("name", s("Long"))]))
-        .await
-        .unwrap();
+    let mut t = staged_person(&g, "Long").await;
     t.set_message("m".repeat(omnigraph_engine::MAX_MESSAGE_BYTES + 1));
     let e = t.commit().await.unwrap_err();
     assert!(

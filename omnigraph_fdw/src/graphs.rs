@@ -31,6 +31,8 @@ thread_local! {
 /// The open graph of a server (opened once per backend).
 pub fn graph(server: &str, uri: &str) -> Graph {
     if let Some(g) = GRAPHS.with(|m| m.borrow().get(uri).cloned()) {
+        // Settings apply when read: a SET since the graph was opened counts.
+        g.set_lock_timeout(crate::lock_timeout());
         return g;
     }
     let options = omnigraph_engine::GraphOptions {

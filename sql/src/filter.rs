@@ -557,22 +557,6 @@ mod tests {
 mod generated {
     use super::*;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngSeed};
-
-    fn config() -> Config {
-        let env = |k: &str, d: u64| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(d)
-        };
-        Config {
-            cases: env("OMNIGRAPH_FUZZ_CASES", 100_000) as u32,
-            rng_seed: RngSeed::Fixed(env("OMNIGRAPH_FUZZ_SEED", 9)),
-            failure_persistence: None,
-            ..Config::default()
-        }
-    }
 
     fn scalar() -> impl Strategy<Value = Scalar> {
         prop_oneof![
@@ -681,7 +665,7 @@ mod generated {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(omnigraph_engine::testing::fuzz_config())]
 
         #[test]
         fn any_filter_classifies_translates_and_round_trips(

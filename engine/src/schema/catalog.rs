@@ -3,12 +3,12 @@
 //! (unknown types, duplicate names, misplaced annotations) and points at the
 //! offending name.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::SchemaError;
 use super::ast::*;
+use super::{SchemaError, limits};
 
 /// Scalar property types of the `.pg` language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -244,8 +244,11 @@ fn suggest(name: &str, candidates: &[&str]) -> String {
     let lower = name.to_ascii_lowercase();
     candidates
         .iter()
+        // Names more than 2 characters apart in length are more than 2
+        // edits apart: skip them before the quadratic distance.
+        .filter(|c| c.chars().count().abs_diff(lower.chars().count()) <= 2)
         .find(|c| {
-            c.to_ascii_lowercase() == lower || edit_distance(&c.to_ascii_lowercase(), &lower) <= 2
+            c.eq_ignore_ascii_case(name) || edit_distance(&c.to_ascii_lowercase(), &lower) <= 2
         })
         .map(|c| format!("; did you mean '{c}'?"))
         .unwrap_or_default()
@@ -379,10 +382,18 @@ fn resolve_body(
     inherited: usize,
     constraints: &[AnnotationDecl],
 ) -> Result<TypeBody, SchemaError> {
-    let mut properties: Vec<Property> = Vec::new();
-    let mut key: Option<Vec<String>> = None;
-    let mut unique = Vec::new();
-    let mut indexes = Vec::new();
+    // Slots, so an interface property a later declaration replaces is
+    // dropped in O(1); names map to slots for O(1) lookups.
+    let mut slots: Vec<Option<Property>> = Vec::new();
+    let mut slot_of: HashMap<&str, usize> = HashMap::new();
+    let inherited_names: HashSet<&str> = props[..inherited]
+        .iter()
+        .map(|q| q.name.value.as_str())
+        .collect();
+    // Per-property @key / @unique / @index, by slot.
+    let mut key_slot: Option<usize> = None;
+    let mut unique_slots: Vec<usize> = Vec::new();
+    let mut index_slots: Vec<usize> = Vec::new();
 
     // The first `inherited` declarations come from interfaces; a later
     // declaration of the same name (type already checked equal) replaces them.
@@ -398,23 +409,23 @@ fn resolve_body(
             );
         }
         let ty = resolve_type(src, &p.ty)?;
-        if let Some(existing) = properties.iter().position(|q| &q.name == name) {
-            let existing_inherited = props[..inherited].iter().any(|q| &q.name.value == name);
+        if let Some(&existing) = slot_of.get(name.as_str()) {
             if idx < inherited {
                 continue; // declared by two interfaces with the same type
             }
-            if !existing_inherited {
+            if !inherited_names.contains(name.as_str()) {
                 return err(
                     src,
                     &p.name,
                     format!("duplicate property '{name}' in {owner}"),
                 );
             }
-            properties.remove(existing);
-            key = key.filter(|k| !k.contains(name));
-            unique.retain(|u: &Vec<String>| !u.contains(name));
-            indexes.retain(|u: &Vec<String>| !u.contains(name));
+            slots[existing] = None;
+            if key_slot == Some(existing) {
+                key_slot = None;
+            }
         }
+        let slot = slots.len();
         let mut annotations = Vec::new();
         for a in &p.annotations {
             let an = a.name.value.as_str();
@@ -455,7 +466,7 @@ fn resolve_body(
                             format!("@key property '{name}' cannot be nullable"),
                         );
                     }
-                    if key.is_some() {
+                    if key_slot.is_some() {
                         return err(
                             src,
                             &a.name,
@@ -464,10 +475,10 @@ fn resolve_body(
                             ),
                         );
                     }
-                    key = Some(vec![name.clone()]);
+                    key_slot = Some(slot);
                 }
-                "unique" => unique.push(vec![name.clone()]),
-                "index" => indexes.push(vec![name.clone()]),
+                "unique" => unique_slots.push(slot),
+                "index" => index_slots.push(slot),
                 "range" | "check" | "card" => {
                     return err(
                         src,
@@ -478,21 +489,30 @@ fn resolve_body(
                 _ => annotations.push(metadata(a)),
             }
         }
-        properties.push(Property {
+        slot_of.insert(name.as_str(), slot);
+        slots.push(Some(Property {
             name: name.clone(),
             ty,
             nullable: p.nullable,
             annotations,
-        });
+        }));
     }
+    // Constraints of properties a later declaration replaced are dropped.
+    let live = |i: &usize| slots[*i].as_ref().map(|p| vec![p.name.clone()]);
+    let mut key: Option<Vec<String>> = key_slot.and_then(|i| live(&i));
+    let mut unique: Vec<Vec<String>> = unique_slots.iter().filter_map(live).collect();
+    let mut indexes: Vec<Vec<String>> = index_slots.iter().filter_map(live).collect();
+    let properties: Vec<Property> = slots.into_iter().flatten().collect();
+    let by_name: HashMap<&str, &Property> =
+        properties.iter().map(|p| (p.name.as_str(), p)).collect();
 
     let find =
         |n: &Spanned<String>, allow_endpoints: bool| -> Result<Option<&Property>, SchemaError> {
             if allow_endpoints && (n.value == "src" || n.value == "dst") {
                 return Ok(None);
             }
-            match properties.iter().find(|p| p.name == n.value) {
-                Some(p) => Ok(Some(p)),
+            match by_name.get(n.value.as_str()) {
+                Some(p) => Ok(Some(*p)),
                 None => {
                     let names: Vec<&str> = properties.iter().map(|p| p.name.as_str()).collect();
                     err(
@@ -722,6 +742,8 @@ pub(super) fn resolve(src: &str, file: SchemaFile) -> Result<Catalog, SchemaErro
         })
         .collect();
 
+    let node_set: HashSet<&str> = node_names.iter().copied().collect();
+    let mut resolved_properties = 0usize;
     let mut catalog = Catalog {
         nodes: Vec::new(),
         edges: Vec::new(),
@@ -737,21 +759,42 @@ pub(super) fn resolve(src: &str, file: SchemaFile) -> Result<Catalog, SchemaErro
             }
             Decl::Node(n) => {
                 let mut all: Vec<&PropDecl> = Vec::new();
+                let mut listed = HashSet::new();
                 for imp in &n.implements {
                     let Some(i) = interfaces.get(&imp.value) else {
                         return err(src, imp, format!("'{}' is not an interface", imp.value));
                     };
+                    if !listed.insert(imp.value.as_str()) {
+                        return err(
+                            src,
+                            imp,
+                            format!("'{}' is listed twice after implements", imp.value),
+                        );
+                    }
                     all.extend(i.props.iter());
                 }
                 let inherited = all.len();
                 all.extend(n.props.iter());
+                resolved_properties += all.len();
+                if resolved_properties > limits::MAX_PROPERTIES {
+                    return err(
+                        src,
+                        &n.name,
+                        format!(
+                            "the schema declares more than {} properties in all (counting each interface once per type that implements it)",
+                            limits::MAX_PROPERTIES
+                        ),
+                    );
+                }
                 // Two declarations of one name (interface/interface or
                 // interface/node) must agree on the type.
+                let mut first: HashMap<&str, &PropDecl> = HashMap::new();
                 for (idx, p) in all.iter().enumerate() {
-                    if let Some(q) = all[..idx.min(inherited)]
-                        .iter()
-                        .find(|q| q.name.value == p.name.value)
-                    {
+                    let earlier = first.get(p.name.value.as_str()).copied();
+                    if idx < inherited {
+                        first.entry(p.name.value.as_str()).or_insert(*p);
+                    }
+                    if let Some(q) = earlier {
                         let (tp, tq) = (resolve_type(src, &p.ty)?, resolve_type(src, &q.ty)?);
                         if tp != tq || p.nullable != q.nullable {
                             return err(
@@ -799,8 +842,19 @@ pub(super) fn resolve(src: &str, file: SchemaFile) -> Result<Catalog, SchemaErro
                 });
             }
             Decl::Edge(e) => {
+                resolved_properties += e.props.len();
+                if resolved_properties > limits::MAX_PROPERTIES {
+                    return err(
+                        src,
+                        &e.name,
+                        format!(
+                            "the schema declares more than {} properties in all",
+                            limits::MAX_PROPERTIES
+                        ),
+                    );
+                }
                 for end in [&e.from, &e.to] {
-                    if !node_names.contains(&end.value.as_str()) {
+                    if !node_set.contains(end.value.as_str()) {
                         let what = if names.contains_key(&end.value) {
                             "is not a node type"
                         } else {

@@ -30,6 +30,9 @@ pub mod limits {
     /// Largest `Vector(n)` dimension (pgvector allows 16,000; embedding
     /// models use up to a few thousand).
     pub const MAX_VECTOR_DIM: u32 = 65_536;
+    /// Properties of all types together, counting an interface's once for
+    /// every type that implements it (what the catalog holds).
+    pub const MAX_PROPERTIES: usize = 250_000;
 }
 
 /// Parse and resolve `.pg` schema text.

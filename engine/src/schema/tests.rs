@@ -240,22 +240,6 @@ fn arbitrary_input_never_panics() {
 mod generated {
     use super::*;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngSeed};
-
-    fn config() -> Config {
-        let env = |k: &str, d: u64| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(d)
-        };
-        Config {
-            cases: env("OMNIGRAPH_FUZZ_CASES", 100_000) as u32,
-            rng_seed: RngSeed::Fixed(env("OMNIGRAPH_FUZZ_SEED", 9)),
-            failure_persistence: None,
-            ..Config::default()
-        }
-    }
 
     const WORDS: &[&str] = &[
         "node",
@@ -342,7 +326,7 @@ mod generated {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::testing::fuzz_config())]
 
         #[test]
         fn any_text(src in "\\PC{0,200}") {
@@ -409,4 +393,42 @@ fn large_schemas_with_long_names_parse() {
     }
     let c = parse_schema(&src).unwrap();
     assert_eq!(c.type_names().len(), 200);
+}
+
+#[test]
+fn schemas_that_would_expand_or_compare_quadratically_are_refused_or_linear() {
+    // One interface listed 25,000 times: refused at the second listing.
+    let props: String = (0..190)
+        .map(|i| format!("p{i}{}: I32\n", "x".repeat(200)))
+        .collect();
+    let src = format!(
+        "interface I {{ {props} }}\nnode A implements {} {{ }}",
+        vec!["I"; 25_000].join(", ")
+    );
+    let e = parse_schema(&src).unwrap_err();
+    assert!(e.message.contains("listed twice after implements"), "{e}");
+    // 2,000 types implementing a 190-property interface: 380,000 properties.
+    let nodes: String = (0..2_000)
+        .map(|i| format!("node N{i} implements I {{ }}\n"))
+        .collect();
+    let e = parse_schema(&format!("interface I {{ {props} }}\n{nodes}")).unwrap_err();
+    assert!(e.message.contains("more than 250000 properties"), "{e}");
+    // One type with 100,000 properties, a body constraint naming the last
+    // one 10,000 times, and 10,000 edges to the last node: hash lookups.
+    let many: String = (0..100_000).map(|i| format!("p{i}: I32? ")).collect();
+    let args = vec!["p99999"; 10_000].join(", ");
+    let mut src = format!("node A {{ {many}\n@index({args}) }}\n");
+    src.extend((0..10_000).map(|i| format!("edge E{i}: A -> A\n")));
+    let c = parse_schema(&src).unwrap();
+    assert_eq!(c.node("A").unwrap().properties.len(), 100_000);
+    // An interface property redeclared by the node keeps one copy, and
+    // constraints of the replaced declaration go with it.
+    let c = parse_schema(
+        "interface I { a: String @unique\n b: I32 }\nnode N implements I { a: String\n c: I32 }",
+    )
+    .unwrap();
+    let n = c.node("N").unwrap();
+    let names: Vec<&str> = n.properties.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["b", "a", "c"]);
+    assert!(n.unique.is_empty(), "{:?}", n.unique);
 }

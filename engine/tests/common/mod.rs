@@ -182,3 +182,28 @@ pub async fn run_child() {
     }
     std::io::stdout().flush().unwrap();
 }
+
+/// A transaction on main that inserts one Person, not yet committed.
+pub async fn staged_person(g: &Graph, name: &str) -> omnigraph_engine::WriteTxn {
+    let mut t = g.begin("main", "t").await.unwrap();
+    t.insert_node("Person", props(&[("name", s(name))]))
+        .await
+        .unwrap();
+    t
+}
+
+/// Commit one Person on main through a load.
+pub async fn load_person(g: &Graph, name: &str) {
+    let line = format!(r#"{{"type": "Person", "data": {{"name": "{name}"}}}}"#);
+    g.load("main", &line, LoadMode::Append, "t", "")
+        .await
+        .unwrap();
+}
+
+/// Whether main's head has a Person with this id.
+pub async fn has_person(g: &Graph, id: &str) -> bool {
+    ids(g, &ReadRef::main(), "Person")
+        .await
+        .iter()
+        .any(|p| p == id)
+}
