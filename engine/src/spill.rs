@@ -2,7 +2,7 @@
 //!
 //! A transaction holds its staged rows in memory until COMMIT. Past a
 //! threshold, the plain inserts of a table move to a spill: a Lance dataset
-//! in a private local directory with the table's columns plus `_seq`, the
+//! in a private local directory with the table's columns plus `_omnigraph_seq`, the
 //! staging operation that produced the row (so a rollback to a savepoint
 //! removes exactly the later rows). Only a 128-bit hash of each spilled id
 //! stays in memory, so memory stays bounded however many rows are inserted.
@@ -28,7 +28,9 @@ use crate::schema::Catalog;
 use crate::value::{Record, batch_to_records, records_to_batch, sql_literal};
 
 /// The column holding a spilled row's staging sequence number.
-pub(crate) const SEQ: &str = "_seq";
+/// A reserved property name (`schema::catalog::RESERVED`), so it cannot
+/// collide with a property.
+pub(crate) const SEQ: &str = "_omnigraph_seq";
 
 /// A 128-bit hash of an id: two independent SipHash values. A collision
 /// between two distinct ids of one transaction is vanishingly unlikely
@@ -217,7 +219,7 @@ impl Spill {
         Ok(())
     }
 
-    /// The spilled rows, batch by batch, without the `_seq` column.
+    /// The spilled rows, batch by batch, without the `_omnigraph_seq` column.
     pub async fn stream(
         &self,
         columns: &[String],

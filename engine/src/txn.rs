@@ -134,7 +134,7 @@ pub struct StagedView {
     /// The transaction's current version of each row it inserted or
     /// changed and holds in memory, in the table's schema.
     pub rows: Option<RecordBatch>,
-    /// Spilled inserted rows: the table's columns plus `_seq`.
+    /// Spilled inserted rows: the table's columns plus `_omnigraph_seq`.
     pub spill: Option<Dataset>,
 }
 

@@ -246,6 +246,21 @@ pub fn coerce(type_name: &str, prop: &Property, v: Value) -> Result<Value> {
         )
     };
     match (&prop.ty, v) {
+        // Postgres text cannot hold NUL, so a stored one could never be read
+        // back; refuse it as Postgres refuses `\u0000` in text.
+        (_, Value::String(s)) if s.contains('\0') => {
+            let shown = s.replace('\0', "\\u0000");
+            Err(Error::violation(
+                ViolationKind::InvalidValue,
+                type_name,
+                &prop.name,
+                shown.clone(),
+                format!(
+                    "invalid value '{shown}' for {type_name}.{}: text may not contain the NUL character (\\u0000)",
+                    prop.name
+                ),
+            ))
+        }
         (PropType::Enum(values), Value::String(s)) => {
             if values.binary_search(&s).is_ok() {
                 Ok(Value::String(s))
@@ -705,8 +720,10 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<Record>> {
         .fields()
         .iter()
         .zip(batch.columns())
+        // Every other column is a property, `_`-prefixed names included;
+        // only a spill's sequence column (a reserved name) is not.
         .filter(|(f, _)| {
-            !matches!(f.name().as_str(), "id" | "src" | "dst") && !f.name().starts_with('_')
+            !matches!(f.name().as_str(), "id" | "src" | "dst") && f.name() != crate::spill::SEQ
         })
         .map(|(f, c)| (f.name().clone(), c.clone()))
         .collect();
@@ -747,6 +764,31 @@ pub fn sql_literal(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::schema::parse_schema;
+
+    #[test]
+    fn nul_in_text_is_refused_and_named_without_the_nul() {
+        let p = Property {
+            name: "name".into(),
+            ty: PropType::Scalar(ScalarType::String),
+            nullable: true,
+            annotations: vec![],
+        };
+        let e = coerce("Person", &p, Value::String("a\0b".into())).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("a\\u0000b") && !msg.contains('\0'), "{msg}");
+        let list = Property {
+            ty: PropType::List(ScalarType::String),
+            ..p
+        };
+        assert!(
+            coerce(
+                "Person",
+                &list,
+                Value::List(vec![Value::String("\0".into())])
+            )
+            .is_err()
+        );
+    }
 
     #[test]
     fn extreme_dates_and_times_display_without_overflow() {

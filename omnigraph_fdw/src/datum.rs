@@ -165,12 +165,18 @@ fn scalar_datum(a: &dyn Array, i: usize, kind: Kind) -> Option<Datum> {
         (DataType::UInt64, _) => numeric_datum(a.as_primitive::<UInt64Type>().value(i)),
         (DataType::Float32, _) => Datum::from(a.as_primitive::<Float32Type>().value(i).to_bits()),
         (DataType::Float64, _) => Datum::from(a.as_primitive::<Float64Type>().value(i).to_bits()),
-        (DataType::Date32, _) => {
-            Datum::from(a.as_primitive::<Date32Type>().value(i) - PG_EPOCH_OFFSET_DAYS)
-        }
-        (DataType::Timestamp(TimeUnit::Microsecond, _), _) => {
-            Datum::from(a.as_primitive::<TimestampMicrosecondType>().value(i) - PG_EPOCH_OFFSET_US)
-        }
+        // Saturating: a value at the edge of the type reads as Postgres's
+        // infinity instead of wrapping (the graph never stores one itself).
+        (DataType::Date32, _) => Datum::from(
+            a.as_primitive::<Date32Type>()
+                .value(i)
+                .saturating_sub(PG_EPOCH_OFFSET_DAYS),
+        ),
+        (DataType::Timestamp(TimeUnit::Microsecond, _), _) => Datum::from(
+            a.as_primitive::<TimestampMicrosecondType>()
+                .value(i)
+                .saturating_sub(PG_EPOCH_OFFSET_US),
+        ),
         (DataType::LargeBinary, _) => bytea_datum(a.as_binary::<i64>().value(i)),
         (DataType::Binary, _) => bytea_datum(a.as_binary::<i32>().value(i)),
         // The plan checked the column types; anything else is a bug.
@@ -307,15 +313,25 @@ pub fn fill_row(
     }
 }
 
+/// A Postgres value the graph cannot store, with the SQLSTATE to report.
+pub struct Unstorable {
+    pub code: pgrx::PgSqlErrorCode,
+    pub reason: &'static str,
+}
+
 /// A Postgres value of a column of type `ty` as a graph value.
 ///
 /// # Safety
 /// `d` is a Datum of the column's type (`ty.oid()`, or varchar for text)
 /// unless `isnull`. Allocations go to the current memory context.
-pub unsafe fn graph_value(d: Datum, isnull: bool, ty: PgType) -> omnigraph_engine::Value {
+pub unsafe fn graph_value(
+    d: Datum,
+    isnull: bool,
+    ty: PgType,
+) -> Result<omnigraph_engine::Value, Unstorable> {
     use omnigraph_engine::Value as V;
     if isnull {
-        return V::Null;
+        return Ok(V::Null);
     }
     if !ty.array {
         // SAFETY: per the contract.
@@ -329,6 +345,12 @@ pub unsafe fn graph_value(d: Datum, isnull: bool, ty: PgType) -> omnigraph_engin
     // plain copy when needed; deconstruct_array pallocs the two outputs.
     unsafe {
         let arr = pg_sys::pg_detoast_datum(d.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+        if (*arr).ndim > 1 {
+            return Err(Unstorable {
+                code: pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                reason: "a list property holds a one-dimensional array, not a multi-dimensional one",
+            });
+        }
         pg_sys::deconstruct_array(
             arr,
             e.oid,
@@ -344,21 +366,35 @@ pub unsafe fn graph_value(d: Datum, isnull: bool, ty: PgType) -> omnigraph_engin
             if *nulls.add(i) {
                 out.push(V::Null);
             } else {
-                out.push(scalar_value(*elems.add(i), ty.kind));
+                out.push(scalar_value(*elems.add(i), ty.kind)?);
             }
         }
-        V::List(out)
+        Ok(V::List(out))
     }
 }
 
+/// Postgres's `-infinity` / `infinity` for date (DATEVAL_NOBEGIN/NOEND) and
+/// timestamptz (DT_NOBEGIN/DT_NOEND): graph dates and times are finite.
+const INFINITE: Unstorable = Unstorable {
+    code: pgrx::PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW,
+    reason: "infinite dates and timestamps cannot be stored; graph dates and times are finite",
+};
+
 /// # Safety
 /// `d` is a non-null Datum of `kind`'s type.
-unsafe fn scalar_value(d: Datum, kind: Kind) -> omnigraph_engine::Value {
+unsafe fn scalar_value(d: Datum, kind: Kind) -> Result<omnigraph_engine::Value, Unstorable> {
     use omnigraph_engine::Value as V;
     use pgrx::FromDatum;
+    match kind {
+        Kind::Date if matches!(d.value() as i32, i32::MIN | i32::MAX) => return Err(INFINITE),
+        Kind::TimestampTz if matches!(d.value() as i64, i64::MIN | i64::MAX) => {
+            return Err(INFINITE);
+        }
+        _ => {}
+    }
     // SAFETY (all arms): by-value kinds are read from the Datum; varlena
     // kinds are detoasted and copied by pgrx's FromDatum.
-    unsafe {
+    Ok(unsafe {
         match kind {
             Kind::Text => V::String(String::from_datum(d, false).unwrap_or_default()),
             Kind::Bytea => V::Bytes(Vec::<u8>::from_datum(d, false).unwrap_or_default()),
@@ -381,5 +417,5 @@ unsafe fn scalar_value(d: Datum, kind: Kind) -> omnigraph_engine::Value {
                 }
             }
         }
-    }
+    })
 }

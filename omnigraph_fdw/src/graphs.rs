@@ -28,8 +28,32 @@ thread_local! {
     static FIRST_READ: RefCell<HashMap<(String, String), Snapshot>> = RefCell::new(HashMap::new());
 }
 
+/// Graph text is UTF-8 and is handed to Postgres as is: a database in
+/// another encoding would read it as mojibake and could not write non-ASCII
+/// text. Refuse such a database when a graph is first used.
+fn check_database_encoding(server: &str) {
+    // SAFETY: plain reads of the backend's database encoding.
+    let (encoding, name) = unsafe {
+        (
+            pg_sys::GetDatabaseEncoding(),
+            crate::pg::cstr(pg_sys::GetDatabaseEncodingName()),
+        )
+    };
+    if encoding != pg_sys::pg_enc::PG_UTF8 as i32 {
+        crate::pg::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "server {server}: omnigraph graphs need a database with encoding UTF8; this one is {name}"
+            ),
+            None,
+            Some("Create the database with ENCODING 'UTF8' TEMPLATE template0.".into()),
+        );
+    }
+}
+
 /// The open graph of a server (opened once per backend).
 pub fn graph(server: &str, uri: &str) -> Graph {
+    check_database_encoding(server);
     if let Some(g) = GRAPHS.with(|m| m.borrow().get(uri).cloned()) {
         // Settings apply when read: a SET since the graph was opened counts.
         g.set_lock_timeout(crate::lock_timeout());

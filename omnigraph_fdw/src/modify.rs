@@ -339,7 +339,15 @@ unsafe fn slot_values(
             let v = unsafe {
                 graph_value(*(*slot).tts_values.add(i), *(*slot).tts_isnull.add(i), c.ty)
             };
-            (c.graph_name.clone(), v)
+            match v {
+                Ok(v) => (c.graph_name.clone(), v),
+                Err(e) => raise(
+                    e.code,
+                    format!("property {}: {}", c.graph_name, e.reason),
+                    None,
+                    None,
+                ),
+            }
         })
         .collect()
 }
@@ -568,7 +576,7 @@ fn row_id(st: &ModifyState, plan_slot: *mut pg_sys::TupleTableSlot) -> String {
     };
     // SAFETY: a text Datum or null.
     match unsafe { graph_value(d, isnull, TEXT) } {
-        Value::String(s) => s,
+        Ok(Value::String(s)) => s,
         _ => raise(
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             format!("omnigraph: a row of {} has no id", st.def.rel_name),

@@ -175,6 +175,19 @@ pub fn rel_name(relid: pg_sys::Oid) -> String {
     }
 }
 
+/// Whether equal strings under `collation` are equal byte for byte (false
+/// for ICU collations created with `deterministic = false`).
+pub fn collation_is_deterministic(collation: pg_sys::Oid) -> bool {
+    // 0: no collation (not text); 100: the database default, which is
+    // always deterministic in PostgreSQL 15.
+    if matches!(collation.to_u32(), 0 | 100) {
+        return true;
+    }
+    // SAFETY: a collation oid taken from an expression the planner built;
+    // the lookup reads the syscache and never fails for a valid oid.
+    unsafe { pg_sys::get_collation_isdeterministic(collation) }
+}
+
 /// Whether text compared under `collation` orders by bytes, as Lance does.
 pub fn collation_is_c(collation: pg_sys::Oid) -> bool {
     match collation.to_u32() {

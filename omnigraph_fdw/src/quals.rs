@@ -85,14 +85,16 @@ pub fn scalar(oid: Oid, d: Datum, isnull: bool) -> Option<Scalar> {
             if days == i32::MIN || days == i32::MAX {
                 return None;
             }
-            Scalar::Date(days + PG_EPOCH_OFFSET_DAYS)
+            Scalar::Date(days.checked_add(PG_EPOCH_OFFSET_DAYS)?)
         }
         o if o == pg_sys::TIMESTAMPTZOID => {
             let us = d.value() as i64;
             if us == i64::MIN || us == i64::MAX {
                 return None;
             }
-            Scalar::Timestamp(us + PG_EPOCH_OFFSET_US)
+            // Past about year 294,000 the shift to 1970 overflows: such a
+            // constant stays local rather than wrap into a wrong filter.
+            Scalar::Timestamp(us.checked_add(PG_EPOCH_OFFSET_US)?)
         }
         o if o == pg_sys::TEXTOID || o == pg_sys::VARCHAROID => {
             // SAFETY: a text Datum; text_to_cstring detoasts and copies it.
@@ -249,6 +251,11 @@ impl Quals<'_> {
         let Some((_, column)) = self.column(col_node) else {
             return Expr::Unsupported("column".into());
         };
+        if column.ty == ColumnType::Text && !crate::pg::collation_is_deterministic(collid) {
+            // Equal strings under a case- or accent-insensitive collation
+            // differ byte for byte; Lance compares bytes.
+            return Expr::Unsupported("text compared under a nondeterministic collation".into());
+        }
         if name == "~~" && !flipped && column.ty == ColumnType::Text {
             return match self.value(val_node, ColumnType::Text) {
                 Some(Value::Const(Scalar::Text(p))) => match p.strip_suffix('%') {
@@ -283,15 +290,19 @@ impl Quals<'_> {
 
     fn array_op(&mut self, op: *mut pg_sys::ScalarArrayOpExpr) -> Expr {
         // SAFETY: op is a valid ScalarArrayOpExpr.
-        let (opno, use_or, args) = unsafe {
+        let (opno, use_or, args, collid) = unsafe {
             (
                 (*op).opno,
                 (*op).useOr,
                 PgList::<pg_sys::Node>::from_pg((*op).args),
+                (*op).inputcollid,
             )
         };
         if opno.to_u32() >= FIRST_GENBKI_OBJECT_ID || args.len() != 2 {
             return Expr::Unsupported("array operator".into());
+        }
+        if !crate::pg::collation_is_deterministic(collid) {
+            return Expr::Unsupported("text compared under a nondeterministic collation".into());
         }
         // SAFETY: valid operator oid.
         let name = unsafe { cstr(pg_sys::get_opname(opno)) };

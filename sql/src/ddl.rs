@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use omnigraph_engine::schema::{Catalog, TypeKind};
 
-use crate::names::{quote_ident, quote_literal, snake_case};
+use crate::names::{pg_name, quote_ident, quote_literal};
 use crate::types::sql_type;
 
 /// `(table name, statement)` per type of the graph; `table_options` is
@@ -19,7 +19,7 @@ pub fn create_statements(
     let mut out = Vec::new();
     let mut taken: HashMap<String, String> = HashMap::new();
     for type_name in catalog.type_names() {
-        let table = snake_case(type_name);
+        let table = pg_name(type_name);
         if let Some(other) = taken.insert(table.clone(), type_name.to_string()) {
             return Err(format!(
                 "types {other} and {type_name} would both become table {table}"
@@ -38,19 +38,20 @@ pub fn create_statements(
             col_names.insert(s.to_string(), s.to_string());
         }
         for p in catalog.properties(type_name).unwrap_or_default() {
-            let col = snake_case(&p.name);
+            let col = pg_name(&p.name);
             if let Some(other) = col_names.insert(col.clone(), p.name.clone()) {
                 return Err(format!(
                     "properties {other} and {} of {type_name} would both become column {col}",
                     p.name
                 ));
             }
+            // Column options come before constraints in CREATE FOREIGN TABLE.
             let mut def = format!("{} {}", quote_ident(&col), sql_type(&p.ty));
-            if !p.nullable {
-                def.push_str(" NOT NULL");
-            }
             if col != p.name {
                 def.push_str(&format!(" OPTIONS (property {})", quote_literal(&p.name)));
+            }
+            if !p.nullable {
+                def.push_str(" NOT NULL");
             }
             cols.push(def);
         }
@@ -105,6 +106,39 @@ mod tests {
             "{works_at}"
         );
         assert!(works_at.contains("OPTIONS (type 'WorksAt'"), "{works_at}");
+    }
+
+    #[test]
+    fn required_renamed_and_long_properties_import() {
+        let long = format!("a{}", "VeryLongPropertyName".repeat(5));
+        let c = parse_schema(&format!(
+            "node Event {{ createdAt: DateTime
+ {long}: String?
+ {long}X: String? }}"
+        ))
+        .unwrap();
+        let stmts = create_statements(&c, "s", "g", "").unwrap();
+        let event = &stmts[0].1;
+        assert!(
+            event.contains(
+                "created_at timestamp with time zone OPTIONS (property 'createdAt') NOT NULL"
+            ),
+            "{event}"
+        );
+        // Two long names sharing a 54-byte prefix stay distinct, each with
+        // its property option, and fit Postgres's 63 bytes.
+        let cols: Vec<&str> = event
+            .lines()
+            .filter(|l| l.contains(&format!("(property '{long}")))
+            .collect();
+        assert_eq!(cols.len(), 2, "{event}");
+        let names: Vec<&str> = cols
+            .iter()
+            .map(|l| l.trim().split(' ').next().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| n.len() <= 63), "{names:?}");
+        assert_ne!(names[0], names[1]);
+        assert_eq!(crate::names::pg_name(&long), crate::names::pg_name(&long));
     }
 
     #[test]

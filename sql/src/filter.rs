@@ -7,7 +7,12 @@
 //!   parameter, on integer, boolean, date, timestamp and text columns.
 //!   Text ordering (`<`, `>`, ...) only under the C collation: other
 //!   collations order text differently from Lance's byte order. Text
-//!   equality is byte equality under every deterministic collation.
+//!   equality is byte equality under every deterministic collation; a
+//!   frontend models a comparison under a nondeterministic one (ICU,
+//!   `deterministic = false`) as `Unsupported` (the FDW reads
+//!   `pg_collation.collisdeterministic`).
+//! - No comparison with NaN or an infinity, on any column.
+//! - A boolean column alone is `col = true`, so `NOT col` leaves NULLs out.
 //! - Double precision only against finite, non-zero constants: Arrow orders
 //!   floats totally (`-0 < 0`, NaN is equal to NaN), Postgres says `-0 = 0`;
 //!   the two agree away from zero and NaN. Real (F32) columns stay local,
@@ -321,7 +326,9 @@ pub fn to_datafusion(e: &Expr, params: &[Scalar]) -> Result<DfExpr, FilterError>
             column: c,
             negated: true,
         } => column(c).is_not_null(),
-        Expr::BoolColumn(c) => column(c).is_true(),
+        // `= true`, not IS TRUE: under NOT, a NULL must stay unknown (and
+        // the row filtered out), as in Postgres.
+        Expr::BoolColumn(c) => column(c).eq(lit(true)),
         Expr::Prefix { column: c, prefix } => column(c).like(lit(format!("{prefix}%"))),
         Expr::And(parts) => conjunction(parts, params, DfExpr::and, true)?,
         Expr::Or(parts) => conjunction(parts, params, DfExpr::or, false)?,

@@ -28,6 +28,29 @@ pub fn snake_case(name: &str) -> String {
 }
 
 /// Whether `ident` needs quoting in SQL (not a plain lower-case identifier).
+/// Longest identifier Postgres keeps (NAMEDATALEN - 1 bytes); longer ones
+/// are truncated silently, which would lose the mapping to the graph name.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// The Postgres name of a graph type or property: its snake_case form, and
+/// when that is longer than Postgres keeps, a prefix of it plus a hash of
+/// the whole graph name, so distinct long names stay distinct and stable.
+pub fn pg_name(graph_name: &str) -> String {
+    let snake = snake_case(graph_name);
+    if snake.len() <= MAX_IDENTIFIER_BYTES {
+        return snake;
+    }
+    // FNV-1a: stable across builds and platforms (unlike std's hasher).
+    let hash = graph_name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let mut cut = MAX_IDENTIFIER_BYTES - 9;
+    while !snake.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{hash:08x}", &snake[..cut])
+}
+
 pub fn needs_quotes(ident: &str) -> bool {
     let mut chars = ident.chars();
     let first_ok = chars

@@ -10,8 +10,12 @@ use omnigraph_engine::deps::lance::deps::datafusion::arrow::compute::{
     SortColumn, SortOptions, filter_record_batch, lexsort_to_indices, take_record_batch,
 };
 use omnigraph_engine::deps::lance::deps::datafusion::common::DFSchema;
+use omnigraph_engine::deps::lance::deps::datafusion::common::tree_node::{
+    TransformedResult, TreeNode,
+};
 use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::Expr as DfExpr;
 use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::execution_props::ExecutionProps;
+use omnigraph_engine::deps::lance::deps::datafusion::optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 use omnigraph_engine::deps::lance::deps::datafusion::physical_expr::create_physical_expr;
 
 use crate::filter::FilterError;
@@ -39,7 +43,15 @@ pub fn select(
     let mut batch = batch.clone();
     if let Some(f) = filter {
         let schema = DFSchema::try_from(batch.schema().as_ref().clone()).map_err(err)?;
-        let expr = create_physical_expr(f, &schema, &ExecutionProps::new()).map_err(err)?;
+        // Constants are typed as the filter model's widest type (an Int64
+        // literal for every integer column); coerce them to the columns' own
+        // types as Lance's planner does, or an I32 column cannot be compared.
+        let coerced = f
+            .clone()
+            .rewrite(&mut TypeCoercionRewriter::new(&schema))
+            .data()
+            .map_err(err)?;
+        let expr = create_physical_expr(&coerced, &schema, &ExecutionProps::new()).map_err(err)?;
         let mask = expr
             .evaluate(&batch)
             .and_then(|v| v.into_array(batch.num_rows()))
@@ -129,6 +141,67 @@ mod tests {
             .unwrap();
         // NULL age does not match `age >= 15`, as in SQL.
         assert_eq!(ids.iter().flatten().collect::<Vec<_>>(), ["d", "a"]);
+    }
+
+    fn ids_where(batch: &RecordBatch, e: &Expr) -> Vec<String> {
+        let f = to_datafusion(e, &[]).unwrap();
+        let out = select(batch, Some(&f), &["id".to_string()], &[]).unwrap();
+        let ids = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        ids.iter().map(|s| s.unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn narrow_integer_columns_compare_with_the_model_s_int64_constants() {
+        use omnigraph_engine::deps::arrow_array::Int32Array;
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("n", DataType::Int32, true),
+        ]);
+        let b = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b"])),
+                Arc::new(Int32Array::from(vec![Some(1), Some(5)])),
+            ],
+        )
+        .unwrap();
+        let e = Expr::Cmp {
+            column: Column {
+                name: "n".into(),
+                ty: ColumnType::Int,
+            },
+            op: CmpOp::Gt,
+            value: Value::Const(Scalar::Int(2)),
+            c_collation: false,
+        };
+        assert_eq!(ids_where(&b, &e), ["b"]);
+    }
+
+    #[test]
+    fn not_of_a_boolean_column_leaves_nulls_out_as_postgres_does() {
+        use omnigraph_engine::deps::arrow_array::BooleanArray;
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("ok", DataType::Boolean, true),
+        ]);
+        let b = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from(vec!["t", "f", "n"])),
+                Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
+            ],
+        )
+        .unwrap();
+        let ok = Expr::BoolColumn(Column {
+            name: "ok".into(),
+            ty: ColumnType::Bool,
+        });
+        assert_eq!(ids_where(&b, &ok), ["t"]);
+        assert_eq!(ids_where(&b, &Expr::Not(Box::new(ok))), ["f"]);
     }
 
     #[test]

@@ -224,9 +224,11 @@ impl Catalog {
     }
 }
 
-/// Property names that collide with system columns.
-const RESERVED: [&str; 8] = [
+/// Property names that collide with system columns (Lance's, and the
+/// sequence column of a transaction's spill files).
+const RESERVED: [&str; 9] = [
     "id",
+    "_omnigraph_seq",
     "_rowid",
     "_rowaddr",
     "_rowoffset",
@@ -446,7 +448,11 @@ fn resolve_body(
                         format!("@{an} is not allowed on Blob property '{name}'"),
                     );
                 }
-                if matches!(ty, PropType::List(_) | PropType::Vector(_)) {
+                // `Vector(n) @index` asks for a vector index (reference
+                // schemas use it with @embed); keys and uniqueness need scalars.
+                if matches!(ty, PropType::List(_))
+                    || (matches!(ty, PropType::Vector(_)) && an != "index")
+                {
                     return err(
                         src,
                         &a.name,

@@ -47,6 +47,14 @@ impl<'a> Parser<'a> {
         t
     }
 
+    /// The line of the last token consumed.
+    fn last_line(&self) -> usize {
+        self.i
+            .checked_sub(1)
+            .and_then(|i| self.tokens.get(i))
+            .map_or(0, |t| t.pos.line)
+    }
+
     fn err_here(&self, msg: impl Into<String>) -> SchemaError {
         let t = self.peek();
         SchemaError::at(self.src, t.pos, t.width, msg)
@@ -228,10 +236,11 @@ impl<'a> Parser<'a> {
         } else {
             false
         };
-        // A property's annotations sit on its own line; an annotation on a
-        // later line is a body constraint (`@range(...)`, `@unique(a, b)`).
+        // A property's annotations continue the line its declaration ends on
+        // (an enum may span lines); an annotation that starts a later line
+        // is a body constraint (`@range(...)`, `@unique(a, b)`).
         let mut annotations = Vec::new();
-        while self.peek().tok == Tok::At && self.peek().pos.line == name.pos.line {
+        while self.peek().tok == Tok::At && self.peek().pos.line == self.last_line() {
             annotations.push(self.annotation()?);
         }
         Ok(PropDecl {

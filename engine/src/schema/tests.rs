@@ -432,3 +432,40 @@ fn schemas_that_would_expand_or_compare_quadratically_are_refused_or_linear() {
     assert_eq!(names, ["b", "a", "c"]);
     assert!(n.unique.is_empty(), "{:?}", n.unique);
 }
+
+#[test]
+fn reference_schemas_with_vector_indexes_and_multiline_enums_parse() {
+    let src = r#"
+node Doc {
+    title: String @index
+    embedding: Vector(1536) @index @embed("title")
+    status: enum(
+        draft,
+        in-review,
+        published
+    ) @index
+    kind: enum(a, b)? @description("two kinds")
+    @unique(title, status)
+}
+"#;
+    let c = parse_schema(src).unwrap();
+    let doc = c.node("Doc").unwrap();
+    assert_eq!(
+        doc.indexes,
+        vec![
+            vec!["title".to_string()],
+            vec!["embedding".to_string()],
+            vec!["status".to_string()]
+        ]
+    );
+    let kind = doc.properties.iter().find(|p| p.name == "kind").unwrap();
+    assert!(kind.nullable);
+    assert_eq!(kind.annotations.len(), 1);
+    assert_eq!(
+        doc.unique,
+        vec![vec!["title".to_string(), "status".to_string()]]
+    );
+    // Keys and uniqueness still need scalars.
+    let e = parse_schema("node A { v: Vector(3) @unique }").unwrap_err();
+    assert!(e.message.contains("not allowed on list or vector"), "{e}");
+}
