@@ -21,6 +21,12 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# Run a shell command as the postgres user from "/", so a working directory
+# postgres may not enter (a root-owned clone) causes no warnings.
+as_postgres() {
+  (cd / && as_root su postgres -c "$1")
+}
+
 ensure_packages() {
   local missing=()
   for p in "${APT_PACKAGES[@]}"; do
@@ -65,15 +71,15 @@ start_cluster() {
   as_root mkdir -p "$dir"
   as_root chown postgres:postgres "$dir"
   if [ ! -f "$dir/data/PG_VERSION" ]; then
-    as_root su postgres -c "$PG_BIN/initdb -D '$dir/data' -A trust -U postgres --locale=C -E UTF8 >'$dir/initdb.log'"
+    as_postgres "$PG_BIN/initdb -D '$dir/data' -A trust -U postgres --locale=C -E UTF8 >'$dir/initdb.log'"
   fi
-  if ! as_root su postgres -c "$PG_BIN/pg_ctl -D '$dir/data' status" >/dev/null 2>&1; then
-    as_root su postgres -c "$PG_BIN/pg_ctl -D '$dir/data' -w -l '$dir/server.log' \
+  if ! as_postgres "$PG_BIN/pg_ctl -D '$dir/data' status" >/dev/null 2>&1; then
+    as_postgres "$PG_BIN/pg_ctl -D '$dir/data' -w -l '$dir/server.log' \
       -o \"-p $port -k '$dir' -c listen_addresses=localhost\" start" >/dev/null
   fi
 }
 
 stop_cluster() {
   local dir="$1"
-  as_root su postgres -c "$PG_BIN/pg_ctl -D '$dir/data' -m fast stop" >/dev/null 2>&1 || true
+  as_postgres "$PG_BIN/pg_ctl -D '$dir/data' -m fast stop" >/dev/null 2>&1 || true
 }

@@ -18,7 +18,7 @@ as_root mkdir -p "$DEMO_DIR/graphs"
 as_root cp "$ROOT/examples/social/schema.pg" "$ROOT/examples/social/data.ndjson" "$DEMO_DIR/"
 as_root chown -R postgres:postgres "$DEMO_DIR/graphs" "$DEMO_DIR/schema.pg" "$DEMO_DIR/data.ndjson"
 
-demo_psql() { as_root su postgres -c "psql -X -q -v ON_ERROR_STOP=1 -h '$DEMO_DIR/pg' -p $PORT -d postgres $*"; }
+demo_psql() { as_postgres "psql -X -q -v ON_ERROR_STOP=1 -h '$DEMO_DIR/pg' -p $PORT -d postgres $*"; }
 
 log "Attaching the demo graph at $GRAPH_DIR"
 demo_psql <<SQL
