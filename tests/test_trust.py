@@ -386,3 +386,26 @@ def test_lock_timeout_set_after_first_use_applies_to_branch_operations(graph):
         lock.close()
     cur.execute("SELECT omnigraph_branch_delete(%s, 'locked')", (server,))
     assert scalar(cur, "SELECT count(*) FROM omnigraph_branch_list(%s) WHERE name = 'locked'", server) == 0
+
+
+def test_a_database_that_is_not_utf8_is_refused_clearly(database, tmp_path):
+    from conftest import connect as raw_connect
+
+    admin = raw_connect()
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS omnigraph_latin1")
+        cur.execute(
+            "CREATE DATABASE omnigraph_latin1 TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+    conn = raw_connect("omnigraph_latin1")
+    with conn.cursor() as cur:
+        cur.execute("CREATE EXTENSION omnigraph_fdw")
+        cur.execute(
+            "CREATE SERVER latin FOREIGN DATA WRAPPER omnigraph OPTIONS (uri %s)",
+            (os.path.join(GRAPHS, f"latin_{uuid.uuid4().hex[:8]}"),),
+        )
+        with pytest.raises(errors.FeatureNotSupported, match="encoding UTF8; this one is LATIN1"):
+            cur.execute("SELECT omnigraph_create_graph('latin', 'node A { x: String }')")
+    conn.close()
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE omnigraph_latin1")

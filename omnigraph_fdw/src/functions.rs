@@ -145,6 +145,7 @@ fn omnigraph_create_graph(server: &str, schema: &str) -> String {
             Some("Run it as a statement of its own, outside BEGIN ... COMMIT.".into()),
         );
     }
+    graphs::check_database_encoding(server);
     let actor = pg::current_role();
     let g = run(
         &format!("server {server}"),

@@ -31,7 +31,7 @@ thread_local! {
 /// Graph text is UTF-8 and is handed to Postgres as is: a database in
 /// another encoding would read it as mojibake and could not write non-ASCII
 /// text. Refuse such a database when a graph is first used.
-fn check_database_encoding(server: &str) {
+pub fn check_database_encoding(server: &str) {
     // SAFETY: plain reads of the backend's database encoding.
     let (encoding, name) = unsafe {
         (

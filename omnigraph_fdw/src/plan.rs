@@ -22,7 +22,7 @@ use pgrx::prelude::*;
 use pgrx::{PgList, PgMemoryContexts, PgRelation, PgSqlErrorCode, is_a};
 use serde::{Deserialize, Serialize};
 
-use crate::datum::{PgType, TEXT, pg_type};
+use crate::datum::{Kind, PgType, TEXT, pg_type};
 use crate::graphs;
 use crate::pg::{self, Server, cstr, raise};
 use crate::quals::{FilterColumn, Quals};
@@ -296,6 +296,11 @@ fn pushable_order(
             }
             // Text orders as Lance does (bytes) only under the C collation.
             if col.ty == TEXT && !pg::collation_is_c((*ec).ec_collation) {
+                return None;
+            }
+            // Arrow orders floats totally (-0 before 0, NaN by bit pattern);
+            // Postgres ties -0 with 0 and sorts every NaN last.
+            if matches!(col.ty.kind, Kind::Float4 | Kind::Float8) {
                 return None;
             }
             // Only the type's default ordering (not e.g. ORDER BY x USING ~<~).
