@@ -3,6 +3,7 @@ cached plans, cancel, memory after errors."""
 
 import json
 import threading
+import time
 
 import psycopg2
 import pytest
@@ -136,22 +137,31 @@ def test_statement_timeout_and_cancel_stop_a_scan(big_graph):
 
         def canceller():
             other = connect()
-            with other.cursor() as o:
-                started.wait()
-                # Cancel once the query is running in the target backend.
-                for _ in range(2000):
-                    o.execute("SELECT state, query FROM pg_stat_activity WHERE pid = %s", (pid,))
-                    state, query = o.fetchone()
-                    if state == "active" and "a.name < b.name" in query:
-                        o.execute("SELECT pg_cancel_backend(%s)", (pid,))
-                        return
-            other.close()
+            try:
+                with other.cursor() as o:
+                    started.wait()
+                    # Cancel once the query is running in the target backend
+                    # (polling its state, with a pause and a deadline).
+                    deadline = time.monotonic() + 60
+                    while time.monotonic() < deadline:
+                        o.execute("SELECT state, query FROM pg_stat_activity WHERE pid = %s", (pid,))
+                        state, query = o.fetchone()
+                        if state == "active" and "a.name < b.name" in query:
+                            o.execute("SELECT pg_cancel_backend(%s)", (pid,))
+                            return
+                        time.sleep(0.01)
+            finally:
+                other.close()
 
         t = threading.Thread(target=canceller)
         t.start()
         started.set()
-        with pytest.raises(errors.QueryCanceled):
+        # A guard: if the cancel never came, the timeout ends the query and
+        # the test fails on the message instead of hanging.
+        cur.execute("SET statement_timeout = '120s'")
+        with pytest.raises(errors.QueryCanceled, match="user request"):
             cur.execute(f"SELECT count(*) FROM {schema}.person a, {schema}.person b WHERE a.name < b.name")
+        cur.execute("RESET statement_timeout")
         t.join()
         cur.execute(f"SELECT count(*) FROM {schema}.person")
         assert cur.fetchone()[0] == 100004
@@ -225,7 +235,11 @@ def test_a_commit_whose_table_version_was_reclaimed_gives_a_clear_error(graph, t
         uri = cur.fetchone()[0][0].split("=", 1)[1]
         manifests = sorted(glob.glob(os.path.join(uri, "nodes", "Person", "_versions", "*.manifest")))
         assert len(manifests) >= 2
-        newest = max(manifests, key=os.path.getmtime)
+        # Lance's v2 names count down from u64::MAX: the newest version has
+        # the smallest number (older layouts count up).
+        numbers = {m: int(os.path.basename(m).split(".")[0]) for m in manifests}
+        descending = all(n > 1 << 63 for n in numbers.values())
+        newest = (min if descending else max)(manifests, key=numbers.get)
         for m in manifests:
             if m != newest:
                 os.remove(m)

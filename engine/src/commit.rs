@@ -490,8 +490,10 @@ impl WriteTxn {
                 Value::Float(f) => *f,
                 _ => continue,
             };
+            // NaN sorts above every number, as in Postgres: it breaks an
+            // upper bound and satisfies a lower one.
             let below = matches!(rc.lo, RangeBound::Inclusive(lo) if v < lo);
-            let above = matches!(rc.hi, RangeBound::Inclusive(hi) if v > hi);
+            let above = matches!(rc.hi, RangeBound::Inclusive(hi) if v > hi || v.is_nan());
             if below || above {
                 return Err(Error::violation(
                     ViolationKind::ConstraintViolation,
@@ -825,6 +827,12 @@ fn filter_literal(props: &[crate::schema::Property], column: &str, v: &Value) ->
         (_, Value::Bool(b)) => b.to_string(),
         (_, Value::Int(i)) => i.to_string(),
         (_, Value::UInt(u)) => u.to_string(),
+        // Non-finite values have no literal: cast their text (which Arrow
+        // parses as NaN / inf / -inf).
+        (Some(PropType::Scalar(ScalarType::F32)), Value::Float(f)) if !f.is_finite() => {
+            format!("arrow_cast('{f}', 'Float32')")
+        }
+        (_, Value::Float(f)) if !f.is_finite() => format!("arrow_cast('{f}', 'Float64')"),
         (Some(PropType::Scalar(ScalarType::F32)), Value::Float(f)) => {
             format!("arrow_cast({f:?}, 'Float32')")
         }

@@ -23,7 +23,10 @@ use crate::schema::{Catalog, PropType, Property, ScalarType, TypeKind};
 
 /// A property value. Integers and floats are held wide and checked against
 /// the property's declared width when coerced.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Equality is Postgres's: floats compare as `float8` does (NaN equals NaN,
+/// `-0` equals `0`), so a stored NaN is not a change of value.
+#[derive(Debug, Clone)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -37,6 +40,25 @@ pub enum Value {
     DateTime(i64),
     Bytes(Vec<u8>),
     List(Vec<Value>),
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        use Value::*;
+        match (self, other) {
+            (Null, Null) => true,
+            (Bool(a), Bool(b)) => a == b,
+            (Int(a), Int(b)) => a == b,
+            (UInt(a), UInt(b)) => a == b,
+            (Float(a), Float(b)) => a == b || (a.is_nan() && b.is_nan()),
+            (String(a), String(b)) => a == b,
+            (Date(a), Date(b)) => a == b,
+            (DateTime(a), DateTime(b)) => a == b,
+            (Bytes(a), Bytes(b)) => a == b,
+            (List(a), List(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Value {
@@ -328,6 +350,11 @@ pub fn coerce(type_name: &str, prop: &Property, v: Value) -> Result<Value> {
                 }
                 (ScalarType::U64, Value::UInt(u)) => Value::UInt(u),
                 (ScalarType::U64, Value::Int(i)) if i >= 0 => Value::UInt(i as u64),
+                // One NaN: a sign or payload bit would order differently
+                // in Arrow (-NaN below -inf) while Postgres has a single NaN.
+                (ScalarType::F32 | ScalarType::F64, Value::Float(f)) if f.is_nan() => {
+                    Value::Float(f64::NAN)
+                }
                 (ScalarType::F32 | ScalarType::F64, Value::Float(f)) => Value::Float(f),
                 (ScalarType::F32 | ScalarType::F64, Value::Int(i)) => Value::Float(i as f64),
                 (ScalarType::F32 | ScalarType::F64, Value::UInt(u)) => Value::Float(u as f64),
@@ -788,6 +815,24 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn nan_is_one_value_equal_to_itself() {
+        let p = Property {
+            name: "x".into(),
+            ty: PropType::Scalar(ScalarType::F64),
+            nullable: true,
+            annotations: vec![],
+        };
+        let neg_nan = -f64::NAN;
+        let Value::Float(f) = coerce("T", &p, Value::Float(neg_nan)).unwrap() else {
+            panic!("not a float")
+        };
+        assert!(f.is_nan() && f.is_sign_positive());
+        assert_eq!(Value::Float(f64::NAN), Value::Float(neg_nan));
+        assert_eq!(Value::Float(-0.0), Value::Float(0.0));
+        assert_ne!(Value::Float(1.0), Value::Float(f64::NAN));
     }
 
     #[test]

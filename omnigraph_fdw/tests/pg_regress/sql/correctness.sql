@@ -94,3 +94,26 @@ SELECT try($$INSERT INTO corr.doc (slug, title, status, created_at, tags) VALUES
 SELECT count(*) AS none FROM corr.doc WHERE created_at > '294270-01-01 00:00:00+00';
 SELECT count(*) AS all_three FROM corr.doc WHERE created_at < 'infinity';
 SELECT count(*) AS docs FROM corr.doc;
+-- ===================================================================
+-- NaN and infinities in constrained float properties
+-- ===================================================================
+\set uri_nan :graphs '/correctness_nan'
+CREATE SERVER corr_nan FOREIGN DATA WRAPPER omnigraph OPTIONS (uri :'uri_nan');
+SELECT omnigraph_create_graph('corr_nan', $$
+node M { k: String @key
+         score: F64? @unique
+         ratio: F64?
+         @range(ratio, 0..1) }
+$$) IS NOT NULL AS created;
+CREATE SCHEMA corr_nan;
+IMPORT FOREIGN SCHEMA "main" FROM SERVER corr_nan INTO corr_nan;
+INSERT INTO corr_nan.m (k, score, ratio) VALUES ('inf', 'Infinity', 0.5), ('nan', 'NaN', NULL), ('one', 1, 1);
+-- should fail (checked at commit, the end of each statement here):
+-- NaN sorts above every number, as in Postgres: it breaks an upper bound
+INSERT INTO corr_nan.m (k, ratio) VALUES ('bad', 'NaN');
+-- @unique holds for infinities and NaN (Postgres treats NaN as equal to NaN)
+INSERT INTO corr_nan.m (k, score) VALUES ('inf2', 'Infinity');
+INSERT INTO corr_nan.m (k, score) VALUES ('nan2', 'NaN');
+UPDATE corr_nan.m SET ratio = 0.25 WHERE k = 'nan';
+SELECT k, score, ratio FROM corr_nan.m ORDER BY k;
+SELECT k FROM corr_nan.m WHERE score > 1 ORDER BY k;
