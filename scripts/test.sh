@@ -22,7 +22,7 @@ trap cleanup EXIT
 log "Starting a throwaway PostgreSQL $PG_MAJOR cluster in $TMP"
 start_cluster "$TMP" "$PORT"
 as_root mkdir -p "$TMP/graphs" "$TMP/fixtures"
-as_root cp "$ROOT"/examples/social/* "$ROOT"/engine/tests/fixtures/* "$TMP/fixtures/"
+as_root cp -r "$ROOT"/examples/social/* "$ROOT"/engine/tests/fixtures/* "$TMP/fixtures/"
 as_root chown -R postgres:postgres "$TMP/graphs" "$TMP/fixtures"
 export PGHOST="$TMP" PGPORT="$PORT" PGUSER=postgres
 export OMNIGRAPH_TEST_GRAPHS="$TMP/graphs" OMNIGRAPH_TEST_FIXTURES="$TMP/fixtures"
