@@ -402,28 +402,11 @@ impl WriteTxn {
         line: Option<usize>,
     ) -> Result<()> {
         // A row that went to the spill comes back to memory to be changed.
-        let unspilled = match self
-            .tables
-            .get_mut(type_name)
-            .and_then(|t| t.spill.as_mut())
-        {
-            Some(spill) if spill.contains(&id) => spill.take(&id).await?,
-            _ => None,
-        };
+        self.unspill(type_name, &id, line).await?;
         self.seq += 1;
         let seq = self.seq;
         let recording = self.open_savepoints > 0;
         let table = self.tables.entry(type_name.to_string()).or_default();
-        if let Some(r) = unspilled {
-            // Its own undo entry (if it was inserted after an open
-            // savepoint) is earlier in the log, so a rollback removes it.
-            let old = Staged {
-                change: Pending::Insert(r),
-                line,
-                seq: 0,
-            };
-            table.put(id.clone(), old);
-        }
         let old = table.rows.get(&id).cloned();
         let merged = match (old.as_ref().map(|s| &s.change), change) {
             (None, c) => Some(c),
@@ -694,6 +677,63 @@ impl WriteTxn {
             None,
         )
         .await
+    }
+
+    /// Stage the deletion of one row and return the row as this
+    /// transaction saw it (for `DELETE ... RETURNING`): its own staged
+    /// version, or the committed row at `at` with its staged update applied.
+    pub async fn delete_returning(
+        &mut self,
+        type_name: &str,
+        id: &str,
+        at: &Snapshot,
+    ) -> Result<Option<Record>> {
+        self.kind(type_name)?;
+        self.unspill(type_name, id, None).await?;
+        let staged = self
+            .tables
+            .get(type_name)
+            .and_then(|t| t.rows.get(id))
+            .map(|s| s.change.clone());
+        let committed = async || Ok::<_, Error>(at.rows_by_id(type_name, &[id]).await?.remove(id));
+        let row = match staged {
+            Some(Pending::Insert(r) | Pending::Upsert(r)) => Some(r),
+            Some(Pending::Delete { .. }) => None,
+            Some(Pending::Update(p)) => committed().await?.map(|mut r| {
+                r.props.extend(p);
+                r
+            }),
+            None => committed().await?,
+        };
+        self.delete(type_name, id).await?;
+        Ok(row)
+    }
+
+    /// Bring a spilled row back into memory as a staged insert: a change to
+    /// it is merged there.
+    async fn unspill(&mut self, type_name: &str, id: &str, line: Option<usize>) -> Result<()> {
+        let unspilled = match self
+            .tables
+            .get_mut(type_name)
+            .and_then(|t| t.spill.as_mut())
+        {
+            Some(spill) if spill.contains(id) => spill.take(id).await?,
+            _ => None,
+        };
+        if let Some(r) = unspilled {
+            // Its own undo entry (if it was inserted after an open
+            // savepoint) is earlier in the log, so a rollback removes it.
+            let table = self.tables.entry(type_name.to_string()).or_default();
+            table.put(
+                id.to_string(),
+                Staged {
+                    change: Pending::Insert(r),
+                    line,
+                    seq: 0,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Stage the deletion of every edge that touches one of the given nodes

@@ -622,10 +622,11 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
     slot
 }
 
-/// ExecForeignDelete: stage the deletion of one row.
+/// ExecForeignDelete: stage the deletion of one row; with RETURNING, put
+/// the row as the transaction saw it into `slot`.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_delete(
-    _estate: *mut pg_sys::EState,
+    estate: *mut pg_sys::EState,
     rinfo: *mut pg_sys::ResultRelInfo,
     slot: *mut pg_sys::TupleTableSlot,
     plan_slot: *mut pg_sys::TupleTableSlot,
@@ -633,20 +634,88 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
     let Some(st) = state(rinfo) else { return slot };
     let id = row_id(st, plan_slot);
     let type_name = st.def.type_name.clone();
-    crate::txn::with(
-        &st.def.server.name,
-        &st.def.server.uri,
-        &st.branch,
-        async |t| {
-            t.delete(&type_name, &id)
-                .await
-                .map_err(|e| in_table(e, &st.def.rel_name))
-        },
-    );
+    // SAFETY: rinfo is the executor's result relation.
+    let returning = unsafe { !(*rinfo).ri_projectReturning.is_null() };
+    if returning {
+        let at = crate::graphs::snapshot(
+            &st.def.server.name,
+            &st.def.server.uri,
+            &st.def.read.to_ref(),
+        );
+        let row = crate::txn::with(
+            &st.def.server.name,
+            &st.def.server.uri,
+            &st.branch,
+            async |t| {
+                t.delete_returning(&type_name, &id, &at)
+                    .await
+                    .map_err(|e| in_table(e, &st.def.rel_name))
+            },
+        );
+        if let Some(r) = row {
+            // SAFETY: slot is the executor's returning slot of this table.
+            unsafe { store_row(estate, st, slot, &r) };
+        }
+    } else {
+        crate::txn::with(
+            &st.def.server.name,
+            &st.def.server.uri,
+            &st.branch,
+            async |t| {
+                t.delete(&type_name, &id)
+                    .await
+                    .map_err(|e| in_table(e, &st.def.rel_name))
+            },
+        );
+    }
     if st.kind == TypeKind::Node {
         st.deleted.push(id);
     }
     slot
+}
+
+/// Store a graph row into a slot of its table (every column the table
+/// shows), as a virtual tuple in the per-tuple context.
+///
+/// # Safety
+/// `slot` is a valid slot with the table's tuple descriptor.
+unsafe fn store_row(
+    estate: *mut pg_sys::EState,
+    st: &ModifyState,
+    slot: *mut pg_sys::TupleTableSlot,
+    r: &omnigraph_engine::Record,
+) {
+    let graph = crate::graphs::graph(&st.def.server.name, &st.def.server.uri);
+    let batch =
+        match omnigraph_engine::value::records_to_batch(graph.catalog(), &st.def.type_name, &[r]) {
+            Ok(b) => b,
+            Err(e) => crate::error::report(e, &st.def.rel_name),
+        };
+    let schema = batch.schema();
+    let readers: Vec<(usize, crate::datum::ColumnReader)> = st
+        .def
+        .columns
+        .iter()
+        .filter_map(|c| {
+            let i = schema.index_of(&c.graph_name).ok()?;
+            Some((
+                c.attno as usize - 1,
+                crate::datum::ColumnReader::new(batch.column(i).clone(), c.ty),
+            ))
+        })
+        .collect();
+    in_tuple_context(estate, || {
+        // SAFETY: per the contract; the values live in the per-tuple
+        // context until the RETURNING projection of this row is done.
+        unsafe {
+            pg_sys::ExecClearTuple(slot);
+            let n = (*(*slot).tts_tupleDescriptor).natts as usize;
+            let values = std::slice::from_raw_parts_mut((*slot).tts_values, n);
+            let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, n);
+            crate::datum::fill_row(&readers, 0, values, nulls);
+            pg_sys::ExecStoreVirtualTuple(slot);
+        }
+    });
 }
 
 /// EndForeignModify / EndForeignInsert: deleting nodes deletes their edges.

@@ -95,6 +95,20 @@ SELECT count(*) AS none FROM corr.doc WHERE created_at > '294270-01-01 00:00:00+
 SELECT count(*) AS all_three FROM corr.doc WHERE created_at < 'infinity';
 SELECT count(*) AS docs FROM corr.doc;
 -- ===================================================================
+-- DELETE ... RETURNING gives the deleted rows as the transaction saw them
+-- ===================================================================
+BEGIN;
+UPDATE corr.doc SET small = 42 WHERE slug = 'b';
+INSERT INTO corr.doc (slug, title, status, created_at) VALUES ('e', 'Echo', 'draft', '2024-01-05');
+WITH d AS (DELETE FROM corr.doc WHERE slug IN ('b', 'c', 'e') RETURNING slug, small, title, _internal, status)
+SELECT * FROM d ORDER BY slug;
+SELECT slug FROM corr.doc ORDER BY slug;
+ROLLBACK;
+SET timezone = 'UTC';
+DELETE FROM corr.doc WHERE slug = 'c' RETURNING id, slug, created_at, flag, small;
+RESET timezone;
+SELECT slug FROM corr.doc ORDER BY slug;
+-- ===================================================================
 -- NaN and infinities in constrained float properties
 -- ===================================================================
 \set uri_nan :graphs '/correctness_nan'
