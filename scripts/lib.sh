@@ -10,7 +10,9 @@ PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
 PG_CONFIG="$PG_BIN/pg_config"
 APT_PACKAGES=(build-essential pkg-config protobuf-compiler clang libclang-dev
               "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" "postgresql-client-$PG_MAJOR"
-              python3-psycopg2 python3-pytest strace)
+              python3-psycopg2 python3-pytest strace
+              python3-psycopg python3-sqlalchemy python3-alembic
+              libpostgresql-jdbc-java default-jdk-headless)
 # cargo-pgrx's own copy of this linker flag would change every crate's
 # fingerprint; .cargo/config.toml gives it to all builds instead.
 export CARGO_PGRX_DISABLE_GC_SECTIONS_WORKAROUND=1

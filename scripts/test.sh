@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: the engine and SQL crates' unit and integration tests
-# (with failpoints), then the extension against a throwaway PostgreSQL 15
-# cluster: pg_regress golden files and the pytest suite (several
-# connections, cached plans, cancel, memory). Safe to rerun.
+# Runs every test: the engine and SQL crates' unit, property and
+# integration tests (with failpoints), then the extension against a
+# throwaway PostgreSQL 15 cluster: pg_regress golden files and the pytest
+# suite (several connections, cached plans, cancel, memory, durability,
+# the differential test, client drivers), then clippy. Safe to rerun.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_packages
@@ -46,5 +47,8 @@ if grep -E "terminated by signal|PANIC:" "$TMP/server.log" >&2; then
   exit 1
 fi
 
-log "pytest (connections, cached plans, cancel, memory, durability)"
+log "pytest (connections, cached plans, cancel, memory, durability, clients)"
 /usr/bin/python3 -m pytest -q -p no:cacheprovider "$ROOT/tests"
+
+log "clippy (every target, warnings are errors)"
+(cd "$ROOT" && cargo clippy --workspace --all-targets --features omnigraph-engine/failpoints -- -D warnings)
