@@ -39,24 +39,32 @@ def fixture_text(name):
         return f.read()
 
 
-@pytest.fixture
-def graph(database):
-    """A new graph loaded with the social example, imported into schema g_<id>.
-    Yields (server, schema, connect)."""
-    suffix = uuid.uuid4().hex[:10]
-    server, schema = f"srv_{suffix}", f"g_{suffix}"
+def new_graph(database, schema_text, ndjson=None, prefix="g"):
+    """A server on a new graph of `schema_text` (loaded with `ndjson`), its
+    main branch imported into a schema of the same name. Returns that name
+    (server and schema)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     conn = connect(database)
     with conn.cursor() as cur:
         cur.execute(
-            f"CREATE SERVER {server} FOREIGN DATA WRAPPER omnigraph OPTIONS (uri %s)",
-            (os.path.join(GRAPHS, suffix),),
+            f"CREATE SERVER {name} FOREIGN DATA WRAPPER omnigraph OPTIONS (uri %s)",
+            (os.path.join(GRAPHS, name),),
         )
-        cur.execute("SELECT omnigraph_create_graph(%s, %s)", (server, fixture_text("schema.pg")))
-        cur.execute("SELECT omnigraph_load(%s, 'main', %s)", (server, fixture_text("data.ndjson")))
-        cur.execute(f"CREATE SCHEMA {schema}")
-        cur.execute(f'IMPORT FOREIGN SCHEMA "main" FROM SERVER {server} INTO {schema}')
+        cur.execute("SELECT omnigraph_create_graph(%s, %s)", (name, schema_text))
+        if ndjson:
+            cur.execute("SELECT omnigraph_load(%s, 'main', %s)", (name, ndjson))
+        cur.execute(f"CREATE SCHEMA {name}")
+        cur.execute(f'IMPORT FOREIGN SCHEMA "main" FROM SERVER {name} INTO {name}')
     conn.close()
-    yield server, schema, lambda autocommit=True: connect(database, autocommit)
+    return name
+
+
+@pytest.fixture
+def graph(database):
+    """A new graph loaded with the social example. Yields (server, schema,
+    connect)."""
+    name = new_graph(database, fixture_text("schema.pg"), fixture_text("data.ndjson"))
+    yield name, name, lambda autocommit=True: connect(database, autocommit)
 
 
 @pytest.fixture(scope="session", autouse=True)

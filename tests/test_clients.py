@@ -8,11 +8,10 @@ import decimal
 import os
 import subprocess
 import textwrap
-import uuid
 
 import pytest
 
-from conftest import GRAPHS, connect
+from conftest import connect, new_graph
 
 SCHEMA = """
 node Item {
@@ -38,20 +37,8 @@ DATA = "\n".join([
 
 @pytest.fixture
 def items(database):
-    suffix = uuid.uuid4().hex[:8]
-    server, schema = f"cl_{suffix}", f"cl_{suffix}"
-    conn = connect(database)
-    cur = conn.cursor()
-    cur.execute(
-        f"CREATE SERVER {server} FOREIGN DATA WRAPPER omnigraph OPTIONS (uri %s)",
-        (os.path.join(GRAPHS, server),),
-    )
-    cur.execute("SELECT omnigraph_create_graph(%s, %s)", (server, SCHEMA))
-    cur.execute("SELECT omnigraph_load(%s, 'main', %s)", (server, DATA))
-    cur.execute(f"CREATE SCHEMA {schema}")
-    cur.execute(f'IMPORT FOREIGN SCHEMA "main" FROM SERVER {server} INTO {schema}')
-    conn.close()
-    return server, schema
+    name = new_graph(database, SCHEMA, DATA, prefix="cl")
+    return name, name
 
 
 def test_psycopg3_server_side_parameters_binary_results_and_prepared(database, items):

@@ -157,23 +157,13 @@ def compare(cur, rng, fdw, heap, cases):
 
 @pytest.fixture(scope="module")
 def tables(database):
-    import uuid
+    from conftest import connect, new_graph
 
-    from conftest import GRAPHS, connect
-
-    suffix = uuid.uuid4().hex[:8]
+    name = new_graph(database, SCHEMA, prefix="diff")
+    fdw, heap = f"{name}.row", f"{name}_heap"
     conn = connect(database)
     cur = conn.cursor()
-    cur.execute(
-        f"CREATE SERVER diff_{suffix} FOREIGN DATA WRAPPER omnigraph OPTIONS (uri %s)",
-        (os.path.join(GRAPHS, f"diff_{suffix}"),),
-    )
-    cur.execute("SELECT omnigraph_create_graph(%s, %s)", (f"diff_{suffix}", SCHEMA))
-    cur.execute(f"CREATE SCHEMA diff_{suffix}")
-    cur.execute(f'IMPORT FOREIGN SCHEMA "main" FROM SERVER diff_{suffix} INTO diff_{suffix}')
-    fdw = f"diff_{suffix}.row"
     cur.execute(insert_sql(fdw, rows(random.Random(SEED), 60)))
-    heap = f"diff_heap_{suffix}"
     cur.execute(f"CREATE TABLE {heap} AS SELECT * FROM {fdw}")
     cur.execute(f"ANALYZE {heap}")
     conn.close()

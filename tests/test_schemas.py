@@ -3,11 +3,10 @@ with IMPORT FOREIGN SCHEMA, and every table reads (the DDL Postgres accepts
 for each construct)."""
 
 import os
-import uuid
 
 import pytest
 
-from conftest import GRAPHS, connect
+from conftest import connect, new_graph
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -21,26 +20,18 @@ CORPUS = sorted(
 
 @pytest.mark.parametrize("path", CORPUS, ids=os.path.basename)
 def test_corpus_schema_imports_and_reads(database, path):
-    suffix = uuid.uuid4().hex[:8]
+    with open(path, encoding="utf-8") as f:
+        name = new_graph(database, f.read(), prefix="corpus")
     conn = connect(database)
     cur = conn.cursor()
-    server, schema = f"corpus_{suffix}", f"corpus_{suffix}"
-    cur.execute(
-        f"CREATE SERVER {server} FOREIGN DATA WRAPPER omnigraph OPTIONS (uri %s)",
-        (os.path.join(GRAPHS, server),),
-    )
-    with open(path, encoding="utf-8") as f:
-        cur.execute("SELECT omnigraph_create_graph(%s, %s)", (server, f.read()))
-    cur.execute(f"CREATE SCHEMA {schema}")
-    cur.execute(f'IMPORT FOREIGN SCHEMA "main" FROM SERVER {server} INTO {schema}')
     cur.execute(
         "SELECT foreign_table_name FROM information_schema.foreign_tables WHERE foreign_table_schema = %s",
-        (schema,),
+        (name,),
     )
     tables = [r[0] for r in cur.fetchall()]
     assert tables
     for t in tables:
-        cur.execute(f"SELECT * FROM {schema}.{t}")
+        cur.execute(f"SELECT * FROM {name}.{t}")
         assert cur.fetchall() == []
-    cur.execute(f"DROP SCHEMA {schema} CASCADE")
-    cur.execute(f"DROP SERVER {server} CASCADE")
+    cur.execute(f"DROP SCHEMA {name} CASCADE")
+    cur.execute(f"DROP SERVER {name} CASCADE")

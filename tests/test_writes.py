@@ -250,27 +250,18 @@ def test_a_backend_killed_mid_transaction_leaves_the_graph_unchanged(graph):
 def test_a_row_holding_nan_does_not_look_changed_to_a_later_writer(database):
     """Conflict checks compare rows as Postgres compares float8: NaN equals
     NaN, so updating a NaN row after an unrelated commit is no conflict."""
-    import uuid
+    from conftest import connect as raw_connect, new_graph
 
-    from conftest import GRAPHS, connect as raw_connect
-
-    suffix = uuid.uuid4().hex[:8]
+    name = new_graph(database, "node M { k: String @key\n x: F64?\n y: I32? }", prefix="nan")
     admin = raw_connect(database)
     a = admin.cursor()
-    a.execute(
-        f"CREATE SERVER nan_{suffix} FOREIGN DATA WRAPPER omnigraph OPTIONS (uri %s)",
-        (os.path.join(GRAPHS, f"nan_{suffix}"),),
-    )
-    a.execute("SELECT omnigraph_create_graph(%s, 'node M { k: String @key\n x: F64?\n y: I32? }')", (f"nan_{suffix}",))
-    a.execute(f"CREATE SCHEMA nan_{suffix}")
-    a.execute(f'IMPORT FOREIGN SCHEMA "main" FROM SERVER nan_{suffix} INTO nan_{suffix}')
-    a.execute(f"INSERT INTO nan_{suffix}.m (k, x) VALUES ('nan', 'NaN'), ('other', 1)")
+    a.execute(f"INSERT INTO {name}.m (k, x) VALUES ('nan', 'NaN'), ('other', 1)")
     t = raw_connect(database, autocommit=False)
     tc = t.cursor()
-    tc.execute(f"SELECT x FROM nan_{suffix}.m WHERE k = 'nan'")
+    tc.execute(f"SELECT x FROM {name}.m WHERE k = 'nan'")
     # Another session commits a change to the other row of the same table.
-    a.execute(f"UPDATE nan_{suffix}.m SET y = 1 WHERE k = 'other'")
-    tc.execute(f"UPDATE nan_{suffix}.m SET y = 2 WHERE k = 'nan'")
+    a.execute(f"UPDATE {name}.m SET y = 1 WHERE k = 'other'")
+    tc.execute(f"UPDATE {name}.m SET y = 2 WHERE k = 'nan'")
     t.commit()
-    a.execute(f"SELECT k, x::text, y FROM nan_{suffix}.m ORDER BY k")
+    a.execute(f"SELECT k, x::text, y FROM {name}.m ORDER BY k")
     assert a.fetchall() == [("nan", "NaN", 2), ("other", "1", 1)]
