@@ -273,6 +273,19 @@ impl Graph {
         )
     }
 
+    /// Take a branch's write lock for an operation whose caller can drop
+    /// the wait (the future) to cancel it.
+    async fn lock_branch(&self, branch_id: &str, name: &str) -> Result<crate::lock::BranchLock> {
+        crate::lock::acquire(
+            self.storage(),
+            branch_id,
+            name,
+            self.lock_timeout(),
+            &crate::lock::not_cancelled,
+        )
+        .await
+    }
+
     pub fn uri(&self) -> &str {
         &self.inner.storage.root_uri
     }
@@ -377,14 +390,7 @@ impl Graph {
         }
         let r = self.branch_ref(name).await?;
         // Wait out any commit in flight so it does not publish into a deleted branch.
-        let _lock = crate::lock::acquire(
-            self.storage(),
-            &r.id,
-            name,
-            self.lock_timeout(),
-            &crate::lock::not_cancelled,
-        )
-        .await?;
+        let _lock = self.lock_branch(&r.id, name).await?;
         self.meta().delete_ref(name).await
     }
 
@@ -458,14 +464,7 @@ impl Graph {
     /// whose tables were rolled back.
     pub async fn recover(&self, branch: &str) -> Result<Vec<String>> {
         let r = self.branch_ref(branch).await?;
-        let _lock = crate::lock::acquire(
-            self.storage(),
-            &r.id,
-            branch,
-            self.lock_timeout(),
-            &crate::lock::not_cancelled,
-        )
-        .await?;
+        let _lock = self.lock_branch(&r.id, branch).await?;
         let head = self.meta().repair_head(&r.id).await?;
         let mut restored = Vec::new();
         for (name, t) in &head.tables {
