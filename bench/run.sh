@@ -12,3 +12,4 @@ as_root mkdir -p "$DIR/graphs" && as_root chown postgres:postgres "$DIR/graphs"
 export PGHOST="$DIR" PGPORT="$PORT" PGUSER=postgres
 /usr/bin/python3 "$ROOT/bench/read_bench.py" --graph-dir "$DIR/graphs/bench" "$@"
 /usr/bin/python3 "$ROOT/bench/write_bench.py" --graph-dir "$DIR/graphs/wbench"
+/usr/bin/python3 "$ROOT/bench/merge_bench.py" --graph-dir "$DIR/graphs/mbench"

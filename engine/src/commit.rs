@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use futures::TryStreamExt;
 
+use crate::changes::{ChangeRecord, TableChange};
 use crate::error::{Error, Result, ViolationKind};
 use crate::failpoints::{self, names};
 use crate::graph::{ID_CHUNK, ReadRef, Snapshot, in_filter, owns};
@@ -147,10 +148,16 @@ impl WriteTxn {
                 crate::txn::MAX_MESSAGE_BYTES
             )));
         }
-        let branch_ref = self.graph.branch_ref(&self.branch).await?;
+        // A branch created by this transaction's frontend has no ref yet
+        // (it is created once this commit is published).
+        let branch_id = if self.new_branch {
+            self.base.manifest.branch_id.clone()
+        } else {
+            self.graph.branch_ref(&self.branch).await?.id
+        };
         let lock = crate::lock::acquire(
             self.graph.storage(),
-            &branch_ref.id,
+            &branch_id,
             &self.branch,
             self.lock_timeout,
             self.cancelled
@@ -161,18 +168,21 @@ impl WriteTxn {
         // The branch may have been deleted (or deleted and re-created) since
         // the transaction began or while we waited for the lock: publish only
         // into the branch the transaction read from.
-        if self.graph.branch_ref(&self.branch).await?.id != self.base.manifest.branch_id {
+        if !self.new_branch
+            && self.graph.branch_ref(&self.branch).await?.id != self.base.manifest.branch_id
+        {
             return Err(Error::BranchNotFound {
                 name: self.branch.clone(),
             });
         }
-        let head_manifest = self.graph.meta().repair_head(&branch_ref.id).await?;
+        let head_manifest = self.graph.meta().repair_head(&branch_id).await?;
         let head = self
             .graph
             .snapshot(&ReadRef::Commit(head_manifest.commit.id.clone()))
             .await?;
         let plan = self.resolve(&head).await?;
-        let (manifest, summary, written) = self.apply(plan, head_manifest, &branch_ref.id).await?;
+        self.check_cardinality(&head, &plan).await?;
+        let (manifest, summary, written) = self.apply(plan, head_manifest, &branch_id).await?;
         Ok(Some(PreparedCommit {
             graph: self.graph.clone(),
             branch: self.branch.clone(),
@@ -664,7 +674,7 @@ impl WriteTxn {
         let result: Result<()> = async {
             for (type_name, tp) in &plan.tables {
                 let spilled = self.spill(type_name).is_some_and(|s| s.len() > 0);
-                if tp.new_rows.is_empty() && tp.removed.is_empty() && !tp.remove_all && !spilled {
+                if tp.is_noop(spilled) {
                     continue;
                 }
                 let pinned = tables
@@ -707,6 +717,8 @@ impl WriteTxn {
                     // Streamed from the spill into one new version.
                     ds = storage.append_stream(ds, stream.into()).await?;
                 }
+                // Part of the commit: the pinned version carries the index.
+                storage.maintain_id_index(&mut ds).await?;
                 entry.version = ds.version_id();
                 tables.insert(type_name.clone(), entry);
                 failpoints::hit(names::COMMIT_BETWEEN_TABLES)?;
@@ -714,9 +726,15 @@ impl WriteTxn {
             Ok(())
         }
         .await;
+        let mut parents = vec![head.commit.id.clone()];
+        for p in &self.merge_parents {
+            if !parents.contains(p) {
+                parents.push(p.clone());
+            }
+        }
         let commit = CommitInfo {
-            id: ulid::Ulid::new().to_string(),
-            parents: vec![head.commit.id.clone()],
+            id: self.commit_id.clone(),
+            parents,
             branch: self.branch.clone(),
             actor: self.actor.clone(),
             message: self.message.clone(),
@@ -731,12 +749,22 @@ impl WriteTxn {
         };
         // Every published commit has a pointer: it is written first, and a
         // pointer whose manifest does not carry the commit is ignored.
+        // The change record goes with the pointer (a commit without one
+        // only makes later diffs and merges compare its tables whole).
         let pointed = match result {
             Ok(()) => {
-                self.graph
-                    .meta()
-                    .write_commit_pointer(&manifest.commit.id, &manifest.branch_id, manifest.seq)
-                    .await
+                let record = self.change_record(&plan);
+                let meta = self.graph.meta();
+                let (pointer, changes) = tokio::join!(
+                    meta.write_commit_pointer(
+                        &manifest.commit.id,
+                        &manifest.branch_id,
+                        manifest.seq
+                    ),
+                    self.graph
+                        .write_change_record(&manifest.commit.id, &record)
+                );
+                pointer.and(changes)
             }
             Err(e) => Err(e),
         };
@@ -760,6 +788,160 @@ impl WriteTxn {
     }
 }
 
+impl WriteTxn {
+    /// Which ids of which tables this plan changes.
+    fn change_record(&self, plan: &Plan<'_>) -> ChangeRecord {
+        let mut record = ChangeRecord::default();
+        for (type_name, tp) in &plan.tables {
+            let spilled = self.spill(type_name).is_some_and(|s| s.len() > 0);
+            if tp.is_noop(spilled) {
+                continue;
+            }
+            let change = if tp.remove_all || spilled {
+                TableChange::All
+            } else {
+                TableChange::of(tp.removed.iter().chain(&tp.new_ids).cloned().collect())
+            };
+            record.tables.insert(type_name.clone(), change);
+        }
+        record
+    }
+
+    /// `@card(min..max)` of every edge type this commit writes: each source
+    /// node whose out-degree the commit changes must end within the range
+    /// (sources the commit deletes are exempt; a new node with no edges is
+    /// not checked against a minimum, since no edge of it changed).
+    async fn check_cardinality(&self, head: &Snapshot, plan: &Plan<'_>) -> Result<()> {
+        for (type_name, tp) in &plan.tables {
+            let Some(edge) = self.catalog().edge(type_name) else {
+                continue;
+            };
+            let Some((min, max)) = edge.card else {
+                continue;
+            };
+            if tp.remove_all || self.spill(type_name).is_some_and(|s| s.len() > 0) {
+                // Whole-table writes: count every source.
+                self.check_cardinality_whole(head, plan, type_name, tp, min, max)
+                    .await?;
+                continue;
+            }
+            let removed: Vec<&str> = tp.removed.iter().map(String::as_str).collect();
+            let old = head.rows_by_id(type_name, &removed).await?;
+            let mut sources: BTreeSet<String> = old
+                .values()
+                .filter_map(|r| r.endpoints.as_ref().map(|e| e.0.clone()))
+                .collect();
+            sources.extend(
+                tp.new_rows
+                    .iter()
+                    .filter_map(|(r, _)| r.endpoints.as_ref().map(|e| e.0.clone())),
+            );
+            let deleted = plan.deleted_nodes.get(&edge.from);
+            sources.retain(|s| deleted.is_none_or(|d| !d.contains(s)));
+            if sources.is_empty() {
+                continue;
+            }
+            let mut degree: HashMap<String, u64> =
+                sources.iter().map(|s| (s.clone(), 0)).collect();
+            let list: Vec<&str> = sources.iter().map(String::as_str).collect();
+            for chunk in list.chunks(ID_CHUNK) {
+                let filter = in_filter("src", chunk.iter().copied());
+                for r in head.read_where(type_name, Some(&filter)).await? {
+                    if tp.removed.contains(&r.id) {
+                        continue;
+                    }
+                    if let Some((src, _)) = &r.endpoints {
+                        *degree.entry(src.clone()).or_default() += 1;
+                    }
+                }
+            }
+            for (r, _) in &tp.new_rows {
+                if let Some((src, _)) = &r.endpoints
+                    && let Some(d) = degree.get_mut(src)
+                {
+                    *d += 1;
+                }
+            }
+            for (src, n) in degree {
+                check_degree(type_name, &edge.from, &src, n, min, max)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_cardinality_whole(
+        &self,
+        head: &Snapshot,
+        plan: &Plan<'_>,
+        type_name: &str,
+        tp: &TablePlan<'_>,
+        min: u64,
+        max: Option<u64>,
+    ) -> Result<()> {
+        let mut degree: HashMap<String, u64> = HashMap::new();
+        if !tp.remove_all {
+            for r in head.read_all(type_name).await? {
+                if !tp.removed.contains(&r.id)
+                    && let Some((src, _)) = &r.endpoints
+                {
+                    *degree.entry(src.clone()).or_default() += 1;
+                }
+            }
+        }
+        for (r, _) in &tp.new_rows {
+            if let Some((src, _)) = &r.endpoints {
+                *degree.entry(src.clone()).or_default() += 1;
+            }
+        }
+        if let Some(mut stream) = self.spilled(type_name).await? {
+            while let Some(batch) = stream.try_next().await? {
+                for r in batch_to_records(&batch)? {
+                    if let Some((src, _)) = &r.endpoints {
+                        *degree.entry(src.clone()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        let from = self
+            .catalog()
+            .edge(type_name)
+            .map(|e| e.from.clone())
+            .unwrap_or_default();
+        let deleted = plan.deleted_nodes.get(&from);
+        for (src, n) in degree {
+            if deleted.is_none_or(|d| !d.contains(&src)) {
+                check_degree(type_name, &from, &src, n, min, max)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One source's out-degree against `@card(min..max)`.
+pub(crate) fn check_degree(
+    edge: &str,
+    from: &str,
+    src: &str,
+    n: u64,
+    min: u64,
+    max: Option<u64>,
+) -> Result<()> {
+    if n >= min && max.is_none_or(|m| n <= m) {
+        return Ok(());
+    }
+    let range = match max {
+        Some(m) => format!("{min}..{m}"),
+        None => format!("{min}.."),
+    };
+    Err(Error::violation(
+        ViolationKind::Cardinality,
+        edge,
+        "src",
+        src,
+        format!("@card({range}) violation on {edge}: {from} '{src}' would have {n} {edge} edge(s)"),
+    ))
+}
+
 #[derive(Debug, Default)]
 struct TablePlan<'a> {
     /// Ids whose current rows are deleted (updated rows are deleted and re-added).
@@ -770,6 +952,14 @@ struct TablePlan<'a> {
     /// Ids of `new_rows`.
     new_ids: HashSet<String>,
     stats: TableStats,
+}
+
+impl TablePlan<'_> {
+    /// Whether the plan leaves the table as it is (`spilled`: the
+    /// transaction has spilled inserts for it).
+    fn is_noop(&self, spilled: bool) -> bool {
+        self.new_rows.is_empty() && self.removed.is_empty() && !self.remove_all && !spilled
+    }
 }
 
 /// `@unique` values already seen in this commit, per constraint (hashed,
@@ -820,7 +1010,7 @@ fn unique_violation(type_name: &str, cols: &[String], key: &[String], a: &str, b
 }
 
 /// A literal for a Lance filter comparing `column` with `v`.
-fn filter_literal(props: &[crate::schema::Property], column: &str, v: &Value) -> Result<String> {
+pub(crate) fn filter_literal(props: &[crate::schema::Property], column: &str, v: &Value) -> Result<String> {
     let ty = props.iter().find(|p| p.name == column).map(|p| &p.ty);
     Ok(match (ty, v) {
         (_, Value::String(s)) => sql_literal(s),

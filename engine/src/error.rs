@@ -38,6 +38,8 @@ pub enum ViolationKind {
     KeyUpdate,
     /// Update or delete of an id that does not exist.
     NotFound,
+    /// An edge type's `@card(min..max)` broken by a source's out-degree.
+    Cardinality,
 }
 
 /// One broken rule, naming the type, the property and the offending value.

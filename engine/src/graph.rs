@@ -1,7 +1,7 @@
 //! The graph handle: create and open graphs, read snapshots, manage
 //! branches, read the commit log, and start write transactions.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     /// `options.lock_timeout` in milliseconds, changeable on a shared
     /// handle ([`Graph::set_lock_timeout`]).
     lock_timeout_ms: std::sync::atomic::AtomicU64,
+    /// Commits read so far, by id (commits never change).
+    pub commits: std::sync::Mutex<HashMap<String, CommitInfo>>,
 }
 
 /// An open graph. Cheap to clone; every clone shares one Lance session.
@@ -252,6 +254,7 @@ impl Graph {
                     u64::try_from(options.lock_timeout.as_millis()).unwrap_or(u64::MAX),
                 ),
                 options,
+                commits: Default::default(),
             }),
         })
     }
@@ -344,54 +347,77 @@ impl Graph {
     /// Create a branch from a branch head or a commit. Copies no table data:
     /// the new branch's manifest pins the same table versions.
     pub async fn branch_create(&self, name: &str, from: &ReadRef) -> Result<BranchInfo> {
+        let source = self.snapshot(from).await?;
+        self.branch_create_pending(name, &source).await?.publish().await
+    }
+
+    /// The first half of creating a branch from `from`: the name is checked
+    /// and held (no other creator can take it), the branch's first manifest
+    /// is written under a fresh id, but no ref names it yet, so nobody sees
+    /// the branch until [`NewBranch::publish`]. Dropping it creates nothing.
+    pub async fn branch_create_pending(&self, name: &str, from: &Snapshot) -> Result<NewBranch> {
         manifest::check_branch_name(name)?;
+        let name_lock = crate::lock::acquire(
+            self.storage(),
+            &name_lock_key(name),
+            name,
+            self.lock_timeout(),
+            &crate::lock::not_cancelled,
+        )
+        .await?;
         if name == MAIN || self.meta().read_ref(name).await?.is_some() {
             return Err(Error::BranchExists {
                 name: name.to_string(),
             });
         }
-        let source = self.snapshot(from).await?;
         let id = ulid::Ulid::new().to_string();
         let m = Manifest {
             format_version: FORMAT_VERSION,
             branch_id: id.clone(),
             seq: 0,
-            commit: source.manifest.commit.clone(),
-            tables: source.manifest.tables.clone(),
+            commit: from.manifest.commit.clone(),
+            tables: from.manifest.tables.clone(),
         };
         if !self.meta().publish(&m).await? {
             return Err(Error::Internal(format!(
                 "fresh branch id {id} already has a manifest"
             )));
         }
-        crate::failpoints::hit(crate::failpoints::names::BRANCH_CREATE_BEFORE_REF)?;
-        let r = BranchRef {
-            name: name.to_string(),
-            id,
-            created_at_us: now_us(),
-            from_commit: Some(m.commit.id.clone()),
-        };
-        if !self.meta().create_ref(&r).await? {
-            return Err(Error::BranchExists {
-                name: name.to_string(),
-            });
-        }
-        Ok(BranchInfo {
-            name: r.name,
-            head_commit: m.commit.id,
-            created_at_us: r.created_at_us,
+        Ok(NewBranch {
+            snapshot: Snapshot {
+                graph: self.clone(),
+                branch: Some(name.to_string()),
+                manifest: m,
+            },
+            _name_lock: name_lock,
         })
     }
 
     /// Delete a branch. Its commits stay readable by id until cleanup.
     pub async fn branch_delete(&self, name: &str) -> Result<()> {
+        self.branch_delete_pending(name).await?.publish().await
+    }
+
+    /// The first half of deleting a branch: waits for and holds the
+    /// branch's write lock (no commit can publish on it meanwhile); the ref
+    /// goes in [`BranchDeletion::publish`]. Dropping it deletes nothing.
+    pub async fn branch_delete_pending(&self, name: &str) -> Result<BranchDeletion> {
         if name == MAIN {
             return Err(Error::CannotDeleteMain);
         }
         let r = self.branch_ref(name).await?;
-        // Wait out any commit in flight so it does not publish into a deleted branch.
-        let _lock = self.lock_branch(&r.id, name).await?;
-        self.meta().delete_ref(name).await
+        let lock = self.lock_branch(&r.id, name).await?;
+        // Deleted (or re-created) while we waited.
+        if self.branch_ref(name).await?.id != r.id {
+            return Err(Error::BranchNotFound {
+                name: name.to_string(),
+            });
+        }
+        Ok(BranchDeletion {
+            graph: self.clone(),
+            name: name.to_string(),
+            _lock: lock,
+        })
     }
 
     pub async fn branch_list(&self) -> Result<Vec<BranchInfo>> {
@@ -409,11 +435,13 @@ impl Graph {
 
     /// Commits reachable from a branch head, newest first.
     pub async fn log(&self, branch: &str, limit: usize) -> Result<Vec<CommitInfo>> {
-        let head = self
-            .snapshot(&ReadRef::Branch(branch.to_string()))
-            .await?
-            .manifest
-            .commit;
+        let head = self.snapshot(&ReadRef::Branch(branch.to_string())).await?;
+        self.log_from(&head, limit).await
+    }
+
+    /// Commits reachable from a snapshot's commit, newest first.
+    pub async fn log_from(&self, at: &Snapshot, limit: usize) -> Result<Vec<CommitInfo>> {
+        let head = at.manifest.commit.clone();
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut queue = BinaryHeap::new();
@@ -426,8 +454,8 @@ impl Graph {
             for p in &c.parents {
                 if seen.insert(p.clone()) {
                     // A parent made unreachable by cleanup ends that line of history.
-                    match self.meta().manifest_of_commit(p).await {
-                        Ok(m) => queue.push(LogEntry(m.commit)),
+                    match self.commit_info(p).await {
+                        Ok(c) => queue.push(LogEntry(c)),
                         Err(Error::CommitNotFound { .. }) => {}
                         Err(e) => return Err(e),
                     }
@@ -511,6 +539,84 @@ impl Graph {
             return Ok((latest_version, false));
         }
         Ok((self.storage().restore(type_name, t).await?, true))
+    }
+}
+
+/// The lock creators of a branch name take: `ref~<name>` ('/' as '~'),
+/// which no branch id (a ULID or `main`) can be.
+fn name_lock_key(name: &str) -> String {
+    format!("ref~{}", name.replace('/', "~"))
+}
+
+/// A branch created but not yet visible; see [`Graph::branch_create_pending`].
+#[must_use = "a pending branch is created only when published"]
+pub struct NewBranch {
+    snapshot: Snapshot,
+    _name_lock: crate::lock::BranchLock,
+}
+
+impl NewBranch {
+    pub fn name(&self) -> &str {
+        self.snapshot.branch().unwrap_or_default()
+    }
+
+    /// What the branch holds: its source's state, read as the new branch.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// A write transaction on the branch, committed before it is published
+    /// (the commit is invisible until the ref exists).
+    pub fn begin(&self, actor: &str) -> WriteTxn {
+        let mut txn = WriteTxn::begin(
+            self.snapshot.graph.clone(),
+            self.name(),
+            actor,
+            self.snapshot.clone(),
+        );
+        txn.new_branch = true;
+        txn
+    }
+
+    /// Make the branch visible: create its ref.
+    pub async fn publish(self) -> Result<BranchInfo> {
+        let g = &self.snapshot.graph;
+        crate::failpoints::hit(crate::failpoints::names::BRANCH_CREATE_BEFORE_REF)?;
+        let r = BranchRef {
+            name: self.name().to_string(),
+            id: self.snapshot.manifest.branch_id.clone(),
+            created_at_us: now_us(),
+            from_commit: Some(self.snapshot.manifest.commit.id.clone()),
+        };
+        if !g.meta().create_ref(&r).await? {
+            return Err(Error::BranchExists { name: r.name });
+        }
+        let head = g.meta().head(&r.id).await?;
+        Ok(BranchInfo {
+            name: r.name,
+            head_commit: head.commit.id,
+            created_at_us: r.created_at_us,
+        })
+    }
+}
+
+/// A branch deletion holding the branch's lock; see [`Graph::branch_delete_pending`].
+#[must_use = "a pending deletion deletes only when published"]
+pub struct BranchDeletion {
+    graph: Graph,
+    name: String,
+    _lock: crate::lock::BranchLock,
+}
+
+impl BranchDeletion {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Delete the ref. Manifests and table versions stay for reads by
+    /// commit id until cleanup.
+    pub async fn publish(self) -> Result<()> {
+        self.graph.meta().delete_ref(&self.name).await
     }
 }
 
@@ -611,6 +717,16 @@ impl Snapshot {
     fn columns(&self, type_name: &str) -> Result<Vec<String>> {
         let schema = table_schema(self.graph.catalog(), type_name)?;
         Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+    }
+
+    /// Every id of a type (reads only the `id` column).
+    pub(crate) async fn ids(&self, type_name: &str) -> Result<BTreeSet<String>> {
+        let ds = self.dataset(type_name).await?;
+        let mut out = BTreeSet::new();
+        for b in self.graph.storage().scan(&ds, &["id"], None).await? {
+            out.extend(batch_to_records(&b)?.into_iter().map(|r| r.id));
+        }
+        Ok(out)
     }
 
     /// Which of the given ids exist (reads only the `id` column).

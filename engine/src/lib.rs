@@ -24,13 +24,17 @@
 
 #![forbid(unsafe_code)]
 
+mod changes;
 mod commit;
+mod diff;
 mod error;
 pub mod failpoints;
 mod graph;
+mod history;
 mod load;
 mod lock;
 mod manifest;
+mod merge;
 pub mod schema;
 mod spill;
 mod storage;
@@ -41,9 +45,13 @@ pub mod value;
 
 pub use commit::{CommitSummary, PreparedCommit, TableStats};
 pub use error::{Error, Result, Violation, ViolationKind};
-pub use graph::{BranchInfo, Graph, GraphOptions, ReadRef, Snapshot};
+pub use diff::{ChangeKind, Diff, RowChange, Side};
+pub use graph::{BranchDeletion, BranchInfo, Graph, GraphOptions, NewBranch, ReadRef, Snapshot};
+pub use merge::{
+    ConflictKind, MergeConflict, MergePlan, MergeResult, MergeStatus, OnConflict, merge_message,
+};
 pub use load::{LoadMode, load_message};
-pub use manifest::{CommitInfo, MAIN, check_branch_name, is_commit_id};
+pub use manifest::{CommitInfo, MAIN, check_branch_name, is_commit_id, now_us};
 pub use storage::{SCAN_IO_BUFFER_BYTES, TableEntry, canonical_uri, scanner};
 pub use txn::{
     CancelCheck, DEFAULT_STAGING_MEMORY, MAX_MESSAGE_BYTES, Savepoint, StagedView, WriteTxn,

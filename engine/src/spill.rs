@@ -180,6 +180,29 @@ impl Spill {
         Ok(found)
     }
 
+    /// The spilled rows matching a Lance filter (left in the spill).
+    pub async fn rows_where(&self, filter: &str) -> Result<Vec<Record>> {
+        let Some(ds) = &self.ds else {
+            return Ok(Vec::new());
+        };
+        let mut scan = crate::storage::scanner(ds);
+        let columns: Vec<String> = ds
+            .schema()
+            .fields
+            .iter()
+            .map(|f| f.name.clone())
+            .filter(|n| n != SEQ)
+            .collect();
+        scan.project(&columns)?;
+        scan.filter(filter)?;
+        let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            out.extend(batch_to_records(b)?);
+        }
+        Ok(out)
+    }
+
     /// Ids of the spilled rows matching a Lance filter.
     pub async fn ids_where(&self, filter: &str) -> Result<Vec<String>> {
         let Some(ds) = &self.ds else {

@@ -95,6 +95,13 @@ fn sync_dir(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The BTree index on `id` every table gets once it is large enough.
+pub const ID_INDEX: &str = "id_idx";
+
+/// Rows a table needs before it gets an `id` index, and uncovered rows
+/// before new fragments are folded into it.
+pub const ID_INDEX_MIN_ROWS: u64 = 10_000;
+
 /// Caches per open graph. Lance's defaults (6 GiB of index cache per session)
 /// are sized for a server process, not for one Postgres backend among many.
 const INDEX_CACHE_BYTES: usize = 128 << 20;
@@ -388,6 +395,50 @@ impl Storage {
             .execute(batches)
             .await?;
         Ok(ds)
+    }
+
+    /// Keep the BTree index on `id` (which merges, diffs, commits and point
+    /// reads look rows up through) covering most of the table: built once
+    /// the table holds [`ID_INDEX_MIN_ROWS`] rows, and new fragments folded
+    /// in once the rows it does not cover reach that many and a tenth of
+    /// the table. Rows it does not cover are still found (Lance scans them),
+    /// only slower. Returns whether it wrote a new version.
+    pub async fn maintain_id_index(&self, ds: &mut Dataset) -> Result<bool> {
+        use lance::index::DatasetIndexExt;
+        let fragments = &ds.manifest().fragments;
+        let rows = |f: &lance_table::format::Fragment| f.physical_rows.unwrap_or(0) as u64;
+        let total: u64 = fragments.iter().map(rows).sum();
+        let indices = ds.load_indices().await?;
+        let segments: Vec<_> = indices.iter().filter(|i| i.name == ID_INDEX).collect();
+        if segments.is_empty() {
+            if total < ID_INDEX_MIN_ROWS {
+                return Ok(false);
+            }
+            ds.create_index(
+                &["id"],
+                lance_index::IndexType::BTree,
+                Some(ID_INDEX.to_string()),
+                &lance_index::scalar::ScalarIndexParams::default(),
+                true,
+            )
+            .await?;
+            return Ok(true);
+        }
+        let covered = |id: u64| {
+            u32::try_from(id).is_ok_and(|id| {
+                segments
+                    .iter()
+                    .any(|s| s.fragment_bitmap.as_ref().is_some_and(|b| b.contains(id)))
+            })
+        };
+        let uncovered: u64 = fragments.iter().filter(|f| !covered(f.id)).map(rows).sum();
+        if uncovered < ID_INDEX_MIN_ROWS.max(total / 10) {
+            return Ok(false);
+        }
+        let mut options = lance_index::optimize::OptimizeOptions::append();
+        options.index_names = Some(vec![ID_INDEX.to_string()]);
+        ds.optimize_indices(&options).await?;
+        Ok(true)
     }
 
     /// Read `columns` of the rows matching `filter` (all rows when `None`).

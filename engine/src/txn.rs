@@ -109,6 +109,7 @@ enum Undo {
         type_name: String,
         previous: bool,
     },
+    MergeParent,
 }
 
 /// A point to roll back to; see [`WriteTxn::savepoint`].
@@ -146,6 +147,13 @@ pub struct WriteTxn {
     pub(crate) message: String,
     pub(crate) base: Snapshot,
     pub(crate) tables: BTreeMap<String, TableChanges>,
+    /// The id the commit will have (known from the start, so a frontend
+    /// can name it before it is published).
+    pub(crate) commit_id: String,
+    /// Second parents of the commit: the source heads merged into it.
+    pub(crate) merge_parents: Vec<String>,
+    /// The branch is created together with this commit and has no ref yet.
+    pub(crate) new_branch: bool,
     undo: Vec<Undo>,
     open_savepoints: usize,
     seq: u64,
@@ -183,6 +191,9 @@ impl WriteTxn {
             message: String::new(),
             base,
             tables: BTreeMap::new(),
+            commit_id: ulid::Ulid::new().to_string(),
+            merge_parents: Vec::new(),
+            new_branch: false,
             undo: Vec::new(),
             open_savepoints: 0,
             seq: 0,
@@ -253,7 +264,34 @@ impl WriteTxn {
         &self.base
     }
 
+    /// The id this transaction's commit will have once published.
+    pub fn commit_id(&self) -> &str {
+        &self.commit_id
+    }
+
+    /// Commits merged into this transaction, which become second parents.
+    pub fn merge_parents(&self) -> &[String] {
+        &self.merge_parents
+    }
+
+    /// Record a merged source head as a parent of the commit.
+    pub(crate) fn add_merge_parent(&mut self, commit_id: &str) {
+        if self.merge_parents.iter().any(|p| p == commit_id) {
+            return;
+        }
+        self.merge_parents.push(commit_id.to_string());
+        if self.open_savepoints > 0 {
+            self.undo.push(Undo::MergeParent);
+        }
+    }
+
+    /// Whether the transaction has staged nothing and merged nothing.
     pub fn is_empty(&self) -> bool {
+        self.merge_parents.is_empty() && self.has_no_rows()
+    }
+
+    /// Whether no row change is staged (a merge may still be).
+    pub fn has_no_rows(&self) -> bool {
         self.tables.values().all(|t| {
             t.rows.is_empty() && !t.overwrite && t.spill.as_ref().is_none_or(|s| s.len() == 0)
         })
@@ -667,6 +705,24 @@ impl WriteTxn {
             .await
     }
 
+    /// Stage a whole row that replaces the current one, or is inserted if
+    /// there is none (a merge's result row).
+    pub(crate) async fn stage_replace(&mut self, type_name: &str, r: Record) -> Result<()> {
+        let id = r.id.clone();
+        self.stage(type_name, id, Pending::Upsert(r), None).await
+    }
+
+    /// Stage the removal of a row that may not exist by then (a merge's delete).
+    pub(crate) async fn stage_remove(&mut self, type_name: &str, id: &str) -> Result<()> {
+        self.stage(
+            type_name,
+            id.to_string(),
+            Pending::Delete { must_exist: false },
+            None,
+        )
+        .await
+    }
+
     /// Stage a delete by id. Deleting a node also deletes its edges.
     pub async fn delete(&mut self, type_name: &str, id: &str) -> Result<()> {
         self.kind(type_name)?;
@@ -869,6 +925,9 @@ impl WriteTxn {
                 } => {
                     self.tables.entry(type_name).or_default().overwrite = previous;
                 }
+                Undo::MergeParent => {
+                    self.merge_parents.pop();
+                }
             }
         }
         for table in self.tables.values_mut() {
@@ -878,6 +937,81 @@ impl WriteTxn {
         }
         self.release(sp);
         Ok(())
+    }
+
+    /// Whether this transaction replaces the whole content of `type_name`.
+    pub(crate) fn replaces(&self, type_name: &str) -> bool {
+        self.tables.get(type_name).is_some_and(|t| t.overwrite)
+    }
+
+    /// The ids of `type_name` this transaction staged a change for (with
+    /// [`replaces`](Self::replaces), every other committed row is gone too).
+    pub(crate) async fn staged_ids(&self, type_name: &str) -> Result<Vec<String>> {
+        let Some(table) = self.tables.get(type_name) else {
+            return Ok(Vec::new());
+        };
+        let mut ids: Vec<String> = table.rows.keys().cloned().collect();
+        if let Some(spill) = &table.spill {
+            ids.extend(spill.ids_where("true").await?);
+        }
+        Ok(ids)
+    }
+
+    /// This transaction's version of those of `ids` it changed, as a read
+    /// of `at` sees them: `Some(row)`, or `None` for a row it deleted (or
+    /// hid by replacing the table). Ids it did not change are absent.
+    pub(crate) async fn own_rows(
+        &self,
+        type_name: &str,
+        ids: &[&str],
+        at: &Snapshot,
+    ) -> Result<std::collections::HashMap<String, Option<Record>>> {
+        let mut out = std::collections::HashMap::new();
+        let Some(table) = self.tables.get(type_name) else {
+            return Ok(out);
+        };
+        let updated: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| matches!(table.rows.get(*id).map(|s| &s.change), Some(Pending::Update(_))))
+            .collect();
+        let committed = if updated.is_empty() {
+            Default::default()
+        } else {
+            at.rows_by_id(type_name, &updated).await?
+        };
+        let mut spilled: Vec<&str> = Vec::new();
+        for id in ids {
+            match table.rows.get(*id).map(|s| &s.change) {
+                Some(Pending::Insert(r) | Pending::Upsert(r)) => {
+                    out.insert(id.to_string(), Some(r.clone()));
+                }
+                Some(Pending::Update(props)) => {
+                    let row = committed.get(*id).map(|cur| {
+                        let mut r = cur.clone();
+                        r.props.extend(props.clone());
+                        r
+                    });
+                    out.insert(id.to_string(), row);
+                }
+                Some(Pending::Delete { .. }) => {
+                    out.insert(id.to_string(), None);
+                }
+                None if table.spill.as_ref().is_some_and(|s| s.contains(id)) => spilled.push(id),
+                None if table.overwrite => {
+                    out.insert(id.to_string(), None);
+                }
+                None => {}
+            }
+        }
+        if let Some(spill) = &table.spill {
+            for chunk in spilled.chunks(ID_CHUNK) {
+                for r in spill.rows_where(&in_filter("id", chunk.iter().copied())).await? {
+                    out.insert(r.id.clone(), Some(r));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// This transaction's changes to `type_name` as seen by a read of `at`

@@ -79,6 +79,32 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    /// The value as JSON, for reports: numbers as numbers (non-finite
+    /// floats as the strings `NaN`, `Infinity`, `-Infinity`, as Postgres
+    /// prints them), dates and timestamps in ISO 8601, bytes as `\\x` hex.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::UInt(u) => J::from(*u),
+            Value::Float(f) if f.is_nan() => J::from("NaN"),
+            Value::Float(f) if f.is_infinite() => {
+                J::from(if *f > 0.0 { "Infinity" } else { "-Infinity" })
+            }
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::String(s) => J::from(s.as_str()),
+            Value::Date(d) => J::from(date_to_string(*d)),
+            Value::DateTime(us) => J::from(datetime_to_string(*us)),
+            Value::Bytes(b) => {
+                let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                J::from(format!("\\x{hex}"))
+            }
+            Value::List(items) => J::Array(items.iter().map(Value::to_json).collect()),
+        }
+    }
+
     /// Text for error messages and `@key` ids.
     pub fn display(&self) -> String {
         match self {
@@ -430,6 +456,38 @@ impl Record {
             ("dst", Some((_, d))) => Value::String(d.clone()),
             _ => self.prop(name).clone(),
         }
+    }
+
+    /// The row as a JSON object: `id`, `src` and `dst` for edges, then
+    /// every property (NULL ones included).
+    pub fn to_json(&self, properties: &[crate::schema::Property]) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("id".into(), self.id.clone().into());
+        if let Some((s, d)) = &self.endpoints {
+            m.insert("src".into(), s.clone().into());
+            m.insert("dst".into(), d.clone().into());
+        }
+        for p in properties {
+            m.insert(p.name.clone(), self.prop(&p.name).to_json());
+        }
+        serde_json::Value::Object(m)
+    }
+
+    /// Names of the columns (`src`, `dst` and properties) whose values
+    /// differ between two versions of a row, in `properties` order.
+    pub fn changed_columns(&self, other: &Record, properties: &[crate::schema::Property]) -> Vec<String> {
+        let mut out = Vec::new();
+        for end in ["src", "dst"] {
+            if self.endpoints.is_some() && self.column(end) != other.column(end) {
+                out.push(end.to_string());
+            }
+        }
+        for p in properties {
+            if self.prop(&p.name) != other.prop(&p.name) {
+                out.push(p.name.clone());
+            }
+        }
+        out
     }
 
     /// Estimated memory this record holds, for staging budgets.

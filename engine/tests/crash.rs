@@ -12,7 +12,7 @@ use std::io::BufReader;
 
 use common::*;
 use omnigraph_engine::failpoints::names;
-use omnigraph_engine::{Error, Graph, LoadMode, ReadRef};
+use omnigraph_engine::{Error, Graph, LoadMode, MergeStatus, OnConflict, ReadRef};
 
 /// Serialises tests that configure the process-global failpoint registry.
 static FAILPOINTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -146,11 +146,7 @@ async fn a_process_killed_before_publish_leaves_the_graph_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let g = loaded_graph(dir.path()).await;
     let before = fingerprint(&g, "main").await;
-    let mut child = spawn_child("crash-before-publish", g.uri());
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    assert_eq!(read_word(&mut out), "AT-FAILPOINT");
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_at_failpoint("crash-before-publish", &g);
     assert_eq!(fingerprint(&g, "main").await, before);
     let person = g
         .snapshot(&ReadRef::main())
@@ -164,6 +160,75 @@ async fn a_process_killed_before_publish_leaves_the_graph_unchanged() {
         "the child wrote Lance versions"
     );
     orphan_rows_are_gone(&g).await;
+}
+
+/// Run a child process in `role` up to its failpoint, then SIGKILL it there.
+fn kill_at_failpoint(role: &str, g: &Graph) {
+    let mut child = spawn_child(role, g.uri());
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    assert_eq!(read_word(&mut out), "AT-FAILPOINT");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A graph whose `feature` branch and `main` both changed since they forked.
+async fn diverged(dir: &std::path::Path) -> Graph {
+    let g = loaded_graph(dir).await;
+    g.branch_create("feature", &ReadRef::main()).await.unwrap();
+    g.load(
+        "feature",
+        r#"{"type": "Person", "data": {"name": "Merged1"}}"#,
+        LoadMode::Append,
+        "t",
+        "",
+    )
+    .await
+    .unwrap();
+    load_person(&g, "OnMain").await;
+    g
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_interrupted_before_publish_leaves_nothing() {
+    let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let g = diverged(dir.path()).await;
+    let before = fingerprint(&g, "main").await;
+    fail::cfg(names::COMMIT_BEFORE_PUBLISH, "return").unwrap();
+    let err = g
+        .merge("feature", "main", OnConflict::Fail, None, "t")
+        .await
+        .unwrap_err();
+    fail::remove(names::COMMIT_BEFORE_PUBLISH);
+    assert!(err.to_string().contains("failpoint"), "{err}");
+    assert_eq!(fingerprint(&g, "main").await, before);
+    let r = g
+        .merge("feature", "main", OnConflict::Fail, None, "t")
+        .await
+        .unwrap();
+    assert_eq!(r.status, MergeStatus::Merged);
+    assert!(ids(&g, &ReadRef::main(), "Person").await.contains(&"Merged1".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_in_a_merge_before_publish_leaves_the_graph_unchanged() {
+    let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let g = diverged(dir.path()).await;
+    let before = fingerprint(&g, "main").await;
+    kill_at_failpoint("merge-crash-before-publish", &g);
+    assert_eq!(fingerprint(&g, "main").await, before);
+    // The next commit on main rolls back what the merge wrote, and the
+    // merge can run again.
+    load_person(&g, "After").await;
+    let people = ids(&g, &ReadRef::main(), "Person").await;
+    assert!(!people.contains(&"Merged1".to_string()), "{people:?}");
+    let r = g
+        .merge("feature", "main", OnConflict::Fail, None, "t")
+        .await
+        .unwrap();
+    assert_eq!(r.status, MergeStatus::Merged);
+    assert!(ids(&g, &ReadRef::main(), "Person").await.contains(&"Merged1".to_string()));
 }
 
 /// Entry point of the child processes the multi-process tests spawn.

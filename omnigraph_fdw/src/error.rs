@@ -18,7 +18,7 @@ pub fn classify(e: &Error) -> (C, Option<String>, Option<String>) {
                 ViolationKind::MissingRequired => C::ERRCODE_NOT_NULL_VIOLATION,
                 ViolationKind::InvalidEnum => C::ERRCODE_INVALID_TEXT_REPRESENTATION,
                 ViolationKind::InvalidValue => C::ERRCODE_INVALID_PARAMETER_VALUE,
-                ViolationKind::ConstraintViolation => C::ERRCODE_CHECK_VIOLATION,
+                ViolationKind::ConstraintViolation | ViolationKind::Cardinality => C::ERRCODE_CHECK_VIOLATION,
                 ViolationKind::UnknownProperty => C::ERRCODE_UNDEFINED_COLUMN,
                 ViolationKind::KeyUpdate => C::ERRCODE_FEATURE_NOT_SUPPORTED,
                 ViolationKind::NotFound => C::ERRCODE_NO_DATA_FOUND,

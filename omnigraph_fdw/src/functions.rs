@@ -6,7 +6,7 @@
 //! ownership of the server (membership in the owning role counts, as for
 //! `ALTER SERVER`) and a read-write transaction.
 
-use omnigraph_engine::{Graph, LoadMode, ReadRef};
+use omnigraph_engine::{Graph, LoadMode, MergeStatus, OnConflict, ReadRef, Side, merge_message};
 use pgrx::prelude::*;
 use pgrx::{PgSqlErrorCode, pg_sys};
 
@@ -182,26 +182,254 @@ fn omnigraph_load(
 }
 
 /// Create a branch from a branch head (default `main`) or a commit id;
-/// returns the commit the branch starts at.
+/// returns the commit the branch starts at. Part of the transaction: the
+/// transaction can read and write the branch at once, others see it once
+/// the transaction commits, and a rollback leaves no branch.
 #[pg_extern(volatile, parallel_unsafe)]
 fn omnigraph_branch_create(server: &str, name: &str, from_ref: default!(&str, "'main'")) -> String {
-    let (_, g) = open_to_change(server, "omnigraph_branch_create");
-    let from = resolve_ref(from_ref);
-    run(
-        &format!("server {server}: creating branch '{name}'"),
-        g.branch_create(name, &from),
-    )
-    .head_commit
+    let (s, g) = open_to_change(server, "omnigraph_branch_create");
+    let ctx = format!("server {server}: creating branch '{name}'");
+    if matches!(
+        crate::txn::branch_state(&s.uri, name),
+        Some(crate::txn::BranchState::Created(_))
+    ) {
+        crate::error::report(
+            omnigraph_engine::Error::BranchExists {
+                name: name.to_string(),
+            },
+            &ctx,
+        );
+    }
+    let from = graphs::snapshot_for(server, &s.uri, &resolve_ref(from_ref), &ctx);
+    let pending = run(&ctx, g.branch_create_pending(name, &from));
+    let head = pending.snapshot().commit().id.clone();
+    crate::txn::branch_created(server, &s.uri, pending);
+    head
 }
 
-/// Delete a branch (not `main`). Its commits stay readable by id until cleanup.
+/// Delete a branch (not `main`). Its commits stay readable by id until
+/// cleanup. Part of the transaction: the branch's write lock is held until
+/// it ends; COMMIT deletes the branch, a rollback keeps it.
 #[pg_extern(volatile, parallel_unsafe)]
 fn omnigraph_branch_delete(server: &str, name: &str) {
-    let (_, g) = open_to_change(server, "omnigraph_branch_delete");
-    run(
-        &format!("server {server}: deleting branch '{name}'"),
-        g.branch_delete(name),
-    );
+    let (s, g) = open_to_change(server, "omnigraph_branch_delete");
+    let ctx = format!("server {server}: deleting branch '{name}'");
+    if crate::txn::uncreate(&s.uri, name) {
+        return; // created in this transaction: it never existed
+    }
+    if matches!(
+        crate::txn::branch_state(&s.uri, name),
+        Some(crate::txn::BranchState::Deleted)
+    ) {
+        crate::error::report(
+            omnigraph_engine::Error::BranchNotFound {
+                name: name.to_string(),
+            },
+            &ctx,
+        );
+    }
+    let deletion = run(&ctx, g.branch_delete_pending(name));
+    crate::txn::branch_deleted(server, &s.uri, deletion);
+}
+
+/// Merge branch `source` into `target` (three-way, cell by cell). Conflicts
+/// never raise: with `on_conflict => 'fail'` the result says `conflicts`
+/// and nothing is merged; `ours`/`theirs` resolve them by side. The merge
+/// is staged into the transaction like a write: its reads of `target` see
+/// it, and COMMIT publishes it (with the transaction's other writes to
+/// `target`) as one commit whose second parent is the source.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::type_complexity)]
+fn omnigraph_branch_merge(
+    server: &str,
+    source: &str,
+    target: default!(&str, "'main'"),
+    on_conflict: default!(&str, "'fail'"),
+    message: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(status, String),
+        name!(commit_id, Option<String>),
+        name!(inserted, i64),
+        name!(updated, i64),
+        name!(deleted, i64),
+        name!(conflicts, i64),
+    ),
+> {
+    let ctx = format!("server {server}: merging branch '{source}' into '{target}'");
+    let policy: OnConflict = on_conflict.parse().or_report(&ctx);
+    if source == target {
+        crate::error::report(
+            omnigraph_engine::Error::InvalidArgument(format!(
+                "cannot merge branch '{source}' into itself"
+            )),
+            &ctx,
+        );
+    }
+    let s = operable_server(server, "omnigraph_branch_merge");
+    let theirs_snap = graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(source.to_string()), &ctx);
+    // Read first: the target's write transaction starts from this snapshot.
+    let ours_snap = graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(target.to_string()), &ctx);
+    let result = crate::txn::merge_into(server, &s.uri, source, target, async |t, staged| {
+        let g = t.base().graph().clone();
+        let theirs = Side::new(source, theirs_snap, staged);
+        let ours = Side::new(target, ours_snap, None);
+        let ours = Side { staged: Some(&*t), ..ours };
+        let plan = g.plan_merge(&theirs, &ours, policy).await?;
+        let merged_staged = plan.stages() && theirs.staged.is_some_and(|x| !x.is_empty());
+        if plan.stages() {
+            t.stage_merge(&plan).await?;
+            match message {
+                Some(m) => t.set_message(m),
+                None if t.message().is_empty() => t.set_message(merge_message(source, target)),
+                None => {}
+            }
+        }
+        let id = t.commit_id().to_string();
+        Ok((plan.result(Some(id)), merged_staged))
+    });
+    if !result.full_compare.is_empty() {
+        pgrx::notice!(
+            "{ctx}: compared {} whole, because part of their history was written before change records existed",
+            result.full_compare.join(", ")
+        );
+    }
+    if result.status == MergeStatus::Conflicts {
+        pgrx::notice!(
+            "{ctx}: {} conflict(s), nothing merged; SELECT * FROM omnigraph_merge_conflicts('{server}', '{source}', '{target}') lists them, on_conflict => 'ours' or 'theirs' resolves them by side",
+            result.conflicts
+        );
+    }
+    TableIterator::once((
+        result.status.as_str().to_string(),
+        result.commit_id,
+        i64::try_from(result.inserted).unwrap_or(i64::MAX),
+        i64::try_from(result.updated).unwrap_or(i64::MAX),
+        i64::try_from(result.deleted).unwrap_or(i64::MAX),
+        i64::try_from(result.conflicts).unwrap_or(i64::MAX),
+    ))
+}
+
+/// The conflicts merging `source` into `target` would meet, as the
+/// transaction sees both branches. Publishes nothing.
+#[pg_extern(stable, parallel_unsafe)]
+#[allow(clippy::type_complexity)]
+fn omnigraph_merge_conflicts(
+    server: &str,
+    source: &str,
+    target: default!(&str, "'main'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(type_name, String),
+        name!(id, String),
+        name!(kind, String),
+        name!(property, Option<String>),
+        name!(base, Option<pgrx::JsonB>),
+        name!(ours, Option<pgrx::JsonB>),
+        name!(theirs, Option<pgrx::JsonB>),
+        name!(detail, String),
+    ),
+> {
+    let (s, _) = open(server);
+    let ctx = format!("server {server}: conflicts of merging branch '{source}' into '{target}'");
+    let theirs_snap = graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(source.to_string()), &ctx);
+    let ours_snap = graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(target.to_string()), &ctx);
+    let conflicts = crate::txn::with_staged(server, &s.uri, &[source, target], async |staged| {
+        let g = theirs_snap.graph().clone();
+        let theirs = Side::new(source, theirs_snap, staged[0]);
+        let ours = Side::new(target, ours_snap, staged[1]);
+        Ok(g.plan_merge(&theirs, &ours, OnConflict::Fail).await?.conflicts)
+    });
+    let rows: Vec<_> = conflicts
+        .into_iter()
+        .map(|c| {
+            (
+                c.type_name,
+                c.id,
+                c.kind.as_str().to_string(),
+                c.property,
+                c.base.map(pgrx::JsonB),
+                c.ours.map(pgrx::JsonB),
+                c.theirs.map(pgrx::JsonB),
+                c.detail,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// The rows that differ between two refs (branch names or commit ids),
+/// nodes and edges in one feed: `change` is insert, update or delete.
+#[pg_extern(stable, parallel_unsafe)]
+#[allow(clippy::type_complexity)]
+fn omnigraph_diff(
+    server: &str,
+    from_ref: &str,
+    to_ref: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(type_name, String),
+        name!(id, String),
+        name!(change, String),
+        name!(properties, Vec<String>),
+        name!(before, Option<pgrx::JsonB>),
+        name!(after, Option<pgrx::JsonB>),
+    ),
+> {
+    let (s, _) = open(server);
+    let (from, to) = (resolve_ref(from_ref), resolve_ref(to_ref));
+    let ctx = format!("server {server}: diff of '{from_ref}' and '{to_ref}'");
+    let from_snap = graphs::snapshot_for(server, &s.uri, &from, &ctx);
+    let to_snap = graphs::snapshot_for(server, &s.uri, &to, &ctx);
+    let branch = |r: &ReadRef| match r {
+        ReadRef::Branch(b) => b.clone(),
+        // A commit has no staged changes; no branch is named like one.
+        ReadRef::Commit(c) => c.clone(),
+    };
+    let (fb, tb) = (branch(&from), branch(&to));
+    let diff = crate::txn::with_staged(server, &s.uri, &[&fb, &tb], async |staged| {
+        let g = from_snap.graph().clone();
+        let a = Side::new(from_ref, from_snap, staged[0]);
+        let b = Side::new(to_ref, to_snap, staged[1]);
+        g.diff(&a, &b).await
+    });
+    if !diff.full_compare.is_empty() {
+        pgrx::notice!(
+            "server {server}: compared {} whole, because part of their history was written before change records existed",
+            diff.full_compare.join(", ")
+        );
+    }
+    let rows: Vec<_> = diff
+        .changes
+        .into_iter()
+        .map(|c| {
+            (
+                c.type_name,
+                c.id,
+                c.change.as_str().to_string(),
+                c.properties,
+                c.before.map(pgrx::JsonB),
+                c.after.map(pgrx::JsonB),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// The best common ancestor of two refs (branch names or commit ids);
+/// NULL when they share no history.
+#[pg_extern(stable, parallel_safe)]
+fn omnigraph_merge_base(server: &str, a: &str, b: &str) -> Option<String> {
+    let (s, g) = open(server);
+    let ctx = format!("server {server}: merge base of '{a}' and '{b}'");
+    let x = graphs::snapshot_for(server, &s.uri, &resolve_ref(a), &ctx).commit().id.clone();
+    let y = graphs::snapshot_for(server, &s.uri, &resolve_ref(b), &ctx).commit().id.clone();
+    run(&ctx, async move {
+        Ok(g.merge_base(&ReadRef::Commit(x), &ReadRef::Commit(y)).await?.map(|c| c.id))
+    })
 }
 
 #[pg_extern(stable, parallel_safe)]
@@ -215,15 +443,25 @@ fn omnigraph_branch_list(
         name!(created_at, TimestampWithTimeZone),
     ),
 > {
-    let (_, g) = open(server);
+    let (s, g) = open(server);
     let branches = run(
         &format!("server {server}: listing branches"),
         g.branch_list(),
     );
-    let rows: Vec<_> = branches
+    // As this transaction sees them: its own creations and deletions count.
+    let (created, deleted) = crate::txn::branch_changes(&s.uri);
+    let now = omnigraph_engine::now_us();
+    let mut rows: Vec<_> = branches
         .into_iter()
+        .filter(|b| !deleted.contains(&b.name))
         .map(|b| (b.name, b.head_commit, timestamptz(b.created_at_us)))
+        .chain(
+            created
+                .into_iter()
+                .map(|(name, head)| (name, head, timestamptz(now))),
+        )
         .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
     TableIterator::new(rows)
 }
 
@@ -244,11 +482,10 @@ fn omnigraph_log(
         name!(committed_at, TimestampWithTimeZone),
     ),
 > {
-    let (_, g) = open(server);
-    let log = run(
-        &format!("server {server}: log of branch '{branch}'"),
-        g.log(branch, usize::MAX),
-    );
+    let (s, g) = open(server);
+    let ctx = format!("server {server}: log of branch '{branch}'");
+    let head = graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(branch.to_string()), &ctx);
+    let log = run(&ctx, async move { g.log_from(&head, usize::MAX).await });
     let rows: Vec<_> = log
         .into_iter()
         .map(|c| {

@@ -102,6 +102,21 @@ fn epoch() -> i64 {
 
 /// The snapshot this statement or transaction reads for `at`.
 pub fn snapshot(server: &str, uri: &str, at: &ReadRef) -> Snapshot {
+    snapshot_for(server, uri, at, &format!("server {server}"))
+}
+
+/// [`snapshot`], reporting errors in `context` (which names the operation).
+pub fn snapshot_for(server: &str, uri: &str, at: &ReadRef, context: &str) -> Snapshot {
+    if let ReadRef::Branch(b) = at {
+        match crate::txn::branch_state(uri, b) {
+            Some(crate::txn::BranchState::Created(s)) => return *s,
+            Some(crate::txn::BranchState::Deleted) => crate::error::report(
+                omnigraph_engine::Error::BranchNotFound { name: b.clone() },
+                &format!("{context} (branch '{b}' was deleted by this transaction)"),
+            ),
+            None => {}
+        }
+    }
     let key = (uri.to_string(), at.clone());
     let now = epoch();
     if let Some((e, s)) = SNAPSHOTS.with(|m| m.borrow().get(&key).cloned())
@@ -110,7 +125,7 @@ pub fn snapshot(server: &str, uri: &str, at: &ReadRef) -> Snapshot {
         return s;
     }
     let g = graph(server, uri);
-    let snap = run(&format!("server {server}"), g.snapshot(at));
+    let snap = run(context, g.snapshot(at));
     if let ReadRef::Branch(b) = at {
         FIRST_READ.with(|m| {
             m.borrow_mut()

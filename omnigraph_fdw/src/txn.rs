@@ -17,6 +17,13 @@
 //!   serialization failure at COMMIT): prepared commits are abandoned and
 //!   open transactions dropped; nothing was published, spill files go.
 //!
+//! Branch operations follow the transaction too: a branch created in it is
+//! readable and writable by the transaction but has no ref until COMMIT
+//! (after the transaction's commits are published); a branch deleted in it
+//! keeps its write lock until COMMIT deletes the ref; ROLLBACK, or the
+//! abort of the subtransaction that did them, undoes both. A merge is
+//! staged like any write on its target.
+//!
 //! `PREPARE TRANSACTION` is refused.
 //!
 //! Savepoints: at the start of every subtransaction each open graph
@@ -27,7 +34,9 @@
 
 use std::cell::RefCell;
 
-use omnigraph_engine::{PreparedCommit, Savepoint, Snapshot, StagedView, WriteTxn};
+use omnigraph_engine::{
+    BranchDeletion, NewBranch, PreparedCommit, Savepoint, Snapshot, StagedView, WriteTxn,
+};
 use pgrx::pg_sys::{self, SubTransactionId};
 use pgrx::{PgSqlErrorCode, pg_guard};
 
@@ -47,8 +56,30 @@ struct Open {
     poisoned: Option<String>,
 }
 
+/// A branch operation of this transaction, applied when it commits.
+enum BranchOp {
+    /// Created: invisible to others until COMMIT creates its ref.
+    Create(NewBranch),
+    /// Deleted: its write lock is held; COMMIT deletes its ref.
+    Delete(BranchDeletion),
+    /// Its staged writes were merged into another branch (as a commit
+    /// that does not exist yet); it takes no more writes in this transaction.
+    Merged,
+}
+
+struct PendingOp {
+    server: String,
+    uri: String,
+    branch: String,
+    op: BranchOp,
+    /// The subtransaction that did it: aborting that one undoes it.
+    created_sub: SubTransactionId,
+}
+
 thread_local! {
     static OPEN: RefCell<Vec<Open>> = const { RefCell::new(Vec::new()) };
+    /// Branch operations, in the order they were made.
+    static BRANCH_OPS: RefCell<Vec<PendingOp>> = const { RefCell::new(Vec::new()) };
     /// Commits prepared at pre-commit, published at commit, with their context.
     static PREPARED: RefCell<Vec<(String, PreparedCommit)>> = const { RefCell::new(Vec::new()) };
 }
@@ -62,6 +93,159 @@ fn context(server: &str, branch: &str) -> String {
     format!("server {server}, branch '{branch}'")
 }
 
+/// What this transaction did to a branch of the graph at `uri`, as its
+/// own reads must see it.
+pub enum BranchState {
+    /// Created in this transaction: read it from this snapshot.
+    Created(Box<Snapshot>),
+    /// Deleted in this transaction.
+    Deleted,
+}
+
+pub fn branch_state(uri: &str, branch: &str) -> Option<BranchState> {
+    BRANCH_OPS.with(|ops| {
+        ops.borrow()
+            .iter()
+            .rev()
+            .filter(|p| p.uri == uri && p.branch == branch)
+            .find_map(|p| match &p.op {
+                BranchOp::Create(nb) => Some(BranchState::Created(Box::new(nb.snapshot().clone()))),
+                BranchOp::Delete(_) => Some(BranchState::Deleted),
+                BranchOp::Merged => None,
+            })
+    })
+}
+
+/// Branches of the graph at `uri` this transaction created (name, head
+/// commit) and deleted, for listings.
+pub fn branch_changes(uri: &str) -> (Vec<(String, String)>, Vec<String>) {
+    BRANCH_OPS.with(|ops| {
+        let mut created = Vec::new();
+        let mut deleted = Vec::new();
+        for p in ops.borrow().iter().filter(|p| p.uri == uri) {
+            match &p.op {
+                BranchOp::Create(nb) => {
+                    created.push((p.branch.clone(), nb.snapshot().commit().id.clone()))
+                }
+                BranchOp::Delete(_) => deleted.push(p.branch.clone()),
+                BranchOp::Merged => {}
+            }
+        }
+        (created, deleted)
+    })
+}
+
+fn deleted_error(branch: &str) -> omnigraph_engine::Error {
+    omnigraph_engine::Error::BranchNotFound {
+        name: branch.to_string(),
+    }
+}
+
+/// Record a branch created by this transaction.
+pub fn branch_created(server: &str, uri: &str, nb: NewBranch) {
+    push_op(server, uri, nb.name().to_string(), BranchOp::Create(nb));
+}
+
+/// Record a branch deleted by this transaction.
+pub fn branch_deleted(server: &str, uri: &str, deletion: BranchDeletion) {
+    push_op(server, uri, deletion.name().to_string(), BranchOp::Delete(deletion));
+}
+
+fn push_op(server: &str, uri: &str, branch: String, op: BranchOp) {
+    BRANCH_OPS.with(|ops| {
+        ops.borrow_mut().push(PendingOp {
+            server: server.to_string(),
+            uri: uri.to_string(),
+            branch,
+            op,
+            created_sub: current_sub(),
+        })
+    });
+}
+
+/// Undo the creation of a branch this transaction created (deleting it
+/// again); `false` if it did not create it. Its writes go with it.
+pub fn uncreate(uri: &str, branch: &str) -> bool {
+    let found = BRANCH_OPS.with(|ops| {
+        let mut ops = ops.borrow_mut();
+        let at = ops.iter().position(|p| {
+            p.uri == uri && p.branch == branch && matches!(p.op, BranchOp::Create(_))
+        });
+        at.map(|i| ops.remove(i))
+    });
+    if found.is_none() {
+        return false;
+    }
+    OPEN.with(|o| {
+        o.borrow_mut()
+            .retain(|e| !(e.uri == uri && e.txn.branch() == branch))
+    });
+    true
+}
+
+/// The index in `OPEN` of the write transaction of `branch`, opened first
+/// if need be.
+fn ensure_open(server: &str, uri: &str, branch: &str) -> usize {
+    let ctx = context(server, branch);
+    let merged = BRANCH_OPS.with(|ops| {
+        ops.borrow()
+            .iter()
+            .any(|p| p.uri == uri && p.branch == branch && matches!(p.op, BranchOp::Merged))
+    });
+    if merged {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("{ctx}: the branch's changes in this transaction were merged into another branch; it takes no more writes in this transaction"),
+            Some("The merge commit names the branch's commit of this transaction as its parent, so that commit cannot change after the merge.".into()),
+            Some("Write to the branch before merging it, or in a new transaction.".into()),
+        );
+    }
+    let found = OPEN.with(|o| {
+        o.borrow()
+            .iter()
+            .position(|e| e.uri == uri && e.txn.branch() == branch)
+    });
+    if let Some(i) = found {
+        return i;
+    }
+    let graph = crate::graphs::graph(server, uri);
+    let actor = crate::pg::current_role();
+    let begun = match branch_state(uri, branch) {
+        Some(BranchState::Deleted) => Err(deleted_error(branch)),
+        Some(BranchState::Created(_)) => BRANCH_OPS.with(|ops| {
+            let ops = ops.borrow();
+            let nb = ops.iter().rev().find_map(|p| match &p.op {
+                BranchOp::Create(nb) if p.uri == uri && p.branch == branch => Some(nb),
+                _ => None,
+            });
+            nb.map(|nb| nb.begin(&actor))
+                .ok_or_else(|| deleted_error(branch))
+        }),
+        // Conflict checks start from the first snapshot of the branch
+        // this transaction read, so what it read cannot be stale.
+        None => match crate::graphs::first_read(uri, branch) {
+            Some(base) => graph.begin_at(base, &actor),
+            None => block_on(graph.begin(branch, &actor)),
+        },
+    };
+    let txn = match begun {
+        Ok(t) => t,
+        Err(e) => report(e, &ctx),
+    };
+    OPEN.with(|o| {
+        let mut o = o.borrow_mut();
+        o.push(Open {
+            server: server.to_string(),
+            uri: uri.to_string(),
+            txn,
+            created_sub: current_sub(),
+            savepoints: Vec::new(),
+            poisoned: None,
+        });
+        o.len() - 1
+    })
+}
+
 /// Run `f` on the open write transaction of `branch` of the graph at
 /// `uri`, opening one first. Engine errors are reported after the
 /// transaction is put back, so a failed statement leaves it usable by a
@@ -73,40 +257,7 @@ pub fn with<T>(
     f: impl AsyncFnOnce(&mut WriteTxn) -> omnigraph_engine::Result<T>,
 ) -> T {
     let ctx = context(server, branch);
-    let found = OPEN.with(|o| {
-        o.borrow()
-            .iter()
-            .position(|e| e.uri == uri && e.txn.branch() == branch)
-    });
-    let index = match found {
-        Some(i) => i,
-        None => {
-            let graph = crate::graphs::graph(server, uri);
-            let actor = crate::pg::current_role();
-            // Conflict checks start from the first snapshot of the branch
-            // this transaction read, so what it read cannot be stale.
-            let begun = match crate::graphs::first_read(uri, branch) {
-                Some(base) => graph.begin_at(base, &actor),
-                None => block_on(graph.begin(branch, &actor)),
-            };
-            let txn = match begun {
-                Ok(t) => t,
-                Err(e) => report(e, &ctx),
-            };
-            OPEN.with(|o| {
-                let mut o = o.borrow_mut();
-                o.push(Open {
-                    server: server.to_string(),
-                    uri: uri.to_string(),
-                    txn,
-                    created_sub: current_sub(),
-                    savepoints: Vec::new(),
-                    poisoned: None,
-                });
-                o.len() - 1
-            })
-        }
-    };
+    let index = ensure_open(server, uri, branch);
     // Taken out while `f` runs (it waits on I/O); the guard puts it back
     // even when an ERROR (a cancel) unwinds through here.
     let mut guard = PutBack::take(index);
@@ -127,6 +278,106 @@ pub fn with<T>(
     match result {
         Ok(v) => v,
         Err(e) => report(e, &ctx),
+    }
+}
+
+/// Run `f` with this transaction's staged changes (if any) on each of
+/// `branches` of the graph at `uri`, for reads that must see them.
+pub fn with_staged<T>(
+    server: &str,
+    uri: &str,
+    branches: &[&str],
+    f: impl AsyncFnOnce(Vec<Option<&WriteTxn>>) -> omnigraph_engine::Result<T>,
+) -> T {
+    let all = TakeAll::new();
+    let staged: Vec<Option<&WriteTxn>> = branches
+        .iter()
+        .map(|b| {
+            all.open
+                .iter()
+                .find(|e| e.uri == uri && e.txn.branch() == *b)
+                .map(|e| &e.txn)
+        })
+        .collect();
+    let result = block_on(f(staged));
+    drop(all);
+    match result {
+        Ok(v) => v,
+        Err(e) => report(e, &format!("server {server}")),
+    }
+}
+
+/// Run `f` on the write transaction of `target` (opened if need be) with
+/// the staged changes of `source`, for a merge. When `f` reports that it
+/// merged the source's staged changes, the source takes no more writes.
+pub fn merge_into<T>(
+    server: &str,
+    uri: &str,
+    source: &str,
+    target: &str,
+    f: impl AsyncFnOnce(&mut WriteTxn, Option<&WriteTxn>) -> omnigraph_engine::Result<(T, bool)>,
+) -> T {
+    let ctx = context(server, target);
+    let index = ensure_open(server, uri, target);
+    let mut all = TakeAll::new();
+    let (before, rest) = all.open.split_at_mut(index);
+    let Some((target_open, after)) = rest.split_first_mut() else {
+        drop(all);
+        report(
+            omnigraph_engine::Error::Internal("write transaction vanished".into()),
+            &ctx,
+        );
+    };
+    let source_txn = before
+        .iter()
+        .chain(after.iter())
+        .find(|e| e.uri == uri && e.txn.branch() == source)
+        .map(|e| &e.txn);
+    let result = match &target_open.poisoned {
+        Some(why) => Err(omnigraph_engine::Error::InvalidArgument(why.clone())),
+        None => block_on(f(&mut target_open.txn, source_txn)),
+    };
+    drop(all);
+    match result {
+        Ok((v, merged_staged)) => {
+            if merged_staged {
+                push_op(server, uri, source.to_string(), BranchOp::Merged);
+            }
+            v
+        }
+        Err(e) => report(e, &ctx),
+    }
+}
+
+/// Every open transaction taken out of the list while a read or merge
+/// spanning several of them runs; put back on drop (poisoned if an ERROR
+/// unwound through the operation).
+struct TakeAll {
+    open: Vec<Open>,
+}
+
+impl TakeAll {
+    fn new() -> TakeAll {
+        TakeAll {
+            open: OPEN.with(|o| std::mem::take(&mut *o.borrow_mut())),
+        }
+    }
+}
+
+impl Drop for TakeAll {
+    fn drop(&mut self) {
+        let mut open = std::mem::take(&mut self.open);
+        if std::thread::panicking() {
+            for e in open.iter_mut() {
+                e.poisoned
+                    .get_or_insert_with(|| "a write to the graph was interrupted".into());
+            }
+        }
+        OPEN.with(|o| {
+            let mut o = o.borrow_mut();
+            open.append(&mut o);
+            *o = open;
+        });
     }
 }
 
@@ -213,6 +464,8 @@ fn trim_heap() {
 /// Prepare every open transaction; called at pre-commit.
 fn prepare_all() {
     let mut open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    // Writes to a branch this transaction deletes go with it.
+    open.retain(|e| !matches!(branch_state(&e.uri, e.txn.branch()), Some(BranchState::Deleted)));
     // One order for everyone: a transaction holding the lock of one branch
     // never waits for a branch whose holder waits for it.
     open.sort_by(|a, b| (&a.uri, a.txn.branch()).cmp(&(&b.uri, b.txn.branch())));
@@ -271,12 +524,29 @@ fn publish_all() {
             ),
         }
     }
+    // Branches appear once their first commits are published, and go last.
+    let ops = BRANCH_OPS.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    for p in ops {
+        let ctx = context(&p.server, &p.branch);
+        let done = match p.op {
+            BranchOp::Create(nb) => block_on_uninterruptible(nb.publish()).map(|_| ()),
+            BranchOp::Delete(d) => block_on_uninterruptible(d.publish()),
+            BranchOp::Merged => Ok(()),
+        };
+        if let Err(err) = done {
+            pgrx::warning!(
+                "{ctx}: the Postgres transaction committed, but the branch operation failed: {err}"
+            );
+        }
+    }
 }
 
 /// Drop everything this transaction staged or prepared; never raises.
 fn abandon_all() {
     let open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
     let prepared = PREPARED.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    // Pending branches and deletions release their locks; nothing was published.
+    drop(BRANCH_OPS.with(|o| std::mem::take(&mut *o.borrow_mut())));
     let trim = large(&open) || !prepared.is_empty();
     drop(open);
     for (_, p) in prepared {
@@ -296,7 +566,10 @@ unsafe extern "C-unwind" fn on_xact_event(
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT => prepare_all(),
         pg_sys::XactEvent::XACT_EVENT_COMMIT => publish_all(),
         pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT => {}
-        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE if OPEN.with(|o| !o.borrow().is_empty()) => {
+        pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE
+            if OPEN.with(|o| !o.borrow().is_empty())
+                || BRANCH_OPS.with(|o| !o.borrow().is_empty()) =>
+        {
             raise(
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 "cannot PREPARE a transaction that has written to an omnigraph graph",
@@ -328,6 +601,13 @@ unsafe extern "C-unwind" fn on_subxact_event(
             }
         }),
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => OPEN.with(|o| {
+            BRANCH_OPS.with(|ops| {
+                for p in ops.borrow_mut().iter_mut() {
+                    if p.created_sub == my_subid {
+                        p.created_sub = parent_subid;
+                    }
+                }
+            });
             for e in o.borrow_mut().iter_mut() {
                 if e.created_sub == my_subid {
                     e.created_sub = parent_subid;
@@ -340,6 +620,7 @@ unsafe extern "C-unwind" fn on_subxact_event(
         }),
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
             // Never raise here: failures poison the transaction instead.
+            BRANCH_OPS.with(|ops| ops.borrow_mut().retain(|p| p.created_sub < my_subid));
             let mut open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
             open.retain(|e| e.created_sub < my_subid);
             for e in open.iter_mut() {

@@ -122,7 +122,7 @@ pub async fn run_child() {
         return;
     };
     let g = Graph::open(&uri).await.unwrap();
-    if role == "crash-before-publish" {
+    if role == "crash-before-publish" || role == "merge-crash-before-publish" {
         #[cfg(feature = "failpoints")]
         {
             let _scenario = fail::FailScenario::setup();
@@ -138,6 +138,12 @@ pub async fn run_child() {
                 },
             )
             .unwrap();
+            if role.starts_with("merge") {
+                let _ = g
+                    .merge("feature", "main", omnigraph_engine::OnConflict::Fail, None, "child")
+                    .await;
+                return;
+            }
             let _ = g
                 .load(
                     "main",
