@@ -749,22 +749,29 @@ impl WriteTxn {
         };
         // Every published commit has a pointer: it is written first, and a
         // pointer whose manifest does not carry the commit is ignored.
-        // The change record goes with the pointer (a commit without one
-        // only makes later diffs and merges compare its tables whole).
+        // The change record goes before the pointer, so every published
+        // commit has one (a missing one would only make later diffs and
+        // merges compare its tables whole).
         let pointed = match result {
             Ok(()) => {
                 let record = self.change_record(&plan);
-                let meta = self.graph.meta();
-                let (pointer, changes) = tokio::join!(
-                    meta.write_commit_pointer(
-                        &manifest.commit.id,
-                        &manifest.branch_id,
-                        manifest.seq
-                    ),
-                    self.graph
-                        .write_change_record(&manifest.commit.id, &record)
-                );
-                pointer.and(changes)
+                match self
+                    .graph
+                    .write_change_record(&manifest.commit.id, &record)
+                    .await
+                {
+                    Ok(()) => {
+                        self.graph
+                            .meta()
+                            .write_commit_pointer(
+                                &manifest.commit.id,
+                                &manifest.branch_id,
+                                manifest.seq,
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };

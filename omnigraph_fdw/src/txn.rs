@@ -320,6 +320,7 @@ pub fn merge_into<T>(
     let ctx = context(server, target);
     let index = ensure_open(server, uri, target);
     let mut all = TakeAll::new();
+    all.writing = Some(index);
     let (before, rest) = all.open.split_at_mut(index);
     let Some((target_open, after)) = rest.split_first_mut() else {
         drop(all);
@@ -350,16 +351,19 @@ pub fn merge_into<T>(
 }
 
 /// Every open transaction taken out of the list while a read or merge
-/// spanning several of them runs; put back on drop (poisoned if an ERROR
-/// unwound through the operation).
+/// spanning several of them runs; put back on drop. If an ERROR unwinds
+/// through the operation, the one it was changing (`writing`) is poisoned;
+/// the ones it only read are not.
 struct TakeAll {
     open: Vec<Open>,
+    writing: Option<usize>,
 }
 
 impl TakeAll {
     fn new() -> TakeAll {
         TakeAll {
             open: OPEN.with(|o| std::mem::take(&mut *o.borrow_mut())),
+            writing: None,
         }
     }
 }
@@ -367,11 +371,11 @@ impl TakeAll {
 impl Drop for TakeAll {
     fn drop(&mut self) {
         let mut open = std::mem::take(&mut self.open);
-        if std::thread::panicking() {
-            for e in open.iter_mut() {
-                e.poisoned
-                    .get_or_insert_with(|| "a write to the graph was interrupted".into());
-            }
+        if std::thread::panicking()
+            && let Some(e) = self.writing.and_then(|i| open.get_mut(i))
+        {
+            e.poisoned
+                .get_or_insert_with(|| "a merge into the graph was interrupted".into());
         }
         OPEN.with(|o| {
             let mut o = o.borrow_mut();
