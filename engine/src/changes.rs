@@ -134,7 +134,10 @@ impl Graph {
                 Some(record) => {
                     for name in &differing {
                         if let Some(change) = record.tables.get(*name) {
-                            recorded.entry(*name).or_insert_with(Changed::none).add(change);
+                            recorded
+                                .entry(*name)
+                                .or_insert_with(Changed::none)
+                                .add(change);
                         }
                     }
                 }

@@ -262,19 +262,33 @@ impl WriteTxn {
         let mut plan = Plan::default();
         for (type_name, changes) in &self.tables {
             let ids: Vec<&str> = changes.rows.keys().map(String::as_str).collect();
-            let existing = head.rows_by_id(type_name, &ids).await?;
+            let moved_table = moved && head.table(type_name)? != self.base.table(type_name)?;
+            // Whole rows are needed to apply partial updates and to see
+            // concurrent changes; otherwise whether a row exists is enough,
+            // which reads only the id column (through its index).
+            let needs_rows = moved_table
+                || changes
+                    .rows
+                    .values()
+                    .any(|s| matches!(s.change, Pending::Update(_)));
+            let (existing, present): (HashMap<String, Record>, HashSet<String>) = if needs_rows {
+                let rows = head.rows_by_id(type_name, &ids).await?;
+                let present = rows.keys().cloned().collect();
+                (rows, present)
+            } else {
+                (HashMap::new(), head.existing_ids(type_name, &ids).await?)
+            };
             // Rows whose head state differs from the state this transaction
             // started from were changed by a concurrent commit.
-            let changed_since_base: HashSet<String> =
-                if moved && head.table(type_name)? != self.base.table(type_name)? {
-                    let before = self.base.rows_by_id(type_name, &ids).await?;
-                    ids.iter()
-                        .filter(|id| before.get(**id) != existing.get(**id))
-                        .map(|id| id.to_string())
-                        .collect()
-                } else {
-                    HashSet::new()
-                };
+            let changed_since_base: HashSet<String> = if moved_table {
+                let before = self.base.rows_by_id(type_name, &ids).await?;
+                ids.iter()
+                    .filter(|id| before.get(**id) != existing.get(**id))
+                    .map(|id| id.to_string())
+                    .collect()
+            } else {
+                HashSet::new()
+            };
             let conflict = |id: &str| Error::Conflict {
                 branch: self.branch.clone(),
                 message: format!("{type_name} '{id}' was changed by a concurrent commit"),
@@ -289,11 +303,11 @@ impl WriteTxn {
             }
             for (id, staged) in &changes.rows {
                 let (change, line) = (&staged.change, &staged.line);
-                let current = existing.get(id);
+                let exists = present.contains(id);
                 let fail = |e: Error| e.at_line(*line);
                 match change {
                     Pending::Insert(r) => {
-                        if current.is_some() && !changes.overwrite {
+                        if exists && !changes.overwrite {
                             if changed_since_base.contains(id) {
                                 return Err(conflict(id));
                             }
@@ -315,7 +329,7 @@ impl WriteTxn {
                         if changed_since_base.contains(id) {
                             return Err(conflict(id));
                         }
-                        if current.is_some() && !changes.overwrite {
+                        if exists && !changes.overwrite {
                             tp.removed.insert(id.clone());
                             tp.stats.updated += 1;
                         } else {
@@ -327,7 +341,7 @@ impl WriteTxn {
                         if changed_since_base.contains(id) {
                             return Err(conflict(id));
                         }
-                        let Some(cur) = current else {
+                        let Some(cur) = existing.get(id) else {
                             return Err(fail(not_found(type_name, id, &self.branch)));
                         };
                         let mut r = cur.clone();
@@ -340,8 +354,8 @@ impl WriteTxn {
                         if changed_since_base.contains(id) {
                             return Err(conflict(id));
                         }
-                        match current {
-                            Some(_) => {
+                        match exists {
+                            true => {
                                 tp.removed.insert(id.clone());
                                 tp.stats.deleted += 1;
                                 if self.catalog().node(type_name).is_some() {
@@ -351,10 +365,10 @@ impl WriteTxn {
                                         .insert(id.clone());
                                 }
                             }
-                            None if *must_exist => {
+                            false if *must_exist => {
                                 return Err(fail(not_found(type_name, id, &self.branch)));
                             }
-                            None => {}
+                            false => {}
                         }
                     }
                 }
@@ -848,8 +862,7 @@ impl WriteTxn {
             if sources.is_empty() {
                 continue;
             }
-            let mut degree: HashMap<String, u64> =
-                sources.iter().map(|s| (s.clone(), 0)).collect();
+            let mut degree: HashMap<String, u64> = sources.iter().map(|s| (s.clone(), 0)).collect();
             let list: Vec<&str> = sources.iter().map(String::as_str).collect();
             for chunk in list.chunks(ID_CHUNK) {
                 let filter = in_filter("src", chunk.iter().copied());
@@ -1017,7 +1030,11 @@ fn unique_violation(type_name: &str, cols: &[String], key: &[String], a: &str, b
 }
 
 /// A literal for a Lance filter comparing `column` with `v`.
-pub(crate) fn filter_literal(props: &[crate::schema::Property], column: &str, v: &Value) -> Result<String> {
+pub(crate) fn filter_literal(
+    props: &[crate::schema::Property],
+    column: &str,
+    v: &Value,
+) -> Result<String> {
     let ty = props.iter().find(|p| p.name == column).map(|p| &p.ty);
     Ok(match (ty, v) {
         (_, Value::String(s)) => sql_literal(s),

@@ -8,7 +8,7 @@
 //! the tables; types whose history has no records are compared whole and
 //! reported in `full_compare`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::changes::Changed;
 use crate::error::Result;
@@ -82,7 +82,11 @@ impl<'a> Side<'a> {
     }
 
     /// This side's rows with the given ids (absent ids do not exist here).
-    pub(crate) async fn rows(&self, type_name: &str, ids: &[&str]) -> Result<HashMap<String, Record>> {
+    pub(crate) async fn rows(
+        &self,
+        type_name: &str,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Record>> {
         let mut rows = self.snapshot.rows_by_id(type_name, ids).await?;
         if let Some(txn) = self.staged {
             for (id, own) in txn.own_rows(type_name, ids, &self.snapshot).await? {
@@ -97,6 +101,22 @@ impl<'a> Side<'a> {
             }
         }
         Ok(rows)
+    }
+
+    /// Which of `ids` exist on this side (reads only the id column of
+    /// committed rows).
+    pub(crate) async fn existing(&self, type_name: &str, ids: &[&str]) -> Result<HashSet<String>> {
+        let mut found = self.snapshot.existing_ids(type_name, ids).await?;
+        if let Some(txn) = self.staged {
+            for (id, own) in txn.own_rows(type_name, ids, &self.snapshot).await? {
+                if own.is_some() {
+                    found.insert(id);
+                } else {
+                    found.remove(&id);
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Every id of a type on this side.
@@ -267,7 +287,12 @@ fn row_change(
         if r.endpoints.is_some() {
             cols.extend(["src".to_string(), "dst".to_string()]);
         }
-        cols.extend(props.iter().filter(|p| !r.prop(&p.name).is_null()).map(|p| p.name.clone()));
+        cols.extend(
+            props
+                .iter()
+                .filter(|p| !r.prop(&p.name).is_null())
+                .map(|p| p.name.clone()),
+        );
         cols
     };
     let (change, properties) = match (before, after) {

@@ -348,7 +348,10 @@ impl Graph {
     /// the new branch's manifest pins the same table versions.
     pub async fn branch_create(&self, name: &str, from: &ReadRef) -> Result<BranchInfo> {
         let source = self.snapshot(from).await?;
-        self.branch_create_pending(name, &source).await?.publish().await
+        self.branch_create_pending(name, &source)
+            .await?
+            .publish()
+            .await
     }
 
     /// The first half of creating a branch from `from`: the name is checked

@@ -62,8 +62,10 @@ impl Graph {
         if of_b.contains_key(a) {
             return Ok(of_b.get(a).cloned());
         }
-        let common: HashMap<&String, &CommitInfo> =
-            of_a.iter().filter(|(id, _)| of_b.contains_key(*id)).collect();
+        let common: HashMap<&String, &CommitInfo> = of_a
+            .iter()
+            .filter(|(id, _)| of_b.contains_key(*id))
+            .collect();
         // Everything below a common commit is dominated by it.
         let mut dominated: HashSet<&str> = HashSet::new();
         let mut queue: VecDeque<&str> = common

@@ -44,14 +44,14 @@ mod txn;
 pub mod value;
 
 pub use commit::{CommitSummary, PreparedCommit, TableStats};
-pub use error::{Error, Result, Violation, ViolationKind};
 pub use diff::{ChangeKind, Diff, RowChange, Side};
+pub use error::{Error, Result, Violation, ViolationKind};
 pub use graph::{BranchDeletion, BranchInfo, Graph, GraphOptions, NewBranch, ReadRef, Snapshot};
+pub use load::{LoadMode, load_message};
+pub use manifest::{CommitInfo, MAIN, check_branch_name, is_commit_id, now_us};
 pub use merge::{
     ConflictKind, MergeConflict, MergePlan, MergeResult, MergeStatus, OnConflict, merge_message,
 };
-pub use load::{LoadMode, load_message};
-pub use manifest::{CommitInfo, MAIN, check_branch_name, is_commit_id, now_us};
 pub use storage::{SCAN_IO_BUFFER_BYTES, TableEntry, canonical_uri, scanner};
 pub use txn::{
     CancelCheck, DEFAULT_STAGING_MEMORY, MAX_MESSAGE_BYTES, Savepoint, StagedView, WriteTxn,

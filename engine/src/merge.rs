@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::changes::Changed;
 use crate::commit::filter_literal;
 use crate::diff::{Side, ids_to_compare, same_row};
 use crate::error::{Error, Result};
@@ -306,7 +307,11 @@ impl Merged<'_, '_> {
         keep: impl Fn(&Record) -> bool,
     ) -> Result<BTreeMap<String, Record>> {
         let mut out: BTreeMap<String, Record> = BTreeMap::new();
-        let committed = self.ours.snapshot.read_where(type_name, Some(filter)).await?;
+        let committed = self
+            .ours
+            .snapshot
+            .read_where(type_name, Some(filter))
+            .await?;
         let ids: Vec<&str> = committed.iter().map(|r| r.id.as_str()).collect();
         // The target's own view of those rows (its transaction may have changed them).
         for (id, r) in self.ours.rows(type_name, &ids).await? {
@@ -373,8 +378,7 @@ impl Graph {
             plan.status = MergeStatus::UpToDate;
             return Ok(plan);
         }
-        let fast_forward =
-            base_id == Some(ours.snapshot.commit().id.as_str()) && !ours.pending();
+        let fast_forward = base_id == Some(ours.snapshot.commit().id.as_str()) && !ours.pending();
         let base = match base {
             Some(c) => Some(self.snapshot(&ReadRef::Commit(c.id)).await?),
             None => None,
@@ -382,6 +386,8 @@ impl Graph {
         let base_manifest = base.as_ref().map(|b| &b.manifest);
         let changed_theirs = theirs.changed_since(self, base_manifest).await?;
         let changed_ours = ours.changed_since(self, base_manifest).await?;
+        // Whether the target has each row the merge changes, as read while merging.
+        let mut on_target: HashMap<(String, String), bool> = HashMap::new();
         for type_name in self.catalog().type_names() {
             if changed_theirs.get(type_name).is_none_or(|c| c.is_empty()) {
                 continue; // nothing to bring over
@@ -398,19 +404,40 @@ impl Graph {
             if whole {
                 plan.full_compare.push(type_name.to_string());
             }
-            plan.compared += ids.len() as u64;
             let props = self.catalog().properties(type_name).unwrap_or_default();
+            // An id the source did not change keeps the target's version: nothing
+            // to read. An id only the source changed still has the base's
+            // version on the target: the target need not be read.
+            let changed_by = |c: Option<&Changed>, id: &str| match c {
+                Some(Changed::All) => true,
+                Some(Changed::Ids(set)) => set.contains(id),
+                None => false,
+            };
+            let (t_changed, o_changed) =
+                (changed_theirs.get(type_name), changed_ours.get(type_name));
+            let ids: Vec<&String> = ids.iter().filter(|id| changed_by(t_changed, id)).collect();
+            plan.compared += ids.len() as u64;
             let mut changes = BTreeMap::new();
             for chunk in ids.chunks(ID_CHUNK) {
-                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                let refs: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
+                let both: Vec<&str> = refs
+                    .iter()
+                    .copied()
+                    .filter(|id| changed_by(o_changed, id))
+                    .collect();
                 let b = match &base {
                     Some(s) => s.rows_by_id(type_name, &refs).await?,
                     None => HashMap::new(),
                 };
-                let o = ours.rows(type_name, &refs).await?;
+                let o = ours.rows(type_name, &both).await?;
                 let t = theirs.rows(type_name, &refs).await?;
-                for id in chunk {
-                    let (bi, oi, ti) = (b.get(id), o.get(id), t.get(id));
+                for id in chunk.iter().copied() {
+                    let oi = if changed_by(o_changed, id) {
+                        o.get(id)
+                    } else {
+                        b.get(id)
+                    };
+                    let (bi, ti) = (b.get(id), t.get(id));
                     let merged = three_way(bi, oi, ti, props);
                     let result = if merged.conflicts.is_empty() || on_conflict == OnConflict::Ours {
                         merged.ours.clone()
@@ -422,7 +449,14 @@ impl Graph {
                             Some(p) => r.map(|r| r.column(p).to_json()),
                             None => r.map(|r| r.to_json(props)),
                         };
-                        let detail = conflict_detail(*kind, type_name, id, property.as_deref(), ours, theirs);
+                        let detail = conflict_detail(
+                            *kind,
+                            type_name,
+                            id,
+                            property.as_deref(),
+                            ours,
+                            theirs,
+                        );
                         plan.conflicts.push(MergeConflict {
                             type_name: type_name.to_string(),
                             id: id.clone(),
@@ -436,6 +470,7 @@ impl Graph {
                     }
                     if !same_row(result.as_ref(), oi, props) {
                         changes.insert(id.clone(), result);
+                        on_target.insert((type_name.to_string(), id.clone()), oi.is_some());
                     }
                 }
             }
@@ -459,12 +494,21 @@ impl Graph {
         if fast_forward {
             plan.status = MergeStatus::FastForward;
         }
-        // Counted against the target's rows.
+        // Counted against the target's rows (those orphan resolution added
+        // were not read yet).
         for (type_name, changes) in &plan.changes {
-            let ids: Vec<&str> = changes.keys().map(String::as_str).collect();
-            let before = ours.rows(type_name, &ids).await?;
+            let unread: Vec<&str> = changes
+                .keys()
+                .filter(|id| !on_target.contains_key(&(type_name.clone(), id.to_string())))
+                .map(String::as_str)
+                .collect();
+            let found = ours.existing(type_name, &unread).await?;
             for (id, r) in changes {
-                match (before.contains_key(id), r.is_some()) {
+                let had = on_target
+                    .get(&(type_name.clone(), id.clone()))
+                    .copied()
+                    .unwrap_or_else(|| found.contains(id));
+                match (had, r.is_some()) {
                     (false, true) => plan.inserted += 1,
                     (true, true) => plan.updated += 1,
                     (true, false) => plan.deleted += 1,
@@ -504,7 +548,13 @@ impl Graph {
                 let wanted: BTreeSet<&str> = written
                     .iter()
                     .filter_map(|r| r.endpoints.as_ref())
-                    .map(|e| if end == "src" { e.0.as_str() } else { e.1.as_str() })
+                    .map(|e| {
+                        if end == "src" {
+                            e.0.as_str()
+                        } else {
+                            e.1.as_str()
+                        }
+                    })
                     .collect();
                 let wanted: Vec<&str> = wanted.into_iter().collect();
                 let found = merged.existing(node_type, &wanted).await?;
@@ -539,7 +589,9 @@ impl Graph {
                         .await?;
                     for r in hits.into_values() {
                         if let Value::String(n) = r.column(end)
-                            && !orphans.iter().any(|o| o.0 == edge.name && o.1.id == r.id && o.2 == end)
+                            && !orphans
+                                .iter()
+                                .any(|o| o.0 == edge.name && o.1.id == r.id && o.2 == end)
                         {
                             orphans.push((edge.name.clone(), r, end, node_type.clone(), n));
                         }
@@ -550,11 +602,17 @@ impl Graph {
         for (edge, row, end, node_type, node) in orphans {
             let props = self.catalog().properties(&edge).unwrap_or_default();
             let base_edge = match base {
-                Some(b) => b.rows_by_id(&edge, &[row.id.as_str()]).await?.remove(&row.id),
+                Some(b) => b
+                    .rows_by_id(&edge, &[row.id.as_str()])
+                    .await?
+                    .remove(&row.id),
                 None => None,
             };
             let o_edge = ours.rows(&edge, &[row.id.as_str()]).await?.remove(&row.id);
-            let t_edge = theirs.rows(&edge, &[row.id.as_str()]).await?.remove(&row.id);
+            let t_edge = theirs
+                .rows(&edge, &[row.id.as_str()])
+                .await?
+                .remove(&row.id);
             plan.conflicts.push(MergeConflict {
                 type_name: edge.clone(),
                 id: row.id.clone(),
@@ -573,7 +631,10 @@ impl Graph {
                 OnConflict::Ours => ours,
                 OnConflict::Theirs => theirs,
             };
-            let node_row = chosen.rows(&node_type, &[node.as_str()]).await?.remove(&node);
+            let node_row = chosen
+                .rows(&node_type, &[node.as_str()])
+                .await?
+                .remove(&node);
             match node_row {
                 Some(n) => {
                     // The chosen side has the node: it stays.
@@ -631,17 +692,25 @@ impl Graph {
                         let parts: Vec<String> = cols
                             .iter()
                             .zip(&vals)
-                            .map(|(c, v)| Ok(format!("{} = {}", quote_ident(c), filter_literal(props, c, v)?)))
+                            .map(|(c, v)| {
+                                Ok(format!(
+                                    "{} = {}",
+                                    quote_ident(c),
+                                    filter_literal(props, c, v)?
+                                ))
+                            })
                             .collect::<Result<_>>()?;
                         probes.push((format!("({})", parts.join(" AND ")), vals, *r));
                     }
                     if probes.is_empty() {
                         continue;
                     }
-                    let filter = probes.iter().map(|p| p.0.as_str()).collect::<Vec<_>>().join(" OR ");
-                    let holders = merged
-                        .rows_where(type_name, &filter, |_| true)
-                        .await?;
+                    let filter = probes
+                        .iter()
+                        .map(|p| p.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" OR ");
+                    let holders = merged.rows_where(type_name, &filter, |_| true).await?;
                     // Merged rows written in this plan are among the holders too.
                     let mut all: Vec<&Record> = holders.values().collect();
                     all.extend(written.iter().copied());
@@ -688,7 +757,8 @@ impl Graph {
             changes: &plan.changes,
         };
         for edge in &self.catalog().edges {
-            let (Some((min, max)), Some(changes)) = (edge.card, plan.changes.get(&edge.name)) else {
+            let (Some((min, max)), Some(changes)) = (edge.card, plan.changes.get(&edge.name))
+            else {
                 continue;
             };
             let ids: Vec<&str> = changes.keys().map(String::as_str).collect();
@@ -705,9 +775,11 @@ impl Graph {
             for chunk in list.chunks(ID_CHUNK) {
                 let set: BTreeSet<&str> = chunk.iter().copied().collect();
                 let rows = merged
-                    .rows_where(&edge.name, &in_filter("src", chunk.iter().copied()), |r| {
-                        matches!(r.column("src"), Value::String(s) if set.contains(s.as_str()))
-                    })
+                    .rows_where(
+                        &edge.name,
+                        &in_filter("src", chunk.iter().copied()),
+                        |r| matches!(r.column("src"), Value::String(s) if set.contains(s.as_str())),
+                    )
                     .await?;
                 let mut degree: BTreeMap<&str, u64> = chunk.iter().map(|s| (*s, 0)).collect();
                 for r in rows.values() {
@@ -755,7 +827,11 @@ impl Graph {
             )));
         }
         let mut txn = self.begin(target, actor).await?;
-        let theirs = Side::new(source, self.snapshot(&ReadRef::Branch(source.into())).await?, None);
+        let theirs = Side::new(
+            source,
+            self.snapshot(&ReadRef::Branch(source.into())).await?,
+            None,
+        );
         let ours = Side::new(target, txn.base().clone(), None);
         let plan = self.plan_merge(&theirs, &ours, on_conflict).await?;
         if !plan.stages() {
@@ -769,9 +845,20 @@ impl Graph {
 
     /// The conflicts merging `source` into `target` would meet.
     pub async fn merge_conflicts(&self, source: &str, target: &str) -> Result<Vec<MergeConflict>> {
-        let theirs = Side::new(source, self.snapshot(&ReadRef::Branch(source.into())).await?, None);
-        let ours = Side::new(target, self.snapshot(&ReadRef::Branch(target.into())).await?, None);
-        Ok(self.plan_merge(&theirs, &ours, OnConflict::Fail).await?.conflicts)
+        let theirs = Side::new(
+            source,
+            self.snapshot(&ReadRef::Branch(source.into())).await?,
+            None,
+        );
+        let ours = Side::new(
+            target,
+            self.snapshot(&ReadRef::Branch(target.into())).await?,
+            None,
+        );
+        Ok(self
+            .plan_merge(&theirs, &ours, OnConflict::Fail)
+            .await?
+            .conflicts)
     }
 }
 
@@ -846,7 +933,11 @@ mod tests {
         Record {
             id: "x".into(),
             endpoints: None,
-            props: [("a".to_string(), Value::Int(a)), ("b".to_string(), Value::Int(b))].into(),
+            props: [
+                ("a".to_string(), Value::Int(a)),
+                ("b".to_string(), Value::Int(b)),
+            ]
+            .into(),
         }
     }
 
@@ -863,7 +954,10 @@ mod tests {
     fn the_same_cell_set_differently_conflicts_per_property() {
         let props = [prop("a"), prop("b")];
         let m = three_way(Some(&row(1, 1)), Some(&row(2, 5)), Some(&row(3, 1)), &props);
-        assert_eq!(m.conflicts, vec![(ConflictKind::UpdateUpdate, Some("a".into()))]);
+        assert_eq!(
+            m.conflicts,
+            vec![(ConflictKind::UpdateUpdate, Some("a".into()))]
+        );
         assert_eq!(m.ours, Some(row(2, 5)));
         assert_eq!(m.theirs, Some(row(3, 5)));
         // Both setting the same value is no conflict.
@@ -878,9 +972,18 @@ mod tests {
             three_way(b.as_ref(), o.as_ref(), t.as_ref(), &props).conflicts
         };
         let one = |k| vec![(k, None)];
-        assert_eq!(k(Some(row(1, 1)), None, Some(row(2, 1))), one(ConflictKind::DeleteUpdate));
-        assert_eq!(k(Some(row(1, 1)), Some(row(2, 1)), None), one(ConflictKind::UpdateDelete));
-        assert_eq!(k(None, Some(row(1, 1)), Some(row(2, 1))), one(ConflictKind::InsertInsert));
+        assert_eq!(
+            k(Some(row(1, 1)), None, Some(row(2, 1))),
+            one(ConflictKind::DeleteUpdate)
+        );
+        assert_eq!(
+            k(Some(row(1, 1)), Some(row(2, 1)), None),
+            one(ConflictKind::UpdateDelete)
+        );
+        assert_eq!(
+            k(None, Some(row(1, 1)), Some(row(2, 1))),
+            one(ConflictKind::InsertInsert)
+        );
         // Deleted on both sides, or deleted on one and untouched on the other.
         assert!(k(Some(row(1, 1)), None, None).is_empty());
         assert!(k(Some(row(1, 1)), Some(row(1, 1)), None).is_empty());

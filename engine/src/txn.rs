@@ -973,7 +973,12 @@ impl WriteTxn {
         let updated: Vec<&str> = ids
             .iter()
             .copied()
-            .filter(|id| matches!(table.rows.get(*id).map(|s| &s.change), Some(Pending::Update(_))))
+            .filter(|id| {
+                matches!(
+                    table.rows.get(*id).map(|s| &s.change),
+                    Some(Pending::Update(_))
+                )
+            })
             .collect();
         let committed = if updated.is_empty() {
             Default::default()
@@ -1006,7 +1011,10 @@ impl WriteTxn {
         }
         if let Some(spill) = &table.spill {
             for chunk in spilled.chunks(ID_CHUNK) {
-                for r in spill.rows_where(&in_filter("id", chunk.iter().copied())).await? {
+                for r in spill
+                    .rows_where(&in_filter("id", chunk.iter().copied()))
+                    .await?
+                {
                     out.insert(r.id.clone(), Some(r));
                 }
             }

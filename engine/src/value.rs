@@ -475,7 +475,11 @@ impl Record {
 
     /// Names of the columns (`src`, `dst` and properties) whose values
     /// differ between two versions of a row, in `properties` order.
-    pub fn changed_columns(&self, other: &Record, properties: &[crate::schema::Property]) -> Vec<String> {
+    pub fn changed_columns(
+        &self,
+        other: &Record,
+        properties: &[crate::schema::Property],
+    ) -> Vec<String> {
         let mut out = Vec::new();
         for end in ["src", "dst"] {
             if self.endpoints.is_some() && self.column(end) != other.column(end) {

@@ -207,7 +207,11 @@ async fn a_merge_interrupted_before_publish_leaves_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status, MergeStatus::Merged);
-    assert!(ids(&g, &ReadRef::main(), "Person").await.contains(&"Merged1".to_string()));
+    assert!(
+        ids(&g, &ReadRef::main(), "Person")
+            .await
+            .contains(&"Merged1".to_string())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +232,11 @@ async fn a_process_killed_in_a_merge_before_publish_leaves_the_graph_unchanged()
         .await
         .unwrap();
     assert_eq!(r.status, MergeStatus::Merged);
-    assert!(ids(&g, &ReadRef::main(), "Person").await.contains(&"Merged1".to_string()));
+    assert!(
+        ids(&g, &ReadRef::main(), "Person")
+            .await
+            .contains(&"Merged1".to_string())
+    );
 }
 
 /// Entry point of the child processes the multi-process tests spawn.

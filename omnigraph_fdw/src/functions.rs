@@ -268,14 +268,19 @@ fn omnigraph_branch_merge(
         );
     }
     let s = operable_server(server, "omnigraph_branch_merge");
-    let theirs_snap = graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(source.to_string()), &ctx);
+    let theirs_snap =
+        graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(source.to_string()), &ctx);
     // Read first: the target's write transaction starts from this snapshot.
-    let ours_snap = graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(target.to_string()), &ctx);
+    let ours_snap =
+        graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(target.to_string()), &ctx);
     let result = crate::txn::merge_into(server, &s.uri, source, target, async |t, staged| {
         let g = t.base().graph().clone();
         let theirs = Side::new(source, theirs_snap, staged);
         let ours = Side::new(target, ours_snap, None);
-        let ours = Side { staged: Some(&*t), ..ours };
+        let ours = Side {
+            staged: Some(&*t),
+            ..ours
+        };
         let plan = g.plan_merge(&theirs, &ours, policy).await?;
         let merged_staged = plan.stages() && theirs.staged.is_some_and(|x| !x.is_empty());
         if plan.stages() {
@@ -334,13 +339,17 @@ fn omnigraph_merge_conflicts(
 > {
     let (s, _) = open(server);
     let ctx = format!("server {server}: conflicts of merging branch '{source}' into '{target}'");
-    let theirs_snap = graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(source.to_string()), &ctx);
-    let ours_snap = graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(target.to_string()), &ctx);
+    let theirs_snap =
+        graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(source.to_string()), &ctx);
+    let ours_snap =
+        graphs::snapshot_for(server, &s.uri, &ReadRef::Branch(target.to_string()), &ctx);
     let conflicts = crate::txn::with_staged(server, &s.uri, &[source, target], async |staged| {
         let g = theirs_snap.graph().clone();
         let theirs = Side::new(source, theirs_snap, staged[0]);
         let ours = Side::new(target, ours_snap, staged[1]);
-        Ok(g.plan_merge(&theirs, &ours, OnConflict::Fail).await?.conflicts)
+        Ok(g.plan_merge(&theirs, &ours, OnConflict::Fail)
+            .await?
+            .conflicts)
     });
     let rows: Vec<_> = conflicts
         .into_iter()
@@ -425,10 +434,18 @@ fn omnigraph_diff(
 fn omnigraph_merge_base(server: &str, a: &str, b: &str) -> Option<String> {
     let (s, g) = open(server);
     let ctx = format!("server {server}: merge base of '{a}' and '{b}'");
-    let x = graphs::snapshot_for(server, &s.uri, &resolve_ref(a), &ctx).commit().id.clone();
-    let y = graphs::snapshot_for(server, &s.uri, &resolve_ref(b), &ctx).commit().id.clone();
+    let x = graphs::snapshot_for(server, &s.uri, &resolve_ref(a), &ctx)
+        .commit()
+        .id
+        .clone();
+    let y = graphs::snapshot_for(server, &s.uri, &resolve_ref(b), &ctx)
+        .commit()
+        .id
+        .clone();
     run(&ctx, async move {
-        Ok(g.merge_base(&ReadRef::Commit(x), &ReadRef::Commit(y)).await?.map(|c| c.id))
+        Ok(g.merge_base(&ReadRef::Commit(x), &ReadRef::Commit(y))
+            .await?
+            .map(|c| c.id))
     })
 }
 

@@ -148,7 +148,12 @@ pub fn branch_created(server: &str, uri: &str, nb: NewBranch) {
 
 /// Record a branch deleted by this transaction.
 pub fn branch_deleted(server: &str, uri: &str, deletion: BranchDeletion) {
-    push_op(server, uri, deletion.name().to_string(), BranchOp::Delete(deletion));
+    push_op(
+        server,
+        uri,
+        deletion.name().to_string(),
+        BranchOp::Delete(deletion),
+    );
 }
 
 fn push_op(server: &str, uri: &str, branch: String, op: BranchOp) {
@@ -469,7 +474,12 @@ fn trim_heap() {
 fn prepare_all() {
     let mut open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
     // Writes to a branch this transaction deletes go with it.
-    open.retain(|e| !matches!(branch_state(&e.uri, e.txn.branch()), Some(BranchState::Deleted)));
+    open.retain(|e| {
+        !matches!(
+            branch_state(&e.uri, e.txn.branch()),
+            Some(BranchState::Deleted)
+        )
+    });
     // One order for everyone: a transaction holding the lock of one branch
     // never waits for a branch whose holder waits for it.
     open.sort_by(|a, b| (&a.uri, a.txn.branch()).cmp(&(&b.uri, b.txn.branch())));

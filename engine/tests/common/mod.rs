@@ -140,7 +140,13 @@ pub async fn run_child() {
             .unwrap();
             if role.starts_with("merge") {
                 let _ = g
-                    .merge("feature", "main", omnigraph_engine::OnConflict::Fail, None, "child")
+                    .merge(
+                        "feature",
+                        "main",
+                        omnigraph_engine::OnConflict::Fail,
+                        None,
+                        "child",
+                    )
                     .await;
                 return;
             }
