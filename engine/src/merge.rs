@@ -392,14 +392,22 @@ impl Graph {
             if changed_theirs.get(type_name).is_none_or(|c| c.is_empty()) {
                 continue; // nothing to bring over
             }
-            let Some((ids, whole)) = ids_to_compare(
-                type_name,
-                base.as_ref(),
-                &[(theirs, &changed_theirs), (ours, &changed_ours)],
-            )
-            .await?
-            else {
-                continue;
+            // Only ids the source changed matter; all ids only when the
+            // source's history does not say which.
+            let (ids, whole) = match changed_theirs.get(type_name) {
+                Some(Changed::Ids(set)) => (set.iter().cloned().collect::<Vec<_>>(), false),
+                _ => {
+                    let Some(found) = ids_to_compare(
+                        type_name,
+                        base.as_ref(),
+                        &[(theirs, &changed_theirs), (ours, &changed_ours)],
+                    )
+                    .await?
+                    else {
+                        continue;
+                    };
+                    found
+                }
             };
             if whole {
                 plan.full_compare.push(type_name.to_string());
