@@ -517,6 +517,21 @@ impl Graph {
         t: &TableEntry,
         branch_id: &str,
     ) -> Result<(u64, bool)> {
+        match self.unpublished(type_name, t, branch_id).await? {
+            (latest, false) => Ok((latest, false)),
+            (_, true) => Ok((self.storage().restore(type_name, t).await?, true)),
+        }
+    }
+
+    /// The latest Lance version of `t`'s lineage on the branch, and whether
+    /// it holds data other than the pin's (versions an unpublished commit
+    /// wrote). An earlier recovery's restore holds the pin's data again.
+    pub(crate) async fn unpublished(
+        &self,
+        type_name: &str,
+        t: &TableEntry,
+        branch_id: &str,
+    ) -> Result<(u64, bool)> {
         if !owns(t, branch_id) {
             return Ok((t.version, false));
         }
@@ -525,7 +540,6 @@ impl Graph {
         if latest_version == t.version {
             return Ok((t.version, false));
         }
-        // An earlier recovery may already have restored it (same fragments).
         let latest = self
             .storage()
             .open(
@@ -536,12 +550,9 @@ impl Graph {
                 },
             )
             .await?;
-        if latest.manifest().fragments == pinned.manifest().fragments
-            && latest.schema() == pinned.schema()
-        {
-            return Ok((latest_version, false));
-        }
-        Ok((self.storage().restore(type_name, t).await?, true))
+        let same = latest.manifest().fragments == pinned.manifest().fragments
+            && latest.schema() == pinned.schema();
+        Ok((latest_version, !same))
     }
 }
 

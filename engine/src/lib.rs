@@ -35,6 +35,7 @@ mod load;
 mod lock;
 mod manifest;
 mod merge;
+mod recovery;
 pub mod schema;
 mod spill;
 mod storage;
@@ -52,6 +53,7 @@ pub use manifest::{CommitInfo, MAIN, check_branch_name, is_commit_id, now_us};
 pub use merge::{
     ConflictKind, MergeConflict, MergePlan, MergeResult, MergeStatus, OnConflict, merge_message,
 };
+pub use recovery::{RecoveryState, TableRecovery};
 pub use storage::{SCAN_IO_BUFFER_BYTES, TableEntry, canonical_uri, scanner};
 pub use txn::{
     CancelCheck, DEFAULT_STAGING_MEMORY, MAX_MESSAGE_BYTES, Savepoint, StagedView, WriteTxn,

@@ -12,7 +12,7 @@ use std::io::BufReader;
 
 use common::*;
 use omnigraph_engine::failpoints::names;
-use omnigraph_engine::{Error, Graph, LoadMode, MergeStatus, OnConflict, ReadRef};
+use omnigraph_engine::{Error, Graph, LoadMode, MergeStatus, OnConflict, ReadRef, RecoveryState};
 
 /// Serialises tests that configure the process-global failpoint registry.
 static FAILPOINTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -237,6 +237,65 @@ async fn a_process_killed_in_a_merge_before_publish_leaves_the_graph_unchanged()
             .await
             .contains(&"Merged1".to_string())
     );
+}
+
+/// (type, state) of every table of `main` whose state is not clean.
+async fn unclean(g: &Graph) -> Vec<(String, RecoveryState)> {
+    g.recovery_status()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.branch == "main" && t.state != RecoveryState::Clean)
+        .map(|t| (t.type_name, t.state))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_status_shows_an_interrupted_commit_until_recovered() {
+    let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    assert_eq!(unclean(&g).await, vec![]);
+    kill_at_failpoint("crash-before-publish", &g);
+    let status = g.recovery_status().await.unwrap();
+    let person = status
+        .iter()
+        .find(|t| t.branch == "main" && t.type_name == "Person")
+        .unwrap();
+    assert!(person.latest_version > person.pinned_version, "{person:?}");
+    assert_eq!(
+        unclean(&g).await,
+        vec![
+            ("Company".to_string(), RecoveryState::Interrupted),
+            ("Person".to_string(), RecoveryState::Interrupted),
+        ]
+    );
+    let mut restored = g.recover("main").await.unwrap();
+    restored.sort();
+    assert_eq!(restored, vec!["Company".to_string(), "Person".to_string()]);
+    assert_eq!(
+        unclean(&g).await,
+        vec![],
+        "recover leaves every table clean"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_in_progress_is_not_reported_as_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let prepared = staged_person(&g, "Pending")
+        .await
+        .prepare()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        unclean(&g).await,
+        vec![("Person".to_string(), RecoveryState::InProgress)]
+    );
+    prepared.abandon().await;
+    assert_eq!(unclean(&g).await, vec![]);
 }
 
 /// Entry point of the child processes the multi-process tests spawn.

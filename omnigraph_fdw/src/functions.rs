@@ -526,6 +526,45 @@ fn omnigraph_schema(server: &str) -> String {
     g.schema_source().to_string()
 }
 
+/// Whether each table of each branch holds only published data: `clean`,
+/// `interrupted` (a commit died before publishing; the branch's next commit
+/// or `omnigraph_recover` rolls it back) or `in_progress` (a commit is
+/// publishing right now).
+#[pg_extern(stable, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn omnigraph_recovery_status(
+    server: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(branch, String),
+        name!(type_name, String),
+        name!(pinned_version, i64),
+        name!(latest_version, i64),
+        name!(state, String),
+    ),
+> {
+    let (_, g) = open(server);
+    let status = run(
+        &format!("server {server}: recovery status"),
+        g.recovery_status(),
+    );
+    let version = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let rows: Vec<_> = status
+        .into_iter()
+        .map(|t| {
+            (
+                t.branch,
+                t.type_name,
+                version(t.pinned_version),
+                version(t.latest_version),
+                t.state.as_str().to_string(),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
 /// Roll back what interrupted commits left behind on a branch; returns the
 /// node and edge types whose tables were rolled back.
 #[pg_extern(volatile, parallel_unsafe)]
