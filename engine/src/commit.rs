@@ -586,20 +586,7 @@ impl WriteTxn {
             for chunk in probes.chunks(256) {
                 let filter = chunk
                     .iter()
-                    .map(|(vals, _, _)| {
-                        let parts: Vec<String> = cols
-                            .iter()
-                            .zip(vals)
-                            .map(|(c, v)| {
-                                Ok(format!(
-                                    "{} = {}",
-                                    quote_ident(c),
-                                    filter_literal(props, c, v)?
-                                ))
-                            })
-                            .collect::<Result<_>>()?;
-                        Ok(format!("({})", parts.join(" AND ")))
-                    })
+                    .map(|(vals, _, _)| tuple_filter(props, cols, vals))
                     .collect::<Result<Vec<_>>>()?
                     .join(" OR ");
                 for other in head.read_where(type_name, Some(&filter)).await? {
@@ -866,22 +853,18 @@ impl WriteTxn {
             let list: Vec<&str> = sources.iter().map(String::as_str).collect();
             for chunk in list.chunks(ID_CHUNK) {
                 let filter = in_filter("src", chunk.iter().copied());
-                for r in head.read_where(type_name, Some(&filter)).await? {
-                    if tp.removed.contains(&r.id) {
-                        continue;
-                    }
-                    if let Some((src, _)) = &r.endpoints {
-                        *degree.entry(src.clone()).or_default() += 1;
-                    }
-                }
+                let kept = head.read_where(type_name, Some(&filter)).await?;
+                count_sources(
+                    &mut degree,
+                    kept.iter().filter(|r| !tp.removed.contains(&r.id)),
+                    false,
+                );
             }
-            for (r, _) in &tp.new_rows {
-                if let Some((src, _)) = &r.endpoints
-                    && let Some(d) = degree.get_mut(src)
-                {
-                    *d += 1;
-                }
-            }
+            count_sources(
+                &mut degree,
+                tp.new_rows.iter().map(|(r, _)| r.as_ref()),
+                false,
+            );
             for (src, n) in degree {
                 check_degree(type_name, &edge.from, &src, n, min, max)?;
             }
@@ -900,26 +883,21 @@ impl WriteTxn {
     ) -> Result<()> {
         let mut degree: HashMap<String, u64> = HashMap::new();
         if !tp.remove_all {
-            for r in head.read_all(type_name).await? {
-                if !tp.removed.contains(&r.id)
-                    && let Some((src, _)) = &r.endpoints
-                {
-                    *degree.entry(src.clone()).or_default() += 1;
-                }
-            }
+            let kept = head.read_all(type_name).await?;
+            count_sources(
+                &mut degree,
+                kept.iter().filter(|r| !tp.removed.contains(&r.id)),
+                true,
+            );
         }
-        for (r, _) in &tp.new_rows {
-            if let Some((src, _)) = &r.endpoints {
-                *degree.entry(src.clone()).or_default() += 1;
-            }
-        }
+        count_sources(
+            &mut degree,
+            tp.new_rows.iter().map(|(r, _)| r.as_ref()),
+            true,
+        );
         if let Some(mut stream) = self.spilled(type_name).await? {
             while let Some(batch) = stream.try_next().await? {
-                for r in batch_to_records(&batch)? {
-                    if let Some((src, _)) = &r.endpoints {
-                        *degree.entry(src.clone()).or_default() += 1;
-                    }
-                }
+                count_sources(&mut degree, batch_to_records(&batch)?.iter(), true);
             }
         }
         let from = self
@@ -934,6 +912,27 @@ impl WriteTxn {
             }
         }
         Ok(())
+    }
+}
+
+/// Add each edge row to its source's out-degree; sources not yet in
+/// `degree` are added only when `any_source` (else they are not counted).
+fn count_sources<'r>(
+    degree: &mut HashMap<String, u64>,
+    rows: impl Iterator<Item = &'r Record>,
+    any_source: bool,
+) {
+    for r in rows {
+        let Some((src, _)) = &r.endpoints else {
+            continue;
+        };
+        match degree.get_mut(src) {
+            Some(d) => *d += 1,
+            None if any_source => {
+                degree.insert(src.clone(), 1);
+            }
+            None => {}
+        }
     }
 }
 
@@ -1027,6 +1026,26 @@ fn unique_violation(type_name: &str, cols: &[String], key: &[String], a: &str, b
             cols.join(", ")
         ),
     )
+}
+
+/// `(c1 = v1 AND c2 = v2 ...)`: a Lance filter matching one `@unique` tuple.
+pub(crate) fn tuple_filter(
+    props: &[crate::schema::Property],
+    cols: &[String],
+    vals: &[Value],
+) -> Result<String> {
+    let parts: Vec<String> = cols
+        .iter()
+        .zip(vals)
+        .map(|(c, v)| {
+            Ok(format!(
+                "{} = {}",
+                quote_ident(c),
+                filter_literal(props, c, v)?
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok(format!("({})", parts.join(" AND ")))
 }
 
 /// A literal for a Lance filter comparing `column` with `v`.

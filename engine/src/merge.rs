@@ -21,14 +21,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::changes::Changed;
-use crate::commit::filter_literal;
+use crate::commit::tuple_filter;
 use crate::diff::{Side, ids_to_compare, same_row};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ID_CHUNK, ReadRef, Snapshot, in_filter};
 use crate::manifest::CommitInfo;
 use crate::schema::Property;
 use crate::txn::WriteTxn;
-use crate::value::{Record, Value, quote_ident};
+use crate::value::{Record, Value};
 
 /// How a merge treats conflicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,18 +306,20 @@ impl Merged<'_, '_> {
         filter: &str,
         keep: impl Fn(&Record) -> bool,
     ) -> Result<BTreeMap<String, Record>> {
-        let mut out: BTreeMap<String, Record> = BTreeMap::new();
-        let committed = self
+        let mut out: BTreeMap<String, Record> = self
             .ours
             .snapshot
             .read_where(type_name, Some(filter))
-            .await?;
-        let ids: Vec<&str> = committed.iter().map(|r| r.id.as_str()).collect();
-        // The target's own view of those rows (its transaction may have changed them).
-        for (id, r) in self.ours.rows(type_name, &ids).await? {
-            out.insert(id, r);
-        }
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        // The target's transaction's own versions replace, remove (or, for
+        // a replaced table, stand for) the committed rows.
         if let Some(txn) = self.ours.staged {
+            if txn.replaces(type_name) {
+                out.clear();
+            }
             let staged = txn.staged_ids(type_name).await?;
             let refs: Vec<&str> = staged.iter().map(String::as_str).collect();
             for (id, own) in txn.own_rows(type_name, &refs, &self.ours.snapshot).await? {
@@ -697,18 +699,7 @@ impl Graph {
                         if vals.iter().any(Value::is_null) {
                             continue; // NULLs never collide
                         }
-                        let parts: Vec<String> = cols
-                            .iter()
-                            .zip(&vals)
-                            .map(|(c, v)| {
-                                Ok(format!(
-                                    "{} = {}",
-                                    quote_ident(c),
-                                    filter_literal(props, c, v)?
-                                ))
-                            })
-                            .collect::<Result<_>>()?;
-                        probes.push((format!("({})", parts.join(" AND ")), vals, *r));
+                        probes.push((tuple_filter(props, cols, &vals)?, vals, *r));
                     }
                     if probes.is_empty() {
                         continue;

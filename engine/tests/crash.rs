@@ -188,6 +188,20 @@ async fn diverged(dir: &std::path::Path) -> Graph {
     g
 }
 
+/// The merge of `diverged` runs and brings its row.
+async fn merge_lands(g: &Graph) {
+    let r = g
+        .merge("feature", "main", OnConflict::Fail, None, "t")
+        .await
+        .unwrap();
+    assert_eq!(r.status, MergeStatus::Merged);
+    assert!(
+        ids(g, &ReadRef::main(), "Person")
+            .await
+            .contains(&"Merged1".to_string())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_interrupted_before_publish_leaves_nothing() {
     let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -202,16 +216,7 @@ async fn a_merge_interrupted_before_publish_leaves_nothing() {
     fail::remove(names::COMMIT_BEFORE_PUBLISH);
     assert!(err.to_string().contains("failpoint"), "{err}");
     assert_eq!(fingerprint(&g, "main").await, before);
-    let r = g
-        .merge("feature", "main", OnConflict::Fail, None, "t")
-        .await
-        .unwrap();
-    assert_eq!(r.status, MergeStatus::Merged);
-    assert!(
-        ids(&g, &ReadRef::main(), "Person")
-            .await
-            .contains(&"Merged1".to_string())
-    );
+    merge_lands(&g).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,16 +232,7 @@ async fn a_process_killed_in_a_merge_before_publish_leaves_the_graph_unchanged()
     load_person(&g, "After").await;
     let people = ids(&g, &ReadRef::main(), "Person").await;
     assert!(!people.contains(&"Merged1".to_string()), "{people:?}");
-    let r = g
-        .merge("feature", "main", OnConflict::Fail, None, "t")
-        .await
-        .unwrap();
-    assert_eq!(r.status, MergeStatus::Merged);
-    assert!(
-        ids(&g, &ReadRef::main(), "Person")
-            .await
-            .contains(&"Merged1".to_string())
-    );
+    merge_lands(&g).await;
 }
 
 /// (type, state) of every table of `main` whose state is not clean.

@@ -76,6 +76,18 @@ async fn head(g: &Graph, branch: &str) -> omnigraph_engine::CommitInfo {
         .clone()
 }
 
+/// The committed heads of `feature` and `main`, as merge sides.
+async fn feature_and_main(g: &Graph) -> (Side<'static>, Side<'static>) {
+    let at = |b: &str| {
+        let b = b.to_string();
+        async move { g.snapshot(&ReadRef::Branch(b)).await.unwrap() }
+    };
+    (
+        Side::new("feature", at("feature").await, None),
+        Side::new("main", at("main").await, None),
+    )
+}
+
 async fn merge(g: &Graph, on: OnConflict) -> omnigraph_engine::MergeResult {
     g.merge("feature", "main", on, None, "t").await.unwrap()
 }
@@ -459,14 +471,7 @@ async fn the_change_path_compares_only_changed_rows() {
     set(&g, "main", "P1", "age", Value::Int(-1)).await;
     set(&g, "feature", "P2", "age", Value::Int(-2)).await;
     delete(&g, "feature", "Person", "P3").await;
-    let theirs = Side::new(
-        "feature",
-        g.snapshot(&ReadRef::Branch("feature".into()))
-            .await
-            .unwrap(),
-        None,
-    );
-    let ours = Side::new("main", g.snapshot(&ReadRef::main()).await.unwrap(), None);
+    let (theirs, ours) = feature_and_main(&g).await;
     let plan = g
         .plan_merge(&theirs, &ours, OnConflict::Fail)
         .await
@@ -828,14 +833,7 @@ async fn history_without_change_records_is_compared_whole_and_said_so() {
     // Graphs written before change records existed have none.
     std::fs::remove_dir_all(dir.path().join("g/_graph/changes")).unwrap();
     let g = Graph::open(g.uri()).await.unwrap();
-    let theirs = Side::new(
-        "feature",
-        g.snapshot(&ReadRef::Branch("feature".into()))
-            .await
-            .unwrap(),
-        None,
-    );
-    let ours = Side::new("main", g.snapshot(&ReadRef::main()).await.unwrap(), None);
+    let (theirs, ours) = feature_and_main(&g).await;
     let plan = g
         .plan_merge(&theirs, &ours, OnConflict::Fail)
         .await

@@ -103,16 +103,22 @@ pub enum BranchState {
 }
 
 pub fn branch_state(uri: &str, branch: &str) -> Option<BranchState> {
+    created_or_deleted(uri, branch, |op| match op {
+        BranchOp::Create(nb) => BranchState::Created(Box::new(nb.snapshot().clone())),
+        _ => BranchState::Deleted,
+    })
+}
+
+/// `f` of the latest creation or deletion of `branch` in this transaction.
+fn created_or_deleted<R>(uri: &str, branch: &str, f: impl FnOnce(&BranchOp) -> R) -> Option<R> {
     BRANCH_OPS.with(|ops| {
         ops.borrow()
             .iter()
             .rev()
             .filter(|p| p.uri == uri && p.branch == branch)
-            .find_map(|p| match &p.op {
-                BranchOp::Create(nb) => Some(BranchState::Created(Box::new(nb.snapshot().clone()))),
-                BranchOp::Delete(_) => Some(BranchState::Deleted),
-                BranchOp::Merged => None,
-            })
+            .map(|p| &p.op)
+            .find(|op| !matches!(op, BranchOp::Merged))
+            .map(f)
     })
 }
 
@@ -215,17 +221,12 @@ fn ensure_open(server: &str, uri: &str, branch: &str) -> usize {
     }
     let graph = crate::graphs::graph(server, uri);
     let actor = crate::pg::current_role();
-    let begun = match branch_state(uri, branch) {
-        Some(BranchState::Deleted) => Err(deleted_error(branch)),
-        Some(BranchState::Created(_)) => BRANCH_OPS.with(|ops| {
-            let ops = ops.borrow();
-            let nb = ops.iter().rev().find_map(|p| match &p.op {
-                BranchOp::Create(nb) if p.uri == uri && p.branch == branch => Some(nb),
-                _ => None,
-            });
-            nb.map(|nb| nb.begin(&actor))
-                .ok_or_else(|| deleted_error(branch))
-        }),
+    let created = created_or_deleted(uri, branch, |op| match op {
+        BranchOp::Create(nb) => Ok(nb.begin(&actor)),
+        _ => Err(deleted_error(branch)),
+    });
+    let begun = match created {
+        Some(begun) => begun,
         // Conflict checks start from the first snapshot of the branch
         // this transaction read, so what it read cannot be stale.
         None => match crate::graphs::first_read(uri, branch) {
