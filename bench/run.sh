@@ -13,3 +13,4 @@ export PGHOST="$DIR" PGPORT="$PORT" PGUSER=postgres
 /usr/bin/python3 "$ROOT/bench/read_bench.py" --graph-dir "$DIR/graphs/bench" "$@"
 /usr/bin/python3 "$ROOT/bench/write_bench.py" --graph-dir "$DIR/graphs/wbench"
 /usr/bin/python3 "$ROOT/bench/merge_bench.py" --graph-dir "$DIR/graphs/mbench"
+/usr/bin/python3 "$ROOT/bench/ops_bench.py" --graph-dir "$DIR/graphs/obench"

@@ -687,7 +687,7 @@ impl WriteTxn {
                 let mut entry = if owns(&pinned, branch_id) {
                     let (version, _) = self
                         .graph
-                        .roll_back_unpublished(type_name, &pinned, branch_id)
+                        .recover_table(type_name, &pinned, branch_id, &self.branch, &self.actor)
                         .await?;
                     TableEntry {
                         version,
@@ -755,24 +755,7 @@ impl WriteTxn {
         // merges compare its tables whole).
         let pointed = match result {
             Ok(()) => {
-                let record = self.change_record(&plan);
-                match self
-                    .graph
-                    .write_change_record(&manifest.commit.id, &record)
-                    .await
-                {
-                    Ok(()) => {
-                        self.graph
-                            .meta()
-                            .write_commit_pointer(
-                                &manifest.commit.id,
-                                &manifest.branch_id,
-                                manifest.seq,
-                            )
-                            .await
-                    }
-                    Err(e) => Err(e),
-                }
+                write_commit_records(&self.graph, &manifest, &self.change_record(&plan)).await
             }
             Err(e) => Err(e),
         };
@@ -794,6 +777,24 @@ impl WriteTxn {
         };
         Ok((manifest, summary, written))
     }
+}
+
+/// What every commit writes before the manifest that publishes it: its
+/// change record, then its pointer (a pointer whose manifest does not
+/// carry the commit is ignored, so an unpublished attempt leaves nothing
+/// readers see).
+pub(crate) async fn write_commit_records(
+    graph: &crate::graph::Graph,
+    manifest: &Manifest,
+    record: &ChangeRecord,
+) -> Result<()> {
+    graph
+        .write_change_record(&manifest.commit.id, record)
+        .await?;
+    graph
+        .meta()
+        .write_commit_pointer(&manifest.commit.id, &manifest.branch_id, manifest.seq)
+        .await
 }
 
 impl WriteTxn {

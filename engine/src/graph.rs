@@ -278,7 +278,11 @@ impl Graph {
 
     /// Take a branch's write lock for an operation whose caller can drop
     /// the wait (the future) to cancel it.
-    async fn lock_branch(&self, branch_id: &str, name: &str) -> Result<crate::lock::BranchLock> {
+    pub(crate) async fn lock_branch(
+        &self,
+        branch_id: &str,
+        name: &str,
+    ) -> Result<crate::lock::BranchLock> {
         crate::lock::acquire(
             self.storage(),
             branch_id,
@@ -488,72 +492,6 @@ impl Graph {
         };
         Ok(WriteTxn::begin(self.clone(), &branch, actor, base))
     }
-
-    /// Roll back what interrupted commits left on a branch's tables (Lance
-    /// versions beyond the published ones). Commits do this themselves for
-    /// the tables they write; this does it for every table. Returns the types
-    /// whose tables were rolled back.
-    pub async fn recover(&self, branch: &str) -> Result<Vec<String>> {
-        let r = self.branch_ref(branch).await?;
-        let _lock = self.lock_branch(&r.id, branch).await?;
-        let head = self.meta().repair_head(&r.id).await?;
-        let mut restored = Vec::new();
-        for (name, t) in &head.tables {
-            if self.roll_back_unpublished(name, t, &r.id).await?.1 {
-                restored.push(name.clone());
-            }
-        }
-        Ok(restored)
-    }
-
-    /// Under the branch lock: make the latest Lance version of `t`'s branch
-    /// hold exactly `t`'s data, restoring it if an interrupted commit left
-    /// other versions after it. Returns the version to write on and whether
-    /// a restore was needed. Tables still pinned to a parent branch's
-    /// lineage are not ours to touch.
-    pub(crate) async fn roll_back_unpublished(
-        &self,
-        type_name: &str,
-        t: &TableEntry,
-        branch_id: &str,
-    ) -> Result<(u64, bool)> {
-        match self.unpublished(type_name, t, branch_id).await? {
-            (latest, false) => Ok((latest, false)),
-            (_, true) => Ok((self.storage().restore(type_name, t).await?, true)),
-        }
-    }
-
-    /// The latest Lance version of `t`'s lineage on the branch, and whether
-    /// it holds data other than the pin's (versions an unpublished commit
-    /// wrote). An earlier recovery's restore holds the pin's data again.
-    pub(crate) async fn unpublished(
-        &self,
-        type_name: &str,
-        t: &TableEntry,
-        branch_id: &str,
-    ) -> Result<(u64, bool)> {
-        if !owns(t, branch_id) {
-            return Ok((t.version, false));
-        }
-        let pinned = self.storage().open(type_name, t).await?;
-        let latest_version = self.storage().latest_version(&pinned).await?;
-        if latest_version == t.version {
-            return Ok((t.version, false));
-        }
-        let latest = self
-            .storage()
-            .open(
-                type_name,
-                &TableEntry {
-                    version: latest_version,
-                    ..t.clone()
-                },
-            )
-            .await?;
-        let same = latest.manifest().fragments == pinned.manifest().fragments
-            && latest.schema() == pinned.schema();
-        Ok((latest_version, !same))
-    }
 }
 
 /// The lock creators of a branch name take: `ref~<name>` ('/' as '~'),
@@ -703,6 +641,12 @@ impl Snapshot {
             .storage()
             .open(type_name, self.table(type_name)?)
             .await
+    }
+
+    /// The indexes of a type's table at this snapshot.
+    pub async fn indexes(&self, type_name: &str) -> Result<Vec<crate::storage::TableIndex>> {
+        let ds = self.dataset(type_name).await?;
+        self.graph.storage().indexes(&ds).await
     }
 
     pub async fn count(&self, type_name: &str) -> Result<u64> {

@@ -33,6 +33,7 @@ mod graph;
 mod history;
 mod load;
 mod lock;
+mod maintenance;
 mod manifest;
 mod merge;
 mod recovery;
@@ -49,12 +50,15 @@ pub use diff::{ChangeKind, Diff, RowChange, Side};
 pub use error::{Error, Result, Violation, ViolationKind};
 pub use graph::{BranchDeletion, BranchInfo, Graph, GraphOptions, NewBranch, ReadRef, Snapshot};
 pub use load::{LoadMode, load_message};
+pub use maintenance::{OPTIMIZE_MESSAGE, Optimizer, TableOptimize, wanted_indexes};
 pub use manifest::{CommitInfo, MAIN, check_branch_name, is_commit_id, now_us};
 pub use merge::{
     ConflictKind, MergeConflict, MergePlan, MergeResult, MergeStatus, OnConflict, merge_message,
 };
-pub use recovery::{RecoveryState, TableRecovery};
-pub use storage::{SCAN_IO_BUFFER_BYTES, TableEntry, canonical_uri, scanner};
+pub use recovery::{RecoveryRecord, RecoveryState, TableRecovery};
+pub use storage::{
+    FilterShape, IndexKind, SCAN_IO_BUFFER_BYTES, TableEntry, TableIndex, canonical_uri, scanner,
+};
 pub use txn::{
     CancelCheck, DEFAULT_STAGING_MEMORY, MAX_MESSAGE_BYTES, Savepoint, StagedView, WriteTxn,
 };

@@ -95,6 +95,101 @@ fn sync_dir(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The kinds of index the graph builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    BTree,
+    Bitmap,
+    /// A vector index (IVF partitions, exact vectors).
+    IvfFlat,
+}
+
+impl IndexKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexKind::BTree => "btree",
+            IndexKind::Bitmap => "bitmap",
+            IndexKind::IvfFlat => "ivf_flat",
+        }
+    }
+
+    fn from_lance(index_type: &str) -> Option<IndexKind> {
+        match index_type.to_ascii_lowercase().as_str() {
+            "btree" => Some(IndexKind::BTree),
+            "bitmap" => Some(IndexKind::Bitmap),
+            "ivf_flat" | "ivfflat" => Some(IndexKind::IvfFlat),
+            _ => None,
+        }
+    }
+
+    /// Whether a scan filter of this shape is answered from the index
+    /// (Lance's query parsers: BITMAP has no prefix search, vector indexes
+    /// answer only nearest-neighbour queries).
+    pub fn answers(self, filter: FilterShape) -> bool {
+        match self {
+            IndexKind::BTree => true,
+            IndexKind::Bitmap => filter != FilterShape::Prefix,
+            IndexKind::IvfFlat => false,
+        }
+    }
+}
+
+/// The shapes of scan filter an index may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterShape {
+    Equal,
+    In,
+    Range,
+    IsNull,
+    Prefix,
+}
+
+/// One index of one table version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableIndex {
+    pub name: String,
+    pub column: String,
+    pub kind: IndexKind,
+    /// Rows in fragments the index does not cover (written since it was
+    /// built or refreshed); scans read those without the index.
+    pub uncovered_rows: u64,
+}
+
+/// The name of the graph's index on `column`.
+pub fn index_name(column: &str) -> String {
+    if column == "id" {
+        ID_INDEX.to_string()
+    } else {
+        format!("{column}_idx")
+    }
+}
+
+/// Rows a table needs before optimize trains a vector index on it.
+pub const VECTOR_INDEX_MIN_ROWS: u64 = 256;
+
+/// IVF partitions for a vector index over `rows` rows: about the square
+/// root, so a partition holds as many rows as there are partitions.
+fn ivf_partitions(rows: u64) -> usize {
+    ((rows as f64).sqrt() as usize).clamp(1, 1024)
+}
+
+/// Rows of `ds` in fragments none of an index's segments covers.
+fn uncovered_rows(ds: &Dataset, segments: &[lance_table::format::IndexMetadata]) -> u64 {
+    let covered = |id: u64| {
+        u32::try_from(id).is_ok_and(|id| {
+            segments
+                .iter()
+                .any(|s| s.fragment_bitmap.as_ref().is_some_and(|b| b.contains(id)))
+        })
+    };
+    ds.manifest()
+        .fragments
+        .iter()
+        .filter(|f| !covered(f.id))
+        .map(|f| f.physical_rows.unwrap_or(0) as u64)
+        .sum()
+}
+
 /// The BTree index on `id` every table gets once it is large enough.
 pub const ID_INDEX: &str = "id_idx";
 
@@ -397,6 +492,97 @@ impl Storage {
         Ok(ds)
     }
 
+    /// Merge small fragments and drop deleted rows (Lance compaction, with
+    /// its default targets); indexes are remapped to the new fragments.
+    /// Returns whether it wrote a new version.
+    pub async fn compact(&self, ds: &mut Dataset) -> Result<bool> {
+        let metrics = lance::dataset::optimize::compact_files(
+            ds,
+            lance::dataset::optimize::CompactionOptions::default(),
+            None,
+        )
+        .await?;
+        Ok(metrics.fragments_removed > 0 || metrics.fragments_added > 0)
+    }
+
+    /// The graph's indexes of a table version (Lance's own system indexes
+    /// left out), by column.
+    pub async fn indexes(&self, ds: &Dataset) -> Result<Vec<TableIndex>> {
+        use lance::index::DatasetIndexExt;
+        let mut out = Vec::new();
+        for d in ds.describe_indices(None).await? {
+            let Some(kind) = IndexKind::from_lance(d.index_type()) else {
+                continue;
+            };
+            let [field] = d.field_ids() else { continue };
+            let Some(column) = i32::try_from(*field)
+                .ok()
+                .and_then(|f| ds.schema().field_by_id(f))
+                .map(|f| f.name.clone())
+            else {
+                continue;
+            };
+            let uncovered = uncovered_rows(ds, d.segments());
+            out.push(TableIndex {
+                name: d.name().to_string(),
+                column,
+                kind,
+                uncovered_rows: uncovered,
+            });
+        }
+        out.sort_by(|a, b| a.column.cmp(&b.column));
+        Ok(out)
+    }
+
+    /// Build (or rebuild, replacing one of the same name) the index of
+    /// `kind` on `column`, named [`index_name`].
+    pub async fn build_index(
+        &self,
+        ds: &mut Dataset,
+        column: &str,
+        kind: IndexKind,
+        rows: u64,
+    ) -> Result<()> {
+        use lance::index::DatasetIndexExt;
+        use lance_index::scalar::{BuiltinIndexType, ScalarIndexParams};
+        let name = Some(index_name(column));
+        match kind {
+            IndexKind::BTree | IndexKind::Bitmap => {
+                let (ty, builtin) = if kind == IndexKind::BTree {
+                    (lance_index::IndexType::BTree, BuiltinIndexType::BTree)
+                } else {
+                    (lance_index::IndexType::Bitmap, BuiltinIndexType::Bitmap)
+                };
+                let params = ScalarIndexParams::for_builtin(builtin);
+                ds.create_index(&[column], ty, name, &params, true).await?;
+            }
+            IndexKind::IvfFlat => {
+                let params = lance::index::vector::VectorIndexParams::ivf_flat(
+                    ivf_partitions(rows),
+                    lance_linalg::distance::DistanceType::L2,
+                );
+                ds.create_index(
+                    &[column],
+                    lance_index::IndexType::IvfFlat,
+                    name,
+                    &params,
+                    true,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fold the fragments an index does not cover yet into it.
+    pub async fn refresh_index(&self, ds: &mut Dataset, name: &str) -> Result<()> {
+        use lance::index::DatasetIndexExt;
+        let mut options = lance_index::optimize::OptimizeOptions::append();
+        options.index_names = Some(vec![name.to_string()]);
+        ds.optimize_indices(&options).await?;
+        Ok(())
+    }
+
     /// Keep the BTree index on `id` (which merges, diffs, commits and point
     /// reads look rows up through) covering most of the table: built once
     /// the table holds [`ID_INDEX_MIN_ROWS`] rows, and new fragments folded
@@ -424,20 +610,11 @@ impl Storage {
             .await?;
             return Ok(true);
         }
-        let covered = |id: u64| {
-            u32::try_from(id).is_ok_and(|id| {
-                segments
-                    .iter()
-                    .any(|s| s.fragment_bitmap.as_ref().is_some_and(|b| b.contains(id)))
-            })
-        };
-        let uncovered: u64 = fragments.iter().filter(|f| !covered(f.id)).map(rows).sum();
-        if uncovered < ID_INDEX_MIN_ROWS.max(total / 10) {
+        let segments: Vec<_> = segments.into_iter().cloned().collect();
+        if uncovered_rows(ds, &segments) < ID_INDEX_MIN_ROWS.max(total / 10) {
             return Ok(false);
         }
-        let mut options = lance_index::optimize::OptimizeOptions::append();
-        options.index_names = Some(vec![ID_INDEX.to_string()]);
-        ds.optimize_indices(&options).await?;
+        self.refresh_index(ds, ID_INDEX).await?;
         Ok(true)
     }
 

@@ -115,14 +115,82 @@ async fn recover_rolls_back_every_table() {
     })
     .await;
     fail::remove(names::COMMIT_BEFORE_PUBLISH);
-    let mut restored = g.recover("main").await.unwrap();
+    assert!(g.recovery_log().await.unwrap().is_empty());
+    // Two recoveries at once: they serialise on the branch lock, and the
+    // second finds nothing left to roll back.
+    let (a, b) = tokio::join!(g.recover("main", "alice"), g.recover("main", "bob"));
+    let mut restored = [a.unwrap(), b.unwrap()].concat();
     restored.sort();
     assert_eq!(restored, ["Company", "Person", "WorksAt"]);
     assert!(
-        g.recover("main").await.unwrap().is_empty(),
+        g.recover("main", "test").await.unwrap().is_empty(),
         "recover is idempotent"
     );
+    let log = g.recovery_log().await.unwrap();
+    let mut logged: Vec<&str> = log.iter().map(|r| r.type_name.as_str()).collect();
+    logged.sort();
+    assert_eq!(
+        logged,
+        ["Company", "Person", "WorksAt"],
+        "one record per table"
+    );
+    let head = g.snapshot(&ReadRef::main()).await.unwrap();
+    for r in &log {
+        assert_eq!(r.branch, "main");
+        assert!(r.actor == "alice" || r.actor == "bob", "{r:?}");
+        assert!(r.to_version > r.from_version, "{r:?}");
+        assert!(
+            r.from_version > head.table(&r.type_name).unwrap().version,
+            "{r:?}"
+        );
+    }
     orphan_rows_are_gone(&g).await;
+    assert_eq!(
+        g.recovery_log().await.unwrap().len(),
+        3,
+        "nothing left to recover"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_recovers_first_logs_it() {
+    let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    fail::cfg(names::COMMIT_BEFORE_PUBLISH, "panic").unwrap();
+    let g2 = g.clone();
+    let _ = tokio::spawn(async move {
+        g2.load("main", ghost_load(), LoadMode::Append, "t", "")
+            .await
+    })
+    .await;
+    fail::remove(names::COMMIT_BEFORE_PUBLISH);
+    // A rejected operation moves nothing and leaves no recovery work.
+    let before = g.recovery_status().await.unwrap();
+    let dup = r#"{"type": "Person", "data": {"name": "After"}}
+{"type": "Person", "data": {"name": "After"}}"#;
+    assert!(
+        g.load("main", dup, LoadMode::Append, "t", "")
+            .await
+            .is_err()
+    );
+    assert_eq!(g.recovery_status().await.unwrap(), before);
+    assert!(g.recovery_log().await.unwrap().is_empty());
+    // The next commit writes Person (and rolls back only what it writes).
+    orphan_rows_are_gone(&g).await;
+    let log = g.recovery_log().await.unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (log[0].type_name.as_str(), log[0].actor.as_str()),
+        ("Person", "t")
+    );
+    let status = g.recovery_status().await.unwrap();
+    let dirty: Vec<&str> = status
+        .iter()
+        .filter(|s| s.state != RecoveryState::Clean)
+        .map(|s| s.type_name.as_str())
+        .collect();
+    assert_eq!(dirty, ["Company", "WorksAt"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +334,7 @@ async fn recovery_status_shows_an_interrupted_commit_until_recovered() {
             ("Person".to_string(), RecoveryState::Interrupted),
         ]
     );
-    let mut restored = g.recover("main").await.unwrap();
+    let mut restored = g.recover("main", "test").await.unwrap();
     restored.sort();
     assert_eq!(restored, vec!["Company".to_string(), "Person".to_string()]);
     assert_eq!(

@@ -575,7 +575,105 @@ fn omnigraph_recover(
     let (_, g) = open_to_change(server, "omnigraph_recover");
     let restored = run(
         &format!("server {server}: recovering branch '{branch}'"),
-        g.recover(branch),
+        g.recover(branch, &pg::current_role()),
     );
     SetOfIterator::new(restored)
+}
+
+/// Every rollback recovery has made (by `omnigraph_recover`, or by a
+/// commit, optimize or cleanup that found an interrupted commit's versions
+/// on a table it was about to write), oldest first.
+#[pg_extern(stable, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn omnigraph_recovery_log(
+    server: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(recovered_at, TimestampWithTimeZone),
+        name!(actor, String),
+        name!(branch, String),
+        name!(type_name, String),
+        name!(from_version, i64),
+        name!(to_version, i64),
+    ),
+> {
+    let (_, g) = open(server);
+    let log = run(&format!("server {server}: recovery log"), g.recovery_log());
+    let version = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let rows: Vec<_> = log
+        .into_iter()
+        .map(|r| {
+            (
+                timestamptz(r.recovered_at_us),
+                r.actor,
+                r.branch,
+                r.type_name,
+                version(r.from_version),
+                version(r.to_version),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// Compact a branch's tables and build or refresh the indexes its schema
+/// asks for, as one commit with the message `optimize` (no data change).
+/// Reports each table with a NOTICE as it is done. Takes effect at once,
+/// like VACUUM: a ROLLBACK does not undo it (there is no data to undo).
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::type_complexity)]
+fn omnigraph_optimize(
+    server: &str,
+    branch: default!(&str, "'main'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(type_name, String),
+        name!(fragments_before, i32),
+        name!(fragments_after, i32),
+        name!(rows, i64),
+        name!(indexes, Vec<String>),
+    ),
+> {
+    let (_, g) = open_to_change(server, "omnigraph_optimize");
+    let ctx = format!("server {server}: optimizing branch '{branch}'");
+    let mut o = run(&ctx, g.optimize_begin(branch, &pg::current_role()));
+    let mut rows = Vec::new();
+    for type_name in o.type_names() {
+        match crate::runtime::block_on(o.optimize_table(&type_name)) {
+            Ok(t) => {
+                pgrx::notice!(
+                    "{ctx}: {type_name}: {} -> {} fragments, {} rows, indexes: {}",
+                    t.fragments_before,
+                    t.fragments_after,
+                    t.rows,
+                    if t.indexes.is_empty() {
+                        "none".to_string()
+                    } else {
+                        t.indexes.join(", ")
+                    }
+                );
+                rows.push(t);
+            }
+            Err(e) => {
+                crate::runtime::block_on_uninterruptible(o.abandon());
+                crate::error::report(e, &ctx);
+            }
+        }
+    }
+    let commit = run(&ctx, o.finish());
+    if let Some(c) = &commit {
+        pgrx::notice!("{ctx}: published as commit {}", c.id);
+    }
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    TableIterator::new(rows.into_iter().map(move |t| {
+        (
+            t.type_name,
+            count(t.fragments_before),
+            count(t.fragments_after),
+            i64::try_from(t.rows).unwrap_or(i64::MAX),
+            t.indexes,
+        )
+    }))
 }

@@ -32,6 +32,7 @@ use pgrx::prelude::*;
 use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
 
 use crate::datum::{ColumnReader, batch_readers, fill_row};
+use crate::error::OrReport;
 use crate::graphs;
 use crate::pg::raise;
 use crate::plan::{ScanPlan, scan_plan};
@@ -209,7 +210,17 @@ async fn lance_rows(
 fn start_sources(st: &mut ScanState) {
     let ctx = context(&st.plan);
     let filter = match &st.plan.filter {
-        Some(f) => Some(filter::to_datafusion(f, &st.params).unwrap_or_else(|e| internal(&ctx, e))),
+        Some(f) => {
+            let schema = omnigraph_engine::value::table_schema(
+                st.snapshot.graph().catalog(),
+                &st.plan.type_name,
+            )
+            .ok();
+            Some(
+                filter::to_datafusion(f, &st.params, schema.as_deref())
+                    .unwrap_or_else(|e| internal(&ctx, e)),
+            )
+        }
         None => None,
     };
     st.remaining = limit_rows(&st.plan, &st.params);
@@ -530,6 +541,23 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
     explain_text(es, "Omnigraph Commit", &st.snapshot.commit().id);
     if let Some(f) = &p.filter {
         explain_text(es, "Pushed Filter", &filter::display(f));
+        // The indexes of the pinned table version that Lance answers the
+        // filter from (rows written since the index was built are scanned).
+        let indexes =
+            crate::runtime::block_on(st.snapshot.indexes(&p.type_name)).or_report(&context(p));
+        let answered = |column: &str, shape| {
+            indexes
+                .iter()
+                .find(|i| i.column == column && i.kind.answers(shape))
+                .map(|i| i.kind)
+        };
+        for (column, kind) in filter::index_use(f, &answered) {
+            explain_text(
+                es,
+                "Omnigraph Index",
+                &format!("{column} ({})", kind.as_str()),
+            );
+        }
     }
     let cols: Vec<&str> = p.columns.iter().map(|c| c.graph_name.as_str()).collect();
     // count(*) and the like read no column data at all.

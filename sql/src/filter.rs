@@ -26,9 +26,11 @@
 //!
 //! Everything else is `Unsupported` and Postgres evaluates it locally.
 
+use omnigraph_engine::deps::arrow_schema::{DataType, Schema};
 use omnigraph_engine::deps::lance::deps::datafusion::common::Column as DfColumn;
 use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::{Expr as DfExpr, lit};
 use omnigraph_engine::deps::lance::deps::datafusion::scalar::ScalarValue;
+use omnigraph_engine::{FilterShape, IndexKind};
 use serde::{Deserialize, Serialize};
 
 /// A constant value of a filter.
@@ -272,6 +274,25 @@ fn scalar_value(ty: ColumnType, s: &Scalar) -> ScalarValue {
     }
 }
 
+/// The literal of `s` for a comparison with column `c`: of the column's
+/// own Arrow type where it converts exactly (an integer constant against
+/// an `I32` column is an Int32), since Lance answers a filter from an index
+/// only when the literal has the column's type; otherwise as
+/// [`scalar_value`] gives it, and DataFusion widens the column.
+fn literal(c: &Column, s: &Scalar, schema: Option<&Schema>) -> DfExpr {
+    let v = scalar_value(c.ty, s);
+    let target = schema
+        .and_then(|sc| sc.field_with_name(&c.name).ok())
+        .map(|f| f.data_type());
+    let typed = match (target, &v) {
+        (Some(t), ScalarValue::Int64(Some(_))) if t.is_integer() && *t != DataType::Int64 => {
+            v.cast_to(t).ok()
+        }
+        _ => None,
+    };
+    lit(typed.unwrap_or(v))
+}
+
 fn resolve<'a>(v: &'a Value, params: &'a [Scalar]) -> Result<&'a Scalar, FilterError> {
     match v {
         Value::Const(s) => Ok(s),
@@ -287,8 +308,13 @@ fn column(c: &Column) -> DfExpr {
 }
 
 /// Translate an `Exact` filter into a DataFusion expression for
-/// `Scanner::filter_expr`, with parameter values substituted.
-pub fn to_datafusion(e: &Expr, params: &[Scalar]) -> Result<DfExpr, FilterError> {
+/// `Scanner::filter_expr`, with parameter values substituted and literals
+/// typed as the columns of `schema` (the table's Arrow schema), if given.
+pub fn to_datafusion(
+    e: &Expr,
+    params: &[Scalar],
+    schema: Option<&Schema>,
+) -> Result<DfExpr, FilterError> {
     Ok(match e {
         Expr::Cmp {
             column: c,
@@ -297,7 +323,7 @@ pub fn to_datafusion(e: &Expr, params: &[Scalar]) -> Result<DfExpr, FilterError>
             ..
         } => {
             let l = column(c);
-            let r = lit(scalar_value(c.ty, resolve(value, params)?));
+            let r = literal(c, resolve(value, params)?, schema);
             match op {
                 CmpOp::Eq => l.eq(r),
                 CmpOp::NotEq => l.not_eq(r),
@@ -314,7 +340,7 @@ pub fn to_datafusion(e: &Expr, params: &[Scalar]) -> Result<DfExpr, FilterError>
         } => {
             let list = values
                 .iter()
-                .map(|v| resolve(v, params).map(|s| lit(scalar_value(c.ty, s))))
+                .map(|v| resolve(v, params).map(|s| literal(c, s, schema)))
                 .collect::<Result<Vec<_>, _>>()?;
             column(c).in_list(list, *negated)
         }
@@ -330,9 +356,9 @@ pub fn to_datafusion(e: &Expr, params: &[Scalar]) -> Result<DfExpr, FilterError>
         // the row filtered out), as in Postgres.
         Expr::BoolColumn(c) => column(c).eq(lit(true)),
         Expr::Prefix { column: c, prefix } => column(c).like(lit(format!("{prefix}%"))),
-        Expr::And(parts) => conjunction(parts, params, DfExpr::and, true)?,
-        Expr::Or(parts) => conjunction(parts, params, DfExpr::or, false)?,
-        Expr::Not(inner) => !to_datafusion(inner, params)?,
+        Expr::And(parts) => conjunction(parts, params, schema, DfExpr::and, true)?,
+        Expr::Or(parts) => conjunction(parts, params, schema, DfExpr::or, false)?,
+        Expr::Not(inner) => !to_datafusion(inner, params, schema)?,
         Expr::Unsupported(r) => return Err(FilterError(format!("cannot push down: {r}"))),
     })
 }
@@ -340,18 +366,71 @@ pub fn to_datafusion(e: &Expr, params: &[Scalar]) -> Result<DfExpr, FilterError>
 fn conjunction(
     parts: &[Expr],
     params: &[Scalar],
+    schema: Option<&Schema>,
     join: fn(DfExpr, DfExpr) -> DfExpr,
     empty: bool,
 ) -> Result<DfExpr, FilterError> {
     let mut out: Option<DfExpr> = None;
     for p in parts {
-        let e = to_datafusion(p, params)?;
+        let e = to_datafusion(p, params, schema)?;
         out = Some(match out {
             None => e,
             Some(acc) => join(acc, e),
         });
     }
     Ok(out.unwrap_or_else(|| lit(empty)))
+}
+
+/// The indexes a Lance scan answers `e` from, as `(column, kind)`, given
+/// which index (if any) answers a filter of a shape on a column: every
+/// indexed part of an AND, and an OR only when all its parts are indexed.
+/// `NOT`, `<>` and `NOT IN` are counted as unindexed (Lance rechecks them).
+pub fn index_use(
+    e: &Expr,
+    index: &dyn Fn(&str, FilterShape) -> Option<IndexKind>,
+) -> Vec<(String, IndexKind)> {
+    fn walk(
+        e: &Expr,
+        index: &dyn Fn(&str, FilterShape) -> Option<IndexKind>,
+    ) -> Option<Vec<(String, IndexKind)>> {
+        let leaf = |c: &Column, shape| index(&c.name, shape).map(|k| vec![(c.name.clone(), k)]);
+        match e {
+            Expr::Cmp { column, op, .. } => match op {
+                CmpOp::Eq => leaf(column, FilterShape::Equal),
+                CmpOp::NotEq => None,
+                _ => leaf(column, FilterShape::Range),
+            },
+            Expr::InList {
+                column,
+                negated: false,
+                ..
+            } => leaf(column, FilterShape::In),
+            Expr::IsNull {
+                column,
+                negated: false,
+            } => leaf(column, FilterShape::IsNull),
+            Expr::BoolColumn(c) => leaf(c, FilterShape::Equal),
+            Expr::Prefix { column, .. } => leaf(column, FilterShape::Prefix),
+            Expr::And(parts) => {
+                let used: Vec<_> = parts
+                    .iter()
+                    .filter_map(|p| walk(p, index))
+                    .flatten()
+                    .collect();
+                (!used.is_empty()).then_some(used)
+            }
+            Expr::Or(parts) => parts
+                .iter()
+                .map(|p| walk(p, index))
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.into_iter().flatten().collect()),
+            _ => None,
+        }
+    }
+    let mut out = walk(e, index).unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|(c, _)| seen.insert(c.clone()));
+    out
 }
 
 /// AND of several filters (the pushed top-level quals of one scan).
@@ -533,9 +612,9 @@ mod tests {
                 negated: false,
             })),
         ]);
-        let df = to_datafusion(&e, &[Scalar::Int(30)]).unwrap();
+        let df = to_datafusion(&e, &[Scalar::Int(30)], None).unwrap();
         assert_eq!(df.to_string(), "age >= Int64(30) AND NOT joinedOn IS NULL");
-        assert!(to_datafusion(&e, &[]).is_err());
+        assert!(to_datafusion(&e, &[], None).is_err());
         assert_eq!(display(&e), "age >= $1 AND NOT joinedOn IS NULL");
         let p = Expr::Prefix {
             column: c("name", ColumnType::Text),
@@ -543,12 +622,12 @@ mod tests {
         };
         assert_eq!(display(&p), "name LIKE 'O''B%'");
         assert_eq!(
-            to_datafusion(&p, &[]).unwrap().to_string(),
+            to_datafusion(&p, &[], None).unwrap().to_string(),
             "name LIKE Utf8(\"O'B%\")"
         );
         let ts = cmp("at", ColumnType::Timestamp, CmpOp::Lt, Scalar::Timestamp(5));
         assert!(
-            to_datafusion(&ts, &[])
+            to_datafusion(&ts, &[], None)
                 .unwrap()
                 .to_string()
                 .contains("TimestampMicrosecond(5, Some(\"UTC\"))")
@@ -667,7 +746,7 @@ mod generated {
                 panic!("an Exact filter must survive the plan's JSON: {err}")
             });
             assert_eq!(classify(&back), Pushdown::Exact);
-            let _ = to_datafusion(&back, params);
+            let _ = to_datafusion(&back, params, None);
         }
     }
 

@@ -127,7 +127,7 @@ mod tests {
             value: Value::Const(Scalar::Int(15)),
             c_collation: true,
         };
-        let f = to_datafusion(&e, &[]).unwrap();
+        let f = to_datafusion(&e, &[], None).unwrap();
         let order = [SortKey {
             column: "age".into(),
             ascending: true,
@@ -144,7 +144,7 @@ mod tests {
     }
 
     fn ids_where(batch: &RecordBatch, e: &Expr) -> Vec<String> {
-        let f = to_datafusion(e, &[]).unwrap();
+        let f = to_datafusion(e, &[], None).unwrap();
         let out = select(batch, Some(&f), &["id".to_string()], &[]).unwrap();
         let ids = out
             .column(0)

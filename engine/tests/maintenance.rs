@@ -1,0 +1,200 @@
+//! Optimize: compaction, indexes, the maintenance commit.
+
+use omnigraph_engine::{Graph, IndexKind, LoadMode, OPTIMIZE_MESSAGE, ReadRef, Value};
+
+const SCHEMA: &str = r#"
+node Item {
+    sku: String @key
+    qty: I32 @index
+    active: Bool @index
+    status: enum(open, closed) @index
+    tags: [String]?
+    emb: Vector(4)? @index
+}
+edge Rel: Item -> Item {
+    w: I64?
+}
+"#;
+
+fn items(from: usize, to: usize) -> String {
+    (from..to)
+        .map(|i| {
+            format!(
+                r#"{{"type": "Item", "data": {{"sku": "s{i:05}", "qty": {q}, "active": {a}, "status": "{s}", "emb": [{i}.0, 1.0, 2.0, 3.0]}}}}"#,
+                q = i % 50,
+                a = i % 2 == 0,
+                s = if i % 3 == 0 { "closed" } else { "open" },
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn graph(dir: &std::path::Path, loads: usize, per_load: usize) -> Graph {
+    let uri = dir.join("g").to_string_lossy().into_owned();
+    let g = Graph::create(&uri, SCHEMA, "t").await.unwrap();
+    for l in 0..loads {
+        g.load(
+            "main",
+            &items(l * per_load, (l + 1) * per_load),
+            LoadMode::Append,
+            "t",
+            "",
+        )
+        .await
+        .unwrap();
+    }
+    g.load(
+        "main",
+        r#"{"edge": "Rel", "from": "s00001", "to": "s00002", "data": {"id": "r1"}}"#,
+        LoadMode::Append,
+        "t",
+        "",
+    )
+    .await
+    .unwrap();
+    g
+}
+
+async fn everything(g: &Graph, at: &ReadRef) -> Vec<Vec<omnigraph_engine::value::Record>> {
+    let s = g.snapshot(at).await.unwrap();
+    vec![
+        s.read_all("Item").await.unwrap(),
+        s.read_all("Rel").await.unwrap(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimize_compacts_indexes_and_commits_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(dir.path(), 4, 30).await;
+    // Deletes leave deletion files for compaction to fold in.
+    let mut t = g.begin("main", "t").await.unwrap();
+    t.delete("Item", "s00007").await.unwrap();
+    t.commit().await.unwrap();
+    let before = everything(&g, &ReadRef::main()).await;
+    let head_before = g.log("main", 1).await.unwrap()[0].id.clone();
+
+    let (commit, tables) = g.optimize("main", "op").await.unwrap();
+    let commit = commit.expect("optimize changed the tables");
+    assert_eq!(commit.message, OPTIMIZE_MESSAGE);
+    assert_eq!(commit.actor, "op");
+    assert_eq!(commit.parents, [head_before.clone()]);
+    assert_eq!(g.log("main", 1).await.unwrap()[0].id, commit.id);
+
+    let item = tables.iter().find(|t| t.type_name == "Item").unwrap();
+    assert_eq!((item.fragments_before, item.fragments_after), (4, 1));
+    assert_eq!(item.rows, 119);
+    assert_eq!(
+        item.indexes,
+        [
+            "id (btree)",
+            "sku (btree)",
+            "qty (btree)",
+            "active (bitmap)",
+            "status (bitmap)",
+            "emb (no vector index: needs 256 rows to train, has 119)",
+        ]
+    );
+    let rel = tables.iter().find(|t| t.type_name == "Rel").unwrap();
+    assert_eq!(rel.indexes, ["id (btree)", "src (btree)", "dst (btree)"]);
+
+    // Same rows, and no change for diffs.
+    assert_eq!(everything(&g, &ReadRef::main()).await, before);
+    let diff = g
+        .diff_refs(&ReadRef::Commit(head_before), &ReadRef::main())
+        .await
+        .unwrap();
+    assert!(diff.changes.is_empty(), "{:?}", diff.changes);
+
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    let kinds: Vec<(String, IndexKind)> = snap
+        .indexes("Item")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.column, i.kind))
+        .collect();
+    assert!(
+        kinds.contains(&("qty".into(), IndexKind::BTree)),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("status".into(), IndexKind::Bitmap)),
+        "{kinds:?}"
+    );
+
+    // Nothing left to do: no second commit.
+    let (again, tables) = g.optimize("main", "op").await.unwrap();
+    assert!(again.is_none());
+    assert!(tables.iter().all(|t| !t.changed));
+    assert_eq!(g.log("main", 1).await.unwrap()[0].id, commit.id);
+
+    // Rows written after the optimize are found through the index's
+    // unindexed fragments, and the next optimize folds them in.
+    g.load("main", &items(500, 510), LoadMode::Append, "t", "")
+        .await
+        .unwrap();
+    let s = g.snapshot(&ReadRef::main()).await.unwrap();
+    let found = s.read_where("Item", Some("qty = 0")).await.unwrap();
+    let mut skus: Vec<String> = found.iter().map(|r| r.id.clone()).collect();
+    skus.sort();
+    assert_eq!(skus, ["s00000", "s00050", "s00100", "s00500"]);
+    let stale = s.indexes("Item").await.unwrap();
+    assert!(stale.iter().all(|i| i.uncovered_rows == 10), "{stale:?}");
+    let (c, _) = g.optimize("main", "op").await.unwrap();
+    assert!(c.is_some());
+    let fresh = g
+        .snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .indexes("Item")
+        .await
+        .unwrap();
+    assert!(fresh.iter().all(|i| i.uncovered_rows == 0), "{fresh:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_began_before_optimize_commits_without_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(dir.path(), 3, 10).await;
+    let mut t = g.begin("main", "w").await.unwrap();
+    t.update(
+        "Item",
+        "s00003",
+        [("qty".to_string(), Value::Int(999))].into(),
+    )
+    .await
+    .unwrap();
+    t.delete("Item", "s00004").await.unwrap();
+    let (c, _) = g.optimize("main", "op").await.unwrap();
+    assert!(c.is_some());
+    t.commit().await.unwrap().expect("the write lands");
+    let s = g.snapshot(&ReadRef::main()).await.unwrap();
+    let rows = s.rows_by_id("Item", &["s00003", "s00004"]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows["s00003"].props.get("qty"), Some(&Value::Int(999)));
+    assert_eq!(s.count("Item").await.unwrap(), 29);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimize_of_a_branch_leaves_main_alone_and_trains_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(dir.path(), 2, 150).await;
+    g.branch_create("feature", &ReadRef::main()).await.unwrap();
+    let main_before = g.snapshot(&ReadRef::main()).await.unwrap();
+    let (c, tables) = g.optimize("feature", "op").await.unwrap();
+    assert_eq!(c.unwrap().branch, "feature");
+    let item = tables.iter().find(|t| t.type_name == "Item").unwrap();
+    assert!(
+        item.indexes.contains(&"emb (ivf_flat)".to_string()),
+        "{item:?}"
+    );
+    let main_after = g.snapshot(&ReadRef::main()).await.unwrap();
+    assert_eq!(main_after.commit().id, main_before.commit().id);
+    assert!(main_after.indexes("Item").await.unwrap().len() <= 1);
+    assert_eq!(
+        everything(&g, &ReadRef::Branch("feature".into())).await,
+        everything(&g, &ReadRef::main()).await
+    );
+}

@@ -1,0 +1,214 @@
+"""Operations in SQL: optimize (compaction, indexes, EXPLAIN), the recovery
+log, a rejected operation, and a damaged graph's isolation."""
+
+import os
+import shutil
+
+import psycopg2
+import pytest
+
+from conftest import GRAPHS, new_graph, connect
+
+ITEM_SCHEMA = """
+node Item {
+    sku: String @key
+    qty: I32 @index
+    active: Bool @index
+    status: enum(open, closed) @index
+    note: String? @index
+    plain: I64?
+}
+"""
+
+
+def items(lo, hi):
+    return "\n".join(
+        '{"type": "Item", "data": {"sku": "s%03d", "qty": %d, "active": %s, "status": "%s", "note": %s, "plain": %d}}'
+        % (
+            i,
+            i % 20,
+            "true" if i % 2 == 0 else "false",
+            "closed" if i % 3 == 0 else "open",
+            "null" if i % 10 == 0 else '"n%03d"' % i,
+            i,
+        )
+        for i in range(lo, hi)
+    )
+
+
+# (filter, the index EXPLAIN must name)
+FILTERS = [
+    ("qty = 7", "qty (btree)"),
+    ("sku IN ('s001', 's002', 's250')", "sku (btree)"),
+    ("qty >= 18", "qty (btree)"),
+    ("qty BETWEEN 3 AND 4", "qty (btree)"),
+    ("note IS NULL", "note (btree)"),
+    ("note LIKE 'n01%'", "note (btree)"),
+    ("status = 'closed'", "status (bitmap)"),
+    ("active", "active (bitmap)"),
+    ("qty = 1 OR status = 'closed'", None),
+]
+
+
+def explain(cur, sql):
+    cur.execute("EXPLAIN (VERBOSE) " + sql)
+    return [r[0] for r in cur.fetchall()]
+
+
+def everything(cur, schema):
+    cur.execute(f"SELECT * FROM {schema}.item ORDER BY sku")
+    return cur.fetchall()
+
+
+def test_optimize_compacts_indexes_and_explain_names_the_index(database):
+    name = new_graph(database, ITEM_SCHEMA, prefix="opt")
+    conn = connect(database)
+    cur = conn.cursor()
+    for lo in range(0, 300, 100):
+        cur.execute("SELECT omnigraph_load(%s, 'main', %s)", (name, items(lo, lo + 100)))
+    cur.execute(f"DELETE FROM {name}.item WHERE sku = 's005'")
+    before = everything(cur, name)
+    results = {}
+    for f, _ in FILTERS:
+        cur.execute(f"SELECT sku FROM {name}.item WHERE {f} ORDER BY sku")
+        results[f] = cur.fetchall()
+        assert not any("Omnigraph Index" in line for line in explain(cur, f"SELECT * FROM {name}.item WHERE {f}"))
+    cur.execute("SELECT commit_id FROM omnigraph_log(%s) ORDER BY committed_at DESC LIMIT 1", (name,))
+    head = cur.fetchone()[0]
+
+    del conn.notices[:]
+    cur.execute(
+        "SELECT type_name, fragments_before, fragments_after, rows, indexes FROM omnigraph_optimize(%s)",
+        (name,),
+    )
+    (row,) = cur.fetchall()
+    assert row[0] == "Item"
+    assert row[1] >= 3 and row[2] == 1, row
+    assert row[3] == 299
+    assert row[4] == ["id (btree)", "sku (btree)", "qty (btree)", "active (bitmap)", "status (bitmap)", "note (btree)"]
+    assert any("Item: " in n and "-> 1 fragments" in n for n in conn.notices), conn.notices
+    cur.execute("SELECT message, actor, parents FROM omnigraph_log(%s) ORDER BY committed_at DESC LIMIT 1", (name,))
+    message, actor, parents = cur.fetchone()
+    assert message == "optimize" and parents == [head]
+    cur.execute("SELECT current_user")
+    assert actor == cur.fetchone()[0]
+
+    # The same rows, and every filter answered from its index.
+    assert everything(cur, name) == before
+    for f, index in FILTERS:
+        cur.execute(f"SELECT sku FROM {name}.item WHERE {f} ORDER BY sku")
+        assert cur.fetchall() == results[f], f
+        lines = explain(cur, f"SELECT * FROM {name}.item WHERE {f}")
+        used = [line.split("Omnigraph Index: ")[1] for line in lines if "Omnigraph Index: " in line]
+        assert used == ([index] if index else ["qty (btree)", "status (bitmap)"]), (f, lines)
+    # A filter on an unindexed column, or one Postgres evaluates, names none.
+    for f in ("plain = 3", "qty + 1 = 8"):
+        assert not any("Omnigraph Index" in line for line in explain(cur, f"SELECT * FROM {name}.item WHERE {f}"))
+    # A prepared statement's parameter is typed like a constant.
+    cur.execute(f"PREPARE byqty(int) AS SELECT sku FROM {name}.item WHERE qty = $1 ORDER BY sku")
+    cur.execute("EXECUTE byqty(7)")
+    assert cur.fetchall() == results["qty = 7"]
+
+    # Rows written after the optimize are found, through the index's
+    # unindexed fragments.
+    cur.execute(f"INSERT INTO {name}.item (sku, qty, active, status) VALUES ('new', 7, true, 'open')")
+    cur.execute(f"SELECT sku FROM {name}.item WHERE qty = 7 ORDER BY sku")
+    assert cur.fetchall() == sorted(results["qty = 7"] + [("new",)])
+
+    # Nothing left to compact or index: no new commit.
+    cur.execute("SELECT * FROM omnigraph_optimize(%s)", (name,))
+    cur.execute("SELECT * FROM omnigraph_optimize(%s)", (name,))
+    cur.execute("SELECT count(*) FROM omnigraph_log(%s) WHERE message = 'optimize'", (name,))
+    assert cur.fetchone()[0] == 2
+    conn.close()
+
+
+def test_a_write_begun_before_optimize_lands(graph):
+    server, schema, connect_ = graph
+    writer = connect_(autocommit=False)
+    w = writer.cursor()
+    w.execute(f"UPDATE {schema}.person SET age = 99 WHERE slug = 'alice'")
+    w.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('zed', 'Zed', 'active')")
+    op = connect_()
+    o = op.cursor()
+    o.execute("SELECT type_name, indexes FROM omnigraph_optimize(%s) ORDER BY 1", (server,))
+    indexes = dict(o.fetchall())
+    assert indexes["Person"] == ["id (btree)", "slug (btree)", "email (btree)"]
+    assert indexes["Knows"] == ["id (btree)", "src (btree)", "dst (btree)"]
+    writer.commit()  # no 40001: optimize changed no row
+    o.execute(f"SELECT age FROM {schema}.person WHERE slug IN ('alice', 'zed') ORDER BY slug")
+    assert o.fetchall() == [(99,), (None,)]
+    o.execute("SELECT message FROM omnigraph_log(%s) ORDER BY committed_at DESC LIMIT 2", (server,))
+    assert [r[0] for r in o.fetchall()][1] == "optimize"
+    writer.close()
+    op.close()
+
+
+def test_optimize_needs_ownership_and_the_logs_only_usage(graph):
+    server, schema, connect_ = graph
+    conn = connect_()
+    cur = conn.cursor()
+    cur.execute("CREATE ROLE maint_reader")
+    try:
+        cur.execute(f"GRANT USAGE ON FOREIGN SERVER {server} TO maint_reader")
+        cur.execute("SET ROLE maint_reader")
+        for call in ("omnigraph_optimize(%s)", "omnigraph_recover(%s)"):
+            with pytest.raises(psycopg2.Error) as e:
+                cur.execute(f"SELECT * FROM {call}", (server,))
+            assert e.value.pgcode == "42501", call
+            assert "needs ownership of the server" in e.value.pgerror
+        cur.execute("SELECT count(*) FROM omnigraph_recovery_log(%s)", (server,))
+        assert cur.fetchone()[0] == 0
+    finally:
+        cur.execute("RESET ROLE")
+        cur.execute("DROP OWNED BY maint_reader")
+        cur.execute("DROP ROLE maint_reader")
+    conn.close()
+
+
+def test_a_rejected_operation_leaves_no_recovery_work(graph):
+    server, schema, connect_ = graph
+    conn = connect_()
+    cur = conn.cursor()
+    for bad, code in (
+        (f"INSERT INTO {schema}.person (slug, name, status) VALUES ('alice', 'A2', 'active')", "23505"),
+        (f"UPDATE {schema}.company SET founded = 1200 WHERE slug = 'acme'", "23514"),
+        (f"INSERT INTO {schema}.knows (src, dst) VALUES ('alice', 'nobody')", "23503"),
+    ):
+        with pytest.raises(psycopg2.Error) as e:
+            cur.execute(bad)
+        assert e.value.pgcode == code, (bad, e.value.pgerror)
+    cur.execute("SELECT DISTINCT state FROM omnigraph_recovery_status(%s)", (server,))
+    assert cur.fetchall() == [("clean",)]
+    cur.execute("SELECT * FROM omnigraph_recover(%s)", (server,))
+    assert cur.fetchall() == []
+    cur.execute("SELECT count(*) FROM omnigraph_recovery_log(%s)", (server,))
+    assert cur.fetchone()[0] == 0
+    conn.close()
+
+
+def test_a_damaged_graph_fails_only_its_own_server(database):
+    schema_text = "node Person { slug: String @key }\nnode Company { slug: String @key }"
+    data = '{"type": "Person", "data": {"slug": "p"}}\n{"type": "Company", "data": {"slug": "c"}}'
+    damaged = new_graph(database, schema_text, data, prefix="dmg")
+    healthy = new_graph(database, schema_text, data, prefix="ok")
+    shutil.rmtree(os.path.join(GRAPHS, damaged, "nodes", "Company"))
+    conn = connect(database)
+    cur = conn.cursor()
+    with pytest.raises(psycopg2.Error) as e:
+        cur.execute(f"SELECT * FROM {damaged}.company")
+    assert e.value.pgcode == "58030", e.value.pgerror
+    assert "Company" in e.value.pgerror and "nodes/Company" in e.value.pgerror
+    # The damaged graph's other tables, and the other server, still work.
+    cur.execute(f"SELECT slug FROM {damaged}.person")
+    assert cur.fetchall() == [("p",)]
+    for table in ("person", "company"):
+        cur.execute(f"SELECT slug FROM {healthy}.{table}")
+        assert len(cur.fetchall()) == 1
+    cur.execute(f"INSERT INTO {healthy}.company (slug) VALUES ('c2')")
+    with pytest.raises(psycopg2.Error) as e:
+        cur.execute("SELECT * FROM omnigraph_recovery_status(%s)", (damaged,))
+    assert e.value.pgcode == "58030" and "Company" in e.value.pgerror
+    cur.execute("SELECT DISTINCT state FROM omnigraph_recovery_status(%s)", (healthy,))
+    assert cur.fetchall() == [("clean",)]
+    conn.close()
