@@ -212,3 +212,107 @@ def test_a_damaged_graph_fails_only_its_own_server(database):
     cur.execute("SELECT DISTINCT state FROM omnigraph_recovery_status(%s)", (healthy,))
     assert cur.fetchall() == [("clean",)]
     conn.close()
+
+
+def graph_files(name):
+    out = {}
+    for root, _, files in os.walk(os.path.join(GRAPHS, name)):
+        for f in files:
+            p = os.path.join(root, f)
+            out[p] = os.path.getsize(p)
+    return out
+
+
+def cleanup(cur, server, older_than="0", dry_run=False):
+    cur.execute(
+        "SELECT type_name, lance_branch, version, action, reason, bytes"
+        " FROM omnigraph_cleanup(%s, %s::interval, %s)",
+        (server, older_than, dry_run),
+    )
+    return cur.fetchall()
+
+
+def test_cleanup_explains_reclaims_and_keeps_what_is_needed(database):
+    name = new_graph(database, ITEM_SCHEMA, items(0, 50), prefix="cln")
+    conn = connect(database)
+    cur = conn.cursor()
+    cur.execute("SELECT commit_id FROM omnigraph_log(%s) ORDER BY committed_at DESC LIMIT 1", (name,))
+    old = cur.fetchone()[0]
+    cur.execute(f"CREATE SCHEMA {name}_old")
+    cur.execute(f'IMPORT FOREIGN SCHEMA "main" FROM SERVER {name} INTO {name}_old OPTIONS (commit %s)', (old,))
+    cur.execute(f"UPDATE {name}.item SET plain = 0 WHERE sku = 's003'")
+    cur.execute("SELECT omnigraph_branch_create(%s, 'feature')", (name,))
+    cur.execute(f"CREATE SCHEMA {name}_f")
+    cur.execute(f'IMPORT FOREIGN SCHEMA "feature" FROM SERVER {name} INTO {name}_f')
+    cur.execute(f"UPDATE {name}_f.item SET qty = 100 WHERE sku = 's001'")
+    for i in range(3):
+        cur.execute(f"UPDATE {name}.item SET plain = plain + 1 WHERE sku = 's002'")
+    main_rows = everything(cur, name)
+    feature_rows = everything(cur, f"{name}_f")
+    old_rows = everything(cur, f"{name}_old")
+
+    # A scan of the old commit is open while cleanup runs.
+    reader = connect(database, autocommit=False)
+    rc = reader.cursor("old_scan")
+    rc.itersize = 1
+    rc.execute(f"SELECT * FROM {name}_old.item ORDER BY sku")
+    first = rc.fetchone()
+
+    # Recent commits are all kept.
+    rows = cleanup(cur, name, "1 hour")
+    assert all(r[3] == "keep" or "no commit pins it" in r[4] for r in rows), rows
+    assert everything(cur, f"{name}_old") == old_rows
+
+    before = graph_files(name)
+    dry = cleanup(cur, name, "0", True)
+    assert graph_files(name) == before, "a dry run changes nothing"
+    removed = [r for r in dry if r[3] == "remove"]
+    assert removed and all(r[5] >= 0 for r in removed)
+
+    rows = cleanup(cur, name, "0")
+    assert [r[:5] for r in rows] == [r[:5] for r in dry]
+    kept = {r[4] for r in rows if r[3] == "keep"}
+    assert {"head of branch main", "head of branch feature", "base of unmerged branch feature"} <= kept, kept
+    assert any(r[4].startswith("commit ") and r[4].endswith("is older than older_than") for r in removed)
+    after = graph_files(name)
+    assert sum(before.values()) - sum(after.values()) == sum(r[5] for r in rows)
+
+    # Heads read as before; the reclaimed commit gives 55000.
+    assert everything(cur, name) == main_rows
+    assert everything(cur, f"{name}_f") == feature_rows
+    with pytest.raises(psycopg2.Error) as e:
+        everything(cur, f"{name}_old")
+    assert e.value.pgcode == "55000", e.value.pgerror
+    # The scan that was open sees its rows or 55000, never wrong rows.
+    try:
+        rest = rc.fetchall()
+        assert [first] + rest == old_rows
+    except psycopg2.Error as err:
+        assert err.pgcode == "55000", err.pgerror
+    reader.close()
+    # The branch still merges: its base was kept.
+    cur.execute("SELECT status FROM omnigraph_branch_merge(%s, 'feature')", (name,))
+    assert cur.fetchone()[0] == "merged"
+    conn.close()
+
+
+def test_cleanup_needs_ownership_unless_dry_and_refuses_a_negative_interval(graph):
+    server, schema, connect_ = graph
+    conn = connect_()
+    cur = conn.cursor()
+    with pytest.raises(psycopg2.Error) as e:
+        cleanup(cur, server, "-1 day")
+    assert e.value.pgcode == "22023" and "older_than" in e.value.pgerror
+    cur.execute("CREATE ROLE cleanup_reader")
+    try:
+        cur.execute(f"GRANT USAGE ON FOREIGN SERVER {server} TO cleanup_reader")
+        cur.execute("SET ROLE cleanup_reader")
+        assert cleanup(cur, server, "0", True)
+        with pytest.raises(psycopg2.Error) as e:
+            cleanup(cur, server, "0")
+        assert e.value.pgcode == "42501"
+    finally:
+        cur.execute("RESET ROLE")
+        cur.execute("DROP OWNED BY cleanup_reader")
+        cur.execute("DROP ROLE cleanup_reader")
+    conn.close()

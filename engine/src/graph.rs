@@ -293,6 +293,15 @@ impl Graph {
         .await
     }
 
+    /// Where write transactions spill large inserts.
+    pub(crate) fn spill_dir(&self) -> std::path::PathBuf {
+        self.inner
+            .options
+            .spill_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+    }
+
     pub fn uri(&self) -> &str {
         &self.inner.storage.root_uri
     }
@@ -641,6 +650,19 @@ impl Snapshot {
             .storage()
             .open(type_name, self.table(type_name)?)
             .await
+    }
+
+    /// An error met while reading a type's table at this snapshot, as a
+    /// reader should see it: [`Error::VersionReclaimed`] when cleanup
+    /// removed the version under the read, else `e` unchanged.
+    pub async fn read_error(&self, type_name: &str, e: Error) -> Error {
+        match self.table(type_name) {
+            Ok(t) if !self.graph.storage().version_exists(t).await => Error::VersionReclaimed {
+                type_name: type_name.to_string(),
+                version: t.version,
+            },
+            _ => e,
+        }
     }
 
     /// The indexes of a type's table at this snapshot.

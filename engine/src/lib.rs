@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod changes;
+mod cleanup;
 mod commit;
 mod diff;
 mod error;
@@ -45,6 +46,7 @@ pub mod testing;
 mod txn;
 pub mod value;
 
+pub use cleanup::{CleanupAction, CleanupRow};
 pub use commit::{CommitSummary, PreparedCommit, TableStats};
 pub use diff::{ChangeKind, Diff, RowChange, Side};
 pub use error::{Error, Result, Violation, ViolationKind};

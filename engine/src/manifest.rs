@@ -204,9 +204,36 @@ impl Meta<'_> {
             .await
     }
 
+    /// Delete a ref. Its branch id is first recorded as deleted
+    /// (`deleted/<id>.json`), so cleanup can tell a deleted branch's
+    /// manifests and table forks from those of a branch being created
+    /// (which has no ref yet either).
     pub async fn delete_ref(&self, name: &str) -> Result<()> {
+        if let Some(r) = self.read_ref(name).await? {
+            let tombstone = serde_json::json!({"name": r.name, "deleted_at_us": now_us()});
+            self.storage
+                .put(&self.deleted_path(&r.id), &serde_json::to_vec(&tombstone)?)
+                .await?;
+        }
         self.storage
             .delete_object(&self.refs_dir().join(ref_file(name)))
+            .await
+    }
+
+    /// Whether the branch of this id was deleted (see [`Self::delete_ref`]).
+    pub async fn is_deleted(&self, branch_id: &str) -> Result<bool> {
+        self.storage.exists(&self.deleted_path(branch_id)).await
+    }
+
+    fn deleted_path(&self, branch_id: &str) -> Path {
+        self.storage.meta_path(&format!("deleted/{branch_id}.json"))
+    }
+
+    /// The ids of every branch that has manifests: live, deleted, or being
+    /// created.
+    pub async fn branch_ids(&self) -> Result<Vec<String>> {
+        self.storage
+            .list_dirs(&self.storage.meta_path("branches"))
             .await
     }
 

@@ -173,6 +173,11 @@ fn ivf_partitions(rows: u64) -> usize {
     ((rows as f64).sqrt() as usize).clamp(1, 1024)
 }
 
+/// The last component of a `/`-separated path.
+pub(crate) fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
 /// Rows of `ds` in fragments none of an index's segments covers.
 fn uncovered_rows(ds: &Dataset, segments: &[lance_table::format::IndexMetadata]) -> u64 {
     let covered = |id: u64| {
@@ -325,6 +330,12 @@ impl Storage {
         })
     }
 
+    /// A table's directory in the store (`path` is `/`-separated).
+    fn table_dir(&self, path: &str) -> Path {
+        path.split('/')
+            .fold(self.base.clone(), |p, part| p.join(part))
+    }
+
     pub fn table_uri(&self, path: &str) -> String {
         format!("{}/{}", self.root_uri, path)
     }
@@ -410,6 +421,17 @@ impl Storage {
         }
     }
 
+    /// Whether the version `t` pins still exists, asked of the store (not
+    /// of any cache): false once cleanup removed it.
+    pub async fn version_exists(&self, t: &TableEntry) -> bool {
+        let builder = DatasetBuilder::from_uri(self.table_uri(&t.path));
+        let builder = match &t.lance_branch {
+            Some(b) => builder.with_branch(b, Some(t.version)),
+            None => builder.with_version(t.version),
+        };
+        builder.load().await.is_ok()
+    }
+
     /// Latest version on the table's Lance branch, published or not.
     pub async fn latest_version(&self, ds: &Dataset) -> Result<u64> {
         Ok(ds.latest_version_id().await?)
@@ -428,14 +450,7 @@ impl Storage {
         let exists = root.list_branches().await?.contains_key(lance_branch)
             || self
                 .store
-                .exists(
-                    &self
-                        .base
-                        .clone()
-                        .join(from.path.as_str())
-                        .join("tree")
-                        .join(lance_branch),
-                )
+                .exists(&self.table_dir(&from.path).join("tree").join(lance_branch))
                 .await
                 .unwrap_or(false);
         if exists {
@@ -583,6 +598,179 @@ impl Storage {
         Ok(())
     }
 
+    /// The table's Lance branches (forks), by name, with the branch and
+    /// version each was forked from.
+    pub async fn lance_branches(
+        &self,
+        type_name: &str,
+        path: &str,
+    ) -> Result<Vec<(String, Option<String>, u64)>> {
+        let root = self.open_latest(type_name, path, None).await?;
+        let mut out: Vec<_> = root
+            .list_branches()
+            .await?
+            .into_iter()
+            .map(|(name, b)| (name, b.parent_branch, b.parent_version))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The latest version of a table's Lance branch (`None`: Lance's main).
+    async fn open_latest(
+        &self,
+        type_name: &str,
+        path: &str,
+        lance_branch: Option<&str>,
+    ) -> Result<Dataset> {
+        let builder =
+            DatasetBuilder::from_uri(self.table_uri(path)).with_session(self.session.clone());
+        let builder = match lance_branch {
+            Some(b) => builder.with_branch(b, None),
+            None => builder,
+        };
+        builder.load().await.map_err(|e| {
+            Error::Storage(format!(
+                "the table of {type_name} at '{path}' cannot be opened: {e}"
+            ))
+        })
+    }
+
+    /// Every version of a table's Lance branch, oldest first, and the
+    /// versions of it tags name (with the tag).
+    pub async fn versions(
+        &self,
+        type_name: &str,
+        path: &str,
+        lance_branch: Option<&str>,
+    ) -> Result<(Vec<u64>, Vec<(u64, String)>)> {
+        let ds = self.open_latest(type_name, path, lance_branch).await?;
+        let versions = ds
+            .versions()
+            .await?
+            .into_iter()
+            .map(|v| v.version)
+            .collect();
+        let tags = ds
+            .tags()
+            .list()
+            .await?
+            .into_iter()
+            .filter(|(_, t)| t.branch.as_deref() == lance_branch)
+            .map(|(name, t)| (t.version, name))
+            .collect();
+        Ok((versions, tags))
+    }
+
+    /// The names of the files a version refers to that identify it (data
+    /// file names, deletion file stems, index ids): what cleanup's
+    /// candidate paths are matched against to say which version a file
+    /// belonged to.
+    pub async fn version_file_keys(
+        &self,
+        type_name: &str,
+        path: &str,
+        lance_branch: Option<&str>,
+        version: u64,
+    ) -> Result<Vec<String>> {
+        use lance::index::DatasetIndexExt;
+        let ds = self.open_latest(type_name, path, lance_branch).await?;
+        let ds = ds.checkout_version(version).await?;
+        let mut keys = Vec::new();
+        for f in ds.manifest().fragments.iter() {
+            for file in &f.files {
+                keys.push(file_name(&file.path).to_string());
+            }
+            if let Some(d) = &f.deletion_file {
+                keys.push(format!("{}-{}-{}", f.id, d.read_version, d.id));
+            }
+        }
+        for i in ds.load_indices().await?.iter() {
+            keys.push(i.uuid.to_string());
+        }
+        keys.push(file_name(ds.manifest_location().path.as_ref()).to_string());
+        if let Some(t) = &ds.manifest().transaction_file {
+            keys.push(file_name(t).to_string());
+        }
+        Ok(keys)
+    }
+
+    /// Remove `versions` of a table's Lance branch, and the files only they
+    /// refer to; with `orphans`, also files no version refers to (only safe
+    /// while no writer writes this Lance branch). With `dry_run` nothing is
+    /// removed. Returns the files removed (or that would be), each with its
+    /// size.
+    pub async fn remove_versions(
+        &self,
+        type_name: &str,
+        path: &str,
+        lance_branch: Option<&str>,
+        versions: Vec<u64>,
+        orphans: bool,
+        dry_run: bool,
+    ) -> Result<Vec<(String, u64)>> {
+        use lance::dataset::cleanup::CleanupPolicy;
+        if versions.is_empty() && !orphans {
+            return Ok(Vec::new());
+        }
+        let ds = self.open_latest(type_name, path, lance_branch).await?;
+        let policy = CleanupPolicy {
+            // With no version to remove, only files no version refers to.
+            before_version: versions.is_empty().then_some(0),
+            versions: (!versions.is_empty()).then(|| versions.into_iter().collect()),
+            delete_unverified: orphans,
+            error_if_tagged_old_versions: false,
+            ..Default::default()
+        };
+        let op = ds.cleanup(policy).with_max_candidate_files(usize::MAX);
+        let explained = op.explain().await?;
+        if !dry_run {
+            op.execute().await?;
+        }
+        Ok(explained
+            .candidate_files
+            .into_iter()
+            .map(|f| (f.path, f.size_bytes))
+            .collect())
+    }
+
+    /// Bytes of the files under a table's Lance branch directory.
+    pub async fn lance_branch_bytes(&self, path: &str, lance_branch: &str) -> Result<u64> {
+        let dir = self.table_dir(path);
+        let tree = dir.clone().join("tree").join(lance_branch);
+        let metas: Vec<_> = self.store.inner.list(Some(&tree)).try_collect().await?;
+        // And the branch's entry in the table's branch list.
+        let contents = dir
+            .join("_refs")
+            .join("branches")
+            .join(format!("{lance_branch}.json"));
+        let entry = match self.store.inner.head(&contents).await {
+            Ok(m) => m.size,
+            Err(_) => 0,
+        };
+        Ok(metas.iter().map(|m| m.size).sum::<u64>() + entry)
+    }
+
+    /// Delete a table's Lance branch whose graph branch was deleted;
+    /// `false` (and nothing deleted) while another fork still refers to it.
+    pub async fn delete_lance_branch(
+        &self,
+        type_name: &str,
+        path: &str,
+        lance_branch: &str,
+    ) -> Result<bool> {
+        let mut root = self.open_latest(type_name, path, None).await?;
+        match root.delete_branch(lance_branch).await {
+            Ok(()) => {}
+            Err(lance::Error::RefConflict { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(dir) = self.local_dir() {
+            sync_dir(&dir.join(path).join("tree"))?;
+        }
+        Ok(true)
+    }
+
     /// Keep the BTree index on `id` (which merges, diffs, commits and point
     /// reads look rows up through) covering most of the table: built once
     /// the table holds [`ID_INDEX_MIN_ROWS`] rows, and new fragments folded
@@ -685,6 +873,17 @@ impl Storage {
             }
         }
         Ok(())
+    }
+
+    /// The directories directly under a metadata directory (their last
+    /// path component).
+    pub async fn list_dirs(&self, dir: &Path) -> Result<Vec<String>> {
+        let listing = self.store.list_with_delimiter(Some(dir)).await?;
+        Ok(listing
+            .common_prefixes
+            .into_iter()
+            .map(|p| file_name(p.as_ref()).to_string())
+            .collect())
     }
 
     /// The objects directly under a metadata directory.

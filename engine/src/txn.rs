@@ -179,12 +179,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
 
 impl WriteTxn {
     pub(crate) fn begin(graph: Graph, branch: &str, actor: &str, base: Snapshot) -> WriteTxn {
-        let spill_dir = graph
-            .inner
-            .options
-            .spill_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
+        let spill_dir = graph.spill_dir();
         WriteTxn {
             branch: branch.to_string(),
             actor: actor.to_string(),

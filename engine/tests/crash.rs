@@ -368,3 +368,57 @@ async fn a_commit_in_progress_is_not_reported_as_interrupted() {
 async fn child_process_entry() {
     common::run_child().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_recovers_and_reclaims_what_failed_writes_left() {
+    let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    fail::cfg(names::COMMIT_BEFORE_PUBLISH, "panic").unwrap();
+    let g2 = g.clone();
+    let _ = tokio::spawn(async move {
+        g2.load("main", ghost_load(), LoadMode::Append, "t", "")
+            .await
+    })
+    .await;
+    fail::remove(names::COMMIT_BEFORE_PUBLISH);
+    // What a writer killed between writing a data file and committing it
+    // leaves: a file no version refers to.
+    let stray = dir.path().join("g/nodes/Person/data/killed-writer.lance");
+    std::fs::write(&stray, vec![7u8; 4096]).unwrap();
+    let before = fingerprint(&g, "main").await;
+
+    let dry = g
+        .cleanup(std::time::Duration::ZERO, true, "op")
+        .await
+        .unwrap();
+    assert!(stray.exists(), "a dry run removes nothing");
+    assert!(g.recovery_log().await.unwrap().is_empty(), "nor recovers");
+    assert!(dry.iter().any(|r| r.version.is_none() && r.bytes == 4096));
+
+    let rows = g
+        .cleanup(std::time::Duration::ZERO, false, "op")
+        .await
+        .unwrap();
+    assert!(!stray.exists());
+    let orphan: Vec<_> = rows.iter().filter(|r| r.version.is_none()).collect();
+    assert_eq!(orphan.len(), 1, "{rows:?}");
+    assert_eq!(orphan[0].type_name.as_deref(), Some("Person"));
+    assert_eq!(orphan[0].bytes, 4096);
+    assert!(orphan[0].reason.contains("no version refers to"));
+    // The interrupted commit was rolled back first (and logged), and its
+    // versions reclaimed.
+    let log = g.recovery_log().await.unwrap();
+    assert_eq!(log.len(), 3);
+    assert!(log.iter().all(|r| r.actor == "op"));
+    assert!(
+        g.recovery_status()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.state == RecoveryState::Clean)
+    );
+    assert!(rows.iter().any(|r| r.reason.contains("no commit pins it")));
+    assert_eq!(fingerprint(&g, "main").await, before);
+    orphan_rows_are_gone(&g).await;
+}

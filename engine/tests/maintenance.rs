@@ -198,3 +198,214 @@ async fn optimize_of_a_branch_leaves_main_alone_and_trains_vectors() {
         everything(&g, &ReadRef::main()).await
     );
 }
+
+mod cleanup {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use omnigraph_engine::{CleanupAction, CleanupRow, Error, Graph, LoadMode, ReadRef};
+
+    use super::{everything, graph, items};
+
+    /// Every file under the graph, with its size.
+    fn files(dir: &std::path::Path) -> BTreeMap<String, u64> {
+        fn walk(d: &std::path::Path, out: &mut BTreeMap<String, u64>) {
+            for e in std::fs::read_dir(d).unwrap().flatten() {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    walk(&e.path(), out);
+                } else {
+                    out.insert(e.path().to_string_lossy().into_owned(), m.len());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(dir, &mut out);
+        out
+    }
+
+    fn reasons(rows: &[CleanupRow], action: CleanupAction) -> Vec<String> {
+        rows.iter()
+            .filter(|r| r.action == action)
+            .map(|r| r.reason.clone())
+            .collect()
+    }
+
+    async fn commit(g: &Graph, branch: &str, from: usize) -> String {
+        g.load(branch, &items(from, from + 5), LoadMode::Append, "t", "")
+            .await
+            .unwrap()
+            .commit
+            .id
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cleanup_explains_every_version_and_reclaims_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = graph(dir.path(), 3, 5).await;
+        // The graph's first commit (empty tables).
+        let old = g.log("main", 100).await.unwrap().last().unwrap().id.clone();
+        g.branch_create("feature", &ReadRef::main()).await.unwrap();
+        commit(&g, "feature", 100).await;
+        commit(&g, "main", 200).await;
+        g.branch_create("gone", &ReadRef::main()).await.unwrap();
+        commit(&g, "gone", 300).await;
+        g.branch_delete("gone").await.unwrap();
+        commit(&g, "main", 400).await;
+        let heads = (
+            everything(&g, &ReadRef::main()).await,
+            everything(&g, &ReadRef::Branch("feature".into())).await,
+        );
+
+        // Every commit is recent: only versions no commit pins go (forks'
+        // first versions, the steps of multi-step commits), and every
+        // version says why.
+        let rows = g
+            .cleanup(Duration::from_secs(3600), false, "op")
+            .await
+            .unwrap();
+        let removed = reasons(&rows, CleanupAction::Remove);
+        assert!(
+            removed.iter().all(|r| r.contains("no commit pins it")),
+            "{rows:?}"
+        );
+        let kept = reasons(&rows, CleanupAction::Keep);
+        for want in [
+            "head of branch main",
+            "head of branch feature",
+            "is newer than older_than",
+        ] {
+            assert!(kept.iter().any(|r| r.contains(want)), "{want}: {kept:?}");
+        }
+
+        // A dry run says what would go, and changes nothing.
+        let before = files(dir.path());
+        let dry = g.cleanup(Duration::ZERO, true, "op").await.unwrap();
+        assert_eq!(files(dir.path()), before);
+        assert!(!reasons(&dry, CleanupAction::Remove).is_empty());
+
+        let rows = g.cleanup(Duration::ZERO, false, "op").await.unwrap();
+        let strip = |rows: &[CleanupRow]| -> Vec<(
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+            CleanupAction,
+            String,
+        )> {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.type_name.clone(),
+                        r.lance_branch.clone(),
+                        r.version,
+                        r.action,
+                        r.reason.clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            strip(&rows),
+            strip(&dry),
+            "the dry run said what cleanup did"
+        );
+        let kept = reasons(&rows, CleanupAction::Keep);
+        for want in [
+            "head of branch main",
+            "head of branch feature",
+            "base of unmerged branch feature",
+        ] {
+            assert!(kept.iter().any(|r| r.contains(want)), "{want}: {kept:?}");
+        }
+        let removed = reasons(&rows, CleanupAction::Remove);
+        assert!(
+            removed
+                .iter()
+                .any(|r| r.contains("is older than older_than")),
+            "{removed:?}"
+        );
+        assert!(
+            removed.iter().any(|r| r.contains("was deleted")),
+            "{removed:?}"
+        );
+        let freed: u64 = rows.iter().map(|r| r.bytes).sum();
+        let after = files(dir.path());
+        let on_disk = |f: &BTreeMap<String, u64>| f.values().sum::<u64>();
+        assert!(freed > 0 && on_disk(&after) < on_disk(&before));
+        let gone: Vec<_> = before
+            .iter()
+            .filter(|(p, _)| !after.contains_key(*p))
+            .collect();
+        assert_eq!(
+            on_disk(&before) - on_disk(&after),
+            freed,
+            "bytes account for what went: {gone:#?} {rows:#?}"
+        );
+        assert!(
+            !after.keys().any(|p| p.contains("/tree/")
+                && rows.iter().any(|r| r.reason.contains("was deleted")
+                    && p.contains(r.lance_branch.as_deref().unwrap()))),
+            "the deleted branch's forks are gone"
+        );
+
+        // Heads read as before; an old commit is reclaimed (55000 in SQL).
+        assert_eq!(everything(&g, &ReadRef::main()).await, heads.0);
+        assert_eq!(
+            everything(&g, &ReadRef::Branch("feature".into())).await,
+            heads.1
+        );
+        let s = g.snapshot(&ReadRef::Commit(old)).await.unwrap();
+        assert!(matches!(
+            s.read_all("Item").await,
+            Err(Error::VersionReclaimed { .. })
+        ));
+        // Merging the branch still finds its base.
+        let merged = g
+            .merge(
+                "feature",
+                "main",
+                omnigraph_engine::OnConflict::Fail,
+                None,
+                "op",
+            )
+            .await
+            .unwrap();
+        assert_eq!(merged.status, omnigraph_engine::MergeStatus::Merged);
+
+        // Writes go on, and a second cleanup finds only what they made.
+        commit(&g, "main", 500).await;
+        let again = g.cleanup(Duration::ZERO, false, "op").await.unwrap();
+        assert!(
+            reasons(&again, CleanupAction::Remove).len()
+                < reasons(&rows, CleanupAction::Remove).len()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tagged_versions_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = graph(dir.path(), 3, 5).await;
+        let uri = dir
+            .path()
+            .join("g/nodes/Item")
+            .to_string_lossy()
+            .into_owned();
+        let mut ds = omnigraph_engine::deps::lance::Dataset::open(&uri)
+            .await
+            .unwrap();
+        ds.tags().create("release", 2).await.unwrap();
+        drop(ds.checkout_latest().await);
+        let rows = g.cleanup(Duration::ZERO, false, "op").await.unwrap();
+        let tagged: Vec<_> = rows
+            .iter()
+            .filter(|r| r.reason == "tagged release")
+            .map(|r| (r.type_name.as_deref(), r.version, r.action))
+            .collect();
+        assert_eq!(tagged, [(Some("Item"), Some(2), CleanupAction::Keep)]);
+        let ds = omnigraph_engine::deps::lance::Dataset::open(&uri)
+            .await
+            .unwrap();
+        assert!(ds.checkout_version(2).await.is_ok());
+        assert!(ds.checkout_version(3).await.is_err());
+    }
+}

@@ -617,6 +617,63 @@ fn omnigraph_recovery_log(
     TableIterator::new(rows)
 }
 
+/// Remove the table versions nothing needs any more: those only commits
+/// older than `older_than` pin, except branch heads, the bases of unmerged
+/// branches, fork points and tagged versions; and files failed or killed
+/// writes left. Lists every version with what it does to it and why; with
+/// `dry_run` it changes nothing. Reading a reclaimed commit gives 55000.
+/// Takes effect at once: a ROLLBACK does not bring removed versions back.
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::type_complexity)]
+fn omnigraph_cleanup(
+    server: &str,
+    older_than: default!(pgrx::datum::Interval, "'7 days'"),
+    dry_run: default!(bool, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(type_name, Option<String>),
+        name!(lance_branch, Option<String>),
+        name!(version, Option<i64>),
+        name!(action, String),
+        name!(reason, String),
+        name!(bytes, i64),
+    ),
+> {
+    let ctx = format!("server {server}: cleanup");
+    // A month counts 30 days, as in Postgres's interval comparisons.
+    let micros = older_than.as_micros();
+    let Some(older_than) = u64::try_from(micros)
+        .ok()
+        .map(std::time::Duration::from_micros)
+    else {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{ctx}: older_than must not be negative"),
+            None,
+            Some("Pass an interval such as '7 days'; '0' keeps only what branches need.".into()),
+        )
+    };
+    // A dry run only looks, like the status functions.
+    let (_, g) = if dry_run {
+        open(server)
+    } else {
+        open_to_change(server, "omnigraph_cleanup")
+    };
+    let rows = run(&ctx, g.cleanup(older_than, dry_run, &pg::current_role()));
+    let big = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    TableIterator::new(rows.into_iter().map(move |r| {
+        (
+            r.type_name,
+            r.lance_branch,
+            r.version.map(big),
+            r.action.as_str().to_string(),
+            r.reason,
+            big(r.bytes),
+        )
+    }))
+}
+
 /// Compact a branch's tables and build or refresh the indexes its schema
 /// asks for, as one commit with the message `optimize` (no data change).
 /// Reports each table with a NOTICE as it is done. Takes effect at once,

@@ -328,6 +328,7 @@ fn source(rows: Rows, id_column: Option<usize>) -> Source {
 /// Make `src` point at a row; false when it has no more.
 fn fill_source(
     src: &mut Source,
+    snapshot: &Snapshot,
     plan: &ScanPlan,
     order_columns: &[usize],
     converter: &mut Option<arrow_row::RowConverter>,
@@ -346,7 +347,12 @@ fn fill_source(
             Rows::Lance(stream) => match block_on(stream.next()) {
                 None => None,
                 Some(Ok(b)) => Some(b),
-                Some(Err(e)) => crate::error::report(e.into(), &ctx),
+                Some(Err(e)) => {
+                    let e = crate::runtime::block_on_uninterruptible(
+                        snapshot.read_error(&plan.type_name, e.into()),
+                    );
+                    crate::error::report(e, &ctx)
+                }
             },
             Rows::Memory(it) => it.next(),
         };
@@ -400,7 +406,13 @@ fn next_source(st: &mut ScanState) -> Option<usize> {
     let sources = st.sources.as_mut()?;
     if st.order_columns.is_empty() {
         while st.current < sources.len() {
-            if fill_source(&mut sources[st.current], &st.plan, &[], &mut st.converter) {
+            if fill_source(
+                &mut sources[st.current],
+                &st.snapshot,
+                &st.plan,
+                &[],
+                &mut st.converter,
+            ) {
                 return Some(st.current);
             }
             st.current += 1;
@@ -412,6 +424,7 @@ fn next_source(st: &mut ScanState) -> Option<usize> {
     for i in 0..sources.len() {
         if !fill_source(
             &mut sources[i],
+            &st.snapshot,
             &st.plan,
             &st.order_columns,
             &mut st.converter,
