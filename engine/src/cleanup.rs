@@ -240,6 +240,10 @@ impl Graph {
             }
         }
         rows.extend(self.clean_spills(dry_run)?);
+        if !dry_run {
+            // Handles of removed versions would only fail later.
+            self.storage().forget_published();
+        }
         Ok(rows)
     }
 

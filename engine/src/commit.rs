@@ -718,7 +718,9 @@ impl WriteTxn {
                     // Streamed from the spill into one new version.
                     ds = storage.append_stream(ds, stream.into()).await?;
                 }
-                // Part of the commit: the pinned version carries the index.
+                // Part of the commit: the pinned version has few small
+                // fragments and carries the index.
+                storage.compact_small_fragments(&mut ds).await?;
                 storage.maintain_id_index(&mut ds).await?;
                 entry.version = ds.version_id();
                 tables.insert(type_name.clone(), entry);

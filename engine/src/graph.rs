@@ -648,8 +648,23 @@ impl Snapshot {
     pub async fn dataset(&self, type_name: &str) -> Result<Dataset> {
         self.graph
             .storage()
-            .open(type_name, self.table(type_name)?)
+            .open_published(type_name, self.table(type_name)?)
             .await
+    }
+
+    /// Read `columns` of a type's rows matching `filter`; a version
+    /// reclaimed under the read is reported as such.
+    async fn scan(
+        &self,
+        type_name: &str,
+        columns: &[&str],
+        filter: Option<&str>,
+    ) -> Result<Vec<arrow_array::RecordBatch>> {
+        let ds = self.dataset(type_name).await?;
+        match self.graph.storage().scan(&ds, columns, filter).await {
+            Ok(b) => Ok(b),
+            Err(e) => Err(self.read_error(type_name, e).await),
+        }
     }
 
     /// An error met while reading a type's table at this snapshot, as a
@@ -683,11 +698,10 @@ impl Snapshot {
 
     /// Rows of a type matching a Lance SQL filter, ordered by id.
     pub async fn read_where(&self, type_name: &str, filter: Option<&str>) -> Result<Vec<Record>> {
-        let ds = self.dataset(type_name).await?;
         let columns = self.columns(type_name)?;
         let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
         let mut out = Vec::new();
-        for b in self.graph.storage().scan(&ds, &cols, filter).await? {
+        for b in self.scan(type_name, &cols, filter).await? {
             out.extend(batch_to_records(&b)?);
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -701,9 +715,8 @@ impl Snapshot {
 
     /// Every id of a type (reads only the `id` column).
     pub(crate) async fn ids(&self, type_name: &str) -> Result<BTreeSet<String>> {
-        let ds = self.dataset(type_name).await?;
         let mut out = BTreeSet::new();
-        for b in self.graph.storage().scan(&ds, &["id"], None).await? {
+        for b in self.scan(type_name, &["id"], None).await? {
             out.extend(batch_to_records(&b)?.into_iter().map(|r| r.id));
         }
         Ok(out)
@@ -711,16 +724,10 @@ impl Snapshot {
 
     /// Which of the given ids exist (reads only the `id` column).
     pub async fn existing_ids(&self, type_name: &str, ids: &[&str]) -> Result<HashSet<String>> {
-        let ds = self.dataset(type_name).await?;
         let mut out = HashSet::new();
         for chunk in ids.chunks(ID_CHUNK) {
             let filter = in_filter("id", chunk.iter().copied());
-            for b in self
-                .graph
-                .storage()
-                .scan(&ds, &["id"], Some(&filter))
-                .await?
-            {
+            for b in self.scan(type_name, &["id"], Some(&filter)).await? {
                 out.extend(batch_to_records(&b)?.into_iter().map(|r| r.id));
             }
         }

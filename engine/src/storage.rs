@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 
 /// Where one table's published state lives: a dataset path relative to the
 /// graph root, a Lance branch, and a version on that branch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TableEntry {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,7 +52,13 @@ pub(crate) struct Storage {
     session: Arc<Session>,
     /// Datasets opened only to be read.
     read_session: Arc<Session>,
+    /// Published table versions opened to be read, by pin (see
+    /// [`Storage::open_published`]).
+    published: std::sync::Mutex<std::collections::HashMap<TableEntry, Dataset>>,
 }
+
+/// Published table versions kept open per graph handle.
+const PUBLISHED_DATASETS: usize = 256;
 
 /// Lance's local store in its "object store" mode (every write through
 /// `inner`, none through Lance's own unsynced local writer), with an
@@ -195,6 +201,13 @@ fn uncovered_rows(ds: &Dataset, segments: &[lance_table::format::IndexMetadata])
         .sum()
 }
 
+/// Small fragments a table may gather before a commit merges them.
+pub const AUTO_COMPACT_FRAGMENTS: usize = 32;
+
+/// Fragments under this many rows are small; commits merge them into
+/// fragments of up to this size (optimize, into Lance's 1M-row default).
+pub const AUTO_COMPACT_ROWS: usize = 65_536;
+
 /// The BTree index on `id` every table gets once it is large enough.
 pub const ID_INDEX: &str = "id_idx";
 
@@ -327,6 +340,7 @@ impl Storage {
             base,
             session,
             read_session,
+            published: Default::default(),
         })
     }
 
@@ -372,6 +386,39 @@ impl Storage {
     /// Open a table at its pinned version, to read it.
     pub async fn open(&self, type_name: &str, t: &TableEntry) -> Result<Dataset> {
         self.open_in(&self.read_session, type_name, t).await
+    }
+
+    /// Open a table version a published manifest pins, to read it, reusing
+    /// an open handle: a published pin never changes content (a version is
+    /// immutable, forks of unpublished commits that are replaced were never
+    /// pinned, and branch ids are never reused), so a handle never goes
+    /// stale; a version cleanup removed fails when read, and readers report
+    /// it as reclaimed ([`Storage::version_exists`]).
+    pub async fn open_published(&self, type_name: &str, t: &TableEntry) -> Result<Dataset> {
+        let cached = self
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(t)
+            .cloned();
+        if let Some(ds) = cached {
+            return Ok(ds);
+        }
+        let ds = self.open(type_name, t).await?;
+        let mut cache = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= PUBLISHED_DATASETS {
+            cache.clear();
+        }
+        cache.insert(t.clone(), ds.clone());
+        Ok(ds)
+    }
+
+    /// Drop the open handles of published versions (after a cleanup).
+    pub fn forget_published(&self) {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Open a table at its pinned version, to write it (durably).
@@ -518,6 +565,30 @@ impl Storage {
         )
         .await?;
         Ok(metrics.fragments_removed > 0 || metrics.fragments_added > 0)
+    }
+
+    /// Merge a table's small fragments once it has gathered
+    /// [`AUTO_COMPACT_FRAGMENTS`] of them (each commit appends one, and
+    /// every scan and commit pays per fragment): only fragments under
+    /// [`AUTO_COMPACT_ROWS`] rows are rewritten, into fragments of up to
+    /// that size, so the work a commit adds stays bounded however large the
+    /// table. Returns whether it wrote a new version.
+    pub async fn compact_small_fragments(&self, ds: &mut Dataset) -> Result<bool> {
+        let small = ds
+            .manifest()
+            .fragments
+            .iter()
+            .filter(|f| f.physical_rows.unwrap_or(0) < AUTO_COMPACT_ROWS)
+            .count();
+        if small < AUTO_COMPACT_FRAGMENTS {
+            return Ok(false);
+        }
+        let options = lance::dataset::optimize::CompactionOptions {
+            target_rows_per_fragment: AUTO_COMPACT_ROWS,
+            ..Default::default()
+        };
+        let metrics = lance::dataset::optimize::compact_files(ds, options, None).await?;
+        Ok(metrics.fragments_removed > 0)
     }
 
     /// The graph's indexes of a table version (Lance's own system indexes

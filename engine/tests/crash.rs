@@ -358,7 +358,29 @@ async fn a_commit_in_progress_is_not_reported_as_interrupted() {
         unclean(&g).await,
         vec![("Person".to_string(), RecoveryState::InProgress)]
     );
-    prepared.abandon().await;
+    // Recovery, optimize and cleanup wait for the branch lock the live
+    // writer holds; none of them rolls back what it is about to publish.
+    g.set_lock_timeout(std::time::Duration::from_millis(100));
+    assert!(matches!(
+        g.recover("main", "op").await,
+        Err(Error::LockTimeout { .. })
+    ));
+    assert!(matches!(
+        g.optimize("main", "op").await,
+        Err(Error::LockTimeout { .. })
+    ));
+    assert!(matches!(
+        g.cleanup(std::time::Duration::ZERO, false, "op").await,
+        Err(Error::LockTimeout { .. })
+    ));
+    assert!(g.recovery_log().await.unwrap().is_empty());
+    let summary = prepared.publish().await.unwrap();
+    assert!(
+        ids(&g, &ReadRef::main(), "Person")
+            .await
+            .contains(&"Pending".to_string())
+    );
+    assert_eq!(summary.tables["Person"].inserted, 1);
     assert_eq!(unclean(&g).await, vec![]);
 }
 

@@ -409,3 +409,21 @@ mod cleanup {
         assert!(ds.checkout_version(3).await.is_err());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_merge_small_fragments_as_they_gather() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(dir.path(), 1, 3).await;
+    for i in 3..80 {
+        g.load("main", &items(i, i + 1), LoadMode::Append, "t", "")
+            .await
+            .unwrap();
+        let s = g.snapshot(&ReadRef::main()).await.unwrap();
+        let fragments = s.dataset("Item").await.unwrap().manifest().fragments.len();
+        assert!(fragments <= 32, "{fragments} fragments after {i} commits");
+    }
+    let s = g.snapshot(&ReadRef::main()).await.unwrap();
+    assert_eq!(s.count("Item").await.unwrap(), 80);
+    let (_, t) = g.optimize("main", "op").await.unwrap();
+    assert_eq!(t.iter().find(|t| t.type_name == "Item").unwrap().fragments_after, 1);
+}
