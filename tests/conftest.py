@@ -1,8 +1,10 @@
 """Fixtures for the extension tests: connections to the throwaway cluster
 that scripts/test.sh starts (PGHOST/PGPORT/PGUSER), and a fresh graph per test."""
 
+import fcntl
 import os
 import re
+import time
 import uuid
 
 import psycopg2
@@ -32,6 +34,46 @@ def database():
         cur.execute("CREATE EXTENSION omnigraph_fdw")
     conn.close()
     return name
+
+
+def reconnect(dbname, timeout=60):
+    """Connect once the server accepts again (after a backend crash the
+    postmaster restarts every backend)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return connect(dbname)
+        except psycopg2.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def wait_until(predicate, what, timeout=60):
+    """Poll an observable state (not a sleep standing in for one)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def graph_dir(cur, server):
+    """The graph directory of a server (its `uri` option)."""
+    cur.execute("SELECT srvoptions FROM pg_foreign_server WHERE srvname = %s", (server,))
+    return dict(o.split("=", 1) for o in cur.fetchone()[0])["uri"]
+
+
+def hold_branch_lock(root, branch_id="main"):
+    """Take a branch's write lock as another process would (flock)."""
+    path = os.path.join(root, "_graph", "locks", f"{branch_id}.lock")
+    owner = os.stat(root)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    f = open(path, "a")
+    # The test runs as root; the server, as the graph's owner, opens it too.
+    for p in (os.path.dirname(path), path):
+        os.chown(p, owner.st_uid, owner.st_gid)
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return f
 
 
 def fixture_text(name):

@@ -1,13 +1,17 @@
-"""Operations in SQL: optimize (compaction, indexes, EXPLAIN), the recovery
-log, a rejected operation, and a damaged graph's isolation."""
+"""Operations in SQL: optimize (compaction, indexes, EXPLAIN), cleanup, the
+recovery log, a commit killed half way, a rejected operation, and a damaged
+graph's isolation."""
 
+import json
 import os
 import shutil
+import signal
+import threading
 
 import psycopg2
 import pytest
 
-from conftest import GRAPHS, new_graph, connect
+from conftest import GRAPHS, connect, graph_dir, hold_branch_lock, new_graph, reconnect, wait_until
 
 ITEM_SCHEMA = """
 node Item {
@@ -316,3 +320,78 @@ def test_cleanup_needs_ownership_unless_dry_and_refuses_a_negative_interval(grap
         cur.execute("DROP OWNED BY cleanup_reader")
         cur.execute("DROP ROLE cleanup_reader")
     conn.close()
+
+
+def recovery_states(cur, server):
+    cur.execute("SELECT branch, type_name, state FROM omnigraph_recovery_status(%s)", (server,))
+    return {(b, t): state for b, t, state in cur.fetchall()}
+
+
+def test_cleanup_recovers_and_reclaims_what_a_killed_commit_wrote(graph, database):
+    """A backend killed (SIGKILL) in the middle of COMMIT, after writing
+    main's tables and before publishing them, leaves unpublished versions:
+    status says interrupted; cleanup rolls them back (one audit row) and
+    removes their files; the graph reads as before and takes writes."""
+    server, schema, connect_ = graph
+    oc = connect_().cursor()
+    root = graph_dir(oc, server)
+    oc.execute("SELECT omnigraph_branch_create(%s, 'side')", (server,))
+    oc.execute(f"CREATE SCHEMA {schema}_side")
+    oc.execute(f'IMPORT FOREIGN SCHEMA "side" FROM SERVER {server} INTO {schema}_side')
+    with open(os.path.join(root, "_graph", "refs", "side.json")) as f:
+        side_id = json.load(f)["id"]
+    oc.execute(f"SELECT * FROM {schema}.person ORDER BY slug")
+    people = oc.fetchall()
+    files_before = set(graph_files(server))
+
+    victim = connect_(autocommit=False)
+    vc = victim.cursor()
+    vc.execute("SELECT pg_backend_pid()")
+    pid = vc.fetchone()[0]
+    vc.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('doomed', 'D', 'active')")
+    vc.execute(f"INSERT INTO {schema}_side.person (slug, name, status) VALUES ('doomed', 'D', 'active')")
+    vc.execute("SET omnigraph.lock_timeout = '10min'")
+
+    def commit():
+        try:
+            victim.commit()
+        except psycopg2.Error:
+            pass
+
+    # Branches are prepared in name order: main is written (and its lock
+    # held) while the commit waits for side's lock, which the test holds.
+    lock = hold_branch_lock(root, side_id)
+    t = threading.Thread(target=commit)
+    try:
+        t.start()
+        wait_until(
+            lambda: recovery_states(oc, server)[("main", "Person")] == "in_progress",
+            "main's Person table to be written and not yet published",
+        )
+        os.kill(pid, signal.SIGKILL)
+        t.join(timeout=60)
+        assert not t.is_alive()
+    finally:
+        lock.close()
+
+    cur = reconnect(database).cursor()
+    states = recovery_states(cur, server)
+    assert states[("main", "Person")] == "interrupted", states
+    written = {p for p in set(graph_files(server)) - files_before if p.endswith(".lance")}
+    assert written, "the killed commit wrote no data file"
+
+    rows = cleanup(cur, server, "1 hour")
+    assert any(r[0] == "Person" and r[3] == "remove" for r in rows), rows
+    assert set(recovery_states(cur, server).values()) == {"clean"}
+    cur.execute("SELECT current_user")
+    me = cur.fetchone()[0]
+    cur.execute("SELECT actor, branch, type_name FROM omnigraph_recovery_log(%s)", (server,))
+    assert cur.fetchall() == [(me, "main", "Person")]
+    left = {p for p in written if os.path.exists(p)}
+    assert not left, f"files of the killed commit remain: {left}"
+
+    cur.execute(f"SELECT * FROM {schema}.person ORDER BY slug")
+    assert cur.fetchall() == people
+    cur.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('after', 'A', 'active')")
+    cur.execute(f"SELECT count(*) FROM {schema}.person")
+    assert cur.fetchone()[0] == len(people) + 1

@@ -3,7 +3,6 @@ and the graph, durable commits (checked with a syscall trace of the
 backend), exclusive graph creation, one lock per graph whatever the uri's
 spelling, and cancel/terminate that are always answered."""
 
-import fcntl
 import json
 import os
 import re
@@ -11,14 +10,13 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 import uuid
 
 import psycopg2
 import pytest
 from psycopg2 import errors
 
-from conftest import GRAPHS
+from conftest import GRAPHS, graph_dir, hold_branch_lock, wait_until
 
 
 def person_line(slug, **props):
@@ -29,20 +27,6 @@ def person_line(slug, **props):
 def scalar(cur, sql, *args):
     cur.execute(sql, args)
     return cur.fetchone()[0]
-
-
-def graph_dir(cur, server):
-    cur.execute("SELECT srvoptions FROM pg_foreign_server WHERE srvname = %s", (server,))
-    return dict(o.split("=", 1) for o in cur.fetchone()[0])["uri"]
-
-
-def wait_until(predicate, what, timeout=60):
-    """Poll an observable state (not a sleep standing in for one)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_a_serialization_failure_at_commit_leaves_the_graph_unchanged(graph):
@@ -215,19 +199,6 @@ def test_concurrent_creates_of_one_graph_leave_one_and_its_schema(database, tmp_
         cur.execute("ROLLBACK")
         cur.execute("DROP SERVER cc_a")
         cur.execute("DROP SERVER cc_b")
-
-
-def hold_branch_lock(root, branch_id="main"):
-    """Take a branch's write lock as another process would (flock)."""
-    path = os.path.join(root, "_graph", "locks", f"{branch_id}.lock")
-    owner = os.stat(root)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    f = open(path, "a")
-    # The test runs as root; the server, as the graph's owner, opens it too.
-    for p in (os.path.dirname(path), path):
-        os.chown(p, owner.st_uid, owner.st_gid)
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return f
 
 
 def test_two_spellings_of_a_uri_share_one_lock(graph):

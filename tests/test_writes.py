@@ -4,11 +4,12 @@ multi-branch commits, a backend killed mid-transaction, bulk inserts."""
 import os
 import signal
 import threading
-import time
 
 import psycopg2
 import pytest
 from psycopg2 import errors
+
+from conftest import reconnect
 
 
 def commits(cur, server, branch="main"):
@@ -208,7 +209,7 @@ def test_bulk_insert_spills_and_memory_stays_bounded(graph):
     assert peaks[200_000] - peaks[20_000] < 120 * 1024, peaks
 
 
-def test_a_backend_killed_mid_transaction_leaves_the_graph_unchanged(graph):
+def test_a_backend_killed_mid_transaction_leaves_the_graph_unchanged(graph, database):
     server, schema, connect = graph
     obs = connect()
     oc = obs.cursor()
@@ -228,15 +229,8 @@ def test_a_backend_killed_mid_transaction_leaves_the_graph_unchanged(graph):
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(psycopg2.Error):
         vc.execute("SELECT 1")
-    # The postmaster restarts after a backend crash; reconnect until it accepts.
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            obs = connect()
-            break
-        except psycopg2.OperationalError:
-            if time.monotonic() > deadline:
-                raise
+    # The postmaster restarts after a backend crash.
+    obs = reconnect(database)
     oc = obs.cursor()
     assert commits(oc, server) == before_commits
     # The crash restart removed the dead backend's spill (remove_temp_files_after_crash).

@@ -35,7 +35,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, owns, table_path};
 use crate::manifest::{MAIN, Manifest, now_us};
-use crate::storage::file_name;
+use crate::storage::{LanceFork, file_name};
 
 /// What cleanup does with a table version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,14 +164,14 @@ impl Graph {
 
         // Lance branches by owner: Lance's main is the graph's main.
         let mut owners: BTreeSet<String> = BTreeSet::from([MAIN.to_string()]);
-        let mut tables: Vec<(String, String, Vec<(String, Option<String>, u64)>)> = Vec::new();
+        let mut tables: Vec<(String, String, Vec<LanceFork>)> = Vec::new();
         for type_name in self.catalog().type_names() {
             let Some(kind) = self.catalog().kind_of(type_name) else {
                 continue;
             };
             let path = table_path(kind, type_name);
             let forks = self.storage().lance_branches(type_name, &path).await?;
-            owners.extend(forks.iter().map(|(name, _, _)| name.clone()));
+            owners.extend(forks.iter().map(|f| f.name.clone()));
             tables.push((type_name.to_string(), path, forks));
         }
 
@@ -208,7 +208,7 @@ impl Graph {
             for (type_name, path, forks) in &tables {
                 if lance_branch
                     .as_ref()
-                    .is_some_and(|b| !forks.iter().any(|(n, _, _)| n == b))
+                    .is_some_and(|b| !forks.iter().any(|f| &f.name == b))
                 {
                     continue;
                 }
@@ -216,9 +216,12 @@ impl Graph {
                 // sort before `main`, so they went first) pin nothing.
                 let fork_points: Vec<(u64, String)> = forks
                     .iter()
-                    .filter(|(child, _, _)| !gone.contains(&(path.clone(), child.clone())))
-                    .filter(|(_, parent, _)| *parent == lance_branch)
-                    .map(|(child, _, v)| (*v, live.get(child).cloned().unwrap_or(child.clone())))
+                    .filter(|f| !gone.contains(&(path.clone(), f.name.clone())))
+                    .filter(|f| f.parent == lance_branch)
+                    .map(|f| {
+                        let name = live.get(&f.name).cloned();
+                        (f.parent_version, name.unwrap_or(f.name.clone()))
+                    })
                     .collect();
                 let cleaned = self
                     .clean_lance_branch(

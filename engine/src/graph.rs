@@ -654,6 +654,18 @@ impl Snapshot {
 
     /// Read `columns` of a type's rows matching `filter`; a version
     /// reclaimed under the read is reported as such.
+    /// Lance's plan for a read of `columns` of `type_name` through `filter`.
+    #[cfg(test)]
+    pub(crate) async fn explain(
+        &self,
+        type_name: &str,
+        columns: &[&str],
+        filter: &str,
+    ) -> Result<String> {
+        let ds = self.dataset(type_name).await?;
+        self.graph.storage().explain(&ds, columns, filter).await
+    }
+
     async fn scan(
         &self,
         type_name: &str,

@@ -91,7 +91,9 @@ async fn pushed_filters_use_the_indexes_optimize_builds() {
     };
 
     let text = |s: &str| Scalar::Text(s.into());
-    let cases: Vec<(Expr, Vec<(&str, IndexKind)>, usize)> = vec![
+    // (filter, the indexes it uses, the rows it matches)
+    type Case<'a> = (Expr, Vec<(&'a str, IndexKind)>, usize);
+    let cases: Vec<Case> = vec![
         (
             eq("qty", ColumnType::Int, Scalar::Int(7)),
             vec![("qty", IndexKind::BTree)],
