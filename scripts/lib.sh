@@ -66,6 +66,14 @@ install_extension() {
   (cd "$ROOT/omnigraph_fdw" && cargo pgrx install --pg-config "$PG_CONFIG" "$@")
 }
 
+# The `omnigraph` command (a debug build, with the dependencies the
+# extension build compiled), installed as /usr/local/bin/omnigraph.
+install_cli() {
+  log "Building and installing the omnigraph command"
+  (cd "$ROOT" && cargo build --workspace --bins)
+  as_root install -m 0755 "$CARGO_TARGET_DIR/debug/omnigraph" /usr/local/bin/omnigraph
+}
+
 # start_cluster DIR PORT: a PostgreSQL cluster owned by the postgres user,
 # listening on a Unix socket in DIR (and on localhost:PORT).
 start_cluster() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: a local PostgreSQL 15 with omnigraph_fdw installed, a demo
-# graph (examples/social) attached as foreign tables, and a few queries.
+# graph (examples/social) attached as foreign tables, a few queries, and
+# the omnigraph command (/usr/local/bin) reading the same graph.
 # Safe to rerun: every step checks before it acts.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -11,6 +12,7 @@ GRAPH_DIR="$DEMO_DIR/graphs/social"
 ensure_packages
 ensure_cargo_pgrx
 install_extension
+install_cli
 log "Starting PostgreSQL $PG_MAJOR on port $PORT (data in $DEMO_DIR/pg)"
 start_cluster "$DEMO_DIR/pg" "$PORT"
 # The server process (user postgres) owns the graph files.
@@ -54,9 +56,14 @@ SELECT name, head_commit FROM omnigraph_branch_list('social');
 SELECT actor, message FROM omnigraph_log('social');
 SQL
 
+log "The same graph from the omnigraph command"
+as_postgres "omnigraph branch list '$GRAPH_DIR'"
+as_postgres "omnigraph log '$GRAPH_DIR' --limit 3"
+
 echo
 echo "Done. Connect with:"
 echo "  su postgres -c \"psql -h $DEMO_DIR/pg -p $PORT -d postgres\""
 echo "The demo graph is the server \"social\"; its types are tables in the schema \"social\"."
+echo "Without PostgreSQL: omnigraph --help (e.g. omnigraph log $GRAPH_DIR)."
 echo "Stop the server with:"
 echo "  su postgres -c \"$PG_BIN/pg_ctl -D $DEMO_DIR/pg/data stop\""

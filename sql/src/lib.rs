@@ -1,6 +1,7 @@
 //! SQL-facing translation logic shared by the frontends (the Postgres FDW
 //! and the SQL shell). Nothing here calls Postgres or Lance, so all of it is
-//! unit-tested without either.
+//! unit-tested without either (the
+//! [`cli`] module drives the engine, which does).
 //!
 //! - [`names`]: graph names to SQL identifiers (`WorksAt` -> `works_at`).
 //! - [`types`]: property types to SQL types.
@@ -10,9 +11,11 @@
 //! - [`staged`]: filter, order and project in-memory rows as a Lance scan would.
 //! - [`filter`]: the owned filter-expression model, its pushdown
 //!   classification (Exact / Unsupported) and its Lance filter text.
+//! - [`cli`]: the `omnigraph` command (admin verbs over the engine).
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod ddl;
 pub mod filter;
 pub mod names;
