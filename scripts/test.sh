@@ -27,6 +27,8 @@ as_root cp -r "$ROOT"/examples/social/* "$ROOT"/engine/tests/fixtures/* "$TMP/fi
 as_root chown -R postgres:postgres "$TMP/graphs" "$TMP/fixtures"
 export PGHOST="$TMP" PGPORT="$PORT" PGUSER=postgres
 export OMNIGRAPH_TEST_GRAPHS="$TMP/graphs" OMNIGRAPH_TEST_FIXTURES="$TMP/fixtures"
+# The omnigraph command the Rust tests above built (tests/test_shell.py).
+export OMNIGRAPH_BIN="$CARGO_TARGET_DIR/debug/omnigraph"
 
 log "pg_regress"
 REGRESS_DIR="$ROOT/omnigraph_fdw/tests/pg_regress"

@@ -11,7 +11,9 @@
 //! - [`staged`]: filter, order and project in-memory rows as a Lance scan would.
 //! - [`filter`]: the owned filter-expression model, its pushdown
 //!   classification (Exact / Unsupported) and its Lance filter text.
-//! - [`cli`]: the `omnigraph` command (admin verbs over the engine).
+//! - [`query`]: SQL over a graph on DataFusion (the standalone frontend's
+//!   tables, pushdown through [`filter`], statements).
+//! - [`cli`]: the `omnigraph` command (admin verbs, the SQL shell).
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +22,7 @@ pub mod ddl;
 pub mod filter;
 pub mod names;
 pub mod options;
+pub mod query;
 pub mod staged;
 pub mod stats;
 pub mod types;

@@ -30,6 +30,15 @@ pub fn scalar_sql_type(s: ScalarType) -> &'static str {
     }
 }
 
+/// Arrow integer types whose every value fits in an `i64` (all but `UInt64`).
+pub fn fits_int64(t: &omnigraph_engine::deps::arrow_schema::DataType) -> bool {
+    use omnigraph_engine::deps::arrow_schema::DataType as D;
+    matches!(
+        t,
+        D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! The `omnigraph` command end to end: every verb against a real graph
-//! directory, its output formats, its errors and exit statuses.
+//! directory, its output formats, its errors and exit statuses; the SQL
+//! shell in batch mode.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -332,7 +333,6 @@ fn errors_say_what_to_fix_and_exit_non_zero() {
         1,
         &["does not exist"],
     );
-    fail(&["sql", g], 1, &["`omnigraph sql` is not built yet"]);
     fail(&["serve", g], 1, &["`omnigraph serve` is not built yet"]);
 
     // Usage errors: exit status 2, clap's message.
@@ -366,4 +366,160 @@ fn errors_say_what_to_fix_and_exit_non_zero() {
 
     // Nothing above changed the graph.
     assert_eq!(rows(&["log", g]).len(), 1);
+}
+
+#[test]
+fn sql_reads_branches_and_commits_pushes_filters_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("g").to_string_lossy().into_owned();
+    let g = g.as_str();
+    let schema = example("schema.pg").to_string_lossy().into_owned();
+    let data = example("data.ndjson").to_string_lossy().into_owned();
+    rows(&["init", g, "--schema", &schema]);
+    let loaded = rows(&["load", g, &data])[0]["commit_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = omnigraph_with_stdin(
+        &[
+            "load", g, "-", "--branch", "feature", "--from", "main", "--mode", "merge",
+        ],
+        Some(&alice(31)),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // Tables and columns as IMPORT FOREIGN SCHEMA names them; NULLs, lists,
+    // dates and timestamps as JSON.
+    let people = rows(&[
+        "sql",
+        g,
+        "-c",
+        "SELECT id, age, tags, joined_on FROM person ORDER BY id",
+    ]);
+    assert_eq!(people.len(), 4);
+    assert_eq!(
+        people[0],
+        serde_json::json!({"id": "alice", "age": 30, "tags": ["rust", "postgres"], "joined_on": "2021-03-04"})
+    );
+    assert_eq!(people[3]["age"], serde_json::Value::Null);
+    let works = rows(&[
+        "sql",
+        g,
+        "-c",
+        "SELECT src, started_at FROM works_at ORDER BY src",
+    ]);
+    assert_eq!(works[0]["started_at"], "2021-03-04T09:00:00.000000Z");
+
+    // Several statements, a join, a branch, a commit.
+    let r = omnigraph(&[
+        "sql",
+        g,
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n FROM knows; SELECT p.name FROM works_at w JOIN person p ON p.id = w.src ORDER BY 1",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "n\n3\nname\nAlice\nBob\n");
+    let age = |args: &[&str]| {
+        let mut all = vec!["sql", g];
+        all.extend(args);
+        all.extend(["-c", "SELECT age FROM person WHERE id = 'alice'"]);
+        rows(&all)[0]["age"].clone()
+    };
+    assert_eq!(age(&[]), 30);
+    assert_eq!(age(&["--branch", "feature"]), 31);
+    assert_eq!(age(&["--commit", &loaded]), 30);
+    let r = omnigraph(&[
+        "sql",
+        g,
+        "--format",
+        "csv",
+        "-c",
+        "SET omnigraph.branch = 'feature'",
+        "-c",
+        "SELECT age FROM person WHERE id = 'alice'",
+    ]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "age\n31\n"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("reading branch feature"), "{}", r.stderr);
+
+    // A file, and standard input.
+    let script = write(dir.path(), "q.sql", "SELECT count(*) AS n FROM person;\n");
+    let r = omnigraph(&["sql", g, "-f", &script, "--format", "csv"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "n\n4\n"), "{}", r.stderr);
+    let r = omnigraph_with_stdin(
+        &["sql", g, "--format", "csv"],
+        Some("SELECT count(*) AS n FROM company;"),
+    );
+    assert_eq!((r.code, r.stdout.as_str()), (0, "n\n2\n"), "{}", r.stderr);
+
+    // What the FDW's rules push reaches Lance (graph names); the rest stays
+    // in DataFusion.
+    let plan = |sql: &str| {
+        let r = omnigraph(&["sql", g, "-c", &format!("EXPLAIN {sql}")]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout
+    };
+    let p = plan("SELECT name FROM person WHERE age > 26 AND joined_on IS NULL LIMIT 5");
+    assert!(
+        p.contains("full_filter=age > Int32(26) AND joinedOn IS NULL"),
+        "{p}"
+    );
+    assert!(p.contains("range_after=Some(0..5)"), "{p}");
+    let p = plan("SELECT name FROM person WHERE age + 1 = 31");
+    assert!(p.contains("full_filter=--"), "{p}");
+    assert!(p.contains("FilterExec"), "{p}");
+    assert_eq!(
+        rows(&["sql", g, "-c", "SELECT name FROM person WHERE age + 1 = 31"]),
+        [serde_json::json!({"name": "Alice"})]
+    );
+
+    // Errors name the construct, exit 1, and stop the script.
+    let fail = |sql: &str, needle: &str| {
+        let r = omnigraph(&["sql", g, "-c", sql]);
+        assert_eq!(r.code, 1, "{sql}: {}", r.stdout);
+        assert!(r.stderr.contains(needle), "{sql}: {}", r.stderr);
+    };
+    fail(
+        "SELECT * FROM nope",
+        "table 'datafusion.public.nope' not found",
+    );
+    fail("SELEC 1", "SELEC");
+    fail(
+        "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+        "CREATE EXTERNAL TABLE is not supported",
+    );
+    let copy_to = dir.path().join("out.csv");
+    fail(
+        &format!("COPY person TO '{}'", copy_to.display()),
+        "COPY is not supported",
+    );
+    assert!(!copy_to.exists());
+    fail("CREATE TABLE t (a int)", "is not supported");
+    fail(
+        "INSERT INTO person (id, name, slug, status) VALUES ('x', 'X', 'x', 'active')",
+        "INSERT INTO in `omnigraph sql` is not built yet",
+    );
+    fail("DELETE FROM person", "not built yet");
+    fail(
+        "SET omnigraph.branch = 'nope'",
+        "branch 'nope' does not exist",
+    );
+    fail(
+        "SET work_mem = '1GB'",
+        "unrecognized configuration parameter \"work_mem\"",
+    );
+    fail("SELECT 1; SELECT * FROM nope; SELECT 2", "not found");
+    let r = omnigraph(&["sql", g, "--branch", "nope", "-c", "SELECT 1"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("hint: `omnigraph branch list"),
+        "{}",
+        r.stderr
+    );
 }

@@ -141,8 +141,24 @@ pub enum Verb {
         #[arg(long)]
         log: bool,
     },
-    /// SQL over the graph's tables (not built yet).
-    Sql { uri: String },
+    /// SQL over the graph's tables: an interactive shell, or the
+    /// statements of `-c` / `-f` (reads only, for now).
+    Sql {
+        uri: String,
+        /// The branch to read [default: main].
+        #[arg(long, conflicts_with = "commit")]
+        branch: Option<String>,
+        /// A commit to read instead of a branch head.
+        #[arg(long, value_name = "ID")]
+        commit: Option<String>,
+        /// Run these statements and exit (repeatable; `;` separates
+        /// statements within one).
+        #[arg(short = 'c', long = "command", value_name = "SQL")]
+        command: Vec<String>,
+        /// Run the statements in this file (`-`: standard input) and exit.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// Serve the graph over the PostgreSQL wire protocol (not built yet).
     Serve { uri: String },
 }

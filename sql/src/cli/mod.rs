@@ -12,6 +12,7 @@
 
 mod args;
 pub mod output;
+mod shell;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
@@ -36,6 +37,8 @@ pub const EXIT_CONFLICTS: u8 = 3;
 pub enum CliError {
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Query(#[from] crate::query::QueryError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -52,29 +55,38 @@ impl CliError {
     /// What to do about it, naming the verb that helps.
     fn hint(&self, uri: &str) -> Option<String> {
         Some(match self {
-            CliError::Engine(e) => match e {
-                EngineError::GraphNotFound { .. } => {
-                    "create one with `omnigraph init URI --schema FILE`, or check the path".into()
-                }
-                EngineError::BranchNotFound { .. } => {
-                    format!("`omnigraph branch list {uri}` lists the branches")
-                }
-                EngineError::CommitNotFound { .. } | EngineError::VersionReclaimed { .. } => {
-                    format!("`omnigraph log {uri}` lists the commits you can read")
-                }
-                EngineError::LockTimeout { .. } => {
-                    "another writer holds the branch: retry, or raise --lock-timeout".into()
-                }
-                EngineError::Conflict { .. } => "run the command again".into(),
-                _ => return None,
-            },
+            CliError::Engine(e) | CliError::Query(crate::query::QueryError::Engine(e)) => {
+                return engine_hint(e, uri);
+            }
+            CliError::Query(_) => return None,
             CliError::Read { .. } => "check the path and its permissions".into(),
             CliError::NotBuilt(_) => {
-                "use the PostgreSQL extension (omnigraph_fdw) for SQL in the meantime".into()
+                "use the PostgreSQL extension (omnigraph_fdw), or `omnigraph sql`, in the meantime"
+                    .into()
             }
             CliError::Runtime(_) => return None,
         })
     }
+}
+
+/// What to do about an engine error, naming the verb that helps.
+fn engine_hint(e: &EngineError, uri: &str) -> Option<String> {
+    Some(match e {
+        EngineError::GraphNotFound { .. } => {
+            "create one with `omnigraph init URI --schema FILE`, or check the path".into()
+        }
+        EngineError::BranchNotFound { .. } => {
+            format!("`omnigraph branch list {uri}` lists the branches")
+        }
+        EngineError::CommitNotFound { .. } | EngineError::VersionReclaimed { .. } => {
+            format!("`omnigraph log {uri}` lists the commits you can read")
+        }
+        EngineError::LockTimeout { .. } => {
+            "another writer holds the branch: retry, or raise --lock-timeout".into()
+        }
+        EngineError::Conflict { .. } => "run the command again".into(),
+        _ => return None,
+    })
 }
 
 /// What a verb printed and how it ended.
@@ -147,7 +159,7 @@ impl Verb {
             | Verb::Optimize { uri, .. }
             | Verb::Cleanup { uri, .. }
             | Verb::Recover { uri, .. }
-            | Verb::Sql { uri }
+            | Verb::Sql { uri, .. }
             | Verb::Serve { uri } => uri,
             Verb::Branch { action } => match action {
                 BranchAction::Create { uri, .. }
@@ -450,7 +462,24 @@ async fn run(cli: Cli) -> Result<Outcome, CliError> {
             status,
             log,
         } => recover(&uri, &branch, status, log, global, &actor).await,
-        Verb::Sql { .. } => Err(CliError::NotBuilt("sql")),
+        Verb::Sql {
+            uri,
+            branch,
+            commit,
+            command,
+            file,
+        } => {
+            let target = match (commit, branch) {
+                (Some(c), _) => ReadRef::Commit(c),
+                (None, b) => ReadRef::Branch(b.unwrap_or_else(|| "main".to_string())),
+            };
+            let g = open(&uri, global).await?;
+            let script = match file {
+                Some(f) => Some(read_text(&f)?),
+                None => None,
+            };
+            shell::sql(g, target, command, script, global.format).await
+        }
         Verb::Serve { .. } => Err(CliError::NotBuilt("serve")),
     }
 }

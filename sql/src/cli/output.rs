@@ -5,17 +5,29 @@
 
 use std::fmt::Write as _;
 
+use omnigraph_engine::deps::lance::deps::datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use omnigraph_engine::deps::lance::deps::datafusion::arrow::compute::cast;
+use omnigraph_engine::deps::lance::deps::datafusion::arrow::datatypes::{
+    DataType, Float64Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
+};
+use omnigraph_engine::deps::lance::deps::datafusion::arrow::util::display::{
+    ArrayFormatter, FormatOptions,
+};
+
 /// One value of a result row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
     Null,
     Text(String),
     Int(i64),
+    Float(f64),
     Bool(bool),
     /// Microseconds since the Unix epoch, printed as a `timestamptz` in UTC.
     Time(i64),
     /// A `text[]`.
     List(Vec<String>),
+    /// Any other list (`integer[]`, `date[]`, ...), element by element.
+    Array(Vec<Cell>),
     Json(serde_json::Value),
 }
 
@@ -43,9 +55,20 @@ impl Cell {
             Cell::Null => return None,
             Cell::Text(s) => s.clone(),
             Cell::Int(i) => i.to_string(),
+            Cell::Float(f) => float_text(*f),
             Cell::Bool(b) => if *b { "t" } else { "f" }.to_string(),
             Cell::Time(us) => timestamp(*us),
             Cell::List(items) => pg_array(items),
+            Cell::Array(items) => {
+                let parts: Vec<String> = items
+                    .iter()
+                    .map(|c| {
+                        c.display()
+                            .map_or("NULL".to_string(), |s| array_element(&s))
+                    })
+                    .collect();
+                format!("{{{}}}", parts.join(","))
+            }
             Cell::Json(v) => v.to_string(),
         })
     }
@@ -56,15 +79,29 @@ impl Cell {
             Cell::Null => J::Null,
             Cell::Text(s) => J::String(s.clone()),
             Cell::Int(i) => J::from(*i),
+            Cell::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or_else(|| J::String(float_text(*f)), J::Number),
             Cell::Bool(b) => J::Bool(*b),
             Cell::Time(us) => J::String(iso_timestamp(*us)),
             Cell::List(items) => J::Array(items.iter().cloned().map(J::String).collect()),
+            Cell::Array(items) => J::Array(items.iter().map(Cell::json).collect()),
             Cell::Json(v) => v.clone(),
         }
     }
 
     fn right_aligned(&self) -> bool {
-        matches!(self, Cell::Int(_))
+        matches!(self, Cell::Int(_) | Cell::Float(_))
+    }
+}
+
+/// A float as Postgres prints one (`NaN`, `Infinity`, `-Infinity`).
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        f.to_string()
     }
 }
 
@@ -86,22 +123,22 @@ fn iso_timestamp(us: i64) -> String {
 
 /// A `text[]` literal: `{a,"b c"}`.
 fn pg_array(items: &[String]) -> String {
-    let quoted: Vec<String> = items
-        .iter()
-        .map(|s| {
-            let plain = !s.is_empty()
-                && !s.eq_ignore_ascii_case("null")
-                && !s
-                    .chars()
-                    .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace());
-            if plain {
-                s.clone()
-            } else {
-                format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-            }
-        })
-        .collect();
+    let quoted: Vec<String> = items.iter().map(|s| array_element(s)).collect();
     format!("{{{}}}", quoted.join(","))
+}
+
+/// One element of an array literal, quoted when Postgres would quote it.
+fn array_element(s: &str) -> String {
+    let plain = !s.is_empty()
+        && !s.eq_ignore_ascii_case("null")
+        && !s
+            .chars()
+            .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace());
+    if plain {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
 }
 
 /// How results are printed (`--format`).
@@ -115,14 +152,14 @@ pub enum Format {
 /// A result set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Table {
-    pub columns: Vec<&'static str>,
+    pub columns: Vec<String>,
     pub rows: Vec<Vec<Cell>>,
 }
 
 impl Table {
-    pub fn new(columns: &[&'static str]) -> Table {
+    pub fn new(columns: &[&str]) -> Table {
         Table {
-            columns: columns.to_vec(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
             rows: Vec::new(),
         }
     }
@@ -166,22 +203,26 @@ impl Table {
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
         let _ = writeln!(out, "{}", rule.join("+"));
         for (row, values) in self.rows.iter().zip(&cells) {
-            let line: Vec<String> = row
-                .iter()
-                .zip(values)
-                .zip(&widths)
-                .map(|((cell, v), w)| {
-                    // Multi-line values print their first line here (psql
-                    // wraps them; the CSV and JSON formats keep them whole).
-                    let v = v.lines().next().unwrap_or("");
-                    if cell.right_aligned() {
-                        format!("{v:>w$}")
-                    } else {
-                        format!("{v:<w$}")
-                    }
-                })
-                .collect();
-            let _ = writeln!(out, " {}", line.join(" | ").trim_end());
+            // A multi-line value (an EXPLAIN plan) takes as many lines as
+            // it has; the other cells of the row are blank below their first.
+            let lines: Vec<Vec<&str>> = values.iter().map(|v| v.lines().collect()).collect();
+            let height = lines.iter().map(Vec::len).max().unwrap_or(0).max(1);
+            for k in 0..height {
+                let line: Vec<String> = row
+                    .iter()
+                    .zip(&lines)
+                    .zip(&widths)
+                    .map(|((cell, l), w)| {
+                        let v = l.get(k).copied().unwrap_or("");
+                        if cell.right_aligned() {
+                            format!("{v:>w$}")
+                        } else {
+                            format!("{v:<w$}")
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(out, " {}", line.join(" | ").trim_end());
+            }
         }
         let n = self.rows.len();
         let _ = writeln!(out, "({n} row{})", if n == 1 { "" } else { "s" });
@@ -217,13 +258,117 @@ impl Table {
                 if j > 0 {
                     out.push_str(", ");
                 }
-                let key = serde_json::Value::String(col.to_string());
+                let key = serde_json::Value::String(col.clone());
                 let _ = write!(out, "{key}: {}", cell.json());
             }
             out.push('}');
         }
         out.push_str(if self.rows.is_empty() { "]\n" } else { "\n]\n" });
         out
+    }
+}
+
+/// Query results as a table: integers, floats, booleans and text keep
+/// their kind (for alignment and JSON); other values print as Arrow
+/// displays them (dates, timestamps, lists).
+pub fn from_batches(schema: &Schema, batches: &[RecordBatch]) -> Table {
+    let mut t = Table {
+        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        rows: Vec::new(),
+    };
+    let options = FormatOptions::default().with_null("");
+    for b in batches {
+        let columns: Vec<Vec<Cell>> = b
+            .columns()
+            .iter()
+            .map(|a| cells(a.as_ref(), &options))
+            .collect();
+        for r in 0..b.num_rows() {
+            t.rows.push(columns.iter().map(|c| c[r].clone()).collect());
+        }
+    }
+    t
+}
+
+fn cells(a: &dyn Array, options: &FormatOptions) -> Vec<Cell> {
+    let n = a.len();
+    let each = |f: &dyn Fn(usize) -> Cell| -> Vec<Cell> {
+        (0..n)
+            .map(|i| if a.is_null(i) { Cell::Null } else { f(i) })
+            .collect()
+    };
+    match a.data_type() {
+        t if crate::types::fits_int64(t) => match cast(a, &DataType::Int64) {
+            Ok(ints) => {
+                let ints = ints.as_primitive::<Int64Type>().clone();
+                each(&|i| Cell::Int(ints.value(i)))
+            }
+            Err(_) => formatted(a, options),
+        },
+        DataType::Float32 | DataType::Float64 => match cast(a, &DataType::Float64) {
+            Ok(fs) => {
+                let fs = fs.as_primitive::<Float64Type>().clone();
+                each(&|i| Cell::Float(fs.value(i)))
+            }
+            Err(_) => formatted(a, options),
+        },
+        DataType::Boolean => {
+            let bs = a.as_boolean().clone();
+            each(&|i| Cell::Bool(bs.value(i)))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let ts = a.as_primitive::<TimestampMicrosecondType>().clone();
+            each(&|i| Cell::Time(ts.value(i)))
+        }
+        DataType::List(_) => {
+            let list = a.as_list::<i32>().clone();
+            each(&|i| {
+                let items = list.value(i);
+                let items = cells(items.as_ref(), options);
+                if items.iter().all(|c| matches!(c, Cell::Text(_))) {
+                    Cell::List(
+                        items
+                            .into_iter()
+                            .filter_map(|c| match c {
+                                Cell::Text(t) => Some(t),
+                                _ => None,
+                            })
+                            .collect(),
+                    )
+                } else {
+                    Cell::Array(items)
+                }
+            })
+        }
+        DataType::FixedSizeList(_, _) => {
+            let list = a.as_fixed_size_list().clone();
+            each(&|i| Cell::Array(cells(list.value(i).as_ref(), options)))
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            match cast(a, &DataType::Utf8) {
+                Ok(text) => {
+                    let text = text.as_string::<i32>().clone();
+                    each(&|i| Cell::Text(text.value(i).to_string()))
+                }
+                Err(_) => formatted(a, options),
+            }
+        }
+        _ => formatted(a, options),
+    }
+}
+
+fn formatted(a: &dyn Array, options: &FormatOptions) -> Vec<Cell> {
+    match ArrayFormatter::try_new(a, options) {
+        Ok(f) => (0..a.len())
+            .map(|i| {
+                if a.is_null(i) {
+                    Cell::Null
+                } else {
+                    Cell::Text(f.value(i).to_string())
+                }
+            })
+            .collect(),
+        Err(e) => vec![Cell::Text(format!("<{e}>")); a.len()],
     }
 }
 
