@@ -366,10 +366,23 @@ fn errors_say_what_to_fix_and_exit_non_zero() {
 
     // Nothing above changed the graph.
     assert_eq!(rows(&["log", g]).len(), 1);
+
+    // A relative path is relative to the working directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_omnigraph"))
+        .args(["log", "g", "--format", "csv"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }
 
 #[test]
-fn sql_reads_branches_and_commits_pushes_filters_and_refuses_writes() {
+fn sql_reads_branches_and_commits_pushes_filters_writes_and_refuses_ddl() {
     let dir = tempfile::tempdir().unwrap();
     let g = dir.path().join("g").to_string_lossy().into_owned();
     let g = g.as_str();
@@ -502,10 +515,9 @@ fn sql_reads_branches_and_commits_pushes_filters_and_refuses_writes() {
     assert!(!copy_to.exists());
     fail("CREATE TABLE t (a int)", "is not supported");
     fail(
-        "INSERT INTO person (id, name, slug, status) VALUES ('x', 'X', 'x', 'active')",
-        "INSERT INTO in `omnigraph sql` is not built yet",
+        "INSERT INTO person (name, slug, status) VALUES ('Bob', 'bob', 'active')",
+        "bob",
     );
-    fail("DELETE FROM person", "not built yet");
     fail(
         "SET omnigraph.branch = 'nope'",
         "branch 'nope' does not exist",
@@ -515,6 +527,43 @@ fn sql_reads_branches_and_commits_pushes_filters_and_refuses_writes() {
         "unrecognized configuration parameter \"work_mem\"",
     );
     fail("SELECT 1; SELECT * FROM nope; SELECT 2", "not found");
+
+    // Writes: command tags on stderr, one commit per statement or per
+    // transaction; a transaction left open is rolled back.
+    let commits = || rows(&["log", g]).len();
+    let before = commits();
+    let r = omnigraph(&[
+        "sql",
+        g,
+        "-c",
+        "INSERT INTO person (slug, name, status) VALUES ('zed', 'Zed', 'active')",
+        "-c",
+        "BEGIN; UPDATE person SET age = 50 WHERE id = 'zed'; DELETE FROM knows WHERE src = 'bob'; COMMIT",
+    ]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{}", r.stderr);
+    assert!(r.stderr.contains("INSERT 0 1 (commit "), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("UPDATE 1\nDELETE 1\nCOMMIT (commit "),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(commits(), before + 2);
+    let r = omnigraph(&["sql", g, "-c", "BEGIN; DELETE FROM person"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not committed: rolled back"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(commits(), before + 2);
+    assert_eq!(
+        rows(&["sql", g, "-c", "SELECT age FROM person WHERE id = 'zed'"]),
+        [serde_json::json!({"age": 50})]
+    );
+    let r = omnigraph(&["sql", g, "--commit", &loaded, "-c", "DELETE FROM person"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("read-only"), "{}", r.stderr);
+
     let r = omnigraph(&["sql", g, "--branch", "nope", "-c", "SELECT 1"]);
     assert_eq!(r.code, 1);
     assert!(

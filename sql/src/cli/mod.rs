@@ -116,7 +116,12 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let uri = cli.verb.uri().to_string();
+    let mut cli = cli;
+    let uri = {
+        let uri = cli.verb.uri_mut();
+        *uri = absolute(uri);
+        uri.clone()
+    };
     let format = cli.global.format;
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -149,7 +154,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 }
 
 impl Verb {
-    fn uri(&self) -> &str {
+    /// The graph location every verb takes.
+    fn uri_mut(&mut self) -> &mut String {
         match self {
             Verb::Init { uri, .. }
             | Verb::Load { uri, .. }
@@ -167,6 +173,18 @@ impl Verb {
                 | BranchAction::Delete { uri, .. } => uri,
             },
         }
+    }
+}
+
+/// A relative path is relative to the working directory (the engine takes
+/// absolute paths and URIs only).
+fn absolute(uri: &str) -> String {
+    if uri.contains("://") || std::path::Path::new(uri).is_absolute() {
+        return uri.to_string();
+    }
+    match std::env::current_dir() {
+        Ok(dir) => dir.join(uri).to_string_lossy().into_owned(),
+        Err(_) => uri.to_string(), // the engine's error says what is wrong
     }
 }
 
@@ -478,7 +496,7 @@ async fn run(cli: Cli) -> Result<Outcome, CliError> {
                 Some(f) => Some(read_text(&f)?),
                 None => None,
             };
-            shell::sql(g, target, command, script, global.format).await
+            shell::sql(g, target, command, script, global.format, &actor).await
         }
         Verb::Serve { .. } => Err(CliError::NotBuilt("serve")),
     }

@@ -15,8 +15,9 @@ pub(super) async fn sql(
     commands: Vec<String>,
     script: Option<String>,
     format: Format,
+    actor: &str,
 ) -> Result<Outcome, CliError> {
-    let mut session = QuerySession::new(graph, target).await?;
+    let mut session = QuerySession::new(graph, target, actor).await?;
     let mut scripts = commands;
     scripts.extend(script);
     if scripts.is_empty() {
@@ -37,6 +38,9 @@ pub(super) async fn sql(
             print(outcome, format);
         }
     }
+    if session.in_transaction() {
+        eprintln!("WARNING: the transaction was not committed: rolled back");
+    }
     Ok(Outcome {
         table: None,
         notes: Vec::new(),
@@ -51,6 +55,7 @@ fn print(outcome: query::Outcome, format: Format) {
             let _ = std::io::stdout().lock().write_all(text.as_bytes());
         }
         query::Outcome::Set(what) => eprintln!("omnigraph: {what}"),
+        query::Outcome::Tag(tag) => eprintln!("{tag}"),
     }
 }
 

@@ -5,17 +5,23 @@
 
 use std::sync::Arc;
 
-use omnigraph_engine::Snapshot;
+use omnigraph_engine::deps::arrow_array::RecordBatch;
 use omnigraph_engine::deps::arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use omnigraph_engine::deps::lance::deps::datafusion::catalog::{Session, TableProvider};
+use omnigraph_engine::deps::lance::deps::datafusion::common::Column as DfColumn;
 use omnigraph_engine::deps::lance::deps::datafusion::common::{DataFusionError, Result};
 use omnigraph_engine::deps::lance::deps::datafusion::datasource::TableType;
+use omnigraph_engine::deps::lance::deps::datafusion::datasource::memory::MemorySourceConfig;
+use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::lit;
 use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::{
     Expr as DfExpr, TableProviderFilterPushDown,
 };
 use omnigraph_engine::deps::lance::deps::datafusion::physical_expr::expressions::Column as PhysColumn;
+use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::empty::EmptyExec;
 use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::projection::ProjectionExec;
+use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::union::UnionExec;
 use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use omnigraph_engine::{Snapshot, StagedView};
 
 use super::pushdown::{Columns, from_datafusion};
 use crate::filter::{self, Column, ColumnType, Pushdown};
@@ -29,6 +35,8 @@ pub fn engine_error(e: omnigraph_engine::Error) -> DataFusionError {
 
 pub struct GraphTable {
     snapshot: Snapshot,
+    /// The open transaction's changes to this table, if it made any.
+    view: Option<StagedView>,
     type_name: String,
     /// The Lance table's schema (graph names).
     graph_schema: SchemaRef,
@@ -61,16 +69,28 @@ impl std::fmt::Debug for GraphTable {
 
 impl GraphTable {
     /// The SQL name of the table, and the table.
-    pub fn new(snapshot: &Snapshot, type_name: &str) -> omnigraph_engine::Result<(String, Self)> {
+    pub fn new(
+        snapshot: &Snapshot,
+        type_name: &str,
+        view: Option<StagedView>,
+    ) -> omnigraph_engine::Result<(String, Self)> {
         let graph_schema =
             omnigraph_engine::value::table_schema(snapshot.graph().catalog(), type_name)?;
         let fields: Vec<Field> = graph_schema
             .fields()
             .iter()
-            .map(|f| f.as_ref().clone().with_name(pg_name(f.name())))
+            // Nullable: a key's node gets its `id` from the key, and a
+            // missing required value is the engine's error to report.
+            .map(|f| {
+                f.as_ref()
+                    .clone()
+                    .with_name(pg_name(f.name()))
+                    .with_nullable(true)
+            })
             .collect();
         let table = GraphTable {
             snapshot: snapshot.clone(),
+            view,
             type_name: type_name.to_string(),
             graph_schema,
             schema: Arc::new(Schema::new(fields)),
@@ -116,6 +136,9 @@ impl TableProvider for GraphTable {
         Ok(filters
             .iter()
             .map(|f| match self.pushed(f) {
+                // The transaction's own rows are not filtered by the scan:
+                // DataFusion filters them again.
+                Some(_) if self.view.is_some() => TableProviderFilterPushDown::Inexact,
                 Some(_) => TableProviderFilterPushDown::Exact,
                 None => TableProviderFilterPushDown::Unsupported,
             })
@@ -137,32 +160,120 @@ impl TableProvider for GraphTable {
             .iter()
             .map(|i| self.graph_schema.field(*i).name().clone())
             .collect();
-        let ds = self
-            .snapshot
-            .dataset(&self.type_name)
-            .await
-            .map_err(engine_error)?;
-        let mut scan = omnigraph_engine::scanner(&ds);
-        if graph_names.is_empty() {
-            scan.empty_project()?;
-        } else {
-            scan.project(&graph_names)?;
-        }
-        // DataFusion hands over only the filters we said are exact.
         let pushed: Vec<filter::Expr> = filters.iter().filter_map(|f| self.pushed(f)).collect();
-        if let Some(all) = filter::and_all(pushed) {
-            let e = filter::to_datafusion(&all, &[], Some(&self.graph_schema))
-                .map_err(|e| DataFusionError::Plan(e.0))?;
-            scan.filter_expr(e);
+        let filter = match filter::and_all(pushed) {
+            Some(all) => Some(
+                filter::to_datafusion(&all, &[], Some(&self.graph_schema))
+                    .map_err(|e| DataFusionError::Plan(e.0))?,
+            ),
+            None => None,
+        };
+        let Some(view) = &self.view else {
+            let ds = self
+                .snapshot
+                .dataset(&self.type_name)
+                .await
+                .map_err(engine_error)?;
+            let plan = lance_plan(&ds, &graph_names, filter, limit).await?;
+            return self.renamed(plan, &indices);
+        };
+        // Read-your-writes: the committed rows the transaction did not
+        // replace or delete, its rows in memory, its spilled rows.
+        let mut parts = Vec::new();
+        if !view.hide_all {
+            let ds = self
+                .snapshot
+                .dataset(&self.type_name)
+                .await
+                .map_err(engine_error)?;
+            let mut f = filter.clone();
+            if !view.hidden.is_empty() {
+                let id = DfExpr::Column(DfColumn::new_unqualified("id"));
+                let hidden = id.in_list(view.hidden.iter().map(|h| lit(h.clone())).collect(), true);
+                f = Some(match f {
+                    Some(f) => f.and(hidden),
+                    None => hidden,
+                });
+            }
+            parts.push(self.renamed(lance_plan(&ds, &graph_names, f, None).await?, &indices)?);
         }
-        if let Some(n) = limit {
-            scan.limit(Some(i64::try_from(n).unwrap_or(i64::MAX)), None)?;
+        if let Some(rows) = &view.rows {
+            let schema = rows.schema();
+            let memory = MemorySourceConfig::try_new_exec(&[vec![rows.clone()]], schema, None)?;
+            parts.push(self.renamed(memory, &indices)?);
         }
-        let plan = scan.create_plan().await?;
-        // Lance's columns carry graph names: rename them as SQL sees them.
+        if let Some(spill) = &view.spill {
+            parts.push(self.renamed(
+                lance_plan(spill, &graph_names, filter, None).await?,
+                &indices,
+            )?);
+        }
+        if parts.is_empty() {
+            let schema = self.schema.project(&indices)?;
+            return Ok(Arc::new(EmptyExec::new(Arc::new(schema))));
+        }
+        UnionExec::try_new(parts)
+    }
+}
+
+/// A Lance scan of `columns` (graph names) through `filter`, up to `limit` rows.
+async fn lance_plan(
+    ds: &omnigraph_engine::deps::lance::Dataset,
+    columns: &[String],
+    filter: Option<DfExpr>,
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut scan = omnigraph_engine::scanner(ds);
+    if columns.is_empty() {
+        scan.empty_project()?;
+    } else {
+        scan.project(columns)?;
+    }
+    if let Some(f) = filter {
+        scan.filter_expr(f);
+    }
+    if let Some(n) = limit {
+        scan.limit(Some(i64::try_from(n).unwrap_or(i64::MAX)), None)?;
+    }
+    Ok(scan.create_plan().await?)
+}
+
+impl GraphTable {
+    /// The graph names of SQL columns (unknown names are left out).
+    pub(crate) fn graph_names(&self, sql: &[String]) -> Vec<String> {
+        sql.iter()
+            .filter_map(|c| self.schema.index_of(c).ok())
+            .map(|i| self.graph_schema.field(i).name().clone())
+            .collect()
+    }
+
+    /// A batch of this table's SQL columns (any subset, any order) under
+    /// the graph's names, as the engine reads records.
+    pub(crate) fn graph_batch(&self, b: &RecordBatch) -> Result<RecordBatch> {
+        let mut fields = Vec::new();
+        for f in b.schema().fields() {
+            let i = self.schema.index_of(f.name())?;
+            fields.push(
+                f.as_ref()
+                    .clone()
+                    .with_name(self.graph_schema.field(i).name()),
+            );
+        }
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            b.columns().to_vec(),
+        )?)
+    }
+
+    /// `plan`'s columns (graph names) as the projected SQL columns.
+    fn renamed(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        indices: &[usize],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let out = plan.schema();
         let mut renamed: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::new();
-        for i in &indices {
+        for i in indices {
             let graph = self.graph_schema.field(*i).name();
             let pos = out.index_of(graph)?;
             renamed.push((

@@ -1,0 +1,364 @@
+//! `QuerySession` (what `omnigraph sql` runs): writes, transactions that
+//! read their own writes, conflicts between sessions, errors.
+
+use omnigraph_engine::{Graph, ReadRef};
+use omnigraph_sql::query::{Outcome, QueryError, QuerySession};
+
+const SCHEMA: &str = include_str!("../../examples/social/schema.pg");
+const DATA: &str = include_str!("../../examples/social/data.ndjson");
+
+async fn graph(dir: &tempfile::TempDir) -> Graph {
+    let uri = dir.path().join("g").to_string_lossy().into_owned();
+    let g = Graph::create(&uri, SCHEMA, "t").await.unwrap();
+    g.load("main", DATA, omnigraph_engine::LoadMode::Append, "t", "")
+        .await
+        .unwrap();
+    g
+}
+
+async fn session(g: &Graph) -> QuerySession {
+    QuerySession::new(g.clone(), ReadRef::main(), "tester")
+        .await
+        .unwrap()
+}
+
+/// The rows of the last statement of `sql`, each as its values' display.
+async fn rows(s: &mut QuerySession, sql: &str) -> Vec<Vec<String>> {
+    let out = s.run(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let Some(Outcome::Rows { batches, .. }) = out.into_iter().last() else {
+        panic!("{sql} returned no rows");
+    };
+    let mut all = Vec::new();
+    for b in batches {
+        let fmt = omnigraph_engine::deps::lance::deps::datafusion::arrow::util::display::FormatOptions::default().with_null("NULL");
+        let cols: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| {
+                omnigraph_engine::deps::lance::deps::datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &fmt).unwrap()
+            })
+            .collect();
+        for r in 0..b.num_rows() {
+            all.push(cols.iter().map(|c| c.value(r).to_string()).collect());
+        }
+    }
+    all
+}
+
+fn tags(out: Vec<Outcome>) -> Vec<String> {
+    out.into_iter()
+        .filter_map(|o| match o {
+            Outcome::Tag(t) => Some(t.split(" (commit").next().unwrap().to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn autocommit_writes_are_one_commit_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(&dir).await;
+    let mut s = session(&g).await;
+    let before = g.log("main", 100).await.unwrap().len();
+    let out = s
+        .run(
+            "INSERT INTO person (slug, name, status, age) VALUES ('eve', 'Eve', 'active', 41), ('fay', 'Fay', 'retired', NULL);
+             INSERT INTO knows (src, dst, since) VALUES ('eve', 'fay', '2024-02-29');
+             UPDATE person SET age = age + 1, status = 'retired' WHERE id IN ('eve', 'bob');
+             DELETE FROM person WHERE id = 'alice'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tags(out),
+        ["INSERT 0 2", "INSERT 0 1", "UPDATE 2", "DELETE 1"]
+    );
+    let log = g.log("main", 100).await.unwrap();
+    assert_eq!(log.len(), before + 4);
+    assert_eq!(log[0].actor, "tester");
+    assert_eq!(
+        rows(&mut s, "SELECT id, age, status FROM person ORDER BY id").await,
+        [
+            ["bob", "26", "retired"],
+            ["charlie", "35", "active"],
+            ["diana", "NULL", "retired"],
+            ["eve", "42", "retired"],
+            ["fay", "NULL", "retired"],
+        ]
+    );
+    // A key's node got its id from the key; the edge a ULID; deleting
+    // alice deleted her edges.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT src, dst, since FROM knows ORDER BY src, dst"
+        )
+        .await,
+        [["bob", "diana", "NULL"], ["eve", "fay", "2024-02-29"]]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM works_at WHERE src = 'alice'").await,
+        [["0"]]
+    );
+    // The engine's view agrees.
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    assert!(
+        snap.read_where("Person", Some("slug = 'eve'"))
+            .await
+            .unwrap()
+            .len()
+            == 1
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_reads_its_own_writes_and_commits_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(&dir).await;
+    let mut s = session(&g).await;
+    let before = g.log("main", 100).await.unwrap().len();
+    s.run("SET omnigraph.commit_message = 'reorg'; BEGIN")
+        .await
+        .unwrap();
+    assert!(s.in_transaction());
+    s.run(
+        "INSERT INTO person (slug, name, status) VALUES ('gus', 'Gus', 'active');
+         UPDATE person SET age = 99 WHERE id IN ('gus', 'bob');
+         DELETE FROM person WHERE id = 'charlie'",
+    )
+    .await
+    .unwrap();
+    // Its own rows: inserted, updated (in memory and committed ones), deleted;
+    // filters and limits over them.
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id, age FROM person WHERE age > 40 ORDER BY id"
+        )
+        .await,
+        [["bob", "99"], ["gus", "99"]]
+    );
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM person").await, [["4"]]);
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM person WHERE id = 'charlie'").await,
+        Vec::<Vec<String>>::new()
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT id FROM person ORDER BY id LIMIT 2").await,
+        [["alice"], ["bob"]]
+    );
+    // Another session sees none of it.
+    let mut other = session(&g).await;
+    assert_eq!(
+        rows(&mut other, "SELECT count(*) FROM person").await,
+        [["4"]]
+    );
+    assert_eq!(
+        rows(&mut other, "SELECT age FROM person WHERE id = 'bob'").await,
+        [["25"]]
+    );
+    let out = s.run("COMMIT").await.unwrap();
+    assert_eq!(tags(out), ["COMMIT"]);
+    assert!(!s.in_transaction());
+    let log = g.log("main", 100).await.unwrap();
+    assert_eq!(log.len(), before + 1, "one commit for the transaction");
+    assert_eq!(log[0].message, "reorg");
+    assert_eq!(
+        rows(&mut other, "SELECT id, age FROM person ORDER BY id").await,
+        [
+            ["alice", "30"],
+            ["bob", "99"],
+            ["diana", "NULL"],
+            ["gus", "99"]
+        ]
+    );
+
+    // ROLLBACK discards.
+    s.run("BEGIN; DELETE FROM person; ROLLBACK").await.unwrap();
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM person").await, [["4"]]);
+    assert_eq!(g.log("main", 100).await.unwrap().len(), before + 1);
+}
+
+#[tokio::test]
+async fn a_failed_statement_aborts_the_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(&dir).await;
+    let mut s = session(&g).await;
+    let before = g.log("main", 100).await.unwrap().len();
+    s.run("BEGIN; INSERT INTO person (slug, name, status) VALUES ('hal', 'Hal', 'active')")
+        .await
+        .unwrap();
+    // A duplicate key fails when staged.
+    let e = s
+        .run("INSERT INTO person (slug, name, status) VALUES ('hal', 'Hal 2', 'active')")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("hal"), "{e}");
+    let e = s.run("SELECT 1").await.unwrap_err();
+    assert!(
+        e.to_string().contains("current transaction is aborted"),
+        "{e}"
+    );
+    // COMMIT of a failed transaction rolls back.
+    assert_eq!(tags(s.run("COMMIT").await.unwrap()), ["ROLLBACK"]);
+    assert_eq!(g.log("main", 100).await.unwrap().len(), before);
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM person WHERE id = 'hal'").await,
+        [["0"]]
+    );
+
+    // Errors of single statements, by the engine's rules.
+    for (sql, needle) in [
+        (
+            "INSERT INTO person (slug, name, status) VALUES ('bob', 'B', 'active')",
+            "bob",
+        ),
+        (
+            "INSERT INTO person (slug, name) VALUES ('ivy', 'Ivy')",
+            "status",
+        ),
+        (
+            "INSERT INTO person (slug, name, status) VALUES ('jo', 'Jo', 'asleep')",
+            "asleep",
+        ),
+        (
+            "INSERT INTO knows (src, dst) VALUES ('alice', 'nobody')",
+            "nobody",
+        ),
+        ("UPDATE person SET slug = 'robert' WHERE id = 'bob'", "@key"),
+        (
+            "UPDATE company SET founded = 1200 WHERE id = 'acme'",
+            "founded",
+        ),
+        ("CREATE TABLE t AS SELECT 1", "not supported"),
+    ] {
+        let e = s.run(sql).await.unwrap_err();
+        assert!(e.to_string().contains(needle), "{sql}: {e}");
+    }
+    assert_eq!(g.log("main", 100).await.unwrap().len(), before);
+}
+
+#[tokio::test]
+async fn concurrent_sessions_conflict_instead_of_losing_an_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(&dir).await;
+    let mut a = session(&g).await;
+    let mut b = session(&g).await;
+    a.run("BEGIN; UPDATE person SET age = age + 1 WHERE id = 'bob'")
+        .await
+        .unwrap();
+    b.run("UPDATE person SET age = age + 10 WHERE id = 'bob'")
+        .await
+        .unwrap();
+    let e = a.run("COMMIT").await.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            QueryError::Engine(omnigraph_engine::Error::Conflict { .. })
+        ),
+        "{e}"
+    );
+    assert!(!a.in_transaction());
+    assert_eq!(
+        rows(&mut a, "SELECT age FROM person WHERE id = 'bob'").await,
+        [["35"]]
+    );
+    // Disjoint rows both land.
+    a.run("BEGIN; UPDATE person SET age = 1 WHERE id = 'alice'")
+        .await
+        .unwrap();
+    b.run("UPDATE person SET age = 2 WHERE id = 'charlie'")
+        .await
+        .unwrap();
+    a.run("COMMIT").await.unwrap();
+    assert_eq!(
+        rows(
+            &mut b,
+            "SELECT id, age FROM person WHERE id IN ('alice', 'charlie') ORDER BY id"
+        )
+        .await,
+        [["alice", "1"], ["charlie", "2"]]
+    );
+}
+
+#[tokio::test]
+async fn a_commit_is_read_only_and_branches_are_written_where_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(&dir).await;
+    let head = g
+        .snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .commit()
+        .id
+        .clone();
+    g.branch_create("feature", &ReadRef::main()).await.unwrap();
+    let mut s = session(&g).await;
+    s.run(&format!("SET omnigraph.commit = '{head}'"))
+        .await
+        .unwrap();
+    let e = s.run("DELETE FROM person").await.unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+    let e = s.run("BEGIN").await.unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+    s.run("SET omnigraph.branch = 'feature'; DELETE FROM person WHERE id = 'bob'")
+        .await
+        .unwrap();
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM person").await, [["3"]]);
+    let mut main = session(&g).await;
+    assert_eq!(
+        rows(&mut main, "SELECT count(*) FROM person").await,
+        [["4"]]
+    );
+    assert_eq!(g.log("feature", 1).await.unwrap()[0].branch, "feature");
+    // No switching branch inside a transaction.
+    s.run("BEGIN").await.unwrap();
+    let e = s.run("SET omnigraph.branch = 'main'").await.unwrap_err();
+    assert!(e.to_string().contains("COMMIT or ROLLBACK first"), "{e}");
+}
+
+#[tokio::test]
+async fn a_large_transaction_spills_and_still_reads_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(&dir).await;
+    let mut s = session(&g).await;
+    s.run("SET omnigraph.staging_memory = '256kB'; BEGIN")
+        .await
+        .unwrap();
+    s.run(
+        "INSERT INTO person (slug, name, status, age)
+         SELECT 'p' || CAST(value AS VARCHAR), 'P', 'active', CAST(value % 90 AS INT) FROM generate_series(1, 20000)",
+    )
+    .await
+    .unwrap();
+    s.run("UPDATE person SET age = 0 WHERE id = 'alice'")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM person").await,
+        [["20004"]]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM person WHERE age = 89").await,
+        [["222"]]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id, age FROM person WHERE id IN ('p19999', 'alice') ORDER BY id"
+        )
+        .await,
+        [["alice", "0"], ["p19999", "19"]]
+    );
+    s.run("COMMIT").await.unwrap();
+    let mut other = session(&g).await;
+    assert_eq!(
+        rows(&mut other, "SELECT count(*) FROM person").await,
+        [["20004"]]
+    );
+    let e = s
+        .run("SET omnigraph.staging_memory = '1 parsec'")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid unit"), "{e}");
+}
