@@ -170,7 +170,9 @@ impl QuerySession {
         let statements = DFParser::parse_sql(sql)?;
         let mut out = Vec::new();
         for stmt in statements {
-            out.push(self.statement(stmt).await?);
+            // Boxed: a statement's future (DataFusion planning, scans,
+            // commits) is large and deep; callers keep a small one.
+            out.push(Box::pin(self.statement(stmt)).await?);
         }
         Ok(out)
     }
