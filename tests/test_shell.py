@@ -48,6 +48,18 @@ QUERIES = [
 ]
 
 
+# (query, the positions of its jsonb columns, which the shell prints as JSON text)
+FUNCTIONS = [
+    ("SELECT * FROM omnigraph_log('{server}') ORDER BY committed_at, commit_id", ()),
+    ("SELECT * FROM omnigraph_log('{server}', 'feature') ORDER BY committed_at, commit_id", ()),
+    ("SELECT * FROM omnigraph_branch_list('{server}') ORDER BY name", ()),
+    ("SELECT * FROM omnigraph_diff('{server}', 'main', 'feature') ORDER BY type_name, id", (4, 5)),
+    ("SELECT * FROM omnigraph_merge_conflicts('{server}', 'feature') ORDER BY type_name, id", (4, 5, 6)),
+    ("SELECT * FROM omnigraph_recovery_status('{server}') ORDER BY branch, type_name", ()),
+    ("SELECT * FROM omnigraph_recovery_log('{server}')", ()),
+]
+
+
 def normal(v):
     """A value as the shell's JSON holds it."""
     if isinstance(v, datetime.datetime):
@@ -107,6 +119,20 @@ def test_the_shell_and_the_fdw_return_the_same_rows(graph):
         assert shell(root, "SET omnigraph.branch = 'feature'; " + q) == fdw(cur, f"{schema}_f", q), q
     # main is unchanged.
     assert shell(root, QUERIES[0]) == fdw(cur, schema, QUERIES[0])
+
+    # The extension's read-only functions: same names, arguments, columns,
+    # rows (with a conflict to list: alice's age changed on both sides).
+    cur.execute(f"UPDATE {schema}.person SET age = 77 WHERE id = 'alice'")
+    for q, jsonb in FUNCTIONS:
+        q = q.format(server=server)
+        mine, theirs = shell(root, q), fdw(cur, schema, q)
+        # jsonb arrives parsed from the server; the shell prints JSON text.
+        mine = [
+            tuple(json.loads(v) if i in jsonb and v is not None else v for i, v in enumerate(row))
+            for row in mine
+        ]
+        assert mine == theirs, q
+        assert mine or "recovery_log" in q, q
 
     # The shell ran as root over the server's files and left none of its own.
     assert owners(root) == before

@@ -492,6 +492,15 @@ fn sql_reads_branches_and_commits_pushes_filters_writes_and_refuses_ddl() {
         [serde_json::json!({"name": "Alice"})]
     );
 
+    // The extension's functions.
+    let log = rows(&[
+        "sql",
+        g,
+        "-c",
+        "SELECT message FROM omnigraph_log('any', 'feature') LIMIT 1",
+    ]);
+    assert_eq!(log, [serde_json::json!({"message": "load (merge)"})]);
+
     // Errors name the construct, exit 1, and stop the script.
     let fail = |sql: &str, needle: &str| {
         let r = omnigraph(&["sql", g, "-c", sql]);

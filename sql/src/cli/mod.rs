@@ -496,7 +496,15 @@ async fn run(cli: Cli) -> Result<Outcome, CliError> {
                 Some(f) => Some(read_text(&f)?),
                 None => None,
             };
-            Box::pin(shell::sql(g, target, command, script, global.format, &actor)).await
+            Box::pin(shell::sql(
+                g,
+                target,
+                command,
+                script,
+                global.format,
+                &actor,
+            ))
+            .await
         }
         Verb::Serve { .. } => Err(CliError::NotBuilt("serve")),
     }

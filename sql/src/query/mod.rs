@@ -13,6 +13,7 @@
 //! writes (`WriteTxn::view`). DDL and anything that would touch the file
 //! system (`CREATE EXTERNAL TABLE`, `COPY`) is refused.
 
+pub mod functions;
 pub mod pushdown;
 pub mod table;
 
@@ -466,6 +467,7 @@ async fn context(snap: &Snapshot, txn: Option<&WriteTxn>) -> Result<SessionConte
         let (name, table) = GraphTable::new(snap, type_name, view)?;
         ctx.register_table(name.as_str(), Arc::new(table))?;
     }
+    functions::register(&ctx, snap.graph());
     Ok(ctx)
 }
 
