@@ -492,6 +492,17 @@ fn sql_reads_branches_and_commits_pushes_filters_writes_and_refuses_ddl() {
         [serde_json::json!({"name": "Alice"})]
     );
 
+    // A filter of thousands of ORs plans and runs (no stack overflow).
+    let ors: Vec<String> = (0..3000).map(|i| format!("age = {i}")).collect();
+    let many = format!(
+        "SELECT count(*) AS n FROM person WHERE {}",
+        ors.join(" OR ")
+    );
+    assert_eq!(
+        rows(&["sql", g, "-c", &many]),
+        [serde_json::json!({"n": 3})]
+    );
+
     // The extension's functions.
     let log = rows(&[
         "sql",

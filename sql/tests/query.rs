@@ -48,7 +48,7 @@ async fn rows(s: &mut QuerySession, sql: &str) -> Vec<Vec<String>> {
 fn tags(out: Vec<Outcome>) -> Vec<String> {
     out.into_iter()
         .filter_map(|o| match o {
-            Outcome::Tag(t) => Some(t.split(" (commit").next().unwrap().to_string()),
+            Outcome::Tag(t) => Some(t.split(" (").next().unwrap().to_string()),
             _ => None,
         })
         .collect()
@@ -361,4 +361,68 @@ async fn a_large_transaction_spills_and_still_reads_its_rows() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("invalid unit"), "{e}");
+}
+
+#[tokio::test]
+async fn identity_is_not_updatable_and_no_op_updates_commit_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(&dir).await;
+    let mut s = session(&g).await;
+    let before = g.log("main", 100).await.unwrap().len();
+    for sql in [
+        "UPDATE person SET id = 'bob', age = 1 WHERE id = 'alice'",
+        "UPDATE person SET slug = 'al' WHERE id = 'alice'",
+        "UPDATE knows SET src = 'diana' WHERE src = 'alice'",
+    ] {
+        let e = s.run(sql).await.unwrap_err();
+        assert!(
+            e.to_string().contains("identity never changes"),
+            "{sql}: {e}"
+        );
+    }
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id, age FROM person WHERE id IN ('alice', 'bob') ORDER BY id"
+        )
+        .await,
+        [["alice", "30"], ["bob", "25"]]
+    );
+    // `SET age = age` touches nothing: no commit.
+    let out = s
+        .run("UPDATE person SET age = age WHERE id = 'alice'")
+        .await
+        .unwrap();
+    assert_eq!(tags(out), ["UPDATE 1"]);
+    assert_eq!(g.log("main", 100).await.unwrap().len(), before);
+    // An edge without an endpoint fails at once, naming the column.
+    let e = s
+        .run("INSERT INTO knows (src, dst) VALUES (NULL, 'bob')")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("\"src\""), "{e}");
+}
+
+#[tokio::test]
+async fn deleting_a_node_in_a_transaction_hides_its_edges_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(&dir).await;
+    let mut s = session(&g).await;
+    s.run("BEGIN").await.unwrap();
+    let out = s
+        .run("DELETE FROM person WHERE id = 'alice'")
+        .await
+        .unwrap();
+    assert_eq!(tags(out), ["DELETE 1"]);
+    assert_eq!(
+        rows(&mut s, "SELECT src, dst FROM knows ORDER BY src, dst").await,
+        [["bob", "diana"]]
+    );
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM works_at").await, [["1"]]);
+    // A syntax error aborts the transaction too.
+    assert!(s.run("SELEC 1").await.is_err());
+    let e = s.run("SELECT 1").await.unwrap_err();
+    assert!(e.to_string().contains("aborted"), "{e}");
+    assert_eq!(tags(s.run("ROLLBACK").await.unwrap()), ["ROLLBACK"]);
+    assert_eq!(rows(&mut s, "SELECT count(*) FROM knows").await, [["3"]]);
 }

@@ -141,8 +141,8 @@ pub enum Verb {
         #[arg(long)]
         log: bool,
     },
-    /// SQL over the graph's tables: an interactive shell, or the
-    /// statements of `-c` / `-f` (reads only, for now).
+    /// SQL over the graph's tables (reads, writes, transactions): an
+    /// interactive shell, or the statements of `-c` / `-f`.
     Sql {
         uri: String,
         /// The branch to read [default: main].

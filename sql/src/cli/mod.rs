@@ -29,6 +29,9 @@ pub use args::parse_duration;
 use args::{BranchAction, Cli, Global, Verb};
 use output::{Cell, Table};
 
+/// Stack of the command's threads.
+const STACK_BYTES: usize = 256 << 20;
+
 /// Exit status of a merge that stopped on conflicts.
 pub const EXIT_CONFLICTS: u8 = 3;
 
@@ -123,12 +126,28 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         uri.clone()
     };
     let format = cli.global.format;
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
+    // Planning recurses over expressions as deep as a query nests them
+    // (a WHERE of thousands of ORs): run on threads with room for it.
+    let result = std::thread::Builder::new()
+        .name("omnigraph".into())
+        .stack_size(STACK_BYTES)
+        .spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_stack_size(STACK_BYTES)
+                .enable_all()
+                .build()
+                .map_err(CliError::Runtime)
+                .and_then(|rt| rt.block_on(run(cli)))
+        })
         .map_err(CliError::Runtime)
-        .and_then(|rt| rt.block_on(run(cli)));
+        .and_then(|t| {
+            t.join().unwrap_or_else(|_| {
+                Err(CliError::Runtime(std::io::Error::other(
+                    "the command panicked",
+                )))
+            })
+        });
     match result {
         Ok(out) => {
             let mut stderr = std::io::stderr().lock();

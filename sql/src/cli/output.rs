@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use omnigraph_engine::deps::lance::deps::datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use omnigraph_engine::deps::lance::deps::datafusion::arrow::compute::cast;
 use omnigraph_engine::deps::lance::deps::datafusion::arrow::datatypes::{
-    DataType, Float64Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
+    DataType, Float32Type, Float64Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
 };
 use omnigraph_engine::deps::lance::deps::datafusion::arrow::util::display::{
     ArrayFormatter, FormatOptions,
@@ -94,15 +94,27 @@ impl Cell {
     }
 }
 
-/// A float as Postgres prints one (`NaN`, `Infinity`, `-Infinity`).
+/// A float as Postgres prints one: the shortest text that reads back
+/// exactly, with an exponent below 1e-4 and from 1e15 (`1e+300`,
+/// `1e-05`), and `NaN`, `Infinity`, `-Infinity`.
 fn float_text(f: f64) -> String {
     if f.is_nan() {
-        "NaN".into()
-    } else if f.is_infinite() {
-        if f > 0.0 { "Infinity" } else { "-Infinity" }.into()
-    } else {
-        f.to_string()
+        return "NaN".into();
     }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let a = f.abs();
+    if a != 0.0 && !(1e-4..1e15).contains(&a) {
+        let e = format!("{f:e}");
+        if let Some((mantissa, exp)) = e.split_once('e')
+            && let Ok(exp) = exp.parse::<i32>()
+        {
+            let sign = if exp < 0 { '-' } else { '+' };
+            return format!("{mantissa}e{sign}{:02}", exp.abs());
+        }
+    }
+    f.to_string()
 }
 
 /// `2026-12-04 09:53:37.123456+00`, as Postgres prints a `timestamptz` in UTC.
@@ -305,7 +317,19 @@ fn cells(a: &dyn Array, options: &FormatOptions) -> Vec<Cell> {
             }
             Err(_) => formatted(a, options),
         },
-        DataType::Float32 | DataType::Float64 => match cast(a, &DataType::Float64) {
+        DataType::Null => vec![Cell::Null; n],
+        DataType::Float32 => match cast(a, &DataType::Float32) {
+            Ok(fs) => {
+                let fs = fs.as_primitive::<Float32Type>().clone();
+                // Through the f32's own shortest text: 0.1, not 0.10000000149011612.
+                each(&|i| {
+                    let v = fs.value(i);
+                    Cell::Float(v.to_string().parse().unwrap_or(f64::from(v)))
+                })
+            }
+            Err(_) => formatted(a, options),
+        },
+        DataType::Float64 => match cast(a, &DataType::Float64) {
             Ok(fs) => {
                 let fs = fs.as_primitive::<Float64Type>().clone();
                 each(&|i| Cell::Float(fs.value(i)))
@@ -316,7 +340,7 @@ fn cells(a: &dyn Array, options: &FormatOptions) -> Vec<Cell> {
             let bs = a.as_boolean().clone();
             each(&|i| Cell::Bool(bs.value(i)))
         }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
             let ts = a.as_primitive::<TimestampMicrosecondType>().clone();
             each(&|i| Cell::Time(ts.value(i)))
         }
@@ -439,5 +463,22 @@ mod tests {
         );
         assert!(text.find("\"name\"").unwrap() < text.find("\"tags\"").unwrap());
         assert_eq!(Table::new(&["x"]).render(Format::Json), "[]\n");
+    }
+
+    #[test]
+    fn floats_print_as_postgres_prints_them() {
+        for (f, want) in [
+            (9.5, "9.5"),
+            (1e300, "1e+300"),
+            (-2.5e-5, "-2.5e-05"),
+            (123456789012345.0, "123456789012345"),
+            (1e15, "1e+15"),
+            (0.0001, "0.0001"),
+            (0.0, "0"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Infinity"),
+        ] {
+            assert_eq!(float_text(f), want);
+        }
     }
 }

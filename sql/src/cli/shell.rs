@@ -125,6 +125,9 @@ async fn interactive(session: &mut QuerySession, format: Format) -> Result<Outco
     if let Some(h) = &history {
         let _ = editor.save_history(h);
     }
+    if session.in_transaction() {
+        eprintln!("WARNING: the transaction was not committed: rolled back");
+    }
     Ok(Outcome {
         table: None,
         notes: Vec::new(),

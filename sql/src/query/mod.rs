@@ -9,8 +9,10 @@
 //! pushed into Lance by the FDW's classification ([`pushdown`]).
 //!
 //! INSERT, UPDATE and DELETE stage rows into an engine `WriteTxn`: one
-//! commit per statement, or per BEGIN ... COMMIT, whose reads see its own
-//! writes (`WriteTxn::view`). DDL and anything that would touch the file
+//! commit per statement, or per BEGIN ... COMMIT. Inside a transaction
+//! every statement reads the branch as of BEGIN plus the transaction's own
+//! writes (`WriteTxn::view`), like REPEATABLE READ; rows another commit
+//! changed meanwhile make COMMIT fail with a conflict. DDL and anything that would touch the file
 //! system (`CREATE EXTERNAL TABLE`, `COPY`) is refused.
 
 pub mod functions;
@@ -21,13 +23,14 @@ use std::sync::Arc;
 
 use omnigraph_engine::deps::arrow_array::RecordBatch;
 use omnigraph_engine::deps::arrow_schema::SchemaRef;
+use omnigraph_engine::deps::lance::deps::datafusion::common::Column as DfColumn;
 use omnigraph_engine::deps::lance::deps::datafusion::common::DataFusionError;
 use omnigraph_engine::deps::lance::deps::datafusion::execution::context::{
     SQLOptions, SessionContext,
 };
 use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::dml::InsertOp;
 use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::{
-    DdlStatement, DmlStatement, LogicalPlan, WriteOp,
+    DdlStatement, DmlStatement, Expr as DfExpr, LogicalPlan, LogicalPlanBuilder, WriteOp,
 };
 use omnigraph_engine::deps::lance::deps::datafusion::sql::parser::{DFParser, Statement};
 use omnigraph_engine::{Graph, ReadRef, Snapshot, WriteTxn, is_commit_id};
@@ -168,7 +171,16 @@ impl QuerySession {
 
     /// Run every statement of `sql`, in order; stops at the first error.
     pub async fn run(&mut self, sql: &str) -> Result<Vec<Outcome>, QueryError> {
-        let statements = DFParser::parse_sql(sql)?;
+        let statements = match DFParser::parse_sql(sql) {
+            Ok(s) => s,
+            Err(e) => {
+                // A syntax error aborts an open transaction too.
+                if let Some(t) = &mut self.txn {
+                    t.failed = true;
+                }
+                return Err(e.into());
+            }
+        };
         let mut out = Vec::new();
         for stmt in statements {
             // Boxed: a statement's future (DataFusion planning, scans,
@@ -218,6 +230,13 @@ impl QuerySession {
     }
 
     async fn planned(&mut self, stmt: Statement) -> Result<Outcome, QueryError> {
+        if self.txn.as_ref().is_some_and(|t| t.failed) {
+            return Err(QueryError::Unsupported(
+                "current transaction is aborted, commands ignored until end of transaction block (ROLLBACK)"
+                    .into(),
+            ));
+        }
+
         // Inside a transaction: its snapshot, with its own writes.
         let (snap, ctx) = match &self.txn {
             Some(t) => {
@@ -231,12 +250,6 @@ impl QuerySession {
                 (snap, ctx)
             }
         };
-        if self.txn.as_ref().is_some_and(|t| t.failed) {
-            return Err(QueryError::Unsupported(
-                "current transaction is aborted, commands ignored until end of transaction block (ROLLBACK)"
-                    .into(),
-            ));
-        }
         let plan = ctx.state().statement_to_plan(stmt).await?;
         if let LogicalPlan::Dml(d) = &plan {
             return self.dml(&ctx, &snap, d).await;
@@ -319,13 +332,16 @@ impl QuerySession {
                 "no table named \"{table}\""
             )));
         };
+        // A commit is read-only: say so before reading anything.
+        self.branch()?;
         let (_, gt) = GraphTable::new(snap, &info.type_name, None)?;
         let (tag, op) = match &d.op {
             WriteOp::Insert(InsertOp::Append) => ("INSERT 0", Op::Insert),
-            WriteOp::Update => (
-                "UPDATE",
-                Op::Update(gt.graph_names(&assigned_columns(&d.input)?)),
-            ),
+            WriteOp::Update => {
+                let cols = gt.graph_names(&assigned_columns(&d.input)?);
+                check_updatable(snap, &info, &cols)?;
+                ("UPDATE", Op::Update(cols))
+            }
             WriteOp::Delete => ("DELETE", Op::Delete),
             other => {
                 return Err(QueryError::Unsupported(format!(
@@ -334,24 +350,51 @@ impl QuerySession {
                 )));
             }
         };
-        let batches = ctx
-            .execute_logical_plan((*d.input).clone())
-            .await?
-            .collect()
-            .await?;
+        // UPDATE and DELETE need only the ids and the assigned values.
+        let input = match &op {
+            Op::Insert => (*d.input).clone(),
+            Op::Update(_) | Op::Delete => {
+                let mut keep = vec!["id".to_string()];
+                if let WriteOp::Update = d.op {
+                    keep.extend(assigned_columns(&d.input)?);
+                }
+                let exprs: Vec<DfExpr> = keep
+                    .iter()
+                    .map(|c| DfExpr::Column(DfColumn::from_name(c.as_str())))
+                    .collect();
+                LogicalPlanBuilder::from((*d.input).clone())
+                    .project(exprs)?
+                    .build()?
+            }
+        };
+        let batches = ctx.execute_logical_plan(input).await?.collect().await?;
         let mut autocommit = None;
         let write = match &mut self.txn {
             Some(t) => &mut t.write,
             None => autocommit.insert(self.begin_write(Some(snap)).await?),
         };
         let mut n = 0u64;
+        let mut deleted = Vec::new();
         for b in &batches {
             for r in omnigraph_engine::value::batch_to_records(&gt.graph_batch(b)?)? {
                 n += 1;
+                if matches!(op, Op::Delete) && info.kind == "node" {
+                    deleted.push(r.id.clone());
+                }
                 stage(write, &info, r, &op).await?;
             }
         }
         let mut tag = format!("{tag} {n}");
+        if !deleted.is_empty() {
+            // Deleting nodes deletes their edges, visible to the
+            // transaction's next statements at once.
+            let edges = write
+                .delete_incident_edges(&info.type_name, &deleted, snap)
+                .await?;
+            if edges > 0 {
+                tag.push_str(&format!(" (and {edges} incident edge(s))"));
+            }
+        }
         if let Some(w) = autocommit
             && let Some(summary) = w.commit().await?
         {
@@ -409,6 +452,13 @@ async fn stage(
             let props = r.props.into_iter().filter(|(_, v)| !v.is_null()).collect();
             let id = (!r.id.is_empty()).then_some(r.id);
             match r.endpoints {
+                Some((src, dst)) if src.is_empty() || dst.is_empty() => {
+                    let end = if src.is_empty() { "src" } else { "dst" };
+                    return Err(QueryError::Unsupported(format!(
+                        "null value in column \"{end}\" of table {} violates not-null constraint: every {t} edge needs a {end} node id",
+                        info.name
+                    )));
+                }
                 Some((src, dst)) => {
                     write
                         .add_edge(t, &src, &dst, props, id, false, None)
@@ -419,6 +469,9 @@ async fn stage(
                 }
             }
         }
+        // `SET a = a` changes nothing: stage nothing (no rewrite, no
+        // conflict), as Postgres's FDW path does.
+        Op::Update(cols) if cols.is_empty() => {}
         Op::Update(cols) => {
             let props = r
                 .props
@@ -428,6 +481,33 @@ async fn stage(
             write.update(t, &r.id, props).await?;
         }
         Op::Delete => write.delete(t, &r.id).await?,
+    }
+    Ok(())
+}
+
+/// Identity never changes: `id`, an edge's `src`/`dst` and a node's
+/// `@key` properties cannot be assigned.
+fn check_updatable(snap: &Snapshot, info: &TableInfo, cols: &[String]) -> Result<(), QueryError> {
+    let catalog = snap.graph().catalog();
+    let key: Vec<String> = catalog
+        .node(&info.type_name)
+        .and_then(|n| n.key.clone())
+        .unwrap_or_default();
+    for c in cols {
+        let system = c == "id" || (info.kind == "edge" && (c == "src" || c == "dst"));
+        if system || key.contains(c) {
+            let what = if system {
+                "a system column"
+            } else {
+                "the @key"
+            };
+            return Err(QueryError::Unsupported(format!(
+                "cannot UPDATE column \"{}\" of table {}: {}.{c} is {what}; a row's identity never changes (DELETE the row and INSERT it with the new value)",
+                crate::names::pg_name(c),
+                info.name,
+                info.type_name
+            )));
+        }
     }
     Ok(())
 }

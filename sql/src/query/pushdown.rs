@@ -18,7 +18,16 @@ pub trait Columns {
 /// modelled is `Expr::Unsupported` (DataFusion evaluates it). Text compares
 /// by bytes in DataFusion, as under Postgres's C collation.
 pub fn from_datafusion(e: &DfExpr, cols: &dyn Columns) -> Expr {
-    let unsupported = || Expr::Unsupported(format!("{e}"));
+    model(e, cols, 0)
+}
+
+fn model(e: &DfExpr, cols: &dyn Columns, depth: usize) -> Expr {
+    // Named by kind, not printed: printing walks the whole expression.
+    let unsupported = || Expr::Unsupported(format!("{} not pushed", e.variant_name()));
+    // Deeper filters stay with DataFusion (and the walk stays bounded).
+    if depth > crate::filter::MAX_DEPTH {
+        return Expr::Unsupported("filter nested too deeply to push".into());
+    }
     match e {
         DfExpr::BinaryExpr(b) => match b.op {
             Operator::And | Operator::Or => {
@@ -91,7 +100,7 @@ pub fn from_datafusion(e: &DfExpr, cols: &dyn Columns) -> Expr {
             },
             _ => unsupported(),
         },
-        DfExpr::Not(inner) => Expr::Not(Box::new(from_datafusion(inner, cols))),
+        DfExpr::Not(inner) => Expr::Not(Box::new(model(inner, cols, depth + 1))),
         DfExpr::Column(_) => match column(e, cols) {
             Some(c) => Expr::BoolColumn(c),
             None => unsupported(),
@@ -194,6 +203,12 @@ mod tests {
             pushed(col("age").gt(lit(1i64)).and(col("name").eq(lit("x")))),
             Pushdown::Exact
         );
+        // An OR chain deeper than the model allows stays with DataFusion
+        // (the SQL parser bounds nesting itself, well below a stack's worth).
+        let chain = (0..200).fold(col("age").eq(lit(0i64)), |e, i| {
+            e.or(col("age").eq(lit(i as i64)))
+        });
+        assert!(matches!(pushed(chain), Pushdown::Unsupported(_)));
         // Graph names, not SQL names, reach Lance.
         match from_datafusion(&col("joined_on").is_not_null(), &Cols) {
             Expr::IsNull { column, negated } => {
