@@ -461,6 +461,32 @@ fn sql_reads_branches_and_commits_pushes_filters_writes_and_refuses_ddl() {
     );
     assert!(r.stderr.contains("reading branch feature"), "{}", r.stderr);
 
+    // --timing: one line per query on stderr, the rows on stdout.
+    let r = omnigraph(&[
+        "sql",
+        g,
+        "--timing",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n FROM knows",
+        "-c",
+        "SELECT 1 AS one",
+    ]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "n\n3\none\n1\n"),
+        "{}",
+        r.stderr
+    );
+    let times: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("Time: "))
+        .collect();
+    assert_eq!(times.len(), 2, "{}", r.stderr);
+    assert!(times.iter().all(|t| t.ends_with(" ms")), "{times:?}");
+
     // A file, and standard input.
     let script = write(dir.path(), "q.sql", "SELECT count(*) AS n FROM person;\n");
     let r = omnigraph(&["sql", g, "-f", &script, "--format", "csv"]);

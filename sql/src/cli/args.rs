@@ -158,6 +158,10 @@ pub enum Verb {
         /// Run the statements in this file (`-`: standard input) and exit.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: Option<PathBuf>,
+        /// After each query, print the time it took (planning, execution
+        /// and collecting its rows; not printing them) to standard error.
+        #[arg(long)]
+        timing: bool,
     },
     /// Serve the graph over the PostgreSQL wire protocol (not built yet).
     Serve { uri: String },

@@ -505,6 +505,7 @@ async fn run(cli: Cli) -> Result<Outcome, CliError> {
             commit,
             command,
             file,
+            timing,
         } => {
             let target = match (commit, branch) {
                 (Some(c), _) => ReadRef::Commit(c),
@@ -522,6 +523,7 @@ async fn run(cli: Cli) -> Result<Outcome, CliError> {
                 script,
                 global.format,
                 &actor,
+                timing,
             ))
             .await
         }

@@ -1,5 +1,6 @@
 //! `omnigraph sql`: statements from `-c` / `-f` / a pipe, or an interactive
-//! shell on a terminal (statements end with `;`; `\d`, `\d TABLE`, `\q`).
+//! shell on a terminal (statements end with `;`; `\d`, `\d TABLE`,
+//! `\timing`, `\q`).
 
 use std::io::{IsTerminal, Write};
 
@@ -16,13 +17,14 @@ pub(super) async fn sql(
     script: Option<String>,
     format: Format,
     actor: &str,
+    timing: bool,
 ) -> Result<Outcome, CliError> {
     let mut session = QuerySession::new(graph, target, actor).await?;
     let mut scripts = commands;
     scripts.extend(script);
     if scripts.is_empty() {
         if std::io::stdin().is_terminal() {
-            return interactive(&mut session, format).await;
+            return interactive(&mut session, format, timing).await;
         }
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|source| {
@@ -35,7 +37,7 @@ pub(super) async fn sql(
     }
     for text in scripts {
         for outcome in session.run(&text).await? {
-            print(outcome, format);
+            print(outcome, format, timing);
         }
     }
     if session.in_transaction() {
@@ -48,11 +50,18 @@ pub(super) async fn sql(
     })
 }
 
-fn print(outcome: query::Outcome, format: Format) {
+fn print(outcome: query::Outcome, format: Format, timing: bool) {
     match outcome {
-        query::Outcome::Rows { schema, batches } => {
+        query::Outcome::Rows {
+            schema,
+            batches,
+            elapsed,
+        } => {
             let text = output::from_batches(&schema, &batches).render(format);
             let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            if timing {
+                eprintln!("Time: {:.3} ms", elapsed.as_secs_f64() * 1000.0);
+            }
         }
         query::Outcome::Set(what) => eprintln!("omnigraph: {what}"),
         query::Outcome::Tag(tag) => eprintln!("{tag}"),
@@ -64,7 +73,11 @@ fn history_file() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".omnigraph_history"))
 }
 
-async fn interactive(session: &mut QuerySession, format: Format) -> Result<Outcome, CliError> {
+async fn interactive(
+    session: &mut QuerySession,
+    format: Format,
+    mut timing: bool,
+) -> Result<Outcome, CliError> {
     use rustyline::error::ReadlineError;
     let terminal = |e: ReadlineError| CliError::Read {
         path: "the terminal".into(),
@@ -98,6 +111,11 @@ async fn interactive(session: &mut QuerySession, format: Format) -> Result<Outco
         let trimmed = line.trim();
         if buf.is_empty() && trimmed.starts_with('\\') {
             let _ = editor.add_history_entry(trimmed);
+            if trimmed == "\\timing" {
+                timing = !timing;
+                eprintln!("Timing is {}.", if timing { "on" } else { "off" });
+                continue;
+            }
             match meta(session, trimmed, format).await {
                 Ok(true) => continue,
                 Ok(false) => break,
@@ -117,7 +135,7 @@ async fn interactive(session: &mut QuerySession, format: Format) -> Result<Outco
         }
         let _ = editor.add_history_entry(buf.trim_end());
         match session.run(&buf).await {
-            Ok(outcomes) => outcomes.into_iter().for_each(|o| print(o, format)),
+            Ok(outcomes) => outcomes.into_iter().for_each(|o| print(o, format, timing)),
             Err(e) => eprintln!("ERROR: {e}"),
         }
         buf.clear();

@@ -74,6 +74,8 @@ pub enum Outcome {
     Rows {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
+        /// Planning, execution and collecting the rows (not printing them).
+        elapsed: std::time::Duration,
     },
     /// A `SET omnigraph.branch` / `omnigraph.commit`: what is read now.
     Set(String),
@@ -192,20 +194,6 @@ impl QuerySession {
 
     async fn statement(&mut self, stmt: Statement) -> Result<Outcome, QueryError> {
         let text = stmt.to_string();
-        if let Some((name, value)) = set_statement(&text) {
-            match name.as_str() {
-                "omnigraph.commit_message" => {
-                    self.message = value;
-                    return Ok(Outcome::Tag("SET".into()));
-                }
-                "omnigraph.staging_memory" => {
-                    self.staging_memory =
-                        Some(parse_memory(&value).map_err(QueryError::Unsupported)?);
-                    return Ok(Outcome::Tag("SET".into()));
-                }
-                _ => {}
-            }
-        }
         if let Some(commit) = transaction_statement(&text) {
             return match commit {
                 None => self.begin().await,
@@ -213,12 +201,23 @@ impl QuerySession {
             };
         }
         if let Some((name, value)) = set_statement(&text) {
-            if self.txn.is_some() {
-                return Err(QueryError::Unsupported(format!(
-                    "SET {name} inside a transaction: COMMIT or ROLLBACK first"
-                )));
+            // Write settings may change inside a transaction (the message
+            // applies at COMMIT, staging memory from the next transaction
+            // on); what is read may not.
+            match name.as_str() {
+                "omnigraph.commit_message" => self.message = value,
+                "omnigraph.staging_memory" => {
+                    self.staging_memory =
+                        Some(parse_memory(&value).map_err(QueryError::Unsupported)?);
+                }
+                _ if self.txn.is_some() => {
+                    return Err(QueryError::Unsupported(format!(
+                        "SET {name} inside a transaction: COMMIT or ROLLBACK first"
+                    )));
+                }
+                _ => return self.set(&name, &value).await,
             }
-            return self.set(&name, &value).await;
+            return Ok(Outcome::Tag("SET".into()));
         }
         let result = self.planned(stmt).await;
         if result.is_err()
@@ -250,6 +249,7 @@ impl QuerySession {
                 (snap, ctx)
             }
         };
+        let started = std::time::Instant::now();
         let plan = ctx.state().statement_to_plan(stmt).await?;
         if let LogicalPlan::Dml(d) = &plan {
             return self.dml(&ctx, &snap, d).await;
@@ -258,7 +258,11 @@ impl QuerySession {
         let df = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
-        Ok(Outcome::Rows { schema, batches })
+        Ok(Outcome::Rows {
+            schema,
+            batches,
+            elapsed: started.elapsed(),
+        })
     }
 
     fn branch(&self) -> Result<String, QueryError> {
