@@ -59,6 +59,7 @@ SQL
 log "The same graph from the omnigraph command"
 as_postgres "omnigraph branch list '$GRAPH_DIR'"
 as_postgres "omnigraph log '$GRAPH_DIR' --limit 3"
+as_postgres "omnigraph sql '$GRAPH_DIR' -c 'SELECT p.name, c.name AS company FROM works_at w JOIN person p ON p.id = w.src JOIN company c ON c.id = w.dst ORDER BY 1'"
 
 echo
 echo "Done. Connect with:"
