@@ -29,6 +29,15 @@ impl ReadRef {
     pub fn main() -> ReadRef {
         ReadRef::Branch(MAIN.to_string())
     }
+
+    /// A ref as users write one: a commit id (a ULID) or a branch name.
+    pub fn parse(r: &str) -> ReadRef {
+        if crate::manifest::is_commit_id(r) {
+            ReadRef::Commit(r.to_string())
+        } else {
+            ReadRef::Branch(r.to_string())
+        }
+    }
 }
 
 impl std::fmt::Display for ReadRef {

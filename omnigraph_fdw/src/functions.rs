@@ -109,14 +109,6 @@ fn open_to_change(server: &str, function: &str) -> (Server, Graph) {
 
 /// Resolve `from_ref`: a commit id, or else a branch name. Branch names can
 /// never have the form of a commit id, so the two cannot be confused.
-fn resolve_ref(from_ref: &str) -> ReadRef {
-    if omnigraph_engine::is_commit_id(from_ref) {
-        ReadRef::Commit(from_ref.to_string())
-    } else {
-        ReadRef::Branch(from_ref.to_string())
-    }
-}
-
 /// Create an empty graph at the server's `uri` from `.pg` schema text.
 /// Returns the id of the graph's first commit.
 ///
@@ -200,7 +192,7 @@ fn omnigraph_branch_create(server: &str, name: &str, from_ref: default!(&str, "'
             &ctx,
         );
     }
-    let from = graphs::snapshot_for(server, &s.uri, &resolve_ref(from_ref), &ctx);
+    let from = graphs::snapshot_for(server, &s.uri, &ReadRef::parse(from_ref), &ctx);
     let pending = run(&ctx, g.branch_create_pending(name, &from));
     let head = pending.snapshot().commit().id.clone();
     crate::txn::branch_created(server, &s.uri, pending);
@@ -389,7 +381,7 @@ fn omnigraph_diff(
     ),
 > {
     let (s, _) = open(server);
-    let (from, to) = (resolve_ref(from_ref), resolve_ref(to_ref));
+    let (from, to) = (ReadRef::parse(from_ref), ReadRef::parse(to_ref));
     let ctx = format!("server {server}: diff of '{from_ref}' and '{to_ref}'");
     let from_snap = graphs::snapshot_for(server, &s.uri, &from, &ctx);
     let to_snap = graphs::snapshot_for(server, &s.uri, &to, &ctx);
@@ -434,11 +426,11 @@ fn omnigraph_diff(
 fn omnigraph_merge_base(server: &str, a: &str, b: &str) -> Option<String> {
     let (s, g) = open(server);
     let ctx = format!("server {server}: merge base of '{a}' and '{b}'");
-    let x = graphs::snapshot_for(server, &s.uri, &resolve_ref(a), &ctx)
+    let x = graphs::snapshot_for(server, &s.uri, &ReadRef::parse(a), &ctx)
         .commit()
         .id
         .clone();
-    let y = graphs::snapshot_for(server, &s.uri, &resolve_ref(b), &ctx)
+    let y = graphs::snapshot_for(server, &s.uri, &ReadRef::parse(b), &ctx)
         .commit()
         .id
         .clone();

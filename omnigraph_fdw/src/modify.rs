@@ -66,7 +66,7 @@ fn state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> Option<&'a mut ModifyState> {
 }
 
 fn is_system(kind: TypeKind, graph_name: &str) -> bool {
-    graph_name == "id" || (kind == TypeKind::Edge && (graph_name == "src" || graph_name == "dst"))
+    omnigraph_engine::value::system_columns(kind).contains(&graph_name)
 }
 
 /// The branch a table writes, or an error for a table pinned to a commit.

@@ -22,7 +22,6 @@ use std::time::Duration;
 use clap::Parser;
 use omnigraph_engine::{
     Error as EngineError, Graph, GraphOptions, LoadMode, MergeStatus, OnConflict, ReadRef, Side,
-    is_commit_id,
 };
 
 pub use args::parse_duration;
@@ -207,15 +206,6 @@ fn absolute(uri: &str) -> String {
     }
 }
 
-/// A branch name or a commit id.
-fn read_ref(r: &str) -> ReadRef {
-    if is_commit_id(r) {
-        ReadRef::Commit(r.to_string())
-    } else {
-        ReadRef::Branch(r.to_string())
-    }
-}
-
 fn actor(global: &Global) -> String {
     global
         .actor
@@ -301,7 +291,7 @@ async fn run(cli: Cli) -> Result<Outcome, CliError> {
             let text = read_text(&file)?;
             let g = open(&uri, global).await?;
             if let Some(from) = from {
-                g.branch_create(&branch, &read_ref(&from)).await?;
+                g.branch_create(&branch, &ReadRef::parse(&from)).await?;
             }
             let _p = Progress::start(format!("loading {} into {branch}", file.display()));
             let summary = g
@@ -357,8 +347,12 @@ async fn run(cli: Cli) -> Result<Outcome, CliError> {
         }
         Verb::Diff { uri, from, to } => {
             let g = open(&uri, global).await?;
-            let a = Side::new(from.clone(), g.snapshot(&read_ref(&from)).await?, None);
-            let b = Side::new(to.clone(), g.snapshot(&read_ref(&to)).await?, None);
+            let a = Side::new(
+                from.clone(),
+                g.snapshot(&ReadRef::parse(&from)).await?,
+                None,
+            );
+            let b = Side::new(to.clone(), g.snapshot(&ReadRef::parse(&to)).await?, None);
             let _p = Progress::start(format!("comparing {from} and {to}"));
             let diff = g.diff(&a, &b).await?;
             let mut t = Table::new(&["type_name", "id", "change", "properties", "before", "after"]);
@@ -545,7 +539,7 @@ async fn branch(action: BranchAction, global: &Global) -> Result<Outcome, CliErr
     match action {
         BranchAction::Create { uri, name, from } => {
             let g = open(&uri, global).await?;
-            let b = g.branch_create(&name, &read_ref(&from)).await?;
+            let b = g.branch_create(&name, &ReadRef::parse(&from)).await?;
             t.push(vec![
                 Cell::Text(b.name),
                 Cell::Text(b.head_commit),
@@ -576,8 +570,8 @@ async fn branch(action: BranchAction, global: &Global) -> Result<Outcome, CliErr
 }
 
 async fn merge_conflicts(g: &Graph, source: &str, target: &str) -> Result<Outcome, CliError> {
-    let theirs = Side::new(source, g.snapshot(&read_ref(source)).await?, None);
-    let ours = Side::new(target, g.snapshot(&read_ref(target)).await?, None);
+    let theirs = Side::new(source, g.snapshot(&ReadRef::parse(source)).await?, None);
+    let ours = Side::new(target, g.snapshot(&ReadRef::parse(target)).await?, None);
     let plan = g.plan_merge(&theirs, &ours, OnConflict::Fail).await?;
     let mut t = Table::new(&[
         "type_name",

@@ -4,6 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 
+use omnigraph_engine::schema::TypeKind;
 use omnigraph_engine::{Graph, ReadRef};
 
 use super::output::{self, Cell, Format, Table};
@@ -40,14 +41,20 @@ pub(super) async fn sql(
             print(outcome, format, timing);
         }
     }
+    Ok(finish(&session))
+}
+
+/// The end of a session: a transaction left open is rolled back (it is
+/// dropped with the session), and says so.
+fn finish(session: &QuerySession) -> Outcome {
     if session.in_transaction() {
         eprintln!("WARNING: the transaction was not committed: rolled back");
     }
-    Ok(Outcome {
+    Outcome {
         table: None,
         notes: Vec::new(),
         code: 0,
-    })
+    }
 }
 
 fn print(outcome: query::Outcome, format: Format, timing: bool) {
@@ -143,14 +150,7 @@ async fn interactive(
     if let Some(h) = &history {
         let _ = editor.save_history(h);
     }
-    if session.in_transaction() {
-        eprintln!("WARNING: the transaction was not committed: rolled back");
-    }
-    Ok(Outcome {
-        table: None,
-        notes: Vec::new(),
-        code: 0,
-    })
+    Ok(finish(session))
 }
 
 /// A backslash command; `Ok(false)` quits.
@@ -168,7 +168,10 @@ async fn meta(
                 t.push(vec![
                     Cell::Text(info.name),
                     Cell::Text(info.type_name),
-                    Cell::text(info.kind),
+                    Cell::text(match info.kind {
+                        TypeKind::Node => "node",
+                        TypeKind::Edge => "edge",
+                    }),
                 ]);
             }
             t

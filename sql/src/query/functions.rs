@@ -25,7 +25,7 @@ use omnigraph_engine::deps::lance::deps::datafusion::execution::context::Session
 use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::Expr;
 use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::ExecutionPlan;
 use omnigraph_engine::deps::lance::deps::datafusion::scalar::ScalarValue;
-use omnigraph_engine::{Graph, OnConflict, ReadRef, Side, is_commit_id};
+use omnigraph_engine::{Graph, OnConflict, ReadRef, Side};
 
 use super::table::engine_error;
 
@@ -145,14 +145,6 @@ impl TableFunctionImpl for Function {
             call,
             graph: self.graph.clone(),
         }))
-    }
-}
-
-fn read_ref(r: &str) -> ReadRef {
-    if is_commit_id(r) {
-        ReadRef::Commit(r.to_string())
-    } else {
-        ReadRef::Branch(r.to_string())
     }
 }
 
@@ -331,8 +323,8 @@ impl FunctionTable {
                 .map(|b| vec![text(b.name), text(b.head_commit), V::Time(b.created_at_us)])
                 .collect(),
             Call::Diff { from, to } => {
-                let a = Side::new(from.clone(), g.snapshot(&read_ref(from)).await?, None);
-                let b = Side::new(to.clone(), g.snapshot(&read_ref(to)).await?, None);
+                let a = Side::new(from.clone(), g.snapshot(&ReadRef::parse(from)).await?, None);
+                let b = Side::new(to.clone(), g.snapshot(&ReadRef::parse(to)).await?, None);
                 g.diff(&a, &b)
                     .await?
                     .changes
@@ -350,8 +342,16 @@ impl FunctionTable {
                     .collect()
             }
             Call::MergeConflicts { source, target } => {
-                let theirs = Side::new(source.clone(), g.snapshot(&read_ref(source)).await?, None);
-                let ours = Side::new(target.clone(), g.snapshot(&read_ref(target)).await?, None);
+                let theirs = Side::new(
+                    source.clone(),
+                    g.snapshot(&ReadRef::parse(source)).await?,
+                    None,
+                );
+                let ours = Side::new(
+                    target.clone(),
+                    g.snapshot(&ReadRef::parse(target)).await?,
+                    None,
+                );
                 g.plan_merge(&theirs, &ours, OnConflict::Fail)
                     .await?
                     .conflicts

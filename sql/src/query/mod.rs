@@ -33,6 +33,7 @@ use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::{
     DdlStatement, DmlStatement, Expr as DfExpr, LogicalPlan, LogicalPlanBuilder, WriteOp,
 };
 use omnigraph_engine::deps::lance::deps::datafusion::sql::parser::{DFParser, Statement};
+use omnigraph_engine::schema::TypeKind;
 use omnigraph_engine::{Graph, ReadRef, Snapshot, WriteTxn, is_commit_id};
 
 use table::GraphTable;
@@ -89,7 +90,7 @@ pub enum Outcome {
 pub struct TableInfo {
     pub name: String,
     pub type_name: String,
-    pub kind: &'static str,
+    pub kind: TypeKind,
 }
 
 /// SQL over one graph, reading a branch head or a commit.
@@ -150,10 +151,7 @@ impl QuerySession {
             .map(|t| TableInfo {
                 name: crate::names::pg_name(t),
                 type_name: t.to_string(),
-                kind: match catalog.kind_of(t) {
-                    Some(omnigraph_engine::schema::TypeKind::Edge) => "edge",
-                    _ => "node",
-                },
+                kind: catalog.kind_of(t).unwrap_or(TypeKind::Node),
             })
             .collect()
     }
@@ -339,14 +337,17 @@ impl QuerySession {
         // A commit is read-only: say so before reading anything.
         self.branch()?;
         let (_, gt) = GraphTable::new(snap, &info.type_name, None)?;
-        let (tag, op) = match &d.op {
-            WriteOp::Insert(InsertOp::Append) => ("INSERT 0", Op::Insert),
+        // UPDATE and DELETE read only the ids and the assigned values.
+        let (tag, op, keep) = match &d.op {
+            WriteOp::Insert(InsertOp::Append) => ("INSERT 0", Op::Insert, None),
             WriteOp::Update => {
-                let cols = gt.graph_names(&assigned_columns(&d.input)?);
+                let assigned = assigned_columns(&d.input)?;
+                let cols = gt.graph_names(&assigned);
                 check_updatable(snap, &info, &cols)?;
-                ("UPDATE", Op::Update(cols))
+                let keep = std::iter::once("id".to_string()).chain(assigned).collect();
+                ("UPDATE", Op::Update(cols), Some(keep))
             }
-            WriteOp::Delete => ("DELETE", Op::Delete),
+            WriteOp::Delete => ("DELETE", Op::Delete, Some(vec!["id".to_string()])),
             other => {
                 return Err(QueryError::Unsupported(format!(
                     "{} is not supported in `omnigraph sql`",
@@ -354,14 +355,9 @@ impl QuerySession {
                 )));
             }
         };
-        // UPDATE and DELETE need only the ids and the assigned values.
-        let input = match &op {
-            Op::Insert => (*d.input).clone(),
-            Op::Update(_) | Op::Delete => {
-                let mut keep = vec!["id".to_string()];
-                if let WriteOp::Update = d.op {
-                    keep.extend(assigned_columns(&d.input)?);
-                }
+        let input = match keep {
+            None => (*d.input).clone(),
+            Some(keep) => {
                 let exprs: Vec<DfExpr> = keep
                     .iter()
                     .map(|c| DfExpr::Column(DfColumn::from_name(c.as_str())))
@@ -382,7 +378,7 @@ impl QuerySession {
         for b in &batches {
             for r in omnigraph_engine::value::batch_to_records(&gt.graph_batch(b)?)? {
                 n += 1;
-                if matches!(op, Op::Delete) && info.kind == "node" {
+                if matches!(op, Op::Delete) && info.kind == TypeKind::Node {
                     deleted.push(r.id.clone());
                 }
                 stage(write, &info, r, &op).await?;
@@ -498,7 +494,7 @@ fn check_updatable(snap: &Snapshot, info: &TableInfo, cols: &[String]) -> Result
         .and_then(|n| n.key.clone())
         .unwrap_or_default();
     for c in cols {
-        let system = c == "id" || (info.kind == "edge" && (c == "src" || c == "dst"));
+        let system = omnigraph_engine::value::system_columns(info.kind).contains(&c.as_str());
         if system || key.contains(c) {
             let what = if system {
                 "a system column"
