@@ -1,62 +1,44 @@
 //! Engine errors as Postgres errors: one mapping to SQLSTATE, message,
 //! detail and hint, so every entry point reports the same way.
 
-use omnigraph_engine::{Error, ViolationKind};
+use omnigraph_engine::Error;
 use pgrx::PgSqlErrorCode as C;
 
 use crate::pg::raise;
 
-/// SQLSTATE, detail and hint for an engine error.
+/// SQLSTATE, detail and hint for an engine error: the code and detail
+/// are the ones every frontend reports (`omnigraph_sql::sqlstate`); the
+/// hint names the SQL function that helps.
 pub fn classify(e: &Error) -> (C, Option<String>, Option<String>) {
-    match e {
-        // The detail is the excerpt with the caret (the message has the rest).
-        Error::Schema(s) => (C::ERRCODE_SYNTAX_ERROR, Some(s.to_string().lines().skip(1).collect::<Vec<_>>().join("\n")), None),
-        Error::Validation(v) => {
-            let code = match v.kind {
-                ViolationKind::DuplicateKey | ViolationKind::UniqueViolation => C::ERRCODE_UNIQUE_VIOLATION,
-                ViolationKind::DanglingEdge => C::ERRCODE_FOREIGN_KEY_VIOLATION,
-                ViolationKind::MissingRequired => C::ERRCODE_NOT_NULL_VIOLATION,
-                ViolationKind::InvalidEnum => C::ERRCODE_INVALID_TEXT_REPRESENTATION,
-                ViolationKind::InvalidValue => C::ERRCODE_INVALID_PARAMETER_VALUE,
-                ViolationKind::ConstraintViolation | ViolationKind::Cardinality => C::ERRCODE_CHECK_VIOLATION,
-                ViolationKind::UnknownProperty => C::ERRCODE_UNDEFINED_COLUMN,
-                ViolationKind::KeyUpdate => C::ERRCODE_FEATURE_NOT_SUPPORTED,
-                ViolationKind::NotFound => C::ERRCODE_NO_DATA_FOUND,
-            };
-            let detail = format!("type {}, property {}, value {}", v.type_name, v.property, v.value);
-            (code, Some(detail), None)
-        }
-        Error::Load { .. } => (C::ERRCODE_INVALID_TEXT_REPRESENTATION, None, None),
-        Error::UnknownType { .. } => (C::ERRCODE_UNDEFINED_OBJECT, None, None),
-        Error::GraphNotFound { .. } => (
-            C::ERRCODE_UNDEFINED_OBJECT,
-            None,
-            Some("Create one with SELECT omnigraph_create_graph('server', 'schema text'), or fix the server's uri option.".into()),
+    let (sqlstate, detail) = omnigraph_sql::sqlstate::classify(e);
+    let hint = match e {
+        Error::GraphNotFound { .. } => Some(
+            "Create one with SELECT omnigraph_create_graph('server', 'schema text'), or fix the server's uri option.",
         ),
-        Error::GraphExists { .. } => (C::ERRCODE_DUPLICATE_OBJECT, None, None),
         Error::BranchNotFound { .. } => {
-            (C::ERRCODE_UNDEFINED_OBJECT, None, Some("SELECT * FROM omnigraph_branch_list('server') lists the branches.".into()))
+            Some("SELECT * FROM omnigraph_branch_list('server') lists the branches.")
         }
-        Error::BranchExists { .. } => (C::ERRCODE_DUPLICATE_OBJECT, None, None),
-        Error::InvalidBranchName { .. } => (C::ERRCODE_INVALID_PARAMETER_VALUE, None, None),
-        Error::CannotDeleteMain => (C::ERRCODE_FEATURE_NOT_SUPPORTED, None, None),
         Error::CommitNotFound { .. } => {
-            (C::ERRCODE_UNDEFINED_OBJECT, None, Some("SELECT * FROM omnigraph_log('server', 'branch') lists commits.".into()))
+            Some("SELECT * FROM omnigraph_log('server', 'branch') lists commits.")
         }
-        Error::VersionReclaimed { .. } => (C::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, None, None),
-        Error::Conflict { .. } => (C::ERRCODE_T_R_SERIALIZATION_FAILURE, None, Some("Retry the transaction.".into())),
-        Error::LockTimeout { .. } => (C::ERRCODE_LOCK_NOT_AVAILABLE, None, Some("Raise omnigraph.lock_timeout or retry.".into())),
-        Error::Cancelled => (C::ERRCODE_QUERY_CANCELED, None, None),
-        Error::ResourceLimit(_) => (
-            C::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-            None,
-            Some("Raise temp_file_limit, or split the transaction.".into()),
-        ),
-        Error::Unsupported(_) => (C::ERRCODE_FEATURE_NOT_SUPPORTED, None, None),
-        Error::InvalidArgument(_) => (C::ERRCODE_INVALID_PARAMETER_VALUE, None, None),
-        Error::Storage(_) | Error::Io(_) => (C::ERRCODE_IO_ERROR, None, None),
-        Error::Internal(_) => (C::ERRCODE_INTERNAL_ERROR, None, None),
-    }
+        Error::Conflict { .. } => Some("Retry the transaction."),
+        Error::LockTimeout { .. } => Some("Raise omnigraph.lock_timeout or retry."),
+        Error::ResourceLimit(_) => Some("Raise temp_file_limit, or split the transaction."),
+        _ => None,
+    };
+    (code(sqlstate), detail, hint.map(String::from))
+}
+
+/// Postgres's error code for a five-character SQLSTATE (MAKE_SQLSTATE).
+pub fn code(sqlstate: &str) -> C {
+    let packed = sqlstate
+        .bytes()
+        .take(5)
+        .enumerate()
+        .fold(0i32, |acc, (i, b)| {
+            acc | ((((b as i32) - ('0' as i32)) & 0x3F) << (6 * i))
+        });
+    C::from(packed)
 }
 
 /// Report an engine error as an ERROR; `context` names the object acted on.

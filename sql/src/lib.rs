@@ -13,7 +13,9 @@
 //!   classification (Exact / Unsupported) and its Lance filter text.
 //! - [`query`]: SQL over a graph on DataFusion (the standalone frontend's
 //!   tables, pushdown through [`filter`], statements).
-//! - [`cli`]: the `omnigraph` command (admin verbs, the SQL shell).
+//! - [`sqlstate`]: engine errors as SQLSTATEs, for every frontend.
+//! - [`server`]: `omnigraph serve`, the Postgres wire protocol over [`query`].
+//! - [`cli`]: the `omnigraph` command (admin verbs, the SQL shell, the server).
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +25,8 @@ pub mod filter;
 pub mod names;
 pub mod options;
 pub mod query;
+pub mod server;
+pub mod sqlstate;
 pub mod staged;
 pub mod stats;
 pub mod types;

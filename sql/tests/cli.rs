@@ -26,6 +26,7 @@ fn omnigraph_with_stdin(args: &[&str], stdin: Option<&str>) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_omnigraph"))
         .args(args)
         .env("OMNIGRAPH_ACTOR", "ci-bot")
+        .env_remove("OMNIGRAPH_PASSWORD")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -333,7 +334,23 @@ fn errors_say_what_to_fix_and_exit_non_zero() {
         1,
         &["does not exist"],
     );
-    fail(&["serve", g], 1, &["`omnigraph serve` is not built yet"]);
+    // serve: refuses a public address without a password, a bad size, an
+    // address it cannot use (tests/test_server.py runs it with clients).
+    fail(
+        &["serve", g, "--listen", "0.0.0.0:0"],
+        1,
+        &["without a password", "OMNIGRAPH_PASSWORD"],
+    );
+    fail(
+        &["serve", g, "--session-memory", "1 parsec"],
+        1,
+        &["invalid unit"],
+    );
+    fail(
+        &["serve", g, "--listen", "256.1.1.1:5433"],
+        1,
+        &["cannot listen on 256.1.1.1:5433", "--listen"],
+    );
 
     // Usage errors: exit status 2, clap's message.
     fail(&["load", g], 2, &["FILE"]);

@@ -48,7 +48,7 @@ async fn rows(s: &mut QuerySession, sql: &str) -> Vec<Vec<String>> {
 fn tags(out: Vec<Outcome>) -> Vec<String> {
     out.into_iter()
         .filter_map(|o| match o {
-            Outcome::Tag(t) => Some(t.split(" (").next().unwrap().to_string()),
+            Outcome::Tag(t) => Some(t.tag),
             _ => None,
         })
         .collect()

@@ -163,8 +163,36 @@ pub enum Verb {
         #[arg(long)]
         timing: bool,
     },
-    /// Serve the graph over the PostgreSQL wire protocol (not built yet).
-    Serve { uri: String },
+    /// Serve the graph over the PostgreSQL wire protocol: psql, drivers
+    /// and BI tools connect to database `NAME` (the graph directory's name)
+    /// or `NAME/BRANCH`.
+    ///
+    /// A password is required on any address but loopback: set
+    /// $OMNIGRAPH_PASSWORD or --password-file, then clients authenticate
+    /// with SCRAM-SHA-256. Runs until stopped (Ctrl-C, SIGTERM); open
+    /// transactions then roll back.
+    Serve {
+        uri: String,
+        /// Address and port to listen on (port 0 picks a free one; the
+        /// address chosen is printed).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5433")]
+        listen: String,
+        /// Refuse connections beyond this many (53300, as Postgres).
+        #[arg(long, value_name = "N", default_value_t = 64)]
+        max_connections: usize,
+        /// The user name clients log in as when a password is set
+        /// [default: any].
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// A file whose first line is the password (else
+        /// $OMNIGRAPH_PASSWORD).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Memory one session's query may use for sorts, joins and
+        /// aggregates before it fails (53200), e.g. `512MB`.
+        #[arg(long, value_name = "SIZE", default_value = "512MB")]
+        session_memory: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

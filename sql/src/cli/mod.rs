@@ -47,10 +47,12 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`omnigraph {0}` is not built yet")]
-    NotBuilt(&'static str),
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Serve(#[from] crate::server::ServeError),
 }
 
 impl CliError {
@@ -62,11 +64,8 @@ impl CliError {
             }
             CliError::Query(_) => return None,
             CliError::Read { .. } => "check the path and its permissions".into(),
-            CliError::NotBuilt(_) => {
-                "use the PostgreSQL extension (omnigraph_fdw), or `omnigraph sql`, in the meantime"
-                    .into()
-            }
-            CliError::Runtime(_) => return None,
+            CliError::Runtime(_) | CliError::Usage(_) => return None,
+            CliError::Serve(e) => return e.hint(),
         })
     }
 }
@@ -184,7 +183,7 @@ impl Verb {
             | Verb::Cleanup { uri, .. }
             | Verb::Recover { uri, .. }
             | Verb::Sql { uri, .. }
-            | Verb::Serve { uri } => uri,
+            | Verb::Serve { uri, .. } => uri,
             Verb::Branch { action } => match action {
                 BranchAction::Create { uri, .. }
                 | BranchAction::List { uri }
@@ -521,7 +520,46 @@ async fn run(cli: Cli) -> Result<Outcome, CliError> {
             ))
             .await
         }
-        Verb::Serve { .. } => Err(CliError::NotBuilt("serve")),
+        Verb::Serve {
+            uri,
+            listen,
+            max_connections,
+            user,
+            password_file,
+            session_memory,
+        } => {
+            let password = match password_file {
+                Some(f) => Some(
+                    read_text(&f)?
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+                None => std::env::var("OMNIGRAPH_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty()),
+            };
+            let config = crate::server::ServeConfig {
+                listen,
+                max_connections,
+                user,
+                password,
+                session_memory: crate::query::parse_memory(&session_memory)
+                    .map_err(CliError::Usage)?,
+            };
+            let g = open(&uri, global).await?;
+            crate::server::serve(g, &uri, config, |addr, name| {
+                eprintln!("omnigraph: serving {uri} on {addr}: connect to database \"{name}\" or \"{name}/BRANCH\"");
+                eprintln!("omnigraph: listening on {addr}");
+            })
+            .await?;
+            Ok(Outcome {
+                table: None,
+                notes: vec!["stopped".into()],
+                code: 0,
+            })
+        }
     }
 }
 

@@ -70,6 +70,8 @@ fn print(outcome: query::Outcome, format: Format, timing: bool) {
                 eprintln!("Time: {:.3} ms", elapsed.as_secs_f64() * 1000.0);
             }
         }
+        // The shell never asks for a stream.
+        query::Outcome::Stream { .. } => {}
         query::Outcome::Set(what) => eprintln!("omnigraph: {what}"),
         query::Outcome::Tag(tag) => eprintln!("{tag}"),
     }

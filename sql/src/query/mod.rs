@@ -22,9 +22,11 @@ pub mod table;
 use std::sync::Arc;
 
 use omnigraph_engine::deps::arrow_array::RecordBatch;
-use omnigraph_engine::deps::arrow_schema::SchemaRef;
+use omnigraph_engine::deps::arrow_schema::{DataType, SchemaRef};
 use omnigraph_engine::deps::lance::deps::datafusion::common::Column as DfColumn;
 use omnigraph_engine::deps::lance::deps::datafusion::common::DataFusionError;
+use omnigraph_engine::deps::lance::deps::datafusion::common::ParamValues;
+use omnigraph_engine::deps::lance::deps::datafusion::execution::SendableRecordBatchStream;
 use omnigraph_engine::deps::lance::deps::datafusion::execution::context::{
     SQLOptions, SessionContext,
 };
@@ -33,6 +35,7 @@ use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::{
     DdlStatement, DmlStatement, Expr as DfExpr, LogicalPlan, LogicalPlanBuilder, WriteOp,
 };
 use omnigraph_engine::deps::lance::deps::datafusion::sql::parser::{DFParser, Statement};
+use omnigraph_engine::deps::lance::deps::datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use omnigraph_engine::schema::TypeKind;
 use omnigraph_engine::{Graph, ReadRef, Snapshot, WriteTxn, is_commit_id};
 
@@ -48,6 +51,11 @@ pub enum QueryError {
     /// A construct the frontend does not support, named.
     #[error("{0}")]
     Unsupported(String),
+    /// A statement after a failed one in the same transaction.
+    #[error(
+        "current transaction is aborted, commands ignored until end of transaction block (ROLLBACK)"
+    )]
+    Aborted,
 }
 
 impl From<DataFusionError> for QueryError {
@@ -70,7 +78,6 @@ impl From<DataFusionError> for QueryError {
 }
 
 /// What one statement gave.
-#[derive(Debug)]
 pub enum Outcome {
     Rows {
         schema: SchemaRef,
@@ -78,11 +85,93 @@ pub enum Outcome {
         /// Planning, execution and collecting the rows (not printing them).
         elapsed: std::time::Duration,
     },
+    /// Rows still to be read ([`QuerySession::set_streaming`]): the
+    /// statement's plan runs as the stream is polled, so memory stays
+    /// bounded by the plan, not the result.
+    Stream {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+    },
     /// A `SET omnigraph.branch` / `omnigraph.commit`: what is read now.
     Set(String),
-    /// What a write or transaction statement did, as Postgres's command
-    /// tag (`INSERT 0 3`, `COMMIT`).
-    Tag(String),
+    /// What a write, transaction or SET statement did.
+    Tag(Command),
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Rows {
+                schema, batches, ..
+            } => f
+                .debug_struct("Rows")
+                .field("schema", schema)
+                .field("batches", &batches.len())
+                .finish(),
+            Outcome::Stream { schema, .. } => {
+                f.debug_struct("Stream").field("schema", schema).finish()
+            }
+            Outcome::Set(s) => f.debug_tuple("Set").field(s).finish(),
+            Outcome::Tag(c) => f.debug_tuple("Tag").field(c).finish(),
+        }
+    }
+}
+
+/// A statement's command tag, as Postgres reports it, and what else the
+/// shell prints about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// Postgres's command tag: `INSERT 0 3`, `UPDATE 2`, `COMMIT`.
+    pub tag: String,
+    /// The commit a statement or COMMIT made.
+    pub commit: Option<String>,
+    /// Edges deleted with the nodes a DELETE removed.
+    pub incident_edges: u64,
+    /// A WARNING Postgres would raise (BEGIN inside a transaction).
+    pub warning: Option<String>,
+    /// Whether the statement opened or ended a transaction.
+    pub txn: TxnChange,
+}
+
+/// How a statement changed the session's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnChange {
+    None,
+    Begin,
+    End,
+}
+
+impl Command {
+    fn new(tag: impl Into<String>) -> Command {
+        Command {
+            tag: tag.into(),
+            commit: None,
+            incident_edges: 0,
+            warning: None,
+            txn: TxnChange::None,
+        }
+    }
+
+    fn txn(mut self, txn: TxnChange) -> Command {
+        self.txn = txn;
+        self
+    }
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(w) = &self.warning {
+            return f.write_str(w);
+        }
+        f.write_str(&self.tag)?;
+        if self.incident_edges > 0 {
+            write!(f, " (and {} incident edge(s))", self.incident_edges)?;
+        }
+        if let Some(c) = &self.commit {
+            write!(f, " (commit {c})")?;
+        }
+        Ok(())
+    }
 }
 
 /// A table as `\d` lists it.
@@ -105,6 +194,11 @@ pub struct QuerySession {
     /// `SET omnigraph.staging_memory`: bytes of staged rows kept in memory
     /// before inserts spill (the engine's default when unset).
     staging_memory: Option<usize>,
+    /// The context statements plan in (the server's, with `pg_catalog`);
+    /// a plain one per statement when `None`.
+    base: Option<SessionContext>,
+    /// Return rows as a stream instead of collected batches.
+    streaming: bool,
 }
 
 struct Txn {
@@ -130,7 +224,51 @@ impl QuerySession {
             txn: None,
             message: String::new(),
             staging_memory: None,
+            base: None,
+            streaming: false,
         })
+    }
+
+    /// Plan every statement in `ctx` (its catalogs, functions and
+    /// settings), with the graph's tables registered in its default schema
+    /// at each statement's snapshot.
+    pub fn set_context(&mut self, ctx: SessionContext) {
+        self.base = Some(ctx);
+    }
+
+    /// Give rows as [`Outcome::Stream`] instead of [`Outcome::Rows`].
+    pub fn set_streaming(&mut self, streaming: bool) {
+        self.streaming = streaming;
+    }
+
+    /// The graph read.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The context statements plan in (a plain one when none was set).
+    pub fn context(&self) -> SessionContext {
+        self.base.clone().unwrap_or_default()
+    }
+
+    /// The context with the graph's tables as the next statement would
+    /// read them (for catalog lookups about them).
+    pub async fn current_context(&self) -> Result<SessionContext, QueryError> {
+        Ok(self.statement_context().await?.1)
+    }
+
+    /// Mark the open transaction failed (a statement the frontend could
+    /// not even parse), as Postgres does.
+    pub fn fail_transaction(&mut self) {
+        if let Some(t) = &mut self.txn {
+            t.failed = true;
+        }
+    }
+
+    /// Whether the open transaction failed (only ROLLBACK or COMMIT, which
+    /// rolls back, are accepted).
+    pub fn transaction_failed(&self) -> bool {
+        self.txn.as_ref().is_some_and(|t| t.failed)
     }
 
     /// Whether a transaction is open (BEGIN without COMMIT or ROLLBACK yet).
@@ -185,12 +323,61 @@ impl QuerySession {
         for stmt in statements {
             // Boxed: a statement's future (DataFusion planning, scans,
             // commits) is large and deep; callers keep a small one.
-            out.push(Box::pin(self.statement(stmt)).await?);
+            out.push(Box::pin(self.statement(stmt, None)).await?);
         }
         Ok(out)
     }
 
-    async fn statement(&mut self, stmt: Statement) -> Result<Outcome, QueryError> {
+    /// Run one parsed statement, its `$n` placeholders bound to `params`.
+    pub async fn run_statement(
+        &mut self,
+        stmt: SqlStatement,
+        params: Option<ParamValues>,
+    ) -> Result<Outcome, QueryError> {
+        Box::pin(self.statement(Statement::Statement(Box::new(stmt)), params)).await
+    }
+
+    /// Plan `stmt` against the branch as it is now without running it: its
+    /// placeholders' types (`$1` first; `None` where nothing fixes one)
+    /// and the columns it returns (none for a write or a command).
+    pub async fn describe_statement(
+        &mut self,
+        stmt: SqlStatement,
+    ) -> Result<(Vec<Option<DataType>>, Option<SchemaRef>), QueryError> {
+        let text = stmt.to_string();
+        if transaction_statement(&text).is_some() || set_statement(&text).is_some() {
+            return Ok((Vec::new(), None));
+        }
+        let (_, ctx) = self.statement_context().await?;
+        let plan = ctx
+            .state()
+            .statement_to_plan(Statement::Statement(Box::new(stmt)))
+            .await?;
+        let types = plan.get_parameter_types()?;
+        let mut ordered: Vec<(usize, Option<DataType>)> = types
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.trim_start_matches('$').parse().ok()?, v)))
+            .collect();
+        ordered.sort_by_key(|(n, _)| *n);
+        let n = ordered.last().map_or(0, |(n, _)| *n);
+        let mut params = vec![None; n];
+        for (i, t) in ordered {
+            if i >= 1 {
+                params[i - 1] = t;
+            }
+        }
+        let schema = match &plan {
+            LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
+            p => Some(Arc::new(p.schema().as_arrow().clone())),
+        };
+        Ok((params, schema))
+    }
+
+    async fn statement(
+        &mut self,
+        stmt: Statement,
+        params: Option<ParamValues>,
+    ) -> Result<Outcome, QueryError> {
         let text = stmt.to_string();
         if let Some(commit) = transaction_statement(&text) {
             return match commit {
@@ -215,9 +402,9 @@ impl QuerySession {
                 }
                 _ => return self.set(&name, &value).await,
             }
-            return Ok(Outcome::Tag("SET".into()));
+            return Ok(Outcome::Tag(Command::new("SET")));
         }
-        let result = self.planned(stmt).await;
+        let result = self.planned(stmt, params).await;
         if result.is_err()
             && let Some(t) = &mut self.txn
         {
@@ -226,35 +413,42 @@ impl QuerySession {
         result
     }
 
-    async fn planned(&mut self, stmt: Statement) -> Result<Outcome, QueryError> {
-        if self.txn.as_ref().is_some_and(|t| t.failed) {
-            return Err(QueryError::Unsupported(
-                "current transaction is aborted, commands ignored until end of transaction block (ROLLBACK)"
-                    .into(),
-            ));
-        }
-
-        // Inside a transaction: its snapshot, with its own writes.
-        let (snap, ctx) = match &self.txn {
-            Some(t) => {
-                let snap = t.write.base().clone();
-                let ctx = context(&snap, Some(&t.write)).await?;
-                (snap, ctx)
-            }
-            None => {
-                let snap = self.graph.snapshot(&self.target).await?;
-                let ctx = context(&snap, None).await?;
-                (snap, ctx)
-            }
+    /// The snapshot a statement reads and a context with its tables:
+    /// inside a transaction, the transaction's snapshot with its own
+    /// writes; otherwise the branch head now.
+    async fn statement_context(&self) -> Result<(Snapshot, SessionContext), QueryError> {
+        let (snap, txn) = match &self.txn {
+            Some(t) => (t.write.base().clone(), Some(&t.write)),
+            None => (self.graph.snapshot(&self.target).await?, None),
         };
+        let ctx = context(self.base.as_ref(), &snap, txn).await?;
+        Ok((snap, ctx))
+    }
+
+    async fn planned(
+        &mut self,
+        stmt: Statement,
+        params: Option<ParamValues>,
+    ) -> Result<Outcome, QueryError> {
+        if self.transaction_failed() {
+            return Err(QueryError::Aborted);
+        }
+        let (snap, ctx) = self.statement_context().await?;
         let started = std::time::Instant::now();
-        let plan = ctx.state().statement_to_plan(stmt).await?;
+        let mut plan = ctx.state().statement_to_plan(stmt).await?;
+        if let Some(params) = params {
+            plan = plan.with_param_values(params)?;
+        }
         if let LogicalPlan::Dml(d) = &plan {
             return self.dml(&ctx, &snap, d).await;
         }
         refuse(&plan)?;
         let df = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        if self.streaming {
+            let stream = df.execute_stream().await?;
+            return Ok(Outcome::Stream { schema, stream });
+        }
         let batches = df.collect().await?;
         Ok(Outcome::Rows {
             schema,
@@ -274,16 +468,16 @@ impl QuerySession {
 
     async fn begin(&mut self) -> Result<Outcome, QueryError> {
         if self.txn.is_some() {
-            return Ok(Outcome::Tag(
-                "WARNING: there is already a transaction in progress".into(),
-            ));
+            let mut c = Command::new("BEGIN");
+            c.warning = Some("WARNING: there is already a transaction in progress".into());
+            return Ok(Outcome::Tag(c));
         }
         let write = self.begin_write(None).await?;
         self.txn = Some(Txn {
             write,
             failed: false,
         });
-        Ok(Outcome::Tag("BEGIN".into()))
+        Ok(Outcome::Tag(Command::new("BEGIN").txn(TxnChange::Begin)))
     }
 
     /// A write transaction on the branch read, with the session's message;
@@ -304,20 +498,20 @@ impl QuerySession {
     }
 
     async fn end(&mut self, commit: bool) -> Result<Outcome, QueryError> {
+        let verb = if commit { "COMMIT" } else { "ROLLBACK" };
         let Some(t) = self.txn.take() else {
-            return Ok(Outcome::Tag(
-                "WARNING: there is no transaction in progress".into(),
-            ));
+            let mut c = Command::new(verb);
+            c.warning = Some("WARNING: there is no transaction in progress".into());
+            return Ok(Outcome::Tag(c));
         };
         if !commit || t.failed {
-            return Ok(Outcome::Tag("ROLLBACK".into()));
+            return Ok(Outcome::Tag(Command::new("ROLLBACK").txn(TxnChange::End)));
         }
         let mut write = t.write;
         write.set_message(self.message.clone());
-        Ok(Outcome::Tag(match write.commit().await? {
-            Some(summary) => format!("COMMIT (commit {})", summary.commit.id),
-            None => "COMMIT".into(),
-        }))
+        let mut c = Command::new("COMMIT").txn(TxnChange::End);
+        c.commit = write.commit().await?.map(|s| s.commit.id);
+        Ok(Outcome::Tag(c))
     }
 
     /// INSERT, UPDATE or DELETE: staged into the open transaction, or
@@ -384,23 +578,18 @@ impl QuerySession {
                 stage(write, &info, r, &op).await?;
             }
         }
-        let mut tag = format!("{tag} {n}");
+        let mut c = Command::new(format!("{tag} {n}"));
         if !deleted.is_empty() {
             // Deleting nodes deletes their edges, visible to the
             // transaction's next statements at once.
-            let edges = write
+            c.incident_edges = write
                 .delete_incident_edges(&info.type_name, &deleted, snap)
-                .await?;
-            if edges > 0 {
-                tag.push_str(&format!(" (and {edges} incident edge(s))"));
-            }
+                .await? as u64;
         }
-        if let Some(w) = autocommit
-            && let Some(summary) = w.commit().await?
-        {
-            tag.push_str(&format!(" (commit {})", summary.commit.id));
+        if let Some(w) = autocommit {
+            c.commit = w.commit().await?.map(|s| s.commit.id);
         }
-        Ok(Outcome::Tag(tag))
+        Ok(Outcome::Tag(c))
     }
 
     async fn set(&mut self, name: &str, value: &str) -> Result<Outcome, QueryError> {
@@ -536,15 +725,22 @@ fn assigned_columns(input: &LogicalPlan) -> Result<Vec<String>, QueryError> {
 }
 
 /// A DataFusion context with the snapshot's tables, and the open
-/// transaction's changes to them.
-async fn context(snap: &Snapshot, txn: Option<&WriteTxn>) -> Result<SessionContext, QueryError> {
-    let ctx = SessionContext::new();
+/// transaction's changes to them: `base` with its tables replaced, or a
+/// new context.
+async fn context(
+    base: Option<&SessionContext>,
+    snap: &Snapshot,
+    txn: Option<&WriteTxn>,
+) -> Result<SessionContext, QueryError> {
+    let ctx = base.cloned().unwrap_or_default();
     for type_name in snap.graph().catalog().type_names() {
         let view = match txn {
             Some(t) => t.view(type_name, snap).await?,
             None => None,
         };
         let (name, table) = GraphTable::new(snap, type_name, view)?;
+        // The previous statement's table (a base context keeps them).
+        ctx.deregister_table(name.as_str())?;
         ctx.register_table(name.as_str(), Arc::new(table))?;
     }
     functions::register(&ctx, snap.graph());
@@ -580,13 +776,13 @@ fn refuse(plan: &LogicalPlan) -> Result<(), QueryError> {
 
 /// A memory size as Postgres writes one: a whole number and `B`, `kB`
 /// (the default), `MB`, `GB` or `TB`.
-fn parse_memory(value: &str) -> Result<usize, String> {
+pub fn parse_memory(value: &str) -> Result<usize, String> {
     let v = value.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (digits, unit) = v.split_at(split);
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("invalid value for omnigraph.staging_memory: \"{value}\""))?;
+    let n: usize = digits.parse().map_err(|_| {
+        format!("invalid memory size \"{value}\": use a number and B, kB, MB, GB or TB")
+    })?;
     let per: usize = match unit.trim() {
         "B" => 1,
         "" | "kB" => 1 << 10,
@@ -595,13 +791,13 @@ fn parse_memory(value: &str) -> Result<usize, String> {
         "TB" => 1 << 40,
         other => {
             return Err(format!(
-                "invalid unit \"{other}\" for omnigraph.staging_memory: use B, kB, MB, GB or TB"
+                "invalid unit \"{other}\" in memory size \"{value}\": use B, kB, MB, GB or TB"
             ));
         }
     };
     n.checked_mul(per).filter(|b| *b > 0).ok_or_else(|| {
         format!(
-            "omnigraph.staging_memory must be between 1 byte and {} bytes",
+            "memory size \"{value}\" must be between 1 byte and {} bytes",
             usize::MAX
         )
     })
@@ -610,12 +806,41 @@ fn parse_memory(value: &str) -> Result<usize, String> {
 /// BEGIN / START TRANSACTION (`None`), COMMIT / END (`Some(true)`),
 /// ROLLBACK / ABORT (`Some(false)`).
 fn transaction_statement(text: &str) -> Option<Option<bool>> {
-    let upper = text.trim().trim_end_matches(';').to_ascii_uppercase();
+    let upper = text
+        .trim()
+        .trim_end_matches(';')
+        .replace(',', " ")
+        .to_ascii_uppercase();
     let words: Vec<&str> = upper.split_whitespace().collect();
     let tail_ok = |rest: &[&str]| matches!(rest, [] | ["TRANSACTION"] | ["WORK"]);
+    // Isolation levels and READ WRITE are accepted (drivers send them):
+    // every transaction reads one snapshot and fails COMMIT on a
+    // conflict, which is at least what each level promises. READ ONLY is
+    // not enforced, so it is not accepted.
+    let modes_ok = |rest: &[&str]| {
+        let rest = match rest {
+            ["TRANSACTION" | "WORK", rest @ ..] => rest,
+            rest => rest,
+        };
+        rest.iter().all(|w| {
+            matches!(
+                *w,
+                "ISOLATION"
+                    | "LEVEL"
+                    | "READ"
+                    | "COMMITTED"
+                    | "UNCOMMITTED"
+                    | "REPEATABLE"
+                    | "SERIALIZABLE"
+                    | "WRITE"
+                    | "NOT"
+                    | "DEFERRABLE"
+            )
+        })
+    };
     match words.as_slice() {
-        ["BEGIN", rest @ ..] if tail_ok(rest) => Some(None),
-        ["START", "TRANSACTION"] => Some(None),
+        ["BEGIN", rest @ ..] if modes_ok(rest) => Some(None),
+        ["START", "TRANSACTION", rest @ ..] if modes_ok(rest) => Some(None),
         ["COMMIT" | "END", rest @ ..] if tail_ok(rest) => Some(Some(true)),
         ["ROLLBACK" | "ABORT", rest @ ..] if tail_ok(rest) => Some(Some(false)),
         _ => None,
@@ -690,7 +915,12 @@ mod tests {
             ("end work", Some(Some(true))),
             ("ROLLBACK", Some(Some(false))),
             ("abort", Some(Some(false))),
-            ("BEGIN ISOLATION LEVEL SERIALIZABLE", None),
+            ("BEGIN ISOLATION LEVEL SERIALIZABLE", Some(None)),
+            (
+                "START TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE",
+                Some(None),
+            ),
+            ("BEGIN READ ONLY", None),
             ("ROLLBACK TO SAVEPOINT a", None),
             ("SELECT 1", None),
         ] {

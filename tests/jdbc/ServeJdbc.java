@@ -1,0 +1,79 @@
+// `omnigraph serve` through pgjdbc (Debian's libpostgresql-jdbc-java):
+// metadata (getTables, getColumns), prepared statements with parameters,
+// a fetch size smaller than the result (portal suspension), and a
+// transaction committed with setAutoCommit(false).
+// Run: java -cp postgresql.jar ServeJdbc.java <jdbc url>
+import java.sql.*;
+import java.util.*;
+
+public class ServeJdbc {
+    static void check(boolean ok, String what) {
+        if (!ok) throw new AssertionError(what);
+    }
+
+    public static void main(String[] args) throws Exception {
+        try (Connection c = DriverManager.getConnection(args[0])) {
+            DatabaseMetaData md = c.getMetaData();
+            List<String> tables = new ArrayList<>();
+            try (ResultSet rs = md.getTables(null, null, "%", new String[] {"TABLE"})) {
+                while (rs.next()) tables.add(rs.getString("TABLE_NAME"));
+            }
+            Collections.sort(tables);
+            check(tables.equals(List.of("company", "knows", "person", "works_at")), "tables " + tables);
+            Map<String, String> cols = new LinkedHashMap<>();
+            try (ResultSet rs = md.getColumns(null, null, "person", null)) {
+                while (rs.next()) cols.put(rs.getString("COLUMN_NAME"), rs.getString("TYPE_NAME"));
+            }
+            check(cols.keySet().containsAll(List.of("id", "name", "age", "joined_on", "score")), "columns " + cols);
+            check("int4".equals(cols.get("age")), "age type " + cols.get("age"));
+
+            try (PreparedStatement ps = c.prepareStatement(
+                    "SELECT id, age, joined_on, score FROM person WHERE age >= ? AND status = ? ORDER BY id")) {
+                ps.setInt(1, 26);
+                ps.setString(2, "active");
+                for (int run = 0; run < 6; run++) { // pgjdbc switches to a named statement at the 5th
+                    List<String> ids = new ArrayList<>();
+                    try (ResultSet rs = ps.executeQuery()) {
+                        while (rs.next()) {
+                            ids.add(rs.getString(1));
+                            if (rs.getString(1).equals("alice")) {
+                                check(rs.getInt(2) == 30, "age");
+                                check(rs.getDate(3).toString().equals("2021-03-04"), "date " + rs.getDate(3));
+                                check(rs.getDouble(4) == 9.5, "score");
+                            }
+                        }
+                    }
+                    check(ids.equals(List.of("alice", "charlie")), "ids " + ids);
+                }
+            }
+
+            c.setAutoCommit(false);
+            try (PreparedStatement ins = c.prepareStatement(
+                    "INSERT INTO person (slug, name, status, age) VALUES (?, ?, ?, ?)")) {
+                for (int i = 0; i < 5; i++) {
+                    ins.setString(1, "j" + i);
+                    ins.setString(2, "Jay " + i);
+                    ins.setString(3, "active");
+                    ins.setInt(4, 40 + i);
+                    check(ins.executeUpdate() == 1, "insert count");
+                }
+            }
+            c.commit();
+            try (Statement st = c.createStatement()) {
+                st.setFetchSize(2); // rows arrive two at a time (Execute with max_rows)
+                int n = 0;
+                try (ResultSet rs = st.executeQuery("SELECT id FROM person WHERE age >= 40 ORDER BY id")) {
+                    while (rs.next()) n++;
+                }
+                check(n == 5, "fetched " + n);
+            }
+            c.rollback();
+            try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("SELECT version()")) {
+                rs.next();
+                check(rs.getString(1).startsWith("PostgreSQL 15"), "version " + rs.getString(1));
+            }
+            c.commit();
+        }
+        System.out.println("jdbc ok");
+    }
+}
