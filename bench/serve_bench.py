@@ -30,15 +30,8 @@ import psycopg2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from read_bench import SCHEMA, rows  # noqa: E402
+from shell_bench import QUERIES  # noqa: E402  (the same six queries)
 
-QUERIES = [
-    ("full scan, every column", "SELECT * FROM item"),
-    ("sum of one column", "SELECT sum(amount) FROM item"),
-    ("equality on an @index property", "SELECT * FROM item WHERE code = 424242"),
-    ("count(*)", "SELECT count(*) FROM item"),
-    ("LIMIT 10", "SELECT * FROM item LIMIT 10"),
-    ("GROUP BY with a sum", "SELECT category, sum(amount) FROM item GROUP BY category"),
-]
 
 
 def timed(conn, sql):

@@ -180,6 +180,32 @@ def test_psycopg2_transactions_errors_and_conflicts(server):
         conn.commit()
     ocur.execute("SELECT age FROM person WHERE id = 'bob'")
     assert ocur.fetchone() == (2,)
+
+    # Several statements in one query string stop at the first failure,
+    # even one raised while rows are computed: the UPDATE never runs.
+    conn.rollback()
+    with pytest.raises(psycopg2.Error):
+        cur.execute("SELECT 1 / (age - age) FROM person; UPDATE person SET age = 5 WHERE id = 'bob'")
+    conn.rollback()
+    cur.execute("SELECT age FROM person WHERE id = 'bob'")
+    assert cur.fetchone() == (2,)
+
+    # Savepoints, and the transaction status libpq sees through them.
+    from psycopg2.extensions import TRANSACTION_STATUS_INERROR, TRANSACTION_STATUS_INTRANS
+
+    cur.execute("UPDATE person SET age = 10 WHERE id = 'bob'")
+    cur.execute("SAVEPOINT a")
+    cur.execute("UPDATE person SET age = 11 WHERE id = 'bob'")
+    with pytest.raises(psycopg2.errors.UndefinedTable):
+        cur.execute("SELECT * FROM nope")
+    assert conn.get_transaction_status() == TRANSACTION_STATUS_INERROR
+    cur.execute("ROLLBACK TO SAVEPOINT a")
+    assert conn.get_transaction_status() == TRANSACTION_STATUS_INTRANS
+    cur.execute("SELECT age FROM person WHERE id = 'bob'")
+    assert cur.fetchone() == (10,)
+    with pytest.raises(psycopg2.errors.InvalidSavepointSpecification):
+        cur.execute("RELEASE SAVEPOINT nope")
+    conn.rollback()
     conn.close()
     other.close()
 
@@ -249,7 +275,9 @@ def test_sqlalchemy_reflects_keys_and_runs_a_core_select(server):
 
 
 def test_two_sessions_on_two_branches(social, server):
-    run("branch", "create", social, "feature")
+    admin = server.connect()
+    admin.autocommit = True
+    admin.cursor().execute("SELECT omnigraph_branch_create('social', 'feature')")
     main, feature = server.connect(), server.connect("social/feature")
     main.autocommit = feature.autocommit = True
     mc, fc = main.cursor(), feature.cursor()
@@ -265,6 +293,22 @@ def test_two_sessions_on_two_branches(social, server):
     assert fc.fetchone() == (99,)
     fc.execute("SELECT count(*) FROM knows")
     assert fc.fetchone() == (0,)
+    # A migration merges in a transaction: ROLLBACK undoes it, COMMIT
+    # publishes it (psycopg2 opens the transaction itself).
+    mig = server.connect()
+    c = mig.cursor()
+    c.execute("SELECT * FROM omnigraph_branch_merge('social', 'feature')")
+    assert c.fetchone()[0] == "fast_forward"
+    c.execute("SELECT age FROM person WHERE id = 'alice'")
+    assert c.fetchone() == (99,)
+    mig.rollback()
+    mc.execute("SELECT age FROM person WHERE id = 'alice'")
+    assert mc.fetchone() == (30,)
+    c.execute("SELECT * FROM omnigraph_branch_merge('social', 'feature')")
+    mig.commit()
+    mc.execute("SELECT age FROM person WHERE id = 'alice'")
+    assert mc.fetchone() == (99,)
+    mig.close()
     # SET omnigraph.branch switches a session.
     mc.execute("SET omnigraph.branch = 'feature'")
     mc.execute("SELECT age FROM person WHERE id = 'alice'")

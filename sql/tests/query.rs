@@ -426,3 +426,200 @@ async fn deleting_a_node_in_a_transaction_hides_its_edges_at_once() {
     assert_eq!(tags(s.run("ROLLBACK").await.unwrap()), ["ROLLBACK"]);
     assert_eq!(rows(&mut s, "SELECT count(*) FROM knows").await, [["3"]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_changing_functions_run_when_executed_and_join_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(&dir).await;
+    let mut s = session(&g).await;
+    // A scalar function, as migrations call it in the extension.
+    let head = rows(
+        &mut s,
+        "SELECT omnigraph_branch_create('social', 'feature')",
+    )
+    .await;
+    assert_eq!(head[0][0], g.log("main", 1).await.unwrap()[0].id);
+    s.run("SET omnigraph.branch = 'feature'; UPDATE person SET age = 77 WHERE id = 'bob'; SET omnigraph.branch = 'main'")
+        .await
+        .unwrap();
+    // main moves on too: a three-way merge, not a fast-forward.
+    s.run("UPDATE person SET age = 31 WHERE id = 'alice'")
+        .await
+        .unwrap();
+
+    // Planning alone (EXPLAIN) merges nothing.
+    let before = g.log("main", 100).await.unwrap().len();
+    s.run("EXPLAIN SELECT * FROM omnigraph_branch_merge('social', 'feature')")
+        .await
+        .unwrap();
+    assert_eq!(g.log("main", 100).await.unwrap().len(), before);
+
+    // Inside a transaction the calls join it, as in the extension: the
+    // merge is read back before COMMIT, a new branch appears only at
+    // COMMIT, and ROLLBACK leaves neither.
+    s.run("BEGIN").await.unwrap();
+    let staged = rows(
+        &mut s,
+        "SELECT * FROM omnigraph_branch_merge('social', 'feature')",
+    )
+    .await;
+    assert_eq!(staged[0][0], "merged");
+    assert_eq!(
+        rows(&mut s, "SELECT age FROM person WHERE id = 'bob'").await,
+        [["77"]]
+    );
+    rows(&mut s, "SELECT omnigraph_branch_create('social', 'tmp')").await;
+    assert_eq!(g.branch_list().await.unwrap().len(), 2);
+    // Other forms of the call are refused rather than published early.
+    let e = s
+        .run("SELECT status FROM omnigraph_branch_merge('social', 'feature')")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("inside BEGIN"), "{e}");
+    s.run("ROLLBACK").await.unwrap();
+    assert_eq!(g.log("main", 100).await.unwrap().len(), before);
+    assert_eq!(g.branch_list().await.unwrap().len(), 2);
+    assert_eq!(
+        rows(&mut s, "SELECT age FROM person WHERE id = 'bob'").await,
+        [["25"]]
+    );
+    s.run("BEGIN; SELECT omnigraph_branch_create('social', 'tmp'); SELECT omnigraph_branch_delete('social', 'tmp'); SELECT omnigraph_branch_create('social', 'kept'); COMMIT")
+        .await
+        .unwrap();
+    let mut names: Vec<String> = g
+        .branch_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["feature", "kept", "main"]);
+    s.run("SELECT omnigraph_branch_delete('social', 'kept')")
+        .await
+        .unwrap();
+
+    // Executed: one merge commit, the extension's columns.
+    let merged = rows(
+        &mut s,
+        "SELECT status, inserted, updated, deleted, conflicts FROM omnigraph_branch_merge('social', 'feature', 'main', 'fail', 'from sql')",
+    )
+    .await;
+    assert_eq!(merged, [["merged", "0", "1", "0", "0"]]);
+    let log = g.log("main", 1).await.unwrap();
+    assert_eq!(
+        (log[0].message.as_str(), log[0].actor.as_str()),
+        ("from sql", "tester")
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT age FROM person WHERE id = 'bob'").await,
+        [["77"]]
+    );
+
+    // optimize, a dry-run cleanup with an interval, recover, delete.
+    let opt = rows(
+        &mut s,
+        "SELECT type_name, rows FROM omnigraph_optimize('social') ORDER BY type_name",
+    )
+    .await;
+    assert_eq!(opt.len(), 4);
+    let kept = rows(
+        &mut s,
+        "SELECT count(*) FROM omnigraph_cleanup('social', interval '0 seconds', true) WHERE action = 'keep'",
+    )
+    .await;
+    assert_ne!(kept[0][0], "0");
+    assert!(
+        rows(&mut s, "SELECT * FROM omnigraph_recover('social')")
+            .await
+            .is_empty()
+    );
+    rows(
+        &mut s,
+        "SELECT omnigraph_branch_delete('social', 'feature')",
+    )
+    .await;
+    let names: Vec<String> = g
+        .branch_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["main"]);
+    let e = s
+        .run("SELECT * FROM omnigraph_branch_merge('social', 'main')")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("into itself"), "{e}");
+}
+
+#[tokio::test]
+async fn savepoints_undo_exactly_the_later_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(&dir).await;
+    let mut s = session(&g).await;
+    let e = s.run("SAVEPOINT a").await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            QueryError::State {
+                sqlstate: "25P01",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    s.run(
+        "BEGIN;
+         UPDATE person SET age = 1 WHERE id = 'alice';
+         SAVEPOINT a;
+         UPDATE person SET age = 2 WHERE id = 'alice';
+         INSERT INTO person (slug, name, status) VALUES ('eve', 'Eve', 'active');
+         SAVEPOINT b;
+         DELETE FROM person WHERE id = 'bob';
+         ROLLBACK TO SAVEPOINT a",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id, age FROM person WHERE id IN ('alice', 'bob', 'eve') ORDER BY id"
+        )
+        .await,
+        [["alice", "1"], ["bob", "25"]]
+    );
+    // A failed statement: only ROLLBACK TO gets the transaction going again.
+    assert!(s.run("SELECT * FROM nope").await.is_err());
+    assert!(matches!(
+        s.run("SELECT 1").await.unwrap_err(),
+        QueryError::Aborted
+    ));
+    s.run("ROLLBACK TO a; UPDATE person SET age = 3 WHERE id = 'charlie'; SAVEPOINT c; RELEASE a")
+        .await
+        .unwrap();
+    let e = s.run("ROLLBACK TO c").await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            QueryError::State {
+                sqlstate: "3B001",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    s.run("ROLLBACK").await.unwrap();
+    s.run("BEGIN; UPDATE person SET age = 1 WHERE id = 'alice'; SAVEPOINT a; UPDATE person SET age = 3 WHERE id = 'charlie'; RELEASE SAVEPOINT a; COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT id, age FROM person WHERE id IN ('alice', 'charlie') ORDER BY id"
+        )
+        .await,
+        [["alice", "1"], ["charlie", "3"]]
+    );
+}

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use omnigraph_engine::deps::arrow_array::builder::{
     Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
@@ -20,10 +21,16 @@ use omnigraph_engine::deps::lance::deps::datafusion::catalog::{
 };
 use omnigraph_engine::deps::lance::deps::datafusion::common::{DataFusionError, Result};
 use omnigraph_engine::deps::lance::deps::datafusion::datasource::TableType;
-use omnigraph_engine::deps::lance::deps::datafusion::datasource::memory::MemorySourceConfig;
 use omnigraph_engine::deps::lance::deps::datafusion::execution::context::SessionContext;
+use omnigraph_engine::deps::lance::deps::datafusion::execution::{
+    SendableRecordBatchStream, TaskContext,
+};
 use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::Expr;
 use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::ExecutionPlan;
+use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::streaming::{
+    PartitionStream, StreamingTableExec,
+};
 use omnigraph_engine::deps::lance::deps::datafusion::scalar::ScalarValue;
 use omnigraph_engine::{Graph, OnConflict, ReadRef, Side};
 
@@ -78,7 +85,7 @@ impl std::fmt::Debug for Function {
     }
 }
 
-fn text_arg(name: &str, e: &Expr) -> Result<String> {
+pub(super) fn text_arg(name: &str, e: &Expr) -> Result<String> {
     match e {
         Expr::Literal(
             ScalarValue::Utf8(Some(s))
@@ -140,19 +147,26 @@ impl TableFunctionImpl for Function {
             "omnigraph_recovery_status" => Call::RecoveryStatus,
             _ => Call::RecoveryLog,
         };
-        Ok(Arc::new(FunctionTable {
-            schema: schema_of(&call),
-            call,
+        let table = Arc::new(FunctionTable {
+            call: call.clone(),
             graph: self.graph.clone(),
-        }))
+        });
+        Ok(Deferred::new(
+            format!("{call:?}"),
+            schema_of(&call),
+            move || {
+                let table = table.clone();
+                Box::pin(async move { table.rows().await })
+            },
+        ))
     }
 }
 
-fn field(name: &str, t: DataType) -> Field {
+pub(super) fn field(name: &str, t: DataType) -> Field {
     Field::new(name, t, true)
 }
 
-fn text_list() -> DataType {
+pub(super) fn text_list() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
 }
 
@@ -222,14 +236,15 @@ enum Col {
 }
 
 /// One value of a result row.
-enum V {
+pub(super) enum V {
     Text(Option<String>),
     List(Vec<String>),
     Int(u64),
     Time(i64),
+    Null,
 }
 
-fn text(s: impl Into<String>) -> V {
+pub(super) fn text(s: impl Into<String>) -> V {
     V::Text(Some(s.into()))
 }
 
@@ -237,7 +252,7 @@ fn json(v: Option<serde_json::Value>) -> V {
     V::Text(v.map(|v| v.to_string()))
 }
 
-fn batch(schema: &SchemaRef, rows: Vec<Vec<V>>) -> Result<RecordBatch> {
+pub(super) fn batch(schema: &SchemaRef, rows: Vec<Vec<V>>) -> Result<RecordBatch> {
     let mut cols: Vec<Col> = schema
         .fields()
         .iter()
@@ -262,6 +277,10 @@ fn batch(schema: &SchemaRef, rows: Vec<Vec<V>>) -> Result<RecordBatch> {
                 }
                 (Col::Int(b), V::Int(n)) => b.append_value(i64::try_from(n).unwrap_or(i64::MAX)),
                 (Col::Time(b), V::Time(us)) => b.append_value(us),
+                (Col::Text(b), V::Null) => b.append_null(),
+                (Col::List(b), V::Null) => b.append(false),
+                (Col::Int(b), V::Null) => b.append_null(),
+                (Col::Time(b), V::Null) => b.append_null(),
                 _ => {
                     return Err(DataFusionError::Internal(
                         "a function's row does not match its columns".into(),
@@ -284,17 +303,10 @@ fn batch(schema: &SchemaRef, rows: Vec<Vec<V>>) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), arrays)?)
 }
 
-/// A function call as a table: the engine runs when the table is scanned.
+/// A read-only function's call.
 struct FunctionTable {
     call: Call,
-    schema: SchemaRef,
     graph: Graph,
-}
-
-impl std::fmt::Debug for FunctionTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.call)
-    }
 }
 
 impl FunctionTable {
@@ -403,8 +415,56 @@ impl FunctionTable {
     }
 }
 
+/// A function's result as a table whose rows are computed when the plan
+/// executes (a [`PartitionStream`]), never when it is only planned
+/// (`EXPLAIN`, the wire protocol's Parse and Describe).
+pub(super) struct Deferred {
+    name: String,
+    schema: SchemaRef,
+    run: Arc<dyn Fn() -> RowsFuture + Send + Sync>,
+}
+
+/// A function's rows, computed by the engine.
+pub(super) type RowsFuture = BoxFuture<'static, omnigraph_engine::Result<Vec<Vec<V>>>>;
+
+impl Deferred {
+    pub(super) fn new(
+        name: impl Into<String>,
+        schema: SchemaRef,
+        run: impl Fn() -> RowsFuture + Send + Sync + 'static,
+    ) -> Arc<Deferred> {
+        Arc::new(Deferred {
+            name: name.into(),
+            schema,
+            run: Arc::new(run),
+        })
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl PartitionStream for Deferred {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let schema = self.schema.clone();
+        let rows = (self.run)();
+        let once = futures::stream::once(async move {
+            let rows = rows.await.map_err(engine_error)?;
+            batch(&schema, rows)
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), once))
+    }
+}
+
 #[async_trait::async_trait]
-impl TableProvider for FunctionTable {
+impl TableProvider for Deferred {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -420,12 +480,18 @@ impl TableProvider for FunctionTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let rows = self.rows().await.map_err(engine_error)?;
-        let b = batch(&self.schema, rows)?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![b]],
+        let me = Arc::new(Deferred {
+            name: self.name.clone(),
+            schema: self.schema.clone(),
+            run: self.run.clone(),
+        });
+        Ok(Arc::new(StreamingTableExec::try_new(
             self.schema.clone(),
-            projection.cloned(),
-        )?)
+            vec![me],
+            projection,
+            Vec::new(),
+            false,
+            None,
+        )?))
     }
 }

@@ -16,6 +16,7 @@
 //! system (`CREATE EXTERNAL TABLE`, `COPY`) is refused.
 
 pub mod functions;
+pub mod operations;
 pub mod pushdown;
 pub mod table;
 
@@ -56,6 +57,12 @@ pub enum QueryError {
         "current transaction is aborted, commands ignored until end of transaction block (ROLLBACK)"
     )]
     Aborted,
+    /// A transaction-state error Postgres reports with this SQLSTATE.
+    #[error("{message}")]
+    State {
+        sqlstate: &'static str,
+        message: String,
+    },
 }
 
 impl From<DataFusionError> for QueryError {
@@ -206,6 +213,40 @@ struct Txn {
     /// A statement failed: everything but COMMIT / ROLLBACK is refused,
     /// and COMMIT rolls back, as in Postgres.
     failed: bool,
+    /// Branches created or deleted in the transaction: published after its
+    /// commit at COMMIT, dropped at ROLLBACK (as the extension does).
+    branch_ops: Vec<BranchOp>,
+    /// A staged merge named the commit (its message, or the default merge
+    /// message): COMMIT keeps it instead of `omnigraph.commit_message`.
+    merge_message: bool,
+    /// Open savepoints, oldest first.
+    savepoints: Vec<SavepointMark>,
+}
+
+impl Txn {
+    fn set_savepoint(&mut self, name: String) {
+        let mark = self.write.savepoint();
+        self.savepoints.push(SavepointMark {
+            name,
+            mark,
+            branch_ops: self.branch_ops.len(),
+            merge_message: self.merge_message,
+        });
+    }
+}
+
+/// A savepoint: the engine's mark, and how many branch operations and
+/// whether a merge message were there when it was set.
+struct SavepointMark {
+    name: String,
+    mark: omnigraph_engine::Savepoint,
+    branch_ops: usize,
+    merge_message: bool,
+}
+
+enum BranchOp {
+    Created(omnigraph_engine::NewBranch),
+    Deleted(omnigraph_engine::BranchDeletion),
 }
 
 impl QuerySession {
@@ -385,6 +426,15 @@ impl QuerySession {
                 Some(commit) => self.end(commit).await,
             };
         }
+        if let Some(op) = savepoint_statement(&text) {
+            let result = self.savepoint(op).await;
+            if result.is_err()
+                && let Some(t) = &mut self.txn
+            {
+                t.failed = true;
+            }
+            return result;
+        }
         if let Some((name, value)) = set_statement(&text) {
             // Write settings may change inside a transaction (the message
             // applies at COMMIT, staging memory from the next transaction
@@ -404,7 +454,10 @@ impl QuerySession {
             }
             return Ok(Outcome::Tag(Command::new("SET")));
         }
-        let result = self.planned(stmt, params).await;
+        let result = match (&self.txn, branch_call(&text)) {
+            (Some(_), Some(call)) => self.branch_call_in_transaction(call).await,
+            _ => self.planned(stmt, params).await,
+        };
         if result.is_err()
             && let Some(t) = &mut self.txn
         {
@@ -421,7 +474,7 @@ impl QuerySession {
             Some(t) => (t.write.base().clone(), Some(&t.write)),
             None => (self.graph.snapshot(&self.target).await?, None),
         };
-        let ctx = context(self.base.as_ref(), &snap, txn).await?;
+        let ctx = context(self.base.as_ref(), &snap, txn, &self.actor).await?;
         Ok((snap, ctx))
     }
 
@@ -457,6 +510,164 @@ impl QuerySession {
         })
     }
 
+    /// SAVEPOINT, ROLLBACK TO SAVEPOINT and RELEASE SAVEPOINT, as
+    /// Postgres runs them: names may repeat (the newest is meant),
+    /// ROLLBACK TO keeps the savepoint and ends a failed state, RELEASE
+    /// also ends the savepoints set after it.
+    async fn savepoint(&mut self, op: SavepointOp) -> Result<Outcome, QueryError> {
+        let verb = match &op {
+            SavepointOp::Set(_) => "SAVEPOINT",
+            SavepointOp::RollbackTo(_) => "ROLLBACK TO SAVEPOINT",
+            SavepointOp::Release(_) => "RELEASE SAVEPOINT",
+        };
+        let Some(t) = self.txn.as_mut() else {
+            return Err(QueryError::State {
+                sqlstate: crate::sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                message: format!("{verb} can only be used in transaction blocks"),
+            });
+        };
+        let find = |t: &Txn, name: &str| {
+            t.savepoints
+                .iter()
+                .rposition(|s| s.name == name)
+                .ok_or_else(|| QueryError::State {
+                    sqlstate: crate::sqlstate::INVALID_SAVEPOINT_SPECIFICATION,
+                    message: format!("savepoint \"{name}\" does not exist"),
+                })
+        };
+        match op {
+            SavepointOp::Set(name) => {
+                if t.failed {
+                    return Err(QueryError::Aborted);
+                }
+                t.set_savepoint(name);
+                Ok(Outcome::Tag(Command::new("SAVEPOINT")))
+            }
+            SavepointOp::RollbackTo(name) => {
+                let at = find(t, &name)?;
+                // Undo the newer savepoints' changes, newest first, then
+                // this one's; the savepoint itself stays.
+                while t.savepoints.len() > at {
+                    let Some(s) = t.savepoints.pop() else { break };
+                    t.write.rollback_to(s.mark).await?;
+                    t.branch_ops.truncate(s.branch_ops);
+                    t.merge_message = s.merge_message;
+                }
+                t.set_savepoint(name);
+                t.failed = false;
+                Ok(Outcome::Tag(Command::new("ROLLBACK")))
+            }
+            SavepointOp::Release(name) => {
+                if t.failed {
+                    return Err(QueryError::Aborted);
+                }
+                let at = find(t, &name)?;
+                while t.savepoints.len() > at {
+                    let Some(s) = t.savepoints.pop() else { break };
+                    t.write.release(s.mark);
+                }
+                Ok(Outcome::Tag(Command::new("RELEASE")))
+            }
+        }
+    }
+
+    /// `omnigraph_branch_create` / `_delete` / `_merge` inside a
+    /// transaction: staged like the extension stages them (the merge into
+    /// the transaction's branch, the others published at COMMIT).
+    async fn branch_call_in_transaction(
+        &mut self,
+        call: BranchCall,
+    ) -> Result<Outcome, QueryError> {
+        if self.transaction_failed() {
+            return Err(QueryError::Aborted);
+        }
+        let branch = self.branch()?;
+        let graph = self.graph.clone();
+        let Some(t) = self.txn.as_mut() else {
+            return Err(QueryError::Unsupported("no transaction".into()));
+        };
+        let text = |name: &str, v: Option<String>| one_row(name, DataType::Utf8, v);
+        match call {
+            BranchCall::Create { name, from } => {
+                let from = graph.snapshot(&ReadRef::parse(&from)).await?;
+                let pending = graph.branch_create_pending(&name, &from).await?;
+                let head = pending.snapshot().commit().id.clone();
+                t.branch_ops.push(BranchOp::Created(pending));
+                text("omnigraph_branch_create", Some(head))
+            }
+            BranchCall::Delete { name } => {
+                let created = t
+                    .branch_ops
+                    .iter()
+                    .position(|op| matches!(op, BranchOp::Created(b) if b.name() == name));
+                match created {
+                    // Created in this transaction: it never existed.
+                    Some(i) => {
+                        t.branch_ops.remove(i);
+                    }
+                    None if name == branch => {
+                        return Err(QueryError::Unsupported(format!(
+                            "cannot delete branch '{name}' inside a transaction that writes it"
+                        )));
+                    }
+                    // Deleted already (its lock is held): gone for us.
+                    None if t
+                        .branch_ops
+                        .iter()
+                        .any(|op| matches!(op, BranchOp::Deleted(d) if d.name() == name)) =>
+                    {
+                        return Err(omnigraph_engine::Error::BranchNotFound { name }.into());
+                    }
+                    None => {
+                        let deletion = graph.branch_delete_pending(&name).await?;
+                        t.branch_ops.push(BranchOp::Deleted(deletion));
+                    }
+                }
+                text("omnigraph_branch_delete", None)
+            }
+            BranchCall::Merge {
+                source,
+                target,
+                policy,
+                message,
+            } => {
+                if target != branch {
+                    return Err(QueryError::Unsupported(format!(
+                        "a transaction on branch '{branch}' can merge only into it, not into '{target}': merge outside the transaction or SET omnigraph.branch first"
+                    )));
+                }
+                if source == target {
+                    return Err(omnigraph_engine::Error::InvalidArgument(format!(
+                        "cannot merge branch '{source}' into itself"
+                    ))
+                    .into());
+                }
+                let theirs_snap = graph.snapshot(&ReadRef::Branch(source.clone())).await?;
+                let theirs = omnigraph_engine::Side::new(source.as_str(), theirs_snap, None);
+                let ours = omnigraph_engine::Side::new(
+                    target.as_str(),
+                    t.write.base().clone(),
+                    Some(&t.write),
+                );
+                let plan = graph.plan_merge(&theirs, &ours, policy).await?;
+                if plan.stages() {
+                    t.write.stage_merge(&plan).await?;
+                    let m = message.unwrap_or_else(|| {
+                        if self.message.is_empty() {
+                            omnigraph_engine::merge_message(&source, &target)
+                        } else {
+                            self.message.clone()
+                        }
+                    });
+                    t.write.set_message(m);
+                    t.merge_message = true;
+                }
+                let r = plan.result(Some(t.write.commit_id().to_string()));
+                merge_row(&r)
+            }
+        }
+    }
+
     fn branch(&self) -> Result<String, QueryError> {
         match &self.target {
             ReadRef::Branch(b) => Ok(b.clone()),
@@ -476,6 +687,9 @@ impl QuerySession {
         self.txn = Some(Txn {
             write,
             failed: false,
+            branch_ops: Vec::new(),
+            merge_message: false,
+            savepoints: Vec::new(),
         });
         Ok(Outcome::Tag(Command::new("BEGIN").txn(TxnChange::Begin)))
     }
@@ -508,9 +722,19 @@ impl QuerySession {
             return Ok(Outcome::Tag(Command::new("ROLLBACK").txn(TxnChange::End)));
         }
         let mut write = t.write;
-        write.set_message(self.message.clone());
+        if !t.merge_message {
+            write.set_message(self.message.clone());
+        }
         let mut c = Command::new("COMMIT").txn(TxnChange::End);
         c.commit = write.commit().await?.map(|s| s.commit.id);
+        for op in t.branch_ops {
+            match op {
+                BranchOp::Created(b) => {
+                    b.publish().await?;
+                }
+                BranchOp::Deleted(d) => d.publish().await?,
+            }
+        }
         Ok(Outcome::Tag(c))
     }
 
@@ -614,6 +838,163 @@ impl QuerySession {
             ReadRef::Commit(c) => format!("reading commit {c}"),
         }))
     }
+}
+
+/// A branch function call the session stages itself inside a
+/// transaction (outside one, `operations` runs it at once).
+#[derive(Debug, Clone, PartialEq)]
+enum BranchCall {
+    Create {
+        name: String,
+        from: String,
+    },
+    Delete {
+        name: String,
+    },
+    Merge {
+        source: String,
+        target: String,
+        policy: omnigraph_engine::OnConflict,
+        message: Option<String>,
+    },
+}
+
+/// `SELECT omnigraph_branch_create('g', 'name'[, 'from'])`,
+/// `SELECT omnigraph_branch_delete('g', 'name')` and `SELECT * FROM
+/// omnigraph_branch_merge('g', 'source'[, 'target'[, 'policy'[,
+/// 'message']]])` with constant arguments, as the statement text shows
+/// them; `None` for anything else.
+fn branch_call(text: &str) -> Option<BranchCall> {
+    let t = text.trim().trim_end_matches(';').trim();
+    let lower = t.to_ascii_lowercase();
+    let (name, rest) = if let Some(r) = lower.strip_prefix("select * from ") {
+        (r.split('(').next()?.trim().to_string(), &t[t.find('(')?..])
+    } else if let Some(r) = lower.strip_prefix("select ") {
+        (r.split('(').next()?.trim().to_string(), &t[t.find('(')?..])
+    } else {
+        return None;
+    };
+    let inner = rest.strip_prefix('(')?.strip_suffix(')')?;
+    let args = literal_args(inner)?;
+    let arg = |i: usize| args.get(i).cloned().flatten();
+    let star = lower.starts_with("select * from ");
+    match (name.as_str(), star) {
+        ("omnigraph_branch_create", false) if (2..=3).contains(&args.len()) => {
+            Some(BranchCall::Create {
+                name: arg(1)?,
+                from: arg(2).unwrap_or_else(|| "main".into()),
+            })
+        }
+        ("omnigraph_branch_delete", false) if args.len() == 2 => {
+            Some(BranchCall::Delete { name: arg(1)? })
+        }
+        ("omnigraph_branch_merge", true) if (2..=5).contains(&args.len()) => {
+            Some(BranchCall::Merge {
+                source: arg(1)?,
+                target: arg(2).unwrap_or_else(|| "main".into()),
+                policy: arg(3).unwrap_or_else(|| "fail".into()).parse().ok()?,
+                message: arg(4),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `'a', 'it''s', NULL` as values; `None` unless every argument is a
+/// string constant or NULL.
+fn literal_args(text: &str) -> Option<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.peek()? {
+            '\'' => {
+                chars.next();
+                let mut s = String::new();
+                loop {
+                    match chars.next()? {
+                        '\'' if chars.peek() == Some(&'\'') => {
+                            chars.next();
+                            s.push('\'');
+                        }
+                        '\'' => break,
+                        c => s.push(c),
+                    }
+                }
+                out.push(Some(s));
+            }
+            _ => {
+                let word: String = chars.by_ref().take_while(|c| *c != ',').collect();
+                if !word.trim().eq_ignore_ascii_case("null") {
+                    return None;
+                }
+                out.push(None);
+                if chars.peek().is_none() {
+                    return Some(out);
+                }
+                continue;
+            }
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.next() {
+            None => return Some(out),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
+/// One row of one column.
+fn one_row(name: &str, t: DataType, value: Option<String>) -> Result<Outcome, QueryError> {
+    use omnigraph_engine::deps::arrow_array::StringArray;
+    use omnigraph_engine::deps::arrow_schema::{Field, Schema};
+    let schema = Arc::new(Schema::new(vec![Field::new(name, t, true)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(vec![value]))],
+    )
+    .map_err(|e| QueryError::DataFusion(e.into()))?;
+    Ok(Outcome::Rows {
+        schema,
+        batches: vec![batch],
+        elapsed: std::time::Duration::ZERO,
+    })
+}
+
+/// `omnigraph_branch_merge`'s row.
+fn merge_row(r: &omnigraph_engine::MergeResult) -> Result<Outcome, QueryError> {
+    use omnigraph_engine::deps::arrow_array::{Int64Array, StringArray};
+    use omnigraph_engine::deps::arrow_schema::{Field, Schema};
+    let n = |v: u64| Arc::new(Int64Array::from(vec![i64::try_from(v).unwrap_or(i64::MAX)])) as _;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("status", DataType::Utf8, true),
+        Field::new("commit_id", DataType::Utf8, true),
+        Field::new("inserted", DataType::Int64, true),
+        Field::new("updated", DataType::Int64, true),
+        Field::new("deleted", DataType::Int64, true),
+        Field::new("conflicts", DataType::Int64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec![r.status.as_str()])),
+            Arc::new(StringArray::from(vec![r.commit_id.clone()])),
+            n(r.inserted),
+            n(r.updated),
+            n(r.deleted),
+            n(r.conflicts),
+        ],
+    )
+    .map_err(|e| QueryError::DataFusion(e.into()))?;
+    Ok(Outcome::Rows {
+        schema,
+        batches: vec![batch],
+        elapsed: std::time::Duration::ZERO,
+    })
 }
 
 /// What a DML statement does to each row it produced.
@@ -731,6 +1112,7 @@ async fn context(
     base: Option<&SessionContext>,
     snap: &Snapshot,
     txn: Option<&WriteTxn>,
+    actor: &str,
 ) -> Result<SessionContext, QueryError> {
     let ctx = base.cloned().unwrap_or_default();
     for type_name in snap.graph().catalog().type_names() {
@@ -744,6 +1126,7 @@ async fn context(
         ctx.register_table(name.as_str(), Arc::new(table))?;
     }
     functions::register(&ctx, snap.graph());
+    operations::register(&ctx, snap.graph(), actor, txn.is_some());
     Ok(ctx)
 }
 
@@ -803,6 +1186,47 @@ pub fn parse_memory(value: &str) -> Result<usize, String> {
     })
 }
 
+/// A savepoint statement and its savepoint's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SavepointOp {
+    Set(String),
+    RollbackTo(String),
+    Release(String),
+}
+
+/// `SAVEPOINT a`, `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] a`,
+/// `RELEASE [SAVEPOINT] a` (an unquoted name folds to lower case).
+fn savepoint_statement(text: &str) -> Option<SavepointOp> {
+    let t = text.trim().trim_end_matches(';');
+    let words: Vec<&str> = t.split_whitespace().collect();
+    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+    let u: Vec<&str> = upper.iter().map(String::as_str).collect();
+    // How many words are keywords; the rest is the name.
+    let (op, keywords): (fn(String) -> SavepointOp, usize) = match u.as_slice() {
+        ["SAVEPOINT", ..] => (SavepointOp::Set, 1),
+        ["RELEASE", "SAVEPOINT", _, ..] => (SavepointOp::Release, 2),
+        ["RELEASE", ..] => (SavepointOp::Release, 1),
+        ["ROLLBACK", rest @ ..] => {
+            let skip = usize::from(matches!(rest.first(), Some(&"WORK" | &"TRANSACTION")));
+            match &rest[skip..] {
+                ["TO", "SAVEPOINT", _, ..] => (SavepointOp::RollbackTo, 3 + skip),
+                ["TO", ..] => (SavepointOp::RollbackTo, 2 + skip),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    let name = words.get(keywords..)?.join(" ");
+    let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None if !name.is_empty() && !name.contains(char::is_whitespace) => {
+            name.to_ascii_lowercase()
+        }
+        None => return None,
+    };
+    Some(op(name))
+}
+
 /// BEGIN / START TRANSACTION (`None`), COMMIT / END (`Some(true)`),
 /// ROLLBACK / ABORT (`Some(false)`).
 fn transaction_statement(text: &str) -> Option<Option<bool>> {
@@ -848,7 +1272,7 @@ fn transaction_statement(text: &str) -> Option<Option<bool>> {
 }
 
 /// `SET a.b = 'v'` / `SET a.b TO v`: the name (lower case) and the value.
-fn set_statement(text: &str) -> Option<(String, String)> {
+pub(crate) fn set_statement(text: &str) -> Option<(String, String)> {
     let rest = text
         .trim()
         .strip_prefix("SET ")
@@ -889,6 +1313,61 @@ mod tests {
             Some(("omnigraph.commit".into(), "x".into()))
         );
         assert_eq!(set_statement("SELECT 1"), None);
+    }
+
+    #[test]
+    fn savepoint_statements() {
+        use SavepointOp::*;
+        for (text, want) in [
+            ("SAVEPOINT a", Some(Set("a".into()))),
+            ("savepoint \"My Point\"", Some(Set("My Point".into()))),
+            ("ROLLBACK TO SAVEPOINT A", Some(RollbackTo("a".into()))),
+            ("ROLLBACK WORK TO b;", Some(RollbackTo("b".into()))),
+            ("RELEASE SAVEPOINT a", Some(Release("a".into()))),
+            ("RELEASE a", Some(Release("a".into()))),
+            ("ROLLBACK", None),
+            ("SAVEPOINT", None),
+        ] {
+            assert_eq!(savepoint_statement(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn branch_calls() {
+        assert_eq!(
+            branch_call("SELECT omnigraph_branch_create('g', 'it''s')"),
+            Some(BranchCall::Create {
+                name: "it's".into(),
+                from: "main".into()
+            })
+        );
+        assert_eq!(
+            branch_call("select * from omnigraph_branch_merge('g', 'f', 'main', 'ours', NULL);"),
+            Some(BranchCall::Merge {
+                source: "f".into(),
+                target: "main".into(),
+                policy: omnigraph_engine::OnConflict::Ours,
+                message: None
+            })
+        );
+        assert_eq!(
+            branch_call("SELECT omnigraph_branch_delete('g', 'x')"),
+            Some(BranchCall::Delete { name: "x".into() })
+        );
+        // Not constant, not the whole row, not these functions.
+        assert_eq!(
+            branch_call("SELECT omnigraph_branch_create('g', name)"),
+            None
+        );
+        assert_eq!(
+            branch_call("SELECT status FROM omnigraph_branch_merge('g', 'f')"),
+            None
+        );
+        assert_eq!(branch_call("SELECT * FROM person"), None);
+        assert_eq!(
+            branch_call("SELECT omnigraph_branch_create('g', 'a', 'b', 'c')"),
+            None
+        );
     }
 
     #[test]

@@ -15,18 +15,13 @@ use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::{
     ColumnarValue, Volatility, create_udf,
 };
 use omnigraph_engine::deps::lance::deps::datafusion::prelude::SessionConfig;
-use omnigraph_engine::schema::Catalog;
 
 use super::startup::SERVER_VERSION;
 
 /// A fresh context for a session of database `name`, whose queries may
 /// hold `memory` bytes (sorts, joins and aggregates fail with 53200
 /// beyond it).
-pub(super) fn context(
-    name: &str,
-    _catalog: &Catalog,
-    memory: usize,
-) -> Result<SessionContext, DataFusionError> {
+pub(super) fn context(name: &str, memory: usize) -> Result<SessionContext, DataFusionError> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(name, "public");

@@ -88,6 +88,7 @@ pub(super) fn to_pgwire(e: QueryError) -> PgWireError {
             error(code, e.to_string(), None, None)
         }
         QueryError::Unsupported(m) => error(sqlstate::FEATURE_NOT_SUPPORTED, m, None, None),
+        QueryError::State { sqlstate, message } => error(sqlstate, message, None, None),
         QueryError::Aborted => error(
             sqlstate::IN_FAILED_SQL_TRANSACTION,
             QueryError::Aborted.to_string(),

@@ -11,6 +11,7 @@
 //! while it waits.
 
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
@@ -26,14 +27,21 @@ use omnigraph_engine::deps::arrow_array::{RecordBatch, StringArray};
 use omnigraph_engine::deps::arrow_schema::{DataType, Field, Schema, SchemaRef};
 use omnigraph_engine::deps::lance::deps::datafusion::execution::SendableRecordBatchStream;
 use omnigraph_engine::deps::lance::deps::datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use pgwire::api::PgWireConnectionState;
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{
+    ExtendedQueryHandler, SimpleQueryHandler, send_execution_response, send_query_response,
+    send_ready_for_query,
+};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::extendedquery::Sync as PgSync;
+use pgwire::messages::response::{EmptyQueryResponse, TransactionStatus};
+use pgwire::messages::simplequery::Query;
 use pgwire::types::format::FormatOptions;
 use tokio::sync::Mutex;
 
@@ -51,6 +59,10 @@ pub(super) struct ConnState {
     pub(super) cancel: Arc<Cancel>,
     /// The process id cancel requests name, and where it is registered.
     registered: OnceLock<(i32, Arc<Server>)>,
+    /// A result stream failed after its statement returned (an error
+    /// while rows were sent): the open transaction fails before the next
+    /// statement, as the statement's failure would have failed it.
+    stream_failed: Arc<AtomicBool>,
 }
 
 impl ConnState {
@@ -137,13 +149,25 @@ impl Handler {
             }
             Kind::Session => {}
         }
+        if self.conn.stream_failed.swap(false, Ordering::SeqCst) {
+            session.query.fail_transaction();
+        }
         self.conn.cancel.reset();
         let deadline = statement_timeout(&*client).map(|t| tokio::time::Instant::now() + t);
         let run = session.query.run_statement(stmt, params);
-        let outcome = tokio::select! {
-            r = run => r.map_err(to_pgwire)?,
-            _ = self.conn.cancel.requested() => return Err(canceled()),
-            _ = until(deadline) => return Err(timed_out()),
+        let stopped = tokio::select! {
+            r = run => Ok(r),
+            _ = self.conn.cancel.requested() => Err(canceled()),
+            _ = until(deadline) => Err(timed_out()),
+        };
+        let outcome = match stopped {
+            Ok(r) => r.map_err(to_pgwire)?,
+            // The statement stopped part way (rows half staged): like any
+            // failed statement, it fails the open transaction.
+            Err(e) => {
+                session.query.fail_transaction();
+                return Err(e);
+            }
         };
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         Ok(match outcome {
@@ -240,7 +264,12 @@ impl Handler {
     ) -> PgWireResult<QueryResponse> {
         let fields = Arc::new(arrow_schema_to_pg_fields(schema, format, Some(options))?);
         let cancel = self.conn.cancel.clone();
-        let batches = cancellable(batches, cancel, deadline);
+        let failed = self.conn.stream_failed.clone();
+        let batches = cancellable(batches, cancel, deadline).inspect(move |b| {
+            if b.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
+        });
         let f = fields.clone();
         let rows = batches
             .map(
@@ -343,11 +372,10 @@ enum Kind {
 impl Kind {
     fn of(stmt: &SqlStatement) -> Kind {
         match stmt {
-            SqlStatement::Set(_)
-                if !stmt.to_string().to_ascii_lowercase().contains("omnigraph.") =>
-            {
-                Kind::ClientSetting
-            }
+            SqlStatement::Set(_) => match crate::query::set_statement(&stmt.to_string()) {
+                Some((name, _)) if name.starts_with("omnigraph.") => Kind::Session,
+                _ => Kind::ClientSetting,
+            },
             SqlStatement::ShowVariable { variable } => {
                 let name = variable
                     .iter()
@@ -387,8 +415,67 @@ fn syntax_error(e: impl std::fmt::Display) -> PgWireError {
     )))
 }
 
+impl Handler {
+    /// The transaction status Postgres would report: the session's own
+    /// (pgwire infers one from the responses, which cannot leave the
+    /// failed state after ROLLBACK TO SAVEPOINT).
+    async fn status(&self) -> TransactionStatus {
+        match self.conn.session.lock().await.as_ref() {
+            Some(s) if s.query.transaction_failed() => TransactionStatus::Error,
+            Some(s) if s.query.in_transaction() => TransactionStatus::Transaction,
+            _ => TransactionStatus::Idle,
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl SimpleQueryHandler for Handler {
+    /// pgwire's `_on_query`, with the ReadyForQuery status taken from the
+    /// session.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let responses = SimpleQueryHandler::do_query(self, client, &query.query).await;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        for r in responses? {
+            match r {
+                Response::EmptyQuery => {
+                    client
+                        .feed(PgWireBackendMessage::EmptyQueryResponse(
+                            EmptyQueryResponse::new(),
+                        ))
+                        .await?;
+                }
+                Response::Query(rows) => send_query_response(client, rows, true).await?,
+                Response::Execution(tag)
+                | Response::TransactionStart(tag)
+                | Response::TransactionEnd(tag) => send_execution_response(client, tag).await?,
+                Response::Error(e) => {
+                    client
+                        .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                        .await?;
+                }
+                // Never produced here (COPY is refused).
+                Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_) => {
+                    return Err(PgWireError::ApiError(
+                        "COPY is not supported by omnigraph serve".into(),
+                    ));
+                }
+            }
+        }
+        let status = self.status().await;
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -411,6 +498,14 @@ impl SimpleQueryHandler for Handler {
         };
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
+        }
+        // Several statements in one query string: pgwire sends the
+        // responses after the last one ran, so each one's rows are
+        // collected before the next runs (a later statement must not run
+        // before an earlier one's rows are read, nor after it failed).
+        let streaming = statements.len() == 1;
+        if let Some(s) = self.conn.session.lock().await.as_mut() {
+            s.query.set_streaming(streaming);
         }
         let mut out = Vec::with_capacity(statements.len());
         for stmt in statements {
@@ -527,6 +622,22 @@ impl ExtendedQueryHandler for Handler {
         self.parser.clone()
     }
 
+    /// pgwire's `on_sync`, with the status taken from the session.
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.portal_store().rm_portal(pgwire::api::DEFAULT_NAME);
+        let status = self.status().await;
+        client.set_transaction_status(status);
+        send_ready_for_query(client, status).await?;
+        client.flush().await?;
+        Ok(())
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -551,6 +662,9 @@ impl ExtendedQueryHandler for Handler {
         };
         // pgwire keeps the rows and hands out `max_rows` per Execute
         // (PortalSuspended), so the whole stream is returned.
+        if let Some(s) = self.conn.session.lock().await.as_mut() {
+            s.query.set_streaming(true);
+        }
         self.execute(client, stmt, params, &portal.result_column_format)
             .await
     }

@@ -86,12 +86,8 @@ impl Startup {
                 ),
                 e => super::error::to_pgwire(e),
             })?;
-        let ctx = catalog::context(
-            &self.server.name,
-            self.server.graph.catalog(),
-            self.server.config.session_memory,
-        )
-        .map_err(|e| fatal(sqlstate::INTERNAL_ERROR, e.to_string(), None))?;
+        let ctx = catalog::context(&self.server.name, self.server.config.session_memory)
+            .map_err(|e| fatal(sqlstate::INTERNAL_ERROR, e.to_string(), None))?;
         query.set_context(ctx);
         query.set_streaming(true);
         *self.conn.session.lock().await = Some(Session { query });
