@@ -495,6 +495,14 @@ async fn graph_changing_functions_run_when_executed_and_join_transactions() {
         .collect();
     names.sort();
     assert_eq!(names, ["feature", "kept", "main"]);
+    // Deleting twice in one transaction: the second finds no branch (and
+    // does not wait for the lock the first holds).
+    let e = s
+        .run("BEGIN; SELECT omnigraph_branch_delete('social', 'kept'); SELECT omnigraph_branch_delete('social', 'kept')")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    s.run("ROLLBACK").await.unwrap();
     s.run("SELECT omnigraph_branch_delete('social', 'kept')")
         .await
         .unwrap();
