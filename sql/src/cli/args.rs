@@ -175,7 +175,7 @@ pub enum Verb {
         uri: String,
         /// Address and port to listen on (port 0 picks a free one; the
         /// address chosen is printed).
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5433")]
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5434")]
         listen: String,
         /// Refuse connections beyond this many (53300, as Postgres).
         #[arg(long, value_name = "N", default_value_t = 64)]
