@@ -85,6 +85,30 @@ impl std::fmt::Debug for Function {
     }
 }
 
+/// The arity check every `omnigraph_*` function makes: `server` plus
+/// `params`, the first `required` of them required.
+pub(super) fn check_arity(
+    name: &str,
+    params: &[&str],
+    required: usize,
+    given: usize,
+) -> Result<()> {
+    let (least, most) = (required + 1, params.len() + 1);
+    if (least..=most).contains(&given) {
+        return Ok(());
+    }
+    let count = if least == most {
+        format!("{most}")
+    } else {
+        format!("{least} to {most}")
+    };
+    let p: Vec<String> = params.iter().map(|p| format!(", {p}")).collect();
+    Err(DataFusionError::Plan(format!(
+        "{name} takes {count} arguments: {name}(server{})",
+        p.concat()
+    )))
+}
+
 pub(super) fn text_arg(name: &str, e: &Expr) -> Result<String> {
     match e {
         Expr::Literal(
@@ -102,25 +126,7 @@ pub(super) fn text_arg(name: &str, e: &Expr) -> Result<String> {
 impl TableFunctionImpl for Function {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        let signature = format!("{}(server text{})", self.name, {
-            let p: Vec<String> = self.params.iter().map(|p| format!(", {p} text")).collect();
-            p.concat()
-        });
-        if exprs.is_empty()
-            || exprs.len() > self.params.len() + 1
-            || exprs.len() < self.required + 1
-        {
-            let (least, most) = (self.required + 1, self.params.len() + 1);
-            let count = if least == most {
-                format!("{most}")
-            } else {
-                format!("{least} to {most}")
-            };
-            return Err(DataFusionError::Plan(format!(
-                "{} takes {count} arguments: {signature}",
-                self.name
-            )));
-        }
+        check_arity(self.name, self.params, self.required, exprs.len())?;
         let values: Vec<String> = exprs
             .iter()
             .map(|e| text_arg(self.name, e))

@@ -663,7 +663,12 @@ impl QuerySession {
                     t.merge_message = true;
                 }
                 let r = plan.result(Some(t.write.commit_id().to_string()));
-                merge_row(&r)
+                let batch = operations::merge_batch(&r)?;
+                Ok(Outcome::Rows {
+                    schema: batch.schema(),
+                    batches: vec![batch],
+                    elapsed: std::time::Duration::ZERO,
+                })
             }
         }
     }
@@ -956,38 +961,6 @@ fn one_row(name: &str, t: DataType, value: Option<String>) -> Result<Outcome, Qu
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![Arc::new(StringArray::from(vec![value]))],
-    )
-    .map_err(|e| QueryError::DataFusion(e.into()))?;
-    Ok(Outcome::Rows {
-        schema,
-        batches: vec![batch],
-        elapsed: std::time::Duration::ZERO,
-    })
-}
-
-/// `omnigraph_branch_merge`'s row.
-fn merge_row(r: &omnigraph_engine::MergeResult) -> Result<Outcome, QueryError> {
-    use omnigraph_engine::deps::arrow_array::{Int64Array, StringArray};
-    use omnigraph_engine::deps::arrow_schema::{Field, Schema};
-    let n = |v: u64| Arc::new(Int64Array::from(vec![i64::try_from(v).unwrap_or(i64::MAX)])) as _;
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("status", DataType::Utf8, true),
-        Field::new("commit_id", DataType::Utf8, true),
-        Field::new("inserted", DataType::Int64, true),
-        Field::new("updated", DataType::Int64, true),
-        Field::new("deleted", DataType::Int64, true),
-        Field::new("conflicts", DataType::Int64, true),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(StringArray::from(vec![r.status.as_str()])),
-            Arc::new(StringArray::from(vec![r.commit_id.clone()])),
-            n(r.inserted),
-            n(r.updated),
-            n(r.deleted),
-            n(r.conflicts),
-        ],
     )
     .map_err(|e| QueryError::DataFusion(e.into()))?;
     Ok(Outcome::Rows {

@@ -17,8 +17,8 @@
 
 use std::sync::Arc;
 
-use omnigraph_engine::deps::arrow_array::ArrayRef;
 use omnigraph_engine::deps::arrow_array::builder::StringBuilder;
+use omnigraph_engine::deps::arrow_array::{ArrayRef, RecordBatch};
 use omnigraph_engine::deps::arrow_schema::{DataType, Schema, SchemaRef};
 use omnigraph_engine::deps::lance::deps::datafusion::catalog::{
     TableFunctionArgs, TableFunctionImpl, TableProvider,
@@ -31,7 +31,7 @@ use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::{
 use omnigraph_engine::deps::lance::deps::datafusion::scalar::ScalarValue;
 use omnigraph_engine::{Error as EngineError, Graph, OnConflict, ReadRef};
 
-use super::functions::{Deferred, V, field, text, text_arg, text_list};
+use super::functions::{Deferred, V, batch, check_arity, field, text, text_arg, text_list};
 use super::table::engine_error;
 
 /// Register the functions on `ctx`: they change `graph` as `actor`; inside
@@ -105,21 +105,6 @@ impl Env {
         }
         Ok(())
     }
-}
-
-/// The arity check every function makes: `server` plus `params`, the
-/// first `required` of them required.
-fn check_arity(name: &str, params: &[&str], required: usize, given: usize) -> Result<()> {
-    if given == 0 || given > params.len() + 1 || given < required + 1 {
-        let p: Vec<String> = params.iter().map(|p| format!(", {p}")).collect();
-        return Err(DataFusionError::Plan(format!(
-            "{name} takes {} to {} arguments: {name}(server{})",
-            required + 1,
-            params.len() + 1,
-            p.concat()
-        )));
-    }
-    Ok(())
 }
 
 /// A table function's call.
@@ -248,17 +233,39 @@ impl TableFunctionImpl for TableFunction {
     }
 }
 
+/// `omnigraph_branch_merge`'s columns.
+fn merge_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field("status", DataType::Utf8),
+        field("commit_id", DataType::Utf8),
+        field("inserted", DataType::Int64),
+        field("updated", DataType::Int64),
+        field("deleted", DataType::Int64),
+        field("conflicts", DataType::Int64),
+    ]))
+}
+
+/// `omnigraph_branch_merge`'s row, as a batch (the session stages merges
+/// inside a transaction itself and reports them with it).
+pub(super) fn merge_batch(r: &omnigraph_engine::MergeResult) -> Result<RecordBatch> {
+    batch(&merge_schema(), vec![merge_row(r)])
+}
+
+fn merge_row(r: &omnigraph_engine::MergeResult) -> Vec<V> {
+    vec![
+        text(r.status.as_str()),
+        V::Text(r.commit_id.clone()),
+        V::Int(r.inserted),
+        V::Int(r.updated),
+        V::Int(r.deleted),
+        V::Int(r.conflicts),
+    ]
+}
+
 fn schema_of(call: &Call) -> SchemaRef {
     let t = || DataType::Utf8;
     let fields = match call {
-        Call::Merge { .. } => vec![
-            field("status", t()),
-            field("commit_id", t()),
-            field("inserted", DataType::Int64),
-            field("updated", DataType::Int64),
-            field("deleted", DataType::Int64),
-            field("conflicts", DataType::Int64),
-        ],
+        Call::Merge { .. } => return merge_schema(),
         Call::Optimize { .. } => vec![
             field("type_name", t()),
             field("fragments_before", DataType::Int64),
@@ -298,14 +305,7 @@ async fn run(name: &'static str, call: Call, env: Env) -> omnigraph_engine::Resu
             let r = g
                 .merge(&source, &target, policy, message.as_deref(), &env.actor)
                 .await?;
-            vec![vec![
-                text(r.status.as_str()),
-                V::Text(r.commit_id),
-                int(r.inserted),
-                int(r.updated),
-                int(r.deleted),
-                int(r.conflicts),
-            ]]
+            vec![merge_row(&r)]
         }
         Call::Optimize { branch } => g
             .optimize(&branch, &env.actor)
