@@ -376,24 +376,17 @@ impl Kind {
                 Some((name, _)) if name.starts_with("omnigraph.") => Kind::Session,
                 _ => Kind::ClientSetting,
             },
-            SqlStatement::ShowVariable { variable } => {
-                let name = variable
-                    .iter()
-                    .map(|i| i.value.to_ascii_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(".");
-                if name.starts_with("omnigraph.") {
-                    Kind::ShowTarget
-                } else {
-                    Kind::ClientSetting
-                }
+            SqlStatement::ShowVariable { .. } if show_name(stmt).starts_with("omnigraph.") => {
+                Kind::ShowTarget
             }
+            SqlStatement::ShowVariable { .. } => Kind::ClientSetting,
             SqlStatement::ShowStatus { .. } => Kind::ClientSetting,
             _ => Kind::Session,
         }
     }
 }
 
+/// The variable a SHOW names (lower case, dotted).
 fn show_name(stmt: &SqlStatement) -> String {
     match stmt {
         SqlStatement::ShowVariable { variable } => variable
