@@ -523,12 +523,16 @@ fn sql_reads_branches_and_commits_pushes_filters_writes_and_refuses_ddl() {
     };
     let p = plan("SELECT name FROM person WHERE age > 26 AND joined_on IS NULL LIMIT 5");
     assert!(
-        p.contains("full_filter=age > Int32(26) AND joinedOn IS NULL"),
+        p.contains("OmnigraphScan: type=Person, branch=main, commit="),
         "{p}"
     );
-    assert!(p.contains("range_after=Some(0..5)"), "{p}");
+    assert!(
+        p.contains(", filter=age > 26 AND joinedOn IS NULL, columns=[name], limit=5"),
+        "{p}"
+    );
     let p = plan("SELECT name FROM person WHERE age + 1 = 31");
-    assert!(p.contains("full_filter=--"), "{p}");
+    assert!(!p.contains(", filter="), "{p}");
+    assert!(p.contains("columns=[name, age]"), "{p}");
     assert!(p.contains("FilterExec"), "{p}");
     assert_eq!(
         rows(&["sql", g, "-c", "SELECT name FROM person WHERE age + 1 = 31"]),

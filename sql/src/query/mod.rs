@@ -1090,7 +1090,7 @@ async fn context(
     let ctx = base.cloned().unwrap_or_default();
     for type_name in snap.graph().catalog().type_names() {
         let view = match txn {
-            Some(t) => t.view(type_name, snap).await?,
+            Some(t) => t.view(type_name, snap).await?.map(Arc::new),
             None => None,
         };
         let (name, table) = GraphTable::new(snap, type_name, view)?;

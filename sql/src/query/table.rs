@@ -5,27 +5,31 @@
 
 use std::sync::Arc;
 
-use omnigraph_engine::deps::arrow_array::RecordBatch;
+use futures::{StreamExt, TryStreamExt};
+use omnigraph_engine::deps::arrow_array::{RecordBatch, RecordBatchOptions};
 use omnigraph_engine::deps::arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use omnigraph_engine::deps::lance::deps::datafusion::catalog::{Session, TableProvider};
-use omnigraph_engine::deps::lance::deps::datafusion::common::Column as DfColumn;
 use omnigraph_engine::deps::lance::deps::datafusion::common::{DataFusionError, Result};
 use omnigraph_engine::deps::lance::deps::datafusion::datasource::TableType;
-use omnigraph_engine::deps::lance::deps::datafusion::datasource::memory::MemorySourceConfig;
-use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::lit;
+use omnigraph_engine::deps::lance::deps::datafusion::execution::TaskContext;
 use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::{
     Expr as DfExpr, TableProviderFilterPushDown,
 };
-use omnigraph_engine::deps::lance::deps::datafusion::physical_expr::expressions::Column as PhysColumn;
-use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::empty::EmptyExec;
-use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::projection::ProjectionExec;
-use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::union::UnionExec;
-use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use omnigraph_engine::deps::lance::deps::datafusion::physical_expr::EquivalenceProperties;
+use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::execution_plan::{
+    Boundedness, EmissionType,
+};
+use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
 use omnigraph_engine::{Snapshot, StagedView};
 
 use super::pushdown::{Columns, from_datafusion};
 use crate::filter::{self, Column, ColumnType, Pushdown};
 use crate::names::pg_name;
+use crate::scan::{Scan, ScanExplain, ScanSpec};
 
 /// An engine error inside DataFusion's, kept whole so the frontend can
 /// report it (and its hint) as the engine error it is.
@@ -36,7 +40,7 @@ pub fn engine_error(e: omnigraph_engine::Error) -> DataFusionError {
 pub struct GraphTable {
     snapshot: Snapshot,
     /// The open transaction's changes to this table, if it made any.
-    view: Option<StagedView>,
+    view: Option<Arc<StagedView>>,
     type_name: String,
     /// The Lance table's schema (graph names).
     graph_schema: SchemaRef,
@@ -72,7 +76,7 @@ impl GraphTable {
     pub fn new(
         snapshot: &Snapshot,
         type_name: &str,
-        view: Option<StagedView>,
+        view: Option<Arc<StagedView>>,
     ) -> omnigraph_engine::Result<(String, Self)> {
         let graph_schema =
             omnigraph_engine::value::table_schema(snapshot.graph().catalog(), type_name)?;
@@ -133,12 +137,11 @@ impl TableProvider for GraphTable {
         &self,
         filters: &[&DfExpr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // The shared scan applies a pushed filter to every row it returns,
+        // the transaction's own included.
         Ok(filters
             .iter()
             .map(|f| match self.pushed(f) {
-                // The transaction's own rows are not filtered by the scan:
-                // DataFusion filters them again.
-                Some(_) if self.view.is_some() => TableProviderFilterPushDown::Inexact,
                 Some(_) => TableProviderFilterPushDown::Exact,
                 None => TableProviderFilterPushDown::Unsupported,
             })
@@ -156,86 +159,152 @@ impl TableProvider for GraphTable {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
-        let graph_names: Vec<String> = indices
-            .iter()
-            .map(|i| self.graph_schema.field(*i).name().clone())
-            .collect();
         let pushed: Vec<filter::Expr> = filters.iter().filter_map(|f| self.pushed(f)).collect();
-        let filter = match filter::and_all(pushed) {
-            Some(all) => Some(
-                filter::to_datafusion(&all, &[], Some(&self.graph_schema))
-                    .map_err(|e| DataFusionError::Plan(e.0))?,
-            ),
-            None => None,
+        let spec = ScanSpec {
+            type_name: self.type_name.clone(),
+            columns: indices
+                .iter()
+                .map(|i| self.graph_schema.field(*i).name().clone())
+                .collect(),
+            filter: filter::and_all(pushed),
+            params: Vec::new(),
+            order: Vec::new(),
+            limit: limit.map(|n| n as u64),
         };
-        let Some(view) = &self.view else {
-            let ds = self
-                .snapshot
-                .dataset(&self.type_name)
-                .await
-                .map_err(engine_error)?;
-            let plan = lance_plan(&ds, &graph_names, filter, limit).await?;
-            return self.renamed(plan, &indices);
-        };
-        // Read-your-writes: the committed rows the transaction did not
-        // replace or delete, its rows in memory, its spilled rows.
-        let mut parts = Vec::new();
-        if !view.hide_all {
-            let ds = self
-                .snapshot
-                .dataset(&self.type_name)
-                .await
-                .map_err(engine_error)?;
-            let mut f = filter.clone();
-            if !view.hidden.is_empty() {
-                let id = DfExpr::Column(DfColumn::new_unqualified("id"));
-                let hidden = id.in_list(view.hidden.iter().map(|h| lit(h.clone())).collect(), true);
-                f = Some(match f {
-                    Some(f) => f.and(hidden),
-                    None => hidden,
-                });
-            }
-            parts.push(self.renamed(lance_plan(&ds, &graph_names, f, None).await?, &indices)?);
-        }
-        if let Some(rows) = &view.rows {
-            let schema = rows.schema();
-            let memory = MemorySourceConfig::try_new_exec(&[vec![rows.clone()]], schema, None)?;
-            parts.push(self.renamed(memory, &indices)?);
-        }
-        if let Some(spill) = &view.spill {
-            parts.push(self.renamed(
-                lance_plan(spill, &graph_names, filter, None).await?,
-                &indices,
-            )?);
-        }
-        if parts.is_empty() {
-            let schema = self.schema.project(&indices)?;
-            return Ok(Arc::new(EmptyExec::new(Arc::new(schema))));
-        }
-        UnionExec::try_new(parts)
+        let explain = ScanExplain::new(&self.snapshot, &spec)
+            .await
+            .map_err(engine_error)?;
+        let schema = Arc::new(self.schema.project(&indices)?);
+        Ok(Arc::new(GraphScanExec {
+            properties: Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(schema.clone()),
+                Partitioning::UnknownPartitioning(1),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            )),
+            snapshot: self.snapshot.clone(),
+            view: self.view.clone(),
+            spec,
+            explain,
+            schema,
+        }))
     }
 }
 
-/// A Lance scan of `columns` (graph names) through `filter`, up to `limit` rows.
-async fn lance_plan(
-    ds: &omnigraph_engine::deps::lance::Dataset,
-    columns: &[String],
-    filter: Option<DfExpr>,
-    limit: Option<usize>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    let mut scan = omnigraph_engine::scanner(ds);
-    if columns.is_empty() {
-        scan.empty_project()?;
-    } else {
-        scan.project(columns)?;
+/// The shared scan ([`crate::scan`]) as a DataFusion leaf: one partition
+/// whose batches carry the SQL column names.
+pub struct GraphScanExec {
+    snapshot: Snapshot,
+    view: Option<Arc<StagedView>>,
+    spec: ScanSpec,
+    explain: ScanExplain,
+    /// The projected columns under their SQL names.
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl std::fmt::Debug for GraphScanExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphScanExec")
+            .field("spec", &self.spec)
+            .field("commit", &self.explain.commit)
+            .finish()
     }
-    if let Some(f) = filter {
-        scan.filter_expr(f);
+}
+
+impl DisplayAs for GraphScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let e = &self.explain;
+        write!(
+            f,
+            "OmnigraphScan: type={}, branch={}, commit={}",
+            e.type_name,
+            e.branch.as_deref().unwrap_or("(pinned commit)"),
+            e.commit
+        )?;
+        if let Some(filter) = &e.filter {
+            write!(f, ", filter={filter}")?;
+        }
+        for (column, kind) in &e.indexes {
+            write!(f, ", index={column} ({})", kind.as_str())?;
+        }
+        write!(f, ", columns=[{}]", e.columns.join(", "))?;
+        if let Some(n) = self.spec.limit {
+            write!(f, ", limit={n}")?;
+        }
+        if let Some(view) = &self.view {
+            // What the open transaction adds to the committed rows.
+            let mut own = Vec::new();
+            if view.hide_all {
+                own.push("replaces all".to_string());
+            } else if !view.hidden.is_empty() {
+                own.push(format!("hides {}", view.hidden.len()));
+            }
+            if let Some(rows) = &view.rows {
+                own.push(format!("{} staged", rows.num_rows()));
+            }
+            if view.spill.is_some() {
+                own.push("spilled".to_string());
+            }
+            write!(f, ", own writes=[{}]", own.join(", "))?;
+        }
+        Ok(())
     }
-    if let Some(n) = limit {
-        scan.limit(Some(i64::try_from(n).unwrap_or(i64::MAX)), None)?;
+}
+
+impl ExecutionPlan for GraphScanExec {
+    fn name(&self) -> &str {
+        "OmnigraphScan"
     }
-    Ok(scan.create_plan().await?)
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "OmnigraphScan has no children".to_string(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let (snapshot, view, spec) = (self.snapshot.clone(), self.view.clone(), self.spec.clone());
+        let schema = self.schema.clone();
+        let rows = futures::stream::once(async move { Scan::open(&snapshot, view, &spec).await })
+            .map_ok(|scan| {
+                futures::stream::try_unfold(scan, |mut scan| async move {
+                    Ok(scan.next_batch().await?.map(|b| (b, scan)))
+                })
+            })
+            .try_flatten()
+            .map_err(engine_error);
+        let out = schema.clone();
+        let renamed = rows.map(move |b| {
+            let b = b?;
+            // The same arrays under the SQL names.
+            Ok(RecordBatch::try_new_with_options(
+                out.clone(),
+                b.columns().to_vec(),
+                &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+            )?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, renamed)))
+    }
 }
 
 impl GraphTable {
@@ -263,24 +332,5 @@ impl GraphTable {
             Arc::new(Schema::new(fields)),
             b.columns().to_vec(),
         )?)
-    }
-
-    /// `plan`'s columns (graph names) as the projected SQL columns.
-    fn renamed(
-        &self,
-        plan: Arc<dyn ExecutionPlan>,
-        indices: &[usize],
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let out = plan.schema();
-        let mut renamed: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::new();
-        for i in indices {
-            let graph = self.graph_schema.field(*i).name();
-            let pos = out.index_of(graph)?;
-            renamed.push((
-                Arc::new(PhysColumn::new(graph, pos)),
-                self.schema.field(*i).name().clone(),
-            ));
-        }
-        Ok(Arc::new(ProjectionExec::try_new(renamed, plan)?))
     }
 }

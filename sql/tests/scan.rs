@@ -1,0 +1,271 @@
+//! The scan every frontend shares (`omnigraph_sql::scan`): a transaction's
+//! committed, replaced, deleted, staged and spilled rows read as one table,
+//! with filters, orders and limits, checked against a model of the rows.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use omnigraph_engine::deps::arrow_array::Array;
+use omnigraph_engine::deps::arrow_array::cast::AsArray;
+use omnigraph_engine::deps::arrow_array::types::Int32Type;
+use omnigraph_engine::{Graph, GraphOptions, LoadMode, ReadRef, Snapshot, StagedView, Value};
+use omnigraph_sql::filter::{self, CmpOp, Column, ColumnType, Expr, Scalar};
+use omnigraph_sql::scan::{Scan, ScanExplain, ScanSpec, SortKey};
+
+const SCHEMA: &str = "node Item {\n    slug: String @key\n    n: I32?\n}\n";
+/// More committed rows than one Lance batch holds, so merges cross batches.
+const COMMITTED: usize = 20_000;
+const INSERTED: usize = 3_000;
+
+type Row = (String, Option<i32>);
+
+fn committed_n(i: usize) -> Option<i32> {
+    (!i.is_multiple_of(37)).then_some((i % 100) as i32)
+}
+
+/// A graph of COMMITTED items, and a transaction that updates every 10th
+/// (+3), deletes every 10th (+4) and inserts INSERTED new items, most of
+/// them spilled; with the rows it should read.
+async fn setup(dir: &std::path::Path) -> (Graph, omnigraph_engine::WriteTxn, Vec<Row>) {
+    let uri = dir.join("g").to_string_lossy().into_owned();
+    let g = Graph::create(&uri, SCHEMA, "t").await.unwrap();
+    let mut data = String::new();
+    for i in 0..COMMITTED {
+        let n = committed_n(i).map_or("null".to_string(), |n| n.to_string());
+        data.push_str(&format!(
+            "{{\"type\": \"Item\", \"data\": {{\"slug\": \"c{i:05}\", \"n\": {n}}}}}\n"
+        ));
+    }
+    g.load("main", &data, LoadMode::Append, "t", "")
+        .await
+        .unwrap();
+    let spill = dir.join("spill");
+    std::fs::create_dir_all(&spill).unwrap();
+    let g = Graph::open_with(
+        &uri,
+        GraphOptions {
+            spill_dir: Some(spill),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.set_staging_memory(20_000);
+    let mut model: BTreeMap<String, Option<i32>> = (0..COMMITTED)
+        .map(|i| (format!("c{i:05}"), committed_n(i)))
+        .collect();
+    for i in (3..COMMITTED).step_by(10) {
+        let id = format!("c{i:05}");
+        let n = 1000 + (i % 7) as i32;
+        let props = BTreeMap::from([("n".to_string(), Value::Int(n.into()))]);
+        txn.update("Item", &id, props).await.unwrap();
+        model.insert(id, Some(n));
+    }
+    for i in (4..COMMITTED).step_by(10) {
+        let id = format!("c{i:05}");
+        txn.delete("Item", &id).await.unwrap();
+        model.remove(&id);
+    }
+    for i in 0..INSERTED {
+        let id = format!("i{i:05}");
+        let n = (!i.is_multiple_of(11)).then_some((i % 50) as i32);
+        let props = BTreeMap::from([
+            ("slug".to_string(), Value::String(id.clone())),
+            (
+                "n".to_string(),
+                n.map_or(Value::Null, |n| Value::Int(n.into())),
+            ),
+        ]);
+        txn.insert_node("Item", props).await.unwrap();
+        model.insert(id, n);
+    }
+    assert!(txn.spilled_rows() > 0, "the inserts spill");
+    (g, txn, model.into_iter().collect())
+}
+
+async fn view(txn: &omnigraph_engine::WriteTxn) -> (Snapshot, Arc<StagedView>) {
+    let snap = txn.base().clone();
+    let view = txn.view("Item", &snap).await.unwrap().unwrap();
+    assert!(view.spill.is_some() && view.rows.is_some() && !view.hidden.is_empty());
+    (snap, Arc::new(view))
+}
+
+fn spec(order: Vec<SortKey>, filter: Option<Expr>, limit: Option<u64>) -> ScanSpec {
+    ScanSpec {
+        type_name: "Item".into(),
+        columns: vec!["id".into(), "n".into()],
+        filter,
+        params: Vec::new(),
+        order,
+        limit,
+    }
+}
+
+fn key(column: &str, ascending: bool, nulls_first: bool) -> SortKey {
+    SortKey {
+        column: column.into(),
+        ascending,
+        nulls_first,
+    }
+}
+
+/// Every row a scan yields, and the number of batches.
+async fn read(
+    snap: &Snapshot,
+    view: Option<Arc<StagedView>>,
+    spec: &ScanSpec,
+) -> (Vec<Row>, usize) {
+    let mut scan = Scan::open(snap, view, spec).await.unwrap();
+    let (mut rows, mut batches) = (Vec::new(), 0);
+    while let Some(b) = scan.next_batch().await.unwrap() {
+        assert!(b.num_rows() > 0, "no empty batches");
+        assert_eq!(b.num_columns(), spec.columns.len());
+        batches += 1;
+        if spec.columns.is_empty() {
+            rows.extend((0..b.num_rows()).map(|_| (String::new(), None)));
+            continue;
+        }
+        let ids = b.column(0).as_string::<i32>();
+        let ns = b.column(1).as_primitive::<Int32Type>();
+        for r in 0..b.num_rows() {
+            let n = (!ns.is_null(r)).then(|| ns.value(r));
+            rows.push((ids.value(r).to_string(), n));
+        }
+    }
+    (rows, batches)
+}
+
+fn cmp_n(a: Option<i32>, b: Option<i32>, ascending: bool, nulls_first: bool) -> std::cmp::Ordering {
+    match (a, b) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) if nulls_first => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (Some(_), None) if nulls_first => std::cmp::Ordering::Greater,
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (Some(x), Some(y)) if ascending => x.cmp(&y),
+        (Some(x), Some(y)) => y.cmp(&x),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_reads_committed_staged_and_spilled_rows_as_one_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_g, txn, model) = setup(dir.path()).await;
+    let (snap, view) = view(&txn).await;
+
+    // Unordered: the same rows (sources one after another).
+    let (mut rows, _) = read(&snap, Some(view.clone()), &spec(vec![], None, None)).await;
+    rows.sort();
+    assert_eq!(rows, model);
+
+    // Ordered by n (NULLS LAST) then id: one sequence, merged across
+    // sources and across Lance batches.
+    let order = vec![key("n", true, false), key("id", true, false)];
+    let (rows, batches) = read(&snap, Some(view.clone()), &spec(order, None, None)).await;
+    let mut want = model.clone();
+    want.sort_by(|a, b| cmp_n(a.1, b.1, true, false).then(a.0.cmp(&b.0)));
+    assert_eq!(rows, want);
+    assert!(batches > 3, "{batches} batches");
+
+    // Descending, NULLS FIRST, with a limit: the first rows of that order.
+    let order = vec![key("n", false, true), key("id", false, false)];
+    let (rows, _) = read(&snap, Some(view.clone()), &spec(order, None, Some(25))).await;
+    let mut want = model.clone();
+    want.sort_by(|a, b| cmp_n(a.1, b.1, false, true).then(b.0.cmp(&a.0)));
+    assert_eq!(rows, want[..25]);
+
+    // A filter applies to every source, the transaction's rows included.
+    let n = Column {
+        name: "n".into(),
+        ty: ColumnType::Int,
+    };
+    let cmp = |op, v| Expr::Cmp {
+        column: n.clone(),
+        op,
+        value: filter::Value::Const(Scalar::Int(v)),
+        c_collation: false,
+    };
+    let f = filter::and_all(vec![cmp(CmpOp::GtEq, 40), cmp(CmpOp::Lt, 60)]);
+    let (rows, _) = read(
+        &snap,
+        Some(view.clone()),
+        &spec(vec![key("id", true, false)], f.clone(), None),
+    )
+    .await;
+    let want: Vec<Row> = model
+        .iter()
+        .filter(|(_, n)| n.is_some_and(|n| (40..60).contains(&n)))
+        .cloned()
+        .collect();
+    assert!(want.iter().any(|(id, _)| id.starts_with('i')));
+    assert_eq!(rows, want);
+
+    // A limit without an order still counts the rows left after hiding.
+    let (rows, _) = read(&snap, Some(view.clone()), &spec(vec![], f, Some(700))).await;
+    assert_eq!(rows.len(), 700.min(want.len()));
+    assert!(rows.iter().all(|r| want.contains(r)));
+
+    // No columns (count(*)): the row count only.
+    let mut count = spec(vec![], None, None);
+    count.columns.clear();
+    let (rows, _) = read(&snap, Some(view.clone()), &count).await;
+    assert_eq!(rows.len(), model.len());
+
+    // Without the view: the committed rows, untouched by the transaction.
+    let (rows, _) = read(&snap, None, &spec(vec![key("id", true, false)], None, None)).await;
+    assert_eq!(rows.len(), COMMITTED);
+    assert_eq!(rows[3], ("c00003".to_string(), committed_n(3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwritten_table_reads_only_the_transaction_s_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, _, _) = setup(dir.path()).await;
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.overwrite("Item").unwrap();
+    let props = BTreeMap::from([
+        ("slug".to_string(), Value::String("only".into())),
+        ("n".to_string(), Value::Int(7)),
+    ]);
+    txn.insert_node("Item", props).await.unwrap();
+    let snap = txn.base().clone();
+    let view = txn.view("Item", &snap).await.unwrap().map(Arc::new);
+    let (rows, _) = read(
+        &snap,
+        view,
+        &spec(vec![key("n", true, false)], None, Some(10)),
+    )
+    .await;
+    assert_eq!(rows, [("only".to_string(), Some(7))]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_names_the_snapshot_filter_and_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, _, _) = setup(dir.path()).await;
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    let f = Expr::IsNull {
+        column: Column {
+            name: "n".into(),
+            ty: ColumnType::Int,
+        },
+        negated: false,
+    };
+    let mut s = spec(vec![key("n", false, true)], Some(f), None);
+    s.columns = vec![];
+    let lines = ScanExplain::new(&snap, &s).await.unwrap().lines();
+    let get = |label: &str| {
+        lines
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(get("Omnigraph Type").as_deref(), Some("Item"));
+    assert_eq!(get("Omnigraph Branch").as_deref(), Some("main"));
+    assert_eq!(get("Omnigraph Commit"), Some(snap.commit().id.clone()));
+    assert_eq!(get("Pushed Filter").as_deref(), Some("n IS NULL"));
+    assert_eq!(get("Columns Read").as_deref(), Some("(none)"));
+    assert_eq!(get("Pushed Order").as_deref(), Some("n DESC NULLS FIRST"));
+    assert_eq!(get("Omnigraph Index"), None, "no index built");
+}
