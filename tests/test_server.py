@@ -92,6 +92,22 @@ def test_psql_lists_describes_and_queries(server):
     for want in ("person", "company", "knows", "works_at", "started_at", "Alice", "Charlie", "(2 rows)"):
         assert want in r.stdout, (want, r.stdout)
     assert "Bob" not in r.stdout
+    # \d shows the keys: `id` is the primary key, an edge's src/dst refer
+    # to its endpoints (deleting a node deletes its edges); \d+ works too.
+    r = psql(server, "\\d works_at", "\\d+ person")
+    assert r.returncode == 0, r.stderr
+    for want in (
+        '"works_at_pkey" PRIMARY KEY, btree (id)',
+        '"works_at_src_fkey" FOREIGN KEY (src) REFERENCES person(id) ON DELETE CASCADE',
+        '"works_at_dst_fkey" FOREIGN KEY (dst) REFERENCES company(id) ON DELETE CASCADE',
+        '"person_pkey" PRIMARY KEY, btree (id)',
+        'TABLE "knows" CONSTRAINT "knows_src_fkey" FOREIGN KEY (src) REFERENCES person(id) ON DELETE CASCADE',
+        'TABLE "works_at" CONSTRAINT "works_at_src_fkey" FOREIGN KEY (src) REFERENCES person(id) ON DELETE CASCADE',
+        # The types the wire sends, not text for what the emulation does not know.
+        "started_at | timestamp with time zone",
+        "tags      | text[]",
+    ):
+        assert want in r.stdout, (want, r.stdout)
     # psql variables are interpolated by psql, then sent as one query.
     r = subprocess.run(
         ["psql", "-X", "-At", "-h", "127.0.0.1", "-p", str(server.port), "-U", "t", "-d", "social", "-v", "who=bob"],
@@ -257,9 +273,13 @@ def test_sqlalchemy_reflects_keys_and_runs_a_core_select(server):
     assert sorted(insp.get_table_names()) == ["company", "knows", "person", "works_at"]
     columns = {c["name"]: c for c in insp.get_columns("person")}
     assert isinstance(columns["age"]["type"], sa.Integer) and isinstance(columns["joined_on"]["type"], sa.Date)
+    assert isinstance(columns["tags"]["type"], sa.ARRAY) and isinstance(columns["tags"]["type"].item_type, sa.Text)
+    started = {c["name"]: c for c in insp.get_columns("works_at")}["started_at"]["type"]
+    assert isinstance(started, sa.TIMESTAMP) and started.timezone, started
     assert insp.get_pk_constraint("person")["constrained_columns"] == ["id"]
     fks = {(f["constrained_columns"][0], f["referred_table"], f["referred_columns"][0]) for f in insp.get_foreign_keys("works_at")}
     assert fks == {("src", "person", "id"), ("dst", "company", "id")}
+    assert all(f["options"].get("ondelete") == "CASCADE" for f in insp.get_foreign_keys("works_at"))
 
     md = sa.MetaData()
     person = sa.Table("person", md, autoload_with=engine)

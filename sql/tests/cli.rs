@@ -530,6 +530,10 @@ fn sql_reads_branches_and_commits_pushes_filters_writes_and_refuses_ddl() {
         p.contains(", filter=age > 26 AND joinedOn IS NULL, columns=[name], limit=5"),
         "{p}"
     );
+    // count(*) of a whole table comes from Lance's metadata: no scan.
+    let p = plan("SELECT count(*) FROM person");
+    assert!(p.contains("ProjectionExec: expr=[4 as count(*)]"), "{p}");
+    assert!(!p.contains("OmnigraphScan"), "{p}");
     let p = plan("SELECT name FROM person WHERE age + 1 = 31");
     assert!(!p.contains(", filter="), "{p}");
     assert!(p.contains("columns=[name, age]"), "{p}");

@@ -1,5 +1,6 @@
 // `omnigraph serve` through pgjdbc (Debian's libpostgresql-jdbc-java):
-// metadata (getTables, getColumns), prepared statements with parameters,
+// metadata (getTables, getColumns, getPrimaryKeys, getImportedKeys,
+// getExportedKeys), prepared statements with parameters,
 // a fetch size smaller than the result (portal suspension), and a
 // transaction committed with setAutoCommit(false).
 // Run: java -cp postgresql.jar ServeJdbc.java <jdbc url>
@@ -26,6 +27,35 @@ public class ServeJdbc {
             }
             check(cols.keySet().containsAll(List.of("id", "name", "age", "joined_on", "score")), "columns " + cols);
             check("int4".equals(cols.get("age")), "age type " + cols.get("age"));
+            check("_text".equals(cols.get("tags")), "tags type " + cols.get("tags"));
+            try (ResultSet rs = md.getColumns(null, null, "works_at", "started_at")) {
+                check(rs.next() && "timestamptz".equals(rs.getString("TYPE_NAME")), "started_at type");
+            }
+
+            // Keys, as BI tools read them to draw joins: `id` is every
+            // table's primary key, an edge's src/dst refer to its endpoints.
+            List<String> pk = new ArrayList<>();
+            try (ResultSet rs = md.getPrimaryKeys(null, null, "person")) {
+                while (rs.next()) pk.add(rs.getString("COLUMN_NAME") + ":" + rs.getString("PK_NAME") + ":" + rs.getInt("KEY_SEQ"));
+            }
+            check(pk.equals(List.of("id:person_pkey:1")), "primary key " + pk);
+            try (ResultSet rs = md.getPrimaryKeys(null, null, "nothing")) {
+                check(!rs.next(), "a key for an unknown table");
+            }
+            List<String> imported = new ArrayList<>();
+            try (ResultSet rs = md.getImportedKeys(null, "public", "works_at")) {
+                while (rs.next()) {
+                    imported.add(rs.getString("FKCOLUMN_NAME") + "->" + rs.getString("PKTABLE_NAME") + "."
+                        + rs.getString("PKCOLUMN_NAME") + ":" + rs.getInt("DELETE_RULE"));
+                }
+            }
+            int cascade = DatabaseMetaData.importedKeyCascade;
+            check(imported.equals(List.of("dst->company.id:" + cascade, "src->person.id:" + cascade)), "imported keys " + imported);
+            List<String> exported = new ArrayList<>();
+            try (ResultSet rs = md.getExportedKeys(null, null, "company")) {
+                while (rs.next()) exported.add(rs.getString("FKTABLE_NAME") + "." + rs.getString("FKCOLUMN_NAME"));
+            }
+            check(exported.equals(List.of("works_at.dst")), "exported keys " + exported);
 
             try (PreparedStatement ps = c.prepareStatement(
                     "SELECT id, age, joined_on, score FROM person WHERE age >= ? AND status = ? ORDER BY id")) {

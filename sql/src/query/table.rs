@@ -9,7 +9,10 @@ use futures::{StreamExt, TryStreamExt};
 use omnigraph_engine::deps::arrow_array::{RecordBatch, RecordBatchOptions};
 use omnigraph_engine::deps::arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use omnigraph_engine::deps::lance::deps::datafusion::catalog::{Session, TableProvider};
-use omnigraph_engine::deps::lance::deps::datafusion::common::{DataFusionError, Result};
+use omnigraph_engine::deps::lance::deps::datafusion::common::stats::Precision;
+use omnigraph_engine::deps::lance::deps::datafusion::common::{
+    DataFusionError, Result, Statistics,
+};
 use omnigraph_engine::deps::lance::deps::datafusion::datasource::TableType;
 use omnigraph_engine::deps::lance::deps::datafusion::execution::TaskContext;
 use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::{
@@ -175,6 +178,18 @@ impl TableProvider for GraphTable {
             .await
             .map_err(engine_error)?;
         let schema = Arc::new(self.schema.project(&indices)?);
+        // The committed row count is metadata: with it DataFusion answers
+        // count(*) without a scan and sizes joins.
+        let mut statistics = Statistics::new_unknown(&schema);
+        if self.view.is_none() && spec.filter.is_none() {
+            let rows = self
+                .snapshot
+                .count(&self.type_name)
+                .await
+                .map_err(engine_error)?;
+            let rows = usize::try_from(rows).unwrap_or(usize::MAX);
+            statistics.num_rows = Precision::Exact(limit.map_or(rows, |n| n.min(rows)));
+        }
         Ok(Arc::new(GraphScanExec {
             properties: Arc::new(PlanProperties::new(
                 EquivalenceProperties::new(schema.clone()),
@@ -187,6 +202,7 @@ impl TableProvider for GraphTable {
             spec,
             explain,
             schema,
+            statistics: Arc::new(statistics),
         }))
     }
 }
@@ -201,6 +217,7 @@ pub struct GraphScanExec {
     /// The projected columns under their SQL names.
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    statistics: Arc<Statistics>,
 }
 
 impl std::fmt::Debug for GraphScanExec {
@@ -276,6 +293,10 @@ impl ExecutionPlan for GraphScanExec {
                 "OmnigraphScan has no children".to_string(),
             ))
         }
+    }
+
+    fn partition_statistics(&self, _partition: Option<usize>) -> Result<Arc<Statistics>> {
+        Ok(self.statistics.clone())
     }
 
     fn execute(

@@ -1,7 +1,8 @@
 //! The DataFusion context of one connection: the graph's tables in schema
 //! `public` of a catalog named after the database, `information_schema`,
 //! the `pg_catalog` emulation of `datafusion-pg-catalog` (the tables and
-//! functions psql, JDBC and SQLAlchemy read), `version()` in PostgreSQL's
+//! functions psql, JDBC and SQLAlchemy read; `pg_attribute` with the
+//! graph's column types, [`super::attributes`]), `version()` in PostgreSQL's
 //! format, and a memory limit for the session's queries.
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::{
 };
 use omnigraph_engine::deps::lance::deps::datafusion::prelude::SessionConfig;
 
+use super::attributes::PgCatalog;
 use super::startup::SERVER_VERSION;
 
 /// A fresh context for a session of database `name`, whose queries may
@@ -30,6 +32,20 @@ pub(super) fn context(name: &str, memory: usize) -> Result<SessionContext, DataF
         .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     datafusion_pg_catalog::setup_pg_catalog(&ctx, name, EmptyContextProvider).map_err(|e| *e)?;
+    // The emulation's pg_attribute, with the graph's column types.
+    let catalog = ctx
+        .catalog(name)
+        .ok_or_else(|| DataFusionError::Internal(format!("catalog {name} was not registered")))?;
+    if let Some(inner) = catalog.schema("pg_catalog") {
+        catalog.register_schema(
+            "pg_catalog",
+            Arc::new(PgCatalog {
+                inner,
+                catalogs: ctx.state().catalog_list().clone(),
+                catalog: name.to_string(),
+            }),
+        )?;
+    }
     ctx.register_udf(version_udf());
     // Every type is visible (one schema); SQLAlchemy asks about domains.
     ctx.register_udf(create_udf(
@@ -39,6 +55,19 @@ pub(super) fn context(name: &str, memory: usize) -> Result<SessionContext, DataF
         Volatility::Immutable,
         Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))),
     ));
+    // No object has a comment (psql's `\d+` asks for every column's).
+    for (name, args) in [
+        ("col_description", vec![DataType::Int64, DataType::Int64]),
+        ("obj_description", vec![DataType::Int64, DataType::Utf8]),
+    ] {
+        ctx.register_udf(create_udf(
+            name,
+            args,
+            DataType::Utf8,
+            Volatility::Stable,
+            Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
+        ));
+    }
     Ok(ctx)
 }
 

@@ -88,6 +88,8 @@ pub(super) struct Session {
 #[derive(Debug, Clone)]
 pub(super) struct Prepared {
     stmt: Option<SqlStatement>,
+    /// A client's catalog query about keys, answered from the schema.
+    ask: Option<Ask>,
     params: Vec<Option<DataType>>,
     schema: Option<SchemaRef>,
 }
@@ -203,14 +205,30 @@ impl Handler {
     }
 
     /// Answer a client's catalog query about keys from the graph's schema.
-    async fn introspect<C: ClientInfo>(&self, client: &C, ask: Ask) -> PgWireResult<Response> {
+    async fn introspect<C: ClientInfo>(
+        &self,
+        client: &C,
+        ask: &Ask,
+        format: &Format,
+    ) -> PgWireResult<Response> {
         let mut guard = self.conn.session.lock().await;
         let Some(session) = guard.as_mut() else {
             return Err(PgWireError::NotReadyForQuery);
         };
         let oid = match ask {
-            Ask::PrimaryKeyColumns(o) | Ask::PrimaryKeyName(o) | Ask::ForeignKeys(o) => Some(o),
-            Ask::Indexes | Ask::Uniques | Ask::Checks => None,
+            Ask::PrimaryKeyColumns(o)
+            | Ask::PrimaryKeyName(o)
+            | Ask::ForeignKeys(o)
+            | Ask::PsqlIndexes(o)
+            | Ask::PsqlForeignKeys(o)
+            | Ask::PsqlReferencedBy(o) => Some(*o),
+            Ask::Indexes
+            | Ask::Uniques
+            | Ask::Checks
+            | Ask::PsqlTriggers
+            | Ask::Setting(_)
+            | Ask::JdbcPrimaryKeys(_)
+            | Ask::JdbcForeignKeys { .. } => None,
         };
         let mut table = None;
         if let Some(oid) = oid {
@@ -243,13 +261,9 @@ impl Handler {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let schema = batch.schema();
         let stream = batches_stream(schema.clone(), vec![batch]);
-        Ok(Response::Query(self.rows(
-            &schema,
-            stream,
-            &Format::UnifiedText,
-            options,
-            None,
-        )?))
+        Ok(Response::Query(
+            self.rows(&schema, stream, format, options, None)?,
+        ))
     }
 
     /// Rows encoded for the wire as the plan yields them; a cancel request
@@ -477,9 +491,12 @@ impl SimpleQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if let Some(ask) = introspect::recognise(query) {
-            return Ok(vec![self.introspect(client, ask).await?]);
+            return Ok(vec![
+                self.introspect(client, &ask, &Format::UnifiedText).await?,
+            ]);
         }
-        let statements = match self.parser.sql.parse(query) {
+        let query = introspect::rewrite(query);
+        let statements = match self.parser.sql.parse(&query) {
             Ok(s) => s,
             Err(e) => {
                 // A syntax error aborts an open transaction too.
@@ -533,7 +550,21 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut statements = self.sql.parse(sql).map_err(syntax_error)?;
+        if let Some(ask) = introspect::recognise(sql) {
+            let schema = introspect::answer(&ask, None, &[])
+                .map_err(|e| PgWireError::ApiError(Box::new(e)))?
+                .schema();
+            return Ok(Prepared {
+                stmt: None,
+                ask: Some(ask),
+                params: Vec::new(),
+                schema: Some(schema),
+            });
+        }
+        let mut statements = self
+            .sql
+            .parse(&introspect::rewrite(sql))
+            .map_err(syntax_error)?;
         if statements.len() > 1 {
             return Err(syntax_error(
                 "cannot insert multiple commands into a prepared statement",
@@ -542,6 +573,7 @@ impl QueryParser for Parser {
         let Some(stmt) = statements.pop() else {
             return Ok(Prepared {
                 stmt: None,
+                ask: None,
                 params: Vec::new(),
                 schema: None,
             });
@@ -575,6 +607,7 @@ impl QueryParser for Parser {
         };
         Ok(Prepared {
             stmt: Some(stmt),
+            ask: None,
             params,
             schema,
         })
@@ -644,6 +677,11 @@ impl ExtendedQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
+        if let Some(ask) = &prepared.ask {
+            return self
+                .introspect(client, ask, &portal.result_column_format)
+                .await;
+        }
         let Some(stmt) = prepared.stmt.clone() else {
             return Ok(Response::EmptyQuery);
         };

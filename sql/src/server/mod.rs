@@ -12,12 +12,15 @@
 //!   password) and the database name: `graph` or `graph/branch`.
 //! - [`handler`]: the simple and extended query protocols over a session.
 //! - [`catalog`]: the per-connection DataFusion context.
+//! - [`attributes`]: `pg_attribute` with the graph's column types
+//!   (`timestamptz`, arrays).
 //! - [`introspect`]: keys (`id`, edges' `src`/`dst`) for clients' catalog
 //!   queries.
 //! - [`error`]: errors as SQLSTATEs.
 //!
 //! [`QuerySession`]: crate::query::QuerySession
 
+mod attributes;
 mod catalog;
 mod error;
 mod handler;

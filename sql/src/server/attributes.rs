@@ -1,0 +1,256 @@
+//! The graph's column types in `pg_catalog.pg_attribute`.
+//!
+//! `datafusion-pg-catalog` builds `pg_attribute` from each table's Arrow
+//! schema but knows only scalar types: a `DateTime` column
+//! (`timestamptz`) and every list (`text[]`, `int4[]`, ...) come out as
+//! `text`, so psql's `\d`, JDBC's `getColumns` and SQLAlchemy's reflection
+//! would report them as text. Its `pg_catalog` schema is wrapped here:
+//! `pg_attribute` reads the emulated rows and, for the graph's tables
+//! (schema `public`), sets each column's type to the one the wire
+//! protocol sends for it (arrow-pg's `into_pg_type`), with that type's
+//! length, alignment, storage and dimensions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_pg::datatypes::into_pg_type;
+use omnigraph_engine::deps::arrow_array::cast::AsArray;
+use omnigraph_engine::deps::arrow_array::types::{Int16Type, Int32Type};
+use omnigraph_engine::deps::arrow_array::{
+    Array, ArrayRef, BooleanArray, Int16Array, Int32Array, RecordBatch, StringArray,
+};
+use omnigraph_engine::deps::arrow_schema::{DataType, SchemaRef};
+use omnigraph_engine::deps::lance::deps::datafusion::arrow::compute::cast;
+use omnigraph_engine::deps::lance::deps::datafusion::catalog::{
+    CatalogProviderList, SchemaProvider, Session, TableProvider,
+};
+use omnigraph_engine::deps::lance::deps::datafusion::common::{DataFusionError, Result};
+use omnigraph_engine::deps::lance::deps::datafusion::datasource::TableType;
+use omnigraph_engine::deps::lance::deps::datafusion::datasource::memory::MemorySourceConfig;
+use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::Expr;
+use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::{ExecutionPlan, collect};
+use pgwire::api::Type;
+
+/// `pg_catalog` with [`Attributes`] as `pg_attribute`.
+#[derive(Debug)]
+pub(super) struct PgCatalog {
+    pub(super) inner: Arc<dyn SchemaProvider>,
+    pub(super) catalogs: Arc<dyn CatalogProviderList>,
+    /// The catalog holding the graph's tables (in schema `public`).
+    pub(super) catalog: String,
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for PgCatalog {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let table = self.inner.table(name).await?;
+        if name != "pg_attribute" {
+            return Ok(table);
+        }
+        let (Some(attributes), Some(classes), Some(namespaces)) = (
+            table,
+            self.inner.table("pg_class").await?,
+            self.inner.table("pg_namespace").await?,
+        ) else {
+            return Err(DataFusionError::Internal(
+                "pg_catalog without pg_attribute, pg_class or pg_namespace".into(),
+            ));
+        };
+        Ok(Some(Arc::new(Attributes {
+            attributes,
+            classes,
+            namespaces,
+            catalogs: self.catalogs.clone(),
+            catalog: self.catalog.clone(),
+        })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// `pg_attribute` with the graph's column types.
+#[derive(Debug)]
+struct Attributes {
+    attributes: Arc<dyn TableProvider>,
+    classes: Arc<dyn TableProvider>,
+    namespaces: Arc<dyn TableProvider>,
+    catalogs: Arc<dyn CatalogProviderList>,
+    catalog: String,
+}
+
+/// Every row of a table.
+async fn rows(table: &Arc<dyn TableProvider>, state: &dyn Session) -> Result<Vec<RecordBatch>> {
+    let plan = table.scan(state, None, &[], None).await?;
+    collect(plan, state.task_ctx()).await
+}
+
+fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    Ok(b.column(b.schema().index_of(name)?))
+}
+
+/// A column read as `to` (the emulation's oid columns are integers with
+/// metadata; names are text).
+fn column_as(b: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef> {
+    Ok(cast(column(b, name)?, to)?)
+}
+
+/// What `pg_attribute` says about a type: oid, length, by value,
+/// alignment, storage, dimensions.
+fn attribute_type(t: &DataType) -> Option<(i32, i16, bool, &'static str, &'static str, i32)> {
+    let pg = into_pg_type(t).ok()?;
+    let oid = i32::try_from(pg.oid()).ok()?;
+    Some(match pg {
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => (oid, 8, true, "d", "p", 0),
+        _ if matches!(t, DataType::List(_) | DataType::LargeList(_)) => {
+            (oid, -1, false, "i", "x", 1)
+        }
+        _ => return None,
+    })
+}
+
+impl Attributes {
+    /// The Arrow type of each graph column: `(table oid, column) -> type`.
+    async fn graph_types(&self, state: &dyn Session) -> Result<HashMap<(i32, String), DataType>> {
+        let mut public = None;
+        for b in rows(&self.namespaces, state).await? {
+            let oids = column_as(&b, "oid", &DataType::Int32)?;
+            let names = column_as(&b, "nspname", &DataType::Utf8)?;
+            let (oids, names) = (oids.as_primitive::<Int32Type>(), names.as_string::<i32>());
+            for i in 0..b.num_rows() {
+                if names.value(i) == "public" {
+                    public = Some(oids.value(i));
+                }
+            }
+        }
+        let mut out = HashMap::new();
+        let Some(schema) = self
+            .catalogs
+            .catalog(&self.catalog)
+            .and_then(|c| c.schema("public"))
+        else {
+            return Ok(out);
+        };
+        for b in rows(&self.classes, state).await? {
+            let oids = column_as(&b, "oid", &DataType::Int32)?;
+            let names = column_as(&b, "relname", &DataType::Utf8)?;
+            let spaces = column_as(&b, "relnamespace", &DataType::Int32)?;
+            let (oids, names) = (oids.as_primitive::<Int32Type>(), names.as_string::<i32>());
+            let spaces = spaces.as_primitive::<Int32Type>();
+            for i in 0..b.num_rows() {
+                if Some(spaces.value(i)) != public {
+                    continue;
+                }
+                if let Some(table) = schema.table(names.value(i)).await? {
+                    for f in table.schema().fields() {
+                        out.insert((oids.value(i), f.name().clone()), f.data_type().clone());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `batch` with the types of the graph's columns in `types`.
+fn retype(batch: &RecordBatch, types: &HashMap<(i32, String), DataType>) -> Result<RecordBatch> {
+    let int4 = |name| -> Result<Vec<i32>> {
+        Ok(column_as(batch, name, &DataType::Int32)?
+            .as_primitive::<Int32Type>()
+            .values()
+            .to_vec())
+    };
+    let texts = |name| -> Result<Vec<String>> {
+        let a = column_as(batch, name, &DataType::Utf8)?;
+        let a = a.as_string::<i32>();
+        Ok((0..a.len()).map(|i| a.value(i).to_string()).collect())
+    };
+    let rel = int4("attrelid")?;
+    let names = texts("attname")?;
+    let mut typid = int4("atttypid")?;
+    let mut ndims = int4("attndims")?;
+    let mut len: Vec<i16> = column_as(batch, "attlen", &DataType::Int16)?
+        .as_primitive::<Int16Type>()
+        .values()
+        .to_vec();
+    let byval = column_as(batch, "attbyval", &DataType::Boolean)?;
+    let mut byval: Vec<bool> = (0..byval.len())
+        .map(|i| byval.as_boolean().value(i))
+        .collect();
+    let mut align = texts("attalign")?;
+    let mut storage = texts("attstorage")?;
+    let n = batch.num_rows();
+    for i in 0..n {
+        let Some(t) = types.get(&(rel[i], names[i].clone())) else {
+            continue;
+        };
+        if let Some((oid, l, v, a, s, d)) = attribute_type(t) {
+            (typid[i], len[i], byval[i], ndims[i]) = (oid, l, v, d);
+            align[i] = a.to_string();
+            storage[i] = s.to_string();
+        }
+    }
+    let replaced: [(&str, ArrayRef); 6] = [
+        ("atttypid", Arc::new(Int32Array::from(typid))),
+        ("attlen", Arc::new(Int16Array::from(len))),
+        ("attndims", Arc::new(Int32Array::from(ndims))),
+        ("attbyval", Arc::new(BooleanArray::from(byval))),
+        ("attalign", Arc::new(StringArray::from(align))),
+        ("attstorage", Arc::new(StringArray::from(storage))),
+    ];
+    let mut columns = batch.columns().to_vec();
+    for (name, array) in replaced {
+        let i = batch.schema().index_of(name)?;
+        // Keep the emulation's field type (the oid columns carry metadata).
+        columns[i] = cast(&array, batch.column(i).data_type())?;
+    }
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+#[async_trait::async_trait]
+impl TableProvider for Attributes {
+    fn schema(&self) -> SchemaRef {
+        self.attributes.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.attributes.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let types = self.graph_types(state).await?;
+        let batches = rows(&self.attributes, state)
+            .await?
+            .iter()
+            .map(|b| retype(b, &types))
+            .collect::<Result<Vec<_>>>()?;
+        MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())
+            .map(|e| e as Arc<dyn ExecutionPlan>)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omnigraph_engine::deps::arrow_schema::{Field, TimeUnit};
+
+    #[test]
+    fn timestamps_and_lists_get_their_postgres_types() {
+        let tz = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        assert_eq!(attribute_type(&tz).map(|t| t.0), Some(1184));
+        let texts = DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
+        assert_eq!(attribute_type(&texts), Some((1009, -1, false, "i", "x", 1)));
+        assert_eq!(attribute_type(&DataType::Utf8), None);
+    }
+}
