@@ -56,6 +56,11 @@ public class ServeJdbc {
                 while (rs.next()) exported.add(rs.getString("FKTABLE_NAME") + "." + rs.getString("FKCOLUMN_NAME"));
             }
             check(exported.equals(List.of("works_at.dst")), "exported keys " + exported);
+            List<String> indexes = new ArrayList<>();
+            try (ResultSet rs = md.getIndexInfo(null, null, "knows", true, false)) {
+                while (rs.next()) indexes.add(rs.getString("INDEX_NAME") + ":" + rs.getString("COLUMN_NAME") + ":" + rs.getBoolean("NON_UNIQUE"));
+            }
+            check(indexes.equals(List.of("knows_pkey:id:false")), "indexes " + indexes);
 
             try (PreparedStatement ps = c.prepareStatement(
                     "SELECT id, age, joined_on, score FROM person WHERE age >= ? AND status = ? ORDER BY id")) {

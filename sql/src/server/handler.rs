@@ -228,6 +228,7 @@ impl Handler {
             | Ask::PsqlTriggers
             | Ask::Setting(_)
             | Ask::JdbcPrimaryKeys(_)
+            | Ask::JdbcIndexes(_)
             | Ask::JdbcForeignKeys { .. } => None,
         };
         let mut table = None;

@@ -15,8 +15,8 @@
 //! `get_foreign_keys`, `get_indexes`, `get_unique_constraints`,
 //! `get_check_constraints`) single-table queries, and pgjdbc's
 //! `DatabaseMetaData.getPrimaryKeys`, `getImportedKeys`,
-//! `getExportedKeys` and `getCrossReference` (which JDBC-based BI tools
-//! read to draw joins).
+//! `getExportedKeys`, `getCrossReference` (which JDBC-based BI tools
+//! read to draw joins) and `getIndexInfo`.
 //!
 //! Deleting a node deletes its edges, so the foreign keys are reported
 //! `ON DELETE CASCADE`; a node's `id` cannot change (`NO ACTION` on update).
@@ -134,6 +134,8 @@ pub enum Ask {
     Setting(&'static str),
     /// pgjdbc's `getPrimaryKeys` (and its internal `getPrimaryUniqueKeys`).
     JdbcPrimaryKeys(Named),
+    /// pgjdbc's `getIndexInfo`: the primary key's index.
+    JdbcIndexes(Named),
     /// pgjdbc's `getImportedKeys` (`foreign` named), `getExportedKeys`
     /// (`primary` named) and `getCrossReference` (both).
     JdbcForeignKeys { primary: Named, foreign: Named },
@@ -168,6 +170,11 @@ pub fn recognise(sql: &str) -> Option<Ask> {
         && text.contains("i.indisprimary")
     {
         return Some(Ask::JdbcPrimaryKeys(named("n.nspname = ", "ct.relname = ")));
+    }
+    if text.contains("not i.indisunique as non_unique")
+        && text.contains("pg_get_indexdef(tmp.ci_oid")
+    {
+        return Some(Ask::JdbcIndexes(named("n.nspname = ", "ct.relname = ")));
     }
     if text.contains("as fktable_name") && text.contains("con.contype = 'f'") {
         return Some(Ask::JdbcForeignKeys {
@@ -483,6 +490,46 @@ pub fn answer(
                     text(pks.iter().map(|k| k.column.clone()).collect()),
                     int4(vec![1; n]),
                     text(pks.iter().map(|k| k.name.clone()).collect()),
+                ],
+            )
+        }
+        Ask::JdbcIndexes(named) => {
+            let pks: Vec<&Key> = keys
+                .iter()
+                .filter(|k| k.references.is_none() && named.admits(&k.table))
+                .collect();
+            let n = pks.len();
+            // java.sql.DatabaseMetaData.tableIndexOther = 3.
+            (
+                vec![
+                    "table_cat",
+                    "table_schem",
+                    "table_name",
+                    "non_unique",
+                    "index_qualifier",
+                    "index_name",
+                    "type",
+                    "ordinal_position",
+                    "column_name",
+                    "asc_or_desc",
+                    "cardinality",
+                    "pages",
+                    "filter_condition",
+                ],
+                vec![
+                    nulls(n),
+                    text(vec![SCHEMA.to_string(); n]),
+                    text(pks.iter().map(|k| k.table.clone()).collect()),
+                    Arc::new(BooleanArray::from(vec![false; n])) as ArrayRef,
+                    nulls(n),
+                    text(pks.iter().map(|k| k.name.clone()).collect()),
+                    int4(vec![3; n]),
+                    int4(vec![1; n]),
+                    text(pks.iter().map(|k| k.column.clone()).collect()),
+                    text(vec!["A".to_string(); n]),
+                    int4(vec![0; n]),
+                    int4(vec![0; n]),
+                    nulls(n),
                 ],
             )
         }
