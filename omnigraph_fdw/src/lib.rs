@@ -6,8 +6,9 @@
 //!   documented `fdw_private` layout ([`plan::ScanPlan`]).
 //! - `quals`: Postgres expression trees to the owned filter model of
 //!   `omnigraph_sql::filter` (pushdown rules live there, unit-tested).
-//! - `scan`: Begin/Iterate/ReScan/End and EXPLAIN; merges the transaction's
-//!   own staged writes into what it reads.
+//! - `scan`: Begin/Iterate/ReScan/End and EXPLAIN around the scan shared
+//!   with the standalone frontend (`omnigraph_sql::scan`, which reads the
+//!   transaction's own writes too).
 //! - `modify`: INSERT/UPDATE/DELETE/COPY callbacks (staging rows).
 //! - `txn`: the graph write transactions of the Postgres transaction:
 //!   commit at pre-commit, savepoints, abort.

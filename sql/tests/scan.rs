@@ -206,6 +206,10 @@ async fn a_transaction_reads_committed_staged_and_spilled_rows_as_one_table() {
     assert_eq!(rows.len(), 700.min(want.len()));
     assert!(rows.iter().all(|r| want.contains(r)));
 
+    // LIMIT 0 reads nothing.
+    let (rows, batches) = read(&snap, Some(view.clone()), &spec(vec![], None, Some(0))).await;
+    assert_eq!((rows.len(), batches), (0, 0));
+
     // No columns (count(*)): the row count only.
     let mut count = spec(vec![], None, None);
     count.columns.clear();

@@ -1,7 +1,8 @@
 //! One node or edge type of a snapshot as a DataFusion table: the columns
 //! IMPORT FOREIGN SCHEMA gives (snake_case names, `id` and for edges
-//! `src`, `dst` first), read by a Lance scan with the projection, the
-//! filters the shared classification pushes, and the limit.
+//! `src`, `dst` first), read by the scan every frontend shares
+//! ([`crate::scan`]) with the projection, the filters the shared
+//! classification pushes, and the limit.
 
 use std::sync::Arc;
 
@@ -174,19 +175,23 @@ impl TableProvider for GraphTable {
             order: Vec::new(),
             limit: limit.map(|n| n as u64),
         };
-        let explain = ScanExplain::new(&self.snapshot, &spec)
-            .await
-            .map_err(engine_error)?;
+        // Planning reads table metadata too: a version reclaimed under it
+        // is reported as such.
+        let reported =
+            |e| async { engine_error(self.snapshot.read_error(&self.type_name, e).await) };
+        let explain = match ScanExplain::new(&self.snapshot, &spec).await {
+            Ok(e) => e,
+            Err(e) => return Err(reported(e).await),
+        };
         let schema = Arc::new(self.schema.project(&indices)?);
         // The committed row count is metadata: with it DataFusion answers
         // count(*) without a scan and sizes joins.
         let mut statistics = Statistics::new_unknown(&schema);
         if self.view.is_none() && spec.filter.is_none() {
-            let rows = self
-                .snapshot
-                .count(&self.type_name)
-                .await
-                .map_err(engine_error)?;
+            let rows = match self.snapshot.count(&self.type_name).await {
+                Ok(n) => n,
+                Err(e) => return Err(reported(e).await),
+            };
             let rows = usize::try_from(rows).unwrap_or(usize::MAX);
             statistics.num_rows = Precision::Exact(limit.map_or(rows, |n| n.min(rows)));
         }

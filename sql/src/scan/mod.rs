@@ -7,7 +7,7 @@
 //! columns. Inside a write transaction it reads the transaction's own
 //! writes too ([`StagedView`]): the committed rows minus those the
 //! transaction replaced or deleted, its staged rows in memory (filtered
-//! and ordered as Lance would, [`staged`]) and its spilled rows. With an
+//! and ordered as Lance would, `staged`) and its spilled rows. With an
 //! order the sources are merged by their order keys (a k-way merge over
 //! Arrow's row format), so the result is ordered as one scan would be;
 //! the limit counts rows after that.
@@ -27,11 +27,11 @@ use omnigraph_engine::deps::arrow_array::cast::AsArray;
 use omnigraph_engine::deps::arrow_array::{
     ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
 };
-use omnigraph_engine::deps::arrow_schema::Schema;
+use omnigraph_engine::deps::arrow_schema::{DataType, Schema};
 use omnigraph_engine::deps::lance::Dataset;
 use omnigraph_engine::deps::lance::dataset::scanner::{ColumnOrdering, DatasetRecordBatchStream};
 use omnigraph_engine::deps::lance::deps::datafusion::arrow::compute::{
-    SortOptions, filter_record_batch, interleave_record_batch,
+    SortOptions, cast, filter_record_batch, interleave_record_batch,
 };
 use omnigraph_engine::deps::lance::deps::datafusion::arrow::row::{
     self as arrow_row, RowConverter, Rows as KeyRows, SortField,
@@ -109,6 +109,8 @@ pub struct Scan {
     /// The transaction's view and the position of `id` in each batch, when
     /// committed rows it replaced must be skipped.
     hidden: Option<(Arc<StagedView>, usize)>,
+    /// The table's type of each column read (when merging sources).
+    types: Vec<DataType>,
     /// The asked columns come first in every batch; order keys and `id`
     /// needed only to merge follow them.
     width: usize,
@@ -215,6 +217,38 @@ fn without_hidden(batch: &RecordBatch, id: usize, hidden: &HashSet<String>) -> R
     Ok(filter_record_batch(batch, &keep)?)
 }
 
+/// `batch` with its columns cast to `types` where they differ (none do
+/// when every source was written from the table's schema).
+fn with_types(batch: RecordBatch, types: &[DataType]) -> Result<RecordBatch> {
+    if types.len() != batch.num_columns()
+        || batch
+            .columns()
+            .iter()
+            .zip(types)
+            .all(|(c, t)| c.data_type() == t)
+    {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(types)
+        .map(|(c, t)| cast(c, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let fields: Vec<_> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(types)
+        .map(|(f, t)| f.as_ref().clone().with_data_type(t.clone()))
+        .collect();
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
 /// The first `width` columns of `batch` (its row count kept when none).
 fn leading_columns(batch: RecordBatch, width: usize) -> Result<RecordBatch> {
     if batch.num_columns() == width {
@@ -245,12 +279,15 @@ impl Scan {
         spec: &ScanSpec,
     ) -> Result<Scan> {
         let filter = lance_filter(snapshot, spec)?;
+        let table =
+            omnigraph_engine::value::table_schema(snapshot.graph().catalog(), &spec.type_name)?;
         let mut columns = spec.columns.clone();
         let mut scan = Scan {
             snapshot: snapshot.clone(),
             type_name: spec.type_name.clone(),
             sources: Vec::new(),
             hidden: None,
+            types: Vec::new(),
             width: columns.len(),
             order: spec.order.clone(),
             order_columns: Vec::new(),
@@ -258,6 +295,10 @@ impl Scan {
             current: 0,
             remaining: spec.limit,
         };
+        if spec.limit == Some(0) {
+            // Nothing to read: no Lance scan is started.
+            return Ok(scan);
+        }
         let Some(view) = view else {
             let rows = committed_rows(snapshot, spec, &columns, filter, spec.limit).await?;
             scan.sources.push(Source::new(Rows::Lance(rows), true));
@@ -275,6 +316,12 @@ impl Scan {
             let id = position_or_push(&mut columns, "id");
             scan.hidden = Some((view.clone(), id));
         }
+        // Merged batches must agree on every column's type: the
+        // transaction's rows are read as the table's types.
+        scan.types = columns
+            .iter()
+            .map(|c| Ok(table.field_with_name(c)?.data_type().clone()))
+            .collect::<Result<_>>()?;
         if !view.hide_all {
             // A limit on committed rows only holds when none are skipped.
             let limit = if skip { None } else { spec.limit };
@@ -350,6 +397,9 @@ impl Scan {
                 && let Some((view, id)) = &self.hidden
             {
                 batch = without_hidden(&batch, *id, &view.hidden)?;
+            }
+            if !src.committed {
+                batch = with_types(batch, &self.types)?;
             }
             if batch.num_rows() > 0 {
                 return Ok(Some(batch));

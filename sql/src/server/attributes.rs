@@ -2,7 +2,7 @@
 //!
 //! `datafusion-pg-catalog` builds `pg_attribute` from each table's Arrow
 //! schema but knows only scalar types: a `DateTime` column
-//! (`timestamptz`) and every list (`text[]`, `int4[]`, ...) come out as
+//! (`timestamptz`) and every list or vector (`text[]`, `float4[]`, ...) come out as
 //! `text`, so psql's `\d`, JDBC's `getColumns` and SQLAlchemy's reflection
 //! would report them as text. Its `pg_catalog` schema is wrapped here:
 //! `pg_attribute` reads the emulated rows and, for the graph's tables
@@ -105,13 +105,22 @@ fn column_as(b: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef> {
 fn attribute_type(t: &DataType) -> Option<(i32, i16, bool, &'static str, &'static str, i32)> {
     let pg = into_pg_type(t).ok()?;
     let oid = i32::try_from(pg.oid()).ok()?;
-    Some(match pg {
-        Type::TIMESTAMPTZ | Type::TIMESTAMP => (oid, 8, true, "d", "p", 0),
-        _ if matches!(t, DataType::List(_) | DataType::LargeList(_)) => {
-            (oid, -1, false, "i", "x", 1)
-        }
-        _ => return None,
-    })
+    if matches!(pg, Type::TIMESTAMPTZ | Type::TIMESTAMP) {
+        return Some((oid, 8, true, "d", "p", 0));
+    }
+    let (DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _)) = t
+    else {
+        return None;
+    };
+    // An array aligns as its elements (8-byte ones on 'd').
+    let element = item.data_type();
+    let align =
+        if element.primitive_width() == Some(8) || matches!(element, DataType::Timestamp(..)) {
+            "d"
+        } else {
+            "i"
+        };
+    Some((oid, -1, false, align, "x", 1))
 }
 
 impl Attributes {
@@ -252,5 +261,13 @@ mod tests {
         let texts = DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
         assert_eq!(attribute_type(&texts), Some((1009, -1, false, "i", "x", 1)));
         assert_eq!(attribute_type(&DataType::Utf8), None);
+        let vector =
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), 3);
+        assert_eq!(
+            attribute_type(&vector),
+            Some((1021, -1, false, "i", "x", 1))
+        );
+        let ints = DataType::List(Arc::new(Field::new("item", DataType::Int64, true)));
+        assert_eq!(attribute_type(&ints).map(|t| (t.0, t.3)), Some((1016, "d")));
     }
 }
