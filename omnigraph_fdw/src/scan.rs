@@ -85,6 +85,7 @@ fn scan_spec(plan: &ScanPlan, params: Vec<Scalar>) -> ScanSpec {
         columns: plan.columns.iter().map(|c| c.graph_name.clone()).collect(),
         filter: plan.filter.clone(),
         limit: limit_rows(plan, &params),
+        offset: None,
         params,
         order: plan
             .order

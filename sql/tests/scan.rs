@@ -13,8 +13,9 @@ use omnigraph_sql::filter::{self, CmpOp, Column, ColumnType, Expr, Scalar};
 use omnigraph_sql::scan::{Scan, ScanExplain, ScanSpec, SortKey};
 
 const SCHEMA: &str = "node Item {\n    slug: String @key\n    n: I32?\n}\n";
-/// More committed rows than one Lance batch holds, so merges cross batches.
-const COMMITTED: usize = 20_000;
+/// More committed rows than one Lance batch holds, so merges cross
+/// batches, and enough for the shell to read them in ranges.
+const COMMITTED: usize = 40_000;
 const INSERTED: usize = 3_000;
 
 type Row = (String, Option<i32>);
@@ -99,6 +100,7 @@ fn spec(order: Vec<SortKey>, filter: Option<Expr>, limit: Option<u64>) -> ScanSp
         params: Vec::new(),
         order,
         limit,
+        offset: None,
     }
 }
 
@@ -216,6 +218,29 @@ async fn a_transaction_reads_committed_staged_and_spilled_rows_as_one_table() {
     let (rows, _) = read(&snap, Some(view.clone()), &count).await;
     assert_eq!(rows.len(), model.len());
 
+    // Ranges of the committed rows (a partitioned read): disjoint, and
+    // together every row.
+    let half = (COMMITTED / 2) as u64;
+    let mut parts = Vec::new();
+    for (offset, limit) in [(0, half), (half, COMMITTED as u64 - half)] {
+        let mut s = spec(vec![], None, Some(limit));
+        s.offset = Some(offset);
+        parts.push(read(&snap, None, &s).await.0);
+    }
+    assert_eq!(parts[0].len() + parts[1].len(), COMMITTED);
+    let mut all: Vec<Row> = parts.concat();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), COMMITTED);
+    let mut ranged = spec(vec![], None, Some(10));
+    ranged.offset = Some(0);
+    assert!(
+        Scan::open(&snap, Some(view.clone()), &ranged)
+            .await
+            .is_err(),
+        "no ranges over own writes"
+    );
+
     // Without the view: the committed rows, untouched by the transaction.
     let (rows, _) = read(&snap, None, &spec(vec![key("id", true, false)], None, None)).await;
     assert_eq!(rows.len(), COMMITTED);
@@ -272,4 +297,43 @@ async fn explain_names_the_snapshot_filter_and_columns() {
     assert_eq!(get("Columns Read").as_deref(), Some("(none)"));
     assert_eq!(get("Pushed Order").as_deref(), Some("n DESC NULLS FIRST"));
     assert_eq!(get("Omnigraph Index"), None, "no index built");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shell_reads_a_large_table_in_ranges_with_every_row_once() {
+    use omnigraph_sql::query::{Outcome, QuerySession};
+    let dir = tempfile::tempdir().unwrap();
+    let (g, _, _) = setup(dir.path()).await;
+    let mut s = QuerySession::new(g.clone(), ReadRef::main(), "t")
+        .await
+        .unwrap();
+    let one = |out: Vec<Outcome>| -> String {
+        let Some(Outcome::Rows { batches, .. }) = out.into_iter().last() else {
+            panic!("no rows");
+        };
+        omnigraph_engine::deps::lance::deps::datafusion::arrow::util::pretty::pretty_format_batches(
+            &batches,
+        )
+        .unwrap()
+        .to_string()
+    };
+    let plan = one(s.run("EXPLAIN SELECT id, n FROM item").await.unwrap());
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        assert!(plan.contains("partitions=2"), "{plan}");
+    }
+    let got = one(
+        s.run("SELECT count(*) AS c, count(DISTINCT id) AS d, sum(n) AS s, min(id) AS lo, max(id) AS hi FROM (SELECT id, n FROM item) t")
+            .await
+            .unwrap(),
+    );
+    let sum: i64 = (0..COMMITTED).filter_map(committed_n).map(i64::from).sum();
+    for want in [
+        format!("| {COMMITTED} | {COMMITTED} | {sum} |"),
+        "| c00000 | c39999 |".to_string(),
+    ] {
+        assert!(
+            got.replace(' ', "").contains(&want.replace(' ', "")),
+            "{want} in {got}"
+        );
+    }
 }

@@ -154,7 +154,7 @@ impl TableProvider for GraphTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[DfExpr],
         limit: Option<usize>,
@@ -174,6 +174,7 @@ impl TableProvider for GraphTable {
             params: Vec::new(),
             order: Vec::new(),
             limit: limit.map(|n| n as u64),
+            offset: None,
         };
         // Planning reads table metadata too: a version reclaimed under it
         // is reported as such.
@@ -187,18 +188,22 @@ impl TableProvider for GraphTable {
         // The committed row count is metadata: with it DataFusion answers
         // count(*) without a scan and sizes joins.
         let mut statistics = Statistics::new_unknown(&schema);
+        let mut ranges = vec![None];
         if self.view.is_none() && spec.filter.is_none() {
             let rows = match self.snapshot.count(&self.type_name).await {
                 Ok(n) => n,
                 Err(e) => return Err(reported(e).await),
             };
+            if limit.is_none() {
+                ranges = partition(rows, state.config().target_partitions());
+            }
             let rows = usize::try_from(rows).unwrap_or(usize::MAX);
             statistics.num_rows = Precision::Exact(limit.map_or(rows, |n| n.min(rows)));
         }
         Ok(Arc::new(GraphScanExec {
             properties: Arc::new(PlanProperties::new(
                 EquivalenceProperties::new(schema.clone()),
-                Partitioning::UnknownPartitioning(1),
+                Partitioning::UnknownPartitioning(ranges.len()),
                 EmissionType::Incremental,
                 Boundedness::Bounded,
             )),
@@ -208,8 +213,28 @@ impl TableProvider for GraphTable {
             explain,
             schema,
             statistics: Arc::new(statistics),
+            ranges,
         }))
     }
+}
+
+/// Rows per partition below which a table is read as one stream.
+const PARTITION_ROWS: u64 = 2 * crate::scan::BATCH_ROWS as u64;
+
+/// `rows` committed rows as up to `partitions` ranges `(offset, count)`,
+/// each read (and decoded) by its own stream; one whole read when small.
+fn partition(rows: u64, partitions: usize) -> Vec<Option<(u64, u64)>> {
+    let k = (partitions as u64).min(rows / PARTITION_ROWS);
+    if k < 2 {
+        return vec![None];
+    }
+    let size = rows.div_ceil(k);
+    (0..k)
+        .map(|i| {
+            let offset = i * size;
+            Some((offset, size.min(rows - offset)))
+        })
+        .collect()
 }
 
 /// The shared scan ([`crate::scan`]) as a DataFusion leaf: one partition
@@ -223,6 +248,9 @@ pub struct GraphScanExec {
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     statistics: Arc<Statistics>,
+    /// One `(offset, count)` of committed rows per partition, or a single
+    /// `None`: the whole read as one stream.
+    ranges: Vec<Option<(u64, u64)>>,
 }
 
 impl std::fmt::Debug for GraphScanExec {
@@ -251,6 +279,9 @@ impl DisplayAs for GraphScanExec {
             write!(f, ", index={column} ({})", kind.as_str())?;
         }
         write!(f, ", columns=[{}]", e.columns.join(", "))?;
+        if self.ranges.len() > 1 {
+            write!(f, ", partitions={}", self.ranges.len())?;
+        }
         if let Some(n) = self.spec.limit {
             write!(f, ", limit={n}")?;
         }
@@ -300,16 +331,36 @@ impl ExecutionPlan for GraphScanExec {
         }
     }
 
-    fn partition_statistics(&self, _partition: Option<usize>) -> Result<Arc<Statistics>> {
-        Ok(self.statistics.clone())
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        match partition.and_then(|p| self.ranges.get(p)) {
+            Some(Some((_, count))) => {
+                let mut s = Statistics::new_unknown(&self.schema);
+                s.num_rows = Precision::Exact(usize::try_from(*count).unwrap_or(usize::MAX));
+                Ok(Arc::new(s))
+            }
+            _ => Ok(self.statistics.clone()),
+        }
     }
 
     fn execute(
         &self,
-        _partition: usize,
+        partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let (snapshot, view, spec) = (self.snapshot.clone(), self.view.clone(), self.spec.clone());
+        let (snapshot, view, mut spec) =
+            (self.snapshot.clone(), self.view.clone(), self.spec.clone());
+        match self.ranges.get(partition) {
+            Some(Some((offset, count))) => {
+                spec.offset = Some(*offset);
+                spec.limit = Some(*count);
+            }
+            Some(None) => {}
+            None => {
+                return Err(DataFusionError::Internal(format!(
+                    "OmnigraphScan has no partition {partition}"
+                )));
+            }
+        }
         let schema = self.schema.clone();
         let rows = futures::stream::once(async move { Scan::open(&snapshot, view, &spec).await })
             .map_ok(|scan| {
@@ -358,5 +409,23 @@ impl GraphTable {
             Arc::new(Schema::new(fields)),
             b.columns().to_vec(),
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_tables_are_read_in_ranges_that_cover_every_row() {
+        assert_eq!(partition(1_000, 2), vec![None]);
+        assert_eq!(partition(2 * PARTITION_ROWS - 1, 2), vec![None]);
+        assert_eq!(partition(1_000_001, 1), vec![None]);
+        let r = partition(1_000_001, 2);
+        assert_eq!(r, vec![Some((0, 500_001)), Some((500_001, 500_000))]);
+        let r = partition(100_000, 8);
+        assert_eq!(r.len(), 6);
+        let total: u64 = r.iter().flatten().map(|(_, n)| n).sum();
+        assert_eq!(total, 100_000);
     }
 }

@@ -59,6 +59,10 @@ pub struct ScanSpec {
     pub order: Vec<SortKey>,
     /// At most this many rows (a LIMIT plus its OFFSET).
     pub limit: Option<u64>,
+    /// Committed rows skipped first: with `limit`, one range of the
+    /// table, for a partitioned read. Only without a filter and outside a
+    /// write transaction (the offset counts stored rows).
+    pub offset: Option<u64>,
 }
 
 /// Where a source's rows come from.
@@ -156,7 +160,7 @@ async fn lance_rows(
     columns: &[String],
     filter: Option<DfExpr>,
     order: &[SortKey],
-    limit: Option<u64>,
+    (limit, offset): (Option<u64>, Option<u64>),
 ) -> Result<DatasetRecordBatchStream> {
     let mut scan = omnigraph_engine::scanner(ds);
     if columns.is_empty() {
@@ -179,8 +183,9 @@ async fn lance_rows(
                 .collect(),
         ))?;
     }
-    if let Some(n) = limit {
-        scan.limit(Some(i64::try_from(n).unwrap_or(i64::MAX)), None)?;
+    if limit.is_some() || offset.is_some() {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        scan.limit(limit.map(n), offset.map(n))?;
     }
     scan.batch_size(BATCH_ROWS);
     Ok(scan.try_into_stream().await?)
@@ -192,11 +197,11 @@ async fn committed_rows(
     spec: &ScanSpec,
     columns: &[String],
     filter: Option<DfExpr>,
-    limit: Option<u64>,
+    range: (Option<u64>, Option<u64>),
 ) -> Result<DatasetRecordBatchStream> {
     let rows = async {
         let ds = snapshot.dataset(&spec.type_name).await?;
-        lance_rows(&ds, columns, filter, &spec.order, limit).await
+        lance_rows(&ds, columns, filter, &spec.order, range).await
     };
     match rows.await {
         Ok(rows) => Ok(rows),
@@ -299,8 +304,14 @@ impl Scan {
             // Nothing to read: no Lance scan is started.
             return Ok(scan);
         }
+        if spec.offset.is_some() && (view.is_some() || spec.filter.is_some()) {
+            return Err(internal(
+                "a range of rows is read only without a filter or own writes",
+            ));
+        }
         let Some(view) = view else {
-            let rows = committed_rows(snapshot, spec, &columns, filter, spec.limit).await?;
+            let range = (spec.limit, spec.offset);
+            let rows = committed_rows(snapshot, spec, &columns, filter, range).await?;
             scan.sources.push(Source::new(Rows::Lance(rows), true));
             return Ok(scan);
         };
@@ -325,7 +336,8 @@ impl Scan {
         if !view.hide_all {
             // A limit on committed rows only holds when none are skipped.
             let limit = if skip { None } else { spec.limit };
-            let rows = committed_rows(snapshot, spec, &columns, filter.clone(), limit).await?;
+            let rows =
+                committed_rows(snapshot, spec, &columns, filter.clone(), (limit, None)).await?;
             scan.sources.push(Source::new(Rows::Lance(rows), true));
         }
         if let Some(rows) = &view.rows {
@@ -335,7 +347,7 @@ impl Scan {
                 .push(Source::new(Rows::Memory(Some(selected)), false));
         }
         if let Some(spill) = &view.spill {
-            let rows = lance_rows(spill, &columns, filter, &spec.order, spec.limit).await?;
+            let rows = lance_rows(spill, &columns, filter, &spec.order, (spec.limit, None)).await?;
             scan.sources.push(Source::new(Rows::Lance(rows), false));
         }
         Ok(scan)
