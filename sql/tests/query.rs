@@ -45,6 +45,19 @@ async fn rows(s: &mut QuerySession, sql: &str) -> Vec<Vec<String>> {
     all
 }
 
+/// The graph's branches, sorted.
+async fn branch_names(g: &Graph) -> Vec<String> {
+    let mut names: Vec<String> = g
+        .branch_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    names.sort();
+    names
+}
+
 fn tags(out: Vec<Outcome>) -> Vec<String> {
     out.into_iter()
         .filter_map(|o| match o {
@@ -486,15 +499,7 @@ async fn graph_changing_functions_run_when_executed_and_join_transactions() {
     s.run("BEGIN; SELECT omnigraph_branch_create('social', 'tmp'); SELECT omnigraph_branch_delete('social', 'tmp'); SELECT omnigraph_branch_create('social', 'kept'); COMMIT")
         .await
         .unwrap();
-    let mut names: Vec<String> = g
-        .branch_list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
-    names.sort();
-    assert_eq!(names, ["feature", "kept", "main"]);
+    assert_eq!(branch_names(&g).await, ["feature", "kept", "main"]);
     // Deleting twice in one transaction: the second finds no branch (and
     // does not wait for the lock the first holds).
     let e = s
@@ -547,14 +552,7 @@ async fn graph_changing_functions_run_when_executed_and_join_transactions() {
         "SELECT omnigraph_branch_delete('social', 'feature')",
     )
     .await;
-    let names: Vec<String> = g
-        .branch_list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
-    assert_eq!(names, ["main"]);
+    assert_eq!(branch_names(&g).await, ["main"]);
     let e = s
         .run("SELECT * FROM omnigraph_branch_merge('social', 'main')")
         .await

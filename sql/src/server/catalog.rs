@@ -2,7 +2,7 @@
 //! `public` of a catalog named after the database, `information_schema`,
 //! the `pg_catalog` emulation of `datafusion-pg-catalog` (the tables and
 //! functions psql, JDBC and SQLAlchemy read; `pg_attribute` with the
-//! graph's column types, [`super::attributes`]), `version()` in PostgreSQL's
+//! graph's tables corrected, [`super::pg_tables`]), `version()` in PostgreSQL's
 //! format, and a memory limit for the session's queries.
 
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::{
 };
 use omnigraph_engine::deps::lance::deps::datafusion::prelude::SessionConfig;
 
-use super::attributes::PgCatalog;
+use super::pg_tables::PgCatalog;
 use super::startup::SERVER_VERSION;
 
 /// A fresh context for a session of database `name`, whose queries may
@@ -32,7 +32,8 @@ pub(super) fn context(name: &str, memory: usize) -> Result<SessionContext, DataF
         .build_arc()?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     datafusion_pg_catalog::setup_pg_catalog(&ctx, name, EmptyContextProvider).map_err(|e| *e)?;
-    // The emulation's pg_attribute, with the graph's column types.
+    // The emulation's pg_class and pg_attribute, with the graph's keys
+    // and column types.
     let catalog = ctx
         .catalog(name)
         .ok_or_else(|| DataFusionError::Internal(format!("catalog {name} was not registered")))?;

@@ -11,7 +11,7 @@
 //! PostgreSQL 15 foreign table cannot declare either).
 //!
 //! Answered: psql 15's `\d TABLE` (indexes, foreign keys, referenced by,
-//! triggers; see [`rewrite`]), SQLAlchemy's (1.4 and 2.0 `get_pk_constraint`,
+//! triggers), SQLAlchemy's (1.4 and 2.0 `get_pk_constraint`,
 //! `get_foreign_keys`, `get_indexes`, `get_unique_constraints`,
 //! `get_check_constraints`) single-table queries, and pgjdbc's
 //! `DatabaseMetaData.getPrimaryKeys`, `getImportedKeys`,
@@ -183,8 +183,8 @@ pub fn recognise(sql: &str) -> Option<Ask> {
         });
     }
     let oid = || table_oid(&text);
-    // psql 15's `\d`, asked when pg_class says the table has indexes and
-    // triggers (see `rewrite`).
+    // psql 15's `\d`, asked because pg_class says the graph's tables have
+    // indexes and triggers (`super::pg_tables`).
     if text.contains("pg_catalog.pg_get_indexdef(i.indexrelid, 0, true)")
         && text.contains("pg_catalog.pg_class c2, pg_catalog.pg_index i")
     {
@@ -275,26 +275,17 @@ fn table_oid(text: &str) -> Option<i64> {
     None
 }
 
-/// psql 15's `\d` reads `relhasindex` and `relhastriggers` from pg_class
-/// to decide whether to ask for indexes and foreign keys, and `\d+` asks
-/// for storage options with an `array(SELECT ...)` DataFusion cannot
-/// plan: its queries are rewritten so that every table says yes (the
-/// questions that follow are answered by [`answer`]) and the options are
-/// empty. Any other text is returned unchanged.
+/// psql 15's `\d+` asks for a table's storage options with an
+/// `array(SELECT ...)` DataFusion cannot plan: that expression is replaced
+/// by an empty string (the graph's tables have none). Any other text is
+/// returned unchanged.
 pub fn rewrite(sql: &str) -> std::borrow::Cow<'_, str> {
-    const TABLE_INFO: &str =
-        "SELECT c.relchecks, c.relkind, c.relhasindex, c.relhasrules, c.relhastriggers,";
     const OPTIONS: &str = "pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')";
-    if !sql.starts_with(TABLE_INFO) {
-        return sql.into();
+    if sql.contains(OPTIONS) {
+        sql.replacen(OPTIONS, "''", 1).into()
+    } else {
+        sql.into()
     }
-    sql.replacen(
-        TABLE_INFO,
-        "SELECT c.relchecks, c.relkind, c.relkind = 'r' AS relhasindex, c.relhasrules, c.relkind = 'r' AS relhastriggers,",
-        1,
-    )
-    .replacen(OPTIONS, "''", 1)
-    .into()
 }
 
 /// The answer to `ask`, given the table `oid` names (`None`: no such

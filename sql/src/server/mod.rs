@@ -12,19 +12,19 @@
 //!   password) and the database name: `graph` or `graph/branch`.
 //! - [`handler`]: the simple and extended query protocols over a session.
 //! - [`catalog`]: the per-connection DataFusion context.
-//! - [`attributes`]: `pg_attribute` with the graph's column types
-//!   (`timestamptz`, arrays).
+//! - [`pg_tables`]: `pg_class` and `pg_attribute` with the graph's keys
+//!   and column types (`timestamptz`, arrays).
 //! - [`introspect`]: keys (`id`, edges' `src`/`dst`) for clients' catalog
 //!   queries.
 //! - [`error`]: errors as SQLSTATEs.
 //!
 //! [`QuerySession`]: crate::query::QuerySession
 
-mod attributes;
 mod catalog;
 mod error;
 mod handler;
 mod introspect;
+mod pg_tables;
 mod startup;
 
 use std::collections::HashMap;

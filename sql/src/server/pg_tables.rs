@@ -1,14 +1,18 @@
-//! The graph's column types in `pg_catalog.pg_attribute`.
+//! What `pg_catalog` says about the graph's tables.
 //!
-//! `datafusion-pg-catalog` builds `pg_attribute` from each table's Arrow
-//! schema but knows only scalar types: a `DateTime` column
-//! (`timestamptz`) and every list or vector (`text[]`, `float4[]`, ...) come out as
-//! `text`, so psql's `\d`, JDBC's `getColumns` and SQLAlchemy's reflection
-//! would report them as text. Its `pg_catalog` schema is wrapped here:
-//! `pg_attribute` reads the emulated rows and, for the graph's tables
-//! (schema `public`), sets each column's type to the one the wire
-//! protocol sends for it (arrow-pg's `into_pg_type`), with that type's
-//! length, alignment, storage and dimensions.
+//! `datafusion-pg-catalog` builds `pg_class` and `pg_attribute` from the
+//! DataFusion catalog, knowing nothing of the graph: every table says it
+//! has no index and no trigger (psql's `\d` then asks for no keys), and
+//! `pg_attribute` knows only scalar types, so a `DateTime` column
+//! (`timestamptz`) and every list or vector (`text[]`, `float4[]`, ...)
+//! come out as `text` (psql's `\d`, JDBC's `getColumns` and SQLAlchemy's
+//! reflection would report text). Its `pg_catalog` schema is wrapped
+//! here; for the graph's tables (schema `public`):
+//! - `pg_class` says `relhasindex` and `relhastriggers` (the primary and
+//!   foreign keys [`super::introspect`] reports);
+//! - `pg_attribute` gives each column the type the wire protocol sends
+//!   for it (arrow-pg's `into_pg_type`), with that type's length,
+//!   alignment, storage and dimensions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +35,7 @@ use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::Expr;
 use omnigraph_engine::deps::lance::deps::datafusion::physical_plan::{ExecutionPlan, collect};
 use pgwire::api::Type;
 
-/// `pg_catalog` with [`Attributes`] as `pg_attribute`.
+/// `pg_catalog` with [`GraphRows`] as `pg_class` and `pg_attribute`.
 #[derive(Debug)]
 pub(super) struct PgCatalog {
     pub(super) inner: Arc<dyn SchemaProvider>,
@@ -48,10 +52,12 @@ impl SchemaProvider for PgCatalog {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let table = self.inner.table(name).await?;
-        if name != "pg_attribute" {
-            return Ok(table);
-        }
-        let (Some(attributes), Some(classes), Some(namespaces)) = (
+        let patch = match name {
+            "pg_attribute" => Patch::Attributes,
+            "pg_class" => Patch::Classes,
+            _ => return Ok(table),
+        };
+        let (Some(emulated), Some(classes), Some(namespaces)) = (
             table,
             self.inner.table("pg_class").await?,
             self.inner.table("pg_namespace").await?,
@@ -60,8 +66,9 @@ impl SchemaProvider for PgCatalog {
                 "pg_catalog without pg_attribute, pg_class or pg_namespace".into(),
             ));
         };
-        Ok(Some(Arc::new(Attributes {
-            attributes,
+        Ok(Some(Arc::new(GraphRows {
+            emulated,
+            patch,
             classes,
             namespaces,
             catalogs: self.catalogs.clone(),
@@ -74,10 +81,20 @@ impl SchemaProvider for PgCatalog {
     }
 }
 
-/// `pg_attribute` with the graph's column types.
+/// Which emulated table, and what is corrected in its graph rows.
+#[derive(Debug, Clone, Copy)]
+enum Patch {
+    /// Column types.
+    Attributes,
+    /// `relhasindex` and `relhastriggers`.
+    Classes,
+}
+
+/// An emulated catalog table with the graph's rows corrected.
 #[derive(Debug)]
-struct Attributes {
-    attributes: Arc<dyn TableProvider>,
+struct GraphRows {
+    emulated: Arc<dyn TableProvider>,
+    patch: Patch,
     classes: Arc<dyn TableProvider>,
     namespaces: Arc<dyn TableProvider>,
     catalogs: Arc<dyn CatalogProviderList>,
@@ -123,9 +140,9 @@ fn attribute_type(t: &DataType) -> Option<(i32, i16, bool, &'static str, &'stati
     Some((oid, -1, false, align, "x", 1))
 }
 
-impl Attributes {
-    /// The Arrow type of each graph column: `(table oid, column) -> type`.
-    async fn graph_types(&self, state: &dyn Session) -> Result<HashMap<(i32, String), DataType>> {
+impl GraphRows {
+    /// The graph's tables: the oid the emulation gave each, and its schema.
+    async fn graph_tables(&self, state: &dyn Session) -> Result<HashMap<i32, SchemaRef>> {
         let mut public = None;
         for b in rows(&self.namespaces, state).await? {
             let oids = column_as(&b, "oid", &DataType::Int32)?;
@@ -156,9 +173,7 @@ impl Attributes {
                     continue;
                 }
                 if let Some(table) = schema.table(names.value(i)).await? {
-                    for f in table.schema().fields() {
-                        out.insert((oids.value(i), f.name().clone()), f.data_type().clone());
-                    }
+                    out.insert(oids.value(i), table.schema());
                 }
             }
         }
@@ -166,8 +181,41 @@ impl Attributes {
     }
 }
 
+/// `columns` of `batch` replaced (each cast back to the emulation's field
+/// type: the oid columns carry metadata).
+fn replaced(batch: &RecordBatch, columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch> {
+    let mut all = batch.columns().to_vec();
+    for (name, array) in columns {
+        let i = batch.schema().index_of(name)?;
+        all[i] = cast(&array, batch.column(i).data_type())?;
+    }
+    Ok(RecordBatch::try_new(batch.schema(), all)?)
+}
+
+/// `batch` of pg_class with the graph's tables having indexes and triggers.
+fn with_keys(batch: &RecordBatch, tables: &HashMap<i32, SchemaRef>) -> Result<RecordBatch> {
+    let oids = column_as(batch, "oid", &DataType::Int32)?;
+    let oids = oids.as_primitive::<Int32Type>();
+    let flag = |name| -> Result<ArrayRef> {
+        let old = column_as(batch, name, &DataType::Boolean)?;
+        let old = old.as_boolean();
+        Ok(Arc::new(
+            (0..batch.num_rows())
+                .map(|i| Some(tables.contains_key(&oids.value(i)) || old.value(i)))
+                .collect::<BooleanArray>(),
+        ))
+    };
+    replaced(
+        batch,
+        vec![
+            ("relhasindex", flag("relhasindex")?),
+            ("relhastriggers", flag("relhastriggers")?),
+        ],
+    )
+}
+
 /// `batch` with the types of the graph's columns in `types`.
-fn retype(batch: &RecordBatch, types: &HashMap<(i32, String), DataType>) -> Result<RecordBatch> {
+fn retype(batch: &RecordBatch, tables: &HashMap<i32, SchemaRef>) -> Result<RecordBatch> {
     let int4 = |name| -> Result<Vec<i32>> {
         Ok(column_as(batch, name, &DataType::Int32)?
             .as_primitive::<Int32Type>()
@@ -195,40 +243,40 @@ fn retype(batch: &RecordBatch, types: &HashMap<(i32, String), DataType>) -> Resu
     let mut storage = texts("attstorage")?;
     let n = batch.num_rows();
     for i in 0..n {
-        let Some(t) = types.get(&(rel[i], names[i].clone())) else {
+        let Some(field) = tables
+            .get(&rel[i])
+            .and_then(|t| t.field_with_name(&names[i]).ok())
+        else {
             continue;
         };
+        let t = field.data_type();
         if let Some((oid, l, v, a, s, d)) = attribute_type(t) {
             (typid[i], len[i], byval[i], ndims[i]) = (oid, l, v, d);
             align[i] = a.to_string();
             storage[i] = s.to_string();
         }
     }
-    let replaced: [(&str, ArrayRef); 6] = [
-        ("atttypid", Arc::new(Int32Array::from(typid))),
-        ("attlen", Arc::new(Int16Array::from(len))),
-        ("attndims", Arc::new(Int32Array::from(ndims))),
-        ("attbyval", Arc::new(BooleanArray::from(byval))),
-        ("attalign", Arc::new(StringArray::from(align))),
-        ("attstorage", Arc::new(StringArray::from(storage))),
-    ];
-    let mut columns = batch.columns().to_vec();
-    for (name, array) in replaced {
-        let i = batch.schema().index_of(name)?;
-        // Keep the emulation's field type (the oid columns carry metadata).
-        columns[i] = cast(&array, batch.column(i).data_type())?;
-    }
-    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+    replaced(
+        batch,
+        vec![
+            ("atttypid", Arc::new(Int32Array::from(typid))),
+            ("attlen", Arc::new(Int16Array::from(len))),
+            ("attndims", Arc::new(Int32Array::from(ndims))),
+            ("attbyval", Arc::new(BooleanArray::from(byval))),
+            ("attalign", Arc::new(StringArray::from(align))),
+            ("attstorage", Arc::new(StringArray::from(storage))),
+        ],
+    )
 }
 
 #[async_trait::async_trait]
-impl TableProvider for Attributes {
+impl TableProvider for GraphRows {
     fn schema(&self) -> SchemaRef {
-        self.attributes.schema()
+        self.emulated.schema()
     }
 
     fn table_type(&self) -> TableType {
-        self.attributes.table_type()
+        self.emulated.table_type()
     }
 
     async fn scan(
@@ -238,11 +286,14 @@ impl TableProvider for Attributes {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let types = self.graph_types(state).await?;
-        let batches = rows(&self.attributes, state)
+        let tables = self.graph_tables(state).await?;
+        let batches = rows(&self.emulated, state)
             .await?
             .iter()
-            .map(|b| retype(b, &types))
+            .map(|b| match self.patch {
+                Patch::Attributes => retype(b, &tables),
+                Patch::Classes => with_keys(b, &tables),
+            })
             .collect::<Result<Vec<_>>>()?;
         MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())
             .map(|e| e as Arc<dyn ExecutionPlan>)
