@@ -65,7 +65,9 @@ unsafe extern "C-unwind" fn acquire_sample_rows(
         *totaldeadrows = 0.0;
     }
     let Some(batch) = batch else { return 0 };
-    let readers = batch_readers(&batch, def.columns.iter().map(|c| (c.attno, c.ty)));
+    // SAFETY: no batch context: values are allocated per row as read.
+    let readers =
+        unsafe { batch_readers(&batch, def.columns.iter().map(|c| (c.attno, c.ty)), None) };
     // SAFETY: tupdesc is the relation's descriptor; natts bounds the arrays.
     let natts = unsafe { (*tupdesc).natts } as usize;
     let mut values = vec![pg_sys::Datum::from(0usize); natts];

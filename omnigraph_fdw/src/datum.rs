@@ -1,16 +1,22 @@
 //! Arrow values to Postgres Datums, and the Postgres type of every graph
-//! column. Readers are resolved once per batch (one downcast per column),
-//! then read row by row on the backend thread.
+//! column. Readers are resolved once per batch: each column is downcast
+//! to its typed buffer once, and a scan's text and bytea values are built
+//! as varlenas in one allocation per column in a memory context reset at
+//! the next batch; a row then reads each cell with one match and no
+//! allocation.
 
 use std::sync::Arc;
 
 use omnigraph_engine::deps::arrow_array::cast::AsArray;
 use omnigraph_engine::deps::arrow_array::types::{
-    Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
-    UInt32Type, UInt64Type,
+    Date32Type, Decimal128Type, Float32Type, Float64Type, Int32Type, Int64Type,
+    TimestampMicrosecondType, UInt32Type, UInt64Type,
 };
 use omnigraph_engine::deps::arrow_array::{Array, ArrayRef, RecordBatch};
 use omnigraph_engine::deps::arrow_schema::{DataType, TimeUnit};
+use omnigraph_engine::deps::lance::deps::datafusion::arrow::buffer::{
+    BooleanBuffer, NullBuffer, ScalarBuffer,
+};
 use omnigraph_engine::schema::{PropType, ScalarType};
 use pgrx::pg_sys::{self, Datum, Oid};
 use serde::{Deserialize, Serialize};
@@ -163,6 +169,13 @@ fn scalar_datum(a: &dyn Array, i: usize, kind: Kind) -> Option<Datum> {
         (DataType::Int64, _) => Datum::from(a.as_primitive::<Int64Type>().value(i)),
         (DataType::UInt32, _) => Datum::from(i64::from(a.as_primitive::<UInt32Type>().value(i))),
         (DataType::UInt64, _) => numeric_datum(a.as_primitive::<UInt64Type>().value(i)),
+        // Exact integer sums (scale 0) of pushed aggregates.
+        (DataType::Decimal128(_, 0), _) => {
+            use pgrx::IntoDatum;
+            pgrx::AnyNumeric::from(a.as_primitive::<Decimal128Type>().value(i))
+                .into_datum()
+                .unwrap_or(Datum::from(0usize))
+        }
         (DataType::Float32, _) => Datum::from(a.as_primitive::<Float32Type>().value(i).to_bits()),
         (DataType::Float64, _) => Datum::from(a.as_primitive::<Float64Type>().value(i).to_bits()),
         // Saturating: a value at the edge of the type reads as Postgres's
@@ -211,22 +224,176 @@ fn elem_info(kind: Kind) -> ElemInfo {
     }
 }
 
+/// A column's values, typed once per batch so a row reads its cell with
+/// one predictable match and no downcast.
+enum Values {
+    Int32(ScalarBuffer<i32>),
+    Int64(ScalarBuffer<i64>),
+    UInt32(ScalarBuffer<u32>),
+    Float32(ScalarBuffer<f32>),
+    Float64(ScalarBuffer<f64>),
+    Bool(BooleanBuffer),
+    /// Days since 1970, shifted to Postgres's epoch when read.
+    Date(ScalarBuffer<i32>),
+    /// Microseconds since 1970, shifted to Postgres's epoch when read.
+    Timestamp(ScalarBuffer<i64>),
+    /// Text or bytea values already built as varlenas in the batch's
+    /// memory context (one allocation per column per batch).
+    Varlena(Vec<Datum>),
+    /// Anything else (numeric, arrays, text without a batch context): per cell.
+    Other,
+}
+
 /// One fetched column of the current batch, downcast once.
 pub struct ColumnReader {
     array: ArrayRef,
     ty: PgType,
     elem: Option<ElemInfo>,
+    nulls: Option<NullBuffer>,
+    values: Values,
 }
 
+/// The bytes of value `i` of a string or binary array.
+fn bytes_of(a: &dyn Array, i: usize) -> &[u8] {
+    match a.data_type() {
+        DataType::Utf8 => a.as_string::<i32>().value(i).as_bytes(),
+        DataType::LargeUtf8 => a.as_string::<i64>().value(i).as_bytes(),
+        DataType::Binary => a.as_binary::<i32>().value(i),
+        DataType::LargeBinary => a.as_binary::<i64>().value(i),
+        _ => &[],
+    }
+}
+
+/// Every non-NULL value of a text or bytea column as a varlena (4-byte
+/// header, 4-byte aligned) in one allocation in `ctx`; NULL rows get a
+/// zero Datum, never read.
+///
+/// # Safety
+/// `ctx` is a valid memory context that outlives every use of the Datums.
+unsafe fn varlenas(
+    a: &dyn Array,
+    nulls: Option<&NullBuffer>,
+    ctx: pg_sys::MemoryContext,
+) -> Vec<Datum> {
+    const HEADER: usize = 4;
+    let valid = |i: usize| nulls.is_none_or(|n| n.is_valid(i));
+    let padded = |len: usize| (HEADER + len + 3) & !3;
+    let total: usize = (0..a.len())
+        .filter(|i| valid(*i))
+        .map(|i| padded(bytes_of(a, i).len()))
+        .sum();
+    let mut out = Vec::with_capacity(a.len());
+    // SAFETY: the block holds `total` bytes; each value is written inside
+    // it at a 4-byte aligned offset (the block is MAXALIGNed); the header
+    // is the 4-byte varlena header (SET_VARSIZE_4B: total length << 2 on a
+    // little-endian machine).
+    unsafe {
+        let base = pg_sys::MemoryContextAllocHuge(ctx, total.max(1)) as *mut u8;
+        let mut at = 0usize;
+        for i in 0..a.len() {
+            if !valid(i) {
+                out.push(Datum::from(0usize));
+                continue;
+            }
+            let b = bytes_of(a, i);
+            let p = base.add(at);
+            (p as *mut u32).write(((HEADER + b.len()) as u32) << 2);
+            std::ptr::copy_nonoverlapping(b.as_ptr(), p.add(HEADER), b.len());
+            out.push(Datum::from(p));
+            at += padded(b.len());
+        }
+    }
+    out
+}
+
+#[cfg(target_endian = "big")]
+compile_error!("varlenas() writes little-endian varlena headers");
+
 impl ColumnReader {
+    /// A reader whose text is allocated per value in the current memory
+    /// context when read.
     pub fn new(array: ArrayRef, ty: PgType) -> ColumnReader {
-        let elem = ty.array.then(|| elem_info(ty.kind));
-        ColumnReader { array, ty, elem }
+        // SAFETY: no memory context is given.
+        unsafe { ColumnReader::with_context(array, ty, None) }
     }
 
-    /// The Datum of row `i`, or `None` for NULL. Allocates (text, arrays)
-    /// in the current memory context: the executor's per-tuple context.
+    /// A reader whose text and bytea values are built at once in `ctx`.
+    ///
+    /// # Safety
+    /// `ctx`, when given, is a valid memory context that is not reset
+    /// while the reader's Datums are in use.
+    pub unsafe fn with_context(
+        array: ArrayRef,
+        ty: PgType,
+        ctx: Option<pg_sys::MemoryContext>,
+    ) -> ColumnReader {
+        let elem = ty.array.then(|| elem_info(ty.kind));
+        let nulls = array.logical_nulls().filter(|n| n.null_count() > 0);
+        let values = if ty.array {
+            Values::Other
+        } else {
+            let a = array.as_ref();
+            match a.data_type() {
+                DataType::Int32 => Values::Int32(a.as_primitive::<Int32Type>().values().clone()),
+                DataType::Int64 => Values::Int64(a.as_primitive::<Int64Type>().values().clone()),
+                DataType::UInt32 => Values::UInt32(a.as_primitive::<UInt32Type>().values().clone()),
+                DataType::Float32 => {
+                    Values::Float32(a.as_primitive::<Float32Type>().values().clone())
+                }
+                DataType::Float64 => {
+                    Values::Float64(a.as_primitive::<Float64Type>().values().clone())
+                }
+                DataType::Boolean => Values::Bool(a.as_boolean().values().clone()),
+                DataType::Date32 => Values::Date(a.as_primitive::<Date32Type>().values().clone()),
+                DataType::Timestamp(TimeUnit::Microsecond, _) => Values::Timestamp(
+                    a.as_primitive::<TimestampMicrosecondType>()
+                        .values()
+                        .clone(),
+                ),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary => {
+                    match ctx {
+                        // SAFETY: per the contract.
+                        Some(ctx) => Values::Varlena(unsafe { varlenas(a, nulls.as_ref(), ctx) }),
+                        None => Values::Other,
+                    }
+                }
+                _ => Values::Other,
+            }
+        };
+        ColumnReader {
+            array,
+            ty,
+            elem,
+            nulls,
+            values,
+        }
+    }
+
+    /// The Datum of row `i`, or `None` for NULL. Allocates (text without a
+    /// batch context, numeric, arrays) in the current memory context: the
+    /// executor's per-tuple context.
+    #[inline]
     pub fn datum(&self, i: usize) -> Option<Datum> {
+        if self.nulls.as_ref().is_some_and(|n| n.is_null(i)) {
+            return None;
+        }
+        Some(match &self.values {
+            Values::Int32(v) => Datum::from(v[i]),
+            Values::Int64(v) => Datum::from(v[i]),
+            Values::UInt32(v) => Datum::from(i64::from(v[i])),
+            Values::Float32(v) => Datum::from(v[i].to_bits()),
+            Values::Float64(v) => Datum::from(v[i].to_bits()),
+            Values::Bool(v) => Datum::from(v.value(i)),
+            // Saturating: a value at the edge of the type reads as
+            // Postgres's infinity instead of wrapping.
+            Values::Date(v) => Datum::from(v[i].saturating_sub(PG_EPOCH_OFFSET_DAYS)),
+            Values::Timestamp(v) => Datum::from(v[i].saturating_sub(PG_EPOCH_OFFSET_US)),
+            Values::Varlena(v) => v[i],
+            Values::Other => return self.datum_slow(i),
+        })
+    }
+
+    fn datum_slow(&self, i: usize) -> Option<Datum> {
         if !self.ty.array {
             return scalar_datum(self.array.as_ref(), i, self.ty.kind);
         }
@@ -282,17 +449,22 @@ impl ColumnReader {
 
 /// Readers for a batch whose columns are, in order, the given
 /// `(attribute number, type)` pairs; each paired with its slot index.
-pub fn batch_readers(
+/// With `ctx`, the batch's text and bytea values are built there at once.
+///
+/// # Safety
+/// `ctx`, when given, is a valid memory context that is not reset while
+/// the readers' Datums are in use.
+pub unsafe fn batch_readers(
     batch: &RecordBatch,
     columns: impl Iterator<Item = (i16, PgType)>,
+    ctx: Option<pg_sys::MemoryContext>,
 ) -> Vec<(usize, ColumnReader)> {
     columns
         .enumerate()
         .map(|(i, (attno, ty))| {
-            (
-                attno as usize - 1,
-                ColumnReader::new(batch.column(i).clone(), ty),
-            )
+            // SAFETY: per the contract.
+            let reader = unsafe { ColumnReader::with_context(batch.column(i).clone(), ty, ctx) };
+            (attno as usize - 1, reader)
         })
         .collect()
 }

@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use pgrx::{AllocatedByPostgres, PgBox, PgSqlErrorCode, pg_sys};
 
 use crate::pg::raise;
-use crate::{analyze, import, modify, plan, scan};
+use crate::{analyze, import, modify, plan, scan, upper};
 
 /// Returns the callbacks of the `omnigraph` foreign data wrapper.
 #[pg_extern(immutable, parallel_safe)]
@@ -19,6 +19,7 @@ fn omnigraph_fdw_handler() -> PgBox<pg_sys::FdwRoutine, AllocatedByPostgres> {
     r.GetForeignRelSize = Some(plan::get_foreign_rel_size);
     r.GetForeignPaths = Some(plan::get_foreign_paths);
     r.GetForeignPlan = Some(plan::get_foreign_plan);
+    r.GetForeignUpperPaths = Some(upper::get_foreign_upper_paths);
     r.BeginForeignScan = Some(scan::begin_foreign_scan);
     r.IterateForeignScan = Some(scan::iterate_foreign_scan);
     r.ReScanForeignScan = Some(scan::rescan_foreign_scan);

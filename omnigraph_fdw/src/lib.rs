@@ -4,6 +4,8 @@
 //! - `handler`: the handler and validator functions, `FdwRoutine` in groups.
 //! - `plan`: GetForeignRelSize / GetForeignPaths / GetForeignPlan, and the
 //!   documented `fdw_private` layout ([`plan::ScanPlan`]).
+//! - `upper`: GetForeignUpperPaths: aggregates and GROUP BY computed next
+//!   to the data (`omnigraph_sql::scan::aggregate`).
 //! - `quals`: Postgres expression trees to the owned filter model of
 //!   `omnigraph_sql::filter` (pushdown rules live there, unit-tested).
 //! - `scan`: Begin/Iterate/ReScan/End and EXPLAIN around the scan shared
@@ -45,6 +47,7 @@ mod quals;
 mod runtime;
 mod scan;
 mod txn;
+mod upper;
 
 pgrx::pg_module_magic!();
 

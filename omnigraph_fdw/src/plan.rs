@@ -26,6 +26,7 @@ use crate::datum::{Kind, PgType, TEXT, pg_type};
 use crate::graphs;
 use crate::pg::{self, Server, cstr, raise};
 use crate::quals::{FilterColumn, Quals};
+use crate::upper::{AggPlan, upper_state};
 
 /// What a table reads: a branch head, a pinned commit, or the branch the
 /// `omnigraph.branch` setting names when the statement runs.
@@ -178,11 +179,12 @@ pub fn table_def(relid: pg_sys::Oid) -> TableDef {
 }
 
 /// Planner-side state of one foreign relation, kept in `baserel->fdw_private`.
-struct RelState {
-    def: TableDef,
-    remote: Vec<*mut pg_sys::RestrictInfo>,
+pub(crate) struct RelState {
+    pub def: TableDef,
+    /// The restrictions pushed into the scan.
+    pub remote: Vec<*mut pg_sys::RestrictInfo>,
     /// Rows in the table at the snapshot planned against.
-    table_rows: f64,
+    pub table_rows: f64,
 }
 
 /// GetForeignRelSize: resolve the table, classify quals, estimate rows.
@@ -240,7 +242,7 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
     }
 }
 
-fn rel_state<'a>(baserel: *mut pg_sys::RelOptInfo) -> &'a RelState {
+pub(crate) fn rel_state<'a>(baserel: *mut pg_sys::RelOptInfo) -> &'a RelState {
     // SAFETY: get_foreign_rel_size stored a RelState there for this planning cycle.
     unsafe { &*((*baserel).fdw_private as *const RelState) }
 }
@@ -505,6 +507,9 @@ pub struct ScanPlan {
     pub filter: Option<Expr>,
     pub limit: Option<LimitSpec>,
     pub order: Vec<OrderKey>,
+    /// Groups and aggregates computed next to the data instead of rows
+    /// (the scan then returns the plan's `fdw_scan_tlist`).
+    pub aggregate: Option<AggPlan>,
 }
 
 pub fn scan_plan(list: *mut pg_sys::List) -> ScanPlan {
@@ -562,6 +567,12 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
     scan_clauses: *mut pg_sys::List,
     outer_plan: *mut pg_sys::Plan,
 ) -> *mut pg_sys::ForeignScan {
+    // SAFETY: baserel is valid.
+    if unsafe { (*baserel).reloptkind } == pg_sys::RelOptKind::RELOPT_UPPER_REL {
+        // SAFETY: only our GetForeignUpperPaths creates foreign paths on an
+        // upper relation, after storing its state there.
+        return unsafe { aggregate_plan(upper_state(baserel), tlist, outer_plan) };
+    }
     let state = rel_state(baserel);
     // SAFETY: best_path is one of our paths.
     let flags: PathFlags =
@@ -639,24 +650,12 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         None
     };
     let plan = ScanPlan {
-        server: state.def.server.name.clone(),
-        uri: state.def.server.uri.clone(),
-        rel_name: state.def.rel_name.clone(),
-        type_name: state.def.type_name.clone(),
-        read: state.def.read.clone(),
         columns,
         filter: filter::and_all(pushed),
         limit,
         order,
+        ..ScanPlan::of(&state.def)
     };
-    let json = serde_json::to_string(&plan).unwrap_or_default();
-    let mut private = PgList::<pg_sys::Node>::new();
-    // SAFETY: makeString wraps a palloc'd copy of the JSON.
-    private.push(unsafe { pg_sys::makeString(pg::pstrdup(&json)) }.cast());
-    let mut exprs = PgList::<pg_sys::Node>::new();
-    for p in quals.params {
-        exprs.push(p);
-    }
     // SAFETY: all lists are valid; local quals are plain clauses (not
     // RestrictInfos), as make_foreignscan expects.
     unsafe {
@@ -664,9 +663,82 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             tlist,
             local.into_pg(),
             relid,
-            exprs.into_pg(),
-            private.into_pg(),
+            param_list(quals.params),
+            json_private(&plan),
             std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            outer_plan,
+        )
+    }
+}
+
+impl ScanPlan {
+    /// A plan that reads every row of a table and no column.
+    fn of(def: &TableDef) -> ScanPlan {
+        ScanPlan {
+            server: def.server.name.clone(),
+            uri: def.server.uri.clone(),
+            rel_name: def.rel_name.clone(),
+            type_name: def.type_name.clone(),
+            read: def.read.clone(),
+            columns: Vec::new(),
+            filter: None,
+            limit: None,
+            order: Vec::new(),
+            aggregate: None,
+        }
+    }
+}
+
+fn param_list(params: Vec<*mut pg_sys::Node>) -> *mut pg_sys::List {
+    let mut exprs = PgList::<pg_sys::Node>::new();
+    for p in params {
+        exprs.push(p);
+    }
+    exprs.into_pg()
+}
+
+/// The ForeignScan of a grouped relation: no scanned relation
+/// (`scanrelid` 0), the groups and aggregates as its scan tuple
+/// (`fdw_scan_tlist`), every restriction of the input pushed.
+///
+/// # Safety
+/// `upper` was built for this planning cycle; `tlist` is the path's
+/// target list.
+unsafe fn aggregate_plan(
+    upper: &crate::upper::UpperState,
+    tlist: *mut pg_sys::List,
+    outer_plan: *mut pg_sys::Plan,
+) -> *mut pg_sys::ForeignScan {
+    let input = upper.input;
+    let state = rel_state(input);
+    // SAFETY: input is the grouped relation's valid base relation.
+    let relid = unsafe { (*input).relid };
+    let mut quals = Quals {
+        relid,
+        columns: &state.def.columns,
+        params: Vec::new(),
+    };
+    let pushed = state
+        .remote
+        .iter()
+        // SAFETY: each is a valid RestrictInfo of the input relation.
+        .map(|r| quals.translate(unsafe { (**r).clause.cast() }))
+        .collect();
+    let plan = ScanPlan {
+        filter: filter::and_all(pushed),
+        aggregate: Some(upper.plan.clone()),
+        ..ScanPlan::of(&state.def)
+    };
+    // SAFETY: all lists are valid planner lists.
+    unsafe {
+        pg_sys::make_foreignscan(
+            tlist,
+            std::ptr::null_mut(),
+            0,
+            param_list(quals.params),
+            json_private(&plan),
+            upper.tlist,
             std::ptr::null_mut(),
             outer_plan,
         )

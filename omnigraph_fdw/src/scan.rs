@@ -18,20 +18,25 @@ use std::ffi::CString;
 use std::sync::Arc;
 
 use omnigraph_engine::Snapshot;
-use omnigraph_engine::deps::arrow_array::RecordBatch;
+use omnigraph_engine::deps::arrow_array::cast::AsArray;
+use omnigraph_engine::deps::arrow_array::types::Int64Type;
+use omnigraph_engine::deps::arrow_array::{Array, ArrayRef, Decimal128Array, RecordBatch};
 use omnigraph_sql::filter::{Scalar, Value};
+use omnigraph_sql::scan::aggregate::{AggColumn, AggregateError, aggregate};
 use omnigraph_sql::scan::{Scan, ScanExplain, ScanSpec, SortKey};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{PgList, PgMemoryContexts};
+use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode};
 
 use crate::datum::{ColumnReader, batch_readers, fill_row};
 use crate::error::{OrReport, report};
 use crate::graphs;
+use crate::pg::raise;
 use crate::plan::{ScanPlan, scan_plan};
 use crate::quals;
 use crate::runtime::block_on;
 use crate::txn;
+use crate::upper::AggOutput;
 
 struct ScanState {
     plan: ScanPlan,
@@ -44,6 +49,20 @@ struct ScanState {
     batch: Option<(RecordBatch, Vec<(usize, ColumnReader)>)>,
     row: usize,
     done: bool,
+    /// The groups of a pushed aggregation, computed at the first row.
+    groups: Option<Groups>,
+    /// Holds the current batch's text and bytea Datums; reset when the
+    /// next batch is loaded (a child of the query context, freed with it).
+    batch_context: pg_sys::MemoryContext,
+}
+
+/// The result rows of a pushed aggregation: one reader per returned
+/// column, and the integer averages, divided in Postgres's numeric.
+struct Groups {
+    rows: usize,
+    readers: Vec<(usize, ColumnReader)>,
+    /// (slot index, exact sum as Decimal128, count)
+    averages: Vec<(usize, ArrayRef, ArrayRef)>,
 }
 
 fn state<'a>(node: *mut pg_sys::ForeignScanState) -> Option<&'a mut Option<ScanState>> {
@@ -82,7 +101,10 @@ fn eval_params(node: *mut pg_sys::ForeignScanState, exprs: *mut pg_sys::List) ->
 fn scan_spec(plan: &ScanPlan, params: Vec<Scalar>) -> ScanSpec {
     ScanSpec {
         type_name: plan.type_name.clone(),
-        columns: plan.columns.iter().map(|c| c.graph_name.clone()).collect(),
+        columns: match &plan.aggregate {
+            Some(agg) => agg.spec.columns(),
+            None => plan.columns.iter().map(|c| c.graph_name.clone()).collect(),
+        },
         filter: plan.filter.clone(),
         limit: limit_rows(plan, &params),
         offset: None,
@@ -128,6 +150,18 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         batch: None,
         row: 0,
         done: false,
+        groups: None,
+        // SAFETY: CurrentMemoryContext is the query context during
+        // ExecInitNode; the new context is its child and is deleted with it.
+        batch_context: unsafe {
+            pg_sys::AllocSetContextCreateInternal(
+                pg_sys::CurrentMemoryContext,
+                c"omnigraph scan batch".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            )
+        },
     };
     // SAFETY: CurrentMemoryContext is the query context during ExecInitNode;
     // the state is dropped when that context is reset or deleted, ERROR included.
@@ -155,17 +189,123 @@ fn limit_rows(plan: &ScanPlan, params: &[Scalar]) -> Option<u64> {
     Some(count.max(0).saturating_add(offset.max(0)) as u64)
 }
 
+/// The transaction's own writes to the scanned table, when it made any.
+fn own_writes(st: &ScanState) -> Option<Arc<omnigraph_engine::StagedView>> {
+    let branch = st.plan.read.branch()?;
+    txn::view(&st.plan.uri, &branch, &st.plan.type_name, &st.snapshot).map(Arc::new)
+}
+
 /// Start the shared scan: the committed rows, and the transaction's own
 /// writes to this table when it made any.
 fn start(st: &mut ScanState) -> Scan {
-    let view = match st.plan.read.branch() {
-        Some(b) => txn::view(&st.plan.uri, &b, &st.plan.type_name, &st.snapshot),
-        None => None,
+    let view = own_writes(st);
+    crate::runtime::run(&context(&st.plan), Scan::open(&st.snapshot, view, &st.spec))
+}
+
+/// Compute a pushed aggregation over the rows the scan would read.
+fn compute_groups(st: &ScanState) -> Groups {
+    let Some(agg) = &st.plan.aggregate else {
+        return Groups {
+            rows: 0,
+            readers: Vec::new(),
+            averages: Vec::new(),
+        };
     };
-    crate::runtime::run(
-        &context(&st.plan),
-        Scan::open(&st.snapshot, view.map(Arc::new), &st.spec),
-    )
+    let view = own_writes(st);
+    let ctx = context(&st.plan);
+    let result = match block_on(aggregate(&st.snapshot, view, &st.spec, &agg.spec)) {
+        Ok(r) => r,
+        Err(AggregateError::Read(e)) => report(e, &ctx),
+        Err(AggregateError::OutOfRange(msg)) => raise(
+            PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+            msg,
+            None,
+            None,
+        ),
+        Err(e) => raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("{ctx}: {e}"),
+            None,
+            None,
+        ),
+    };
+    let mut readers = Vec::new();
+    let mut averages = Vec::new();
+    for (slot, out) in agg.outputs.iter().enumerate() {
+        match *out {
+            AggOutput::Group { index, ty } => {
+                if let Some(a) = result.groups.get(index) {
+                    readers.push((slot, ColumnReader::new(a.clone(), ty)));
+                }
+            }
+            AggOutput::Aggregate { index, ty } => match result.aggregates.get(index) {
+                Some(AggColumn::Values(a)) => {
+                    readers.push((slot, ColumnReader::new(a.clone(), ty)))
+                }
+                Some(AggColumn::Quotient { sum, count }) => {
+                    averages.push((slot, sum.clone(), count.clone()));
+                }
+                None => {}
+            },
+        }
+    }
+    Groups {
+        rows: result.rows,
+        readers,
+        averages,
+    }
+}
+
+/// `sum / count` in Postgres's numeric division (the scale `avg` gives).
+fn numeric_average(sum: &ArrayRef, count: &ArrayRef, row: usize) -> Option<pg_sys::Datum> {
+    use pgrx::IntoDatum;
+    let sum = sum.as_any().downcast_ref::<Decimal128Array>()?;
+    if sum.is_null(row) {
+        return None;
+    }
+    let n = count.as_primitive::<Int64Type>().value(row);
+    let total = pgrx::AnyNumeric::from(sum.value(row)).into_datum()?;
+    // SAFETY: both are valid numerics in the current (per-tuple) context;
+    // the division by a positive count cannot fail.
+    unsafe {
+        let mut failed = false;
+        let q = pg_sys::numeric_div_opt_error(
+            total.cast_mut_ptr(),
+            pg_sys::int64_to_numeric(n),
+            &mut failed,
+        );
+        (!failed).then(|| pg_sys::Datum::from(q))
+    }
+}
+
+/// The next group of a pushed aggregation into the slot.
+///
+/// # Safety
+/// `slot` is the scan slot, with one attribute per `fdw_scan_tlist` entry.
+unsafe fn next_group(st: &mut ScanState, slot: *mut pg_sys::TupleTableSlot) {
+    if st.groups.is_none() {
+        st.groups = Some(compute_groups(st));
+    }
+    let Some(g) = &st.groups else { return };
+    if st.row >= g.rows {
+        return;
+    }
+    // SAFETY: per the contract, tts_values/tts_isnull hold natts entries
+    // and every reader's index is below natts.
+    unsafe {
+        let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
+        let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
+        let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+        fill_row(&g.readers, st.row, values, nulls);
+        for (idx, sum, count) in &g.averages {
+            if let Some(d) = numeric_average(sum, count, st.row) {
+                values[*idx] = d;
+                nulls[*idx] = false;
+            }
+        }
+        pg_sys::ExecStoreVirtualTuple(slot);
+    }
+    st.row += 1;
 }
 
 /// IterateForeignScan: the next row into the scan slot (empty at the end).
@@ -180,6 +320,11 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
     let Some(Some(st)) = state(node) else {
         return slot;
     };
+    if st.plan.aggregate.is_some() {
+        // SAFETY: an aggregating scan's slot is built from fdw_scan_tlist.
+        unsafe { next_group(st, slot) };
+        return slot;
+    }
     loop {
         if let Some((batch, readers)) = &st.batch
             && st.row < batch.num_rows()
@@ -208,8 +353,17 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
         };
         match block_on(scan.next_batch()) {
             Ok(Some(batch)) => {
-                let readers =
-                    batch_readers(&batch, st.plan.columns.iter().map(|c| (c.attno, c.ty)));
+                // SAFETY: the slot was cleared above and the previous
+                // batch dropped, so no Datum of it is in use; the context
+                // lives until the query ends and is reset only here.
+                let readers = unsafe {
+                    pg_sys::MemoryContextReset(st.batch_context);
+                    batch_readers(
+                        &batch,
+                        st.plan.columns.iter().map(|c| (c.attno, c.ty)),
+                        Some(st.batch_context),
+                    )
+                };
                 st.batch = Some((batch, readers));
                 st.row = 0;
             }
@@ -226,6 +380,8 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
         st.scan = None;
         st.batch = None;
         st.done = false;
+        // Groups are kept: the parameters and the rows read are the same.
+        st.row = 0;
     }
 }
 
@@ -253,6 +409,9 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
 ) {
     let Some(Some(st)) = state(node) else { return };
     let p = &st.plan;
+    if let Some(agg) = &p.aggregate {
+        explain_text(es, "Pushed Aggregate", &agg.spec.describe());
+    }
     let facts = block_on(ScanExplain::new(&st.snapshot, &st.spec)).or_report(&context(p));
     for (label, value) in facts.lines() {
         explain_text(es, label, &value);

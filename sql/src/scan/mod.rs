@@ -17,6 +17,7 @@
 //! table version that cleanup reclaimed under the read is reported as
 //! [`omnigraph_engine::Error::VersionReclaimed`].
 
+pub mod aggregate;
 mod staged;
 
 use std::collections::HashSet;
