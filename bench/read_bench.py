@@ -3,13 +3,26 @@ over a native heap table holding the same rows, measured in one run.
 
 Usage (against a running cluster with the extension installed, release build):
     PGHOST=... PGPORT=... PGUSER=postgres python3 bench/read_bench.py --graph-dir DIR [--rows 1000000]
-Prints, per query, the median FDW and heap times of --runs runs and their ratio.
+
+Protocol (docs/dev/performance.md): per query, one warm-up run per side,
+then --runs pairs, each an FDW run and a heap run in random order. Each
+run is EXPLAIN (ANALYZE, TIMING OFF, SUMMARY ON), which gives the planning
+and the execution time (rows are not sent to the client). The ratio is
+computed per pair, on planning + execution; the table shows its median and
+its spread (min..max), and both sides' median times. The primary line runs
+with max_parallel_workers_per_gather = 0 (neither side in parallel); a
+second line per query runs at the server's default, where the heap may use
+parallel workers and the foreign scan cannot. Raw samples go to
+bench/results/ (gitignored).
 """
 
 import argparse
 import json
 import os
+import platform
+import random
 import statistics
+import subprocess
 import time
 
 import psycopg2
@@ -19,6 +32,7 @@ node Item {
     key: String @key
     name: String
     category: String @index
+    tier: enum(bronze, silver, gold, platinum)
     qty: I32
     amount: I64
     price: F64
@@ -31,36 +45,90 @@ node Item {
 }
 """
 
+ALL_COLUMNS = "id, key, name, category, tier, qty, amount, price, ratio, active, created, updated, note, code"
+
 QUERIES = [
-    ("full scan, all columns", "SELECT * FROM {t}"),
+    # The heap never forms its tuples' columns here (EXPLAIN discards them).
+    ("full scan, SELECT *", "SELECT * FROM {t}"),
+    # Both sides must produce every column (num_nonnulls is never pushed).
+    ("full scan, every column produced",
+     f"SELECT count(*) FROM {{t}} WHERE num_nonnulls({ALL_COLUMNS}) >= 0"),
     ("sum of one column", "SELECT sum(amount) FROM {t}"),
-    ("selective equality on an @index property", "SELECT * FROM {t} WHERE code = 424242"),
     ("count(*)", "SELECT count(*) FROM {t}"),
+    ("GROUP BY an enum, with a sum", "SELECT tier, sum(amount) FROM {t} GROUP BY tier"),
+    ("GROUP BY 100 values, with a sum", "SELECT category, sum(amount) FROM {t} GROUP BY category"),
+    ("selective equality on an @index property", "SELECT * FROM {t} WHERE code = 424242"),
     ("LIMIT 10", "SELECT * FROM {t} LIMIT 10"),
 ]
+
+TIERS = ["bronze", "silver", "gold", "platinum"]
 
 
 def rows(n, start):
     for i in range(start, start + n):
         yield json.dumps({"type": "Item", "data": {
-            "key": f"k{i:08d}", "name": f"item number {i}", "category": f"cat{i % 100}",
+            "key": f"k{i:08d}", "name": f"item number {i}", "category": f"cat{i % 100}", "tier": TIERS[i % 4],
             "qty": i % 1000, "amount": i * 3, "price": i * 0.25, "ratio": (i % 7) / 7.0,
             "active": i % 2 == 0, "created": f"20{10 + i % 15:02d}-0{1 + i % 9}-1{i % 10}",
             "updated": f"2024-01-01T00:00:{i % 60:02d}Z",
             "note": None if i % 3 == 0 else f"note {i % 17}", "code": i}})
 
 
-def timed(cur, sql, runs):
-    """Median server-side execution time (EXPLAIN ANALYZE's Execution Time,
-    TIMING OFF), so transferring rows to the client does not dilute ratios."""
-    explain = "EXPLAIN (ANALYZE, TIMING OFF, SUMMARY ON) " + sql
-    cur.execute(explain)  # warm-up
+def explain(cur, sql):
+    """(planning ms, execution ms) of one run."""
+    cur.execute("EXPLAIN (ANALYZE, TIMING OFF, SUMMARY ON) " + sql)
+    lines = [r[0] for r in cur.fetchall()]
+
+    def ms(prefix):
+        line = [x for x in lines if x.startswith(prefix)][0]
+        return float(line.split(":")[1].split()[0])
+
+    return ms("Planning Time"), ms("Execution Time")
+
+
+def plan_shape(cur, sql):
+    cur.execute("EXPLAIN (COSTS OFF) " + sql)
+    return [r[0] for r in cur.fetchall()]
+
+
+def pairs(cur, fdw_sql, heap_sql, runs):
+    """Warm up both sides, then `runs` pairs in random order. Returns the
+    raw samples: per pair, (planning, execution) of each side."""
+    explain(cur, fdw_sql)
+    explain(cur, heap_sql)
     out = []
     for _ in range(runs):
-        cur.execute(explain)
-        line = [r[0] for r in cur.fetchall() if r[0].startswith("Execution Time")][0]
-        out.append(float(line.split(":")[1].split()[0]) / 1000.0)
-    return statistics.median(out)
+        sides = ["fdw", "heap"]
+        random.shuffle(sides)
+        sample = {"first": sides[0]}
+        for side in sides:
+            sample[side] = explain(cur, fdw_sql if side == "fdw" else heap_sql)
+        out.append(sample)
+    return out
+
+
+def summary(samples):
+    total = {side: [sum(s[side]) for s in samples] for side in ("fdw", "heap")}
+    ratios = sorted(f / h for f, h in zip(total["fdw"], total["heap"]))
+    return {
+        "fdw_ms": statistics.median(total["fdw"]),
+        "heap_ms": statistics.median(total["heap"]),
+        "fdw_plan_ms": statistics.median(s["fdw"][0] for s in samples),
+        "heap_plan_ms": statistics.median(s["heap"][0] for s in samples),
+        "ratio": statistics.median(ratios),
+        "spread": (ratios[0], ratios[-1]),
+    }
+
+
+def environment(cur):
+    cur.execute("SELECT version()")
+    version = cur.fetchone()[0]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    return {"postgres": version, "commit": commit, "kernel": platform.release(),
+            "cpus": os.cpu_count(), "loadavg": load, "time": time.time()}
 
 
 def peak_memory_kb(scan_rows):
@@ -84,8 +152,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--graph-dir", required=True, help="directory the server process can write")
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=11, help="pairs per query and setting")
     ap.add_argument("--chunk", type=int, default=100_000)
+    ap.add_argument("--only", action="append", default=[],
+                    help="run only the queries whose label contains this (repeatable)")
     args = ap.parse_args()
     conn = psycopg2.connect(dbname=os.environ.get("PGDATABASE", "postgres"))
     conn.autocommit = True
@@ -108,11 +178,32 @@ def main():
     cur.execute("CREATE TABLE bench_heap AS SELECT * FROM bench.item")
     cur.execute("CREATE INDEX ON bench_heap (code)")
     cur.execute("VACUUM ANALYZE bench_heap")
-    print(f"{'query':45} {'fdw ms':>10} {'heap ms':>10} {'ratio':>9}")
+    results = {"env": environment(cur), "rows": args.rows, "runs": args.runs, "queries": []}
+    print(f"{'query':42} {'workers':>7} {'fdw ms':>9} {'plan':>6} {'heap ms':>9} {'plan':>6} {'ratio':>7}  spread")
     for label, q in QUERIES:
-        f = timed(cur, q.format(t="bench.item"), args.runs)
-        h = timed(cur, q.format(t="bench_heap"), args.runs)
-        print(f"{label:45} {f * 1000:10.3f} {h * 1000:10.3f} {f / h:9.2f}")
+        if args.only and not any(o in label for o in args.only):
+            continue
+        fdw_sql, heap_sql = q.format(t="bench.item"), q.format(t="bench_heap")
+        for workers in ("0", "default"):
+            if workers == "0":
+                cur.execute("SET max_parallel_workers_per_gather = 0")
+            else:
+                cur.execute("RESET max_parallel_workers_per_gather")
+            samples = pairs(cur, fdw_sql, heap_sql, args.runs)
+            s = summary(samples)
+            results["queries"].append({"query": label, "sql": q, "workers": workers, "samples": samples,
+                                       "summary": s, "fdw_plan": plan_shape(cur, fdw_sql),
+                                       "heap_plan": plan_shape(cur, heap_sql)})
+            lo, hi = s["spread"]
+            print(f"{label[:42]:42} {workers:>7} {s['fdw_ms']:9.3f} {s['fdw_plan_ms']:6.2f} "
+                  f"{s['heap_ms']:9.3f} {s['heap_plan_ms']:6.2f} {s['ratio']:7.2f}  {lo:.2f}..{hi:.2f}")
+    cur.execute("RESET max_parallel_workers_per_gather")
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"read_bench_{int(time.time())}.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"raw samples: {path}")
     for n in (args.rows // 10, args.rows):
         print(f"backend peak memory after scanning {n} rows: {peak_memory_kb(n) / 1024:.1f} MiB")
 
