@@ -253,20 +253,10 @@ pub struct ColumnReader {
     values: Values,
 }
 
-/// The bytes of value `i` of a string or binary array.
-fn bytes_of(a: &dyn Array, i: usize) -> &[u8] {
-    match a.data_type() {
-        DataType::Utf8 => a.as_string::<i32>().value(i).as_bytes(),
-        DataType::LargeUtf8 => a.as_string::<i64>().value(i).as_bytes(),
-        DataType::Binary => a.as_binary::<i32>().value(i),
-        DataType::LargeBinary => a.as_binary::<i64>().value(i),
-        _ => &[],
-    }
-}
-
 /// Every non-NULL value of a text or bytea column as a varlena (4-byte
 /// header, 4-byte aligned) in one allocation in `ctx`; NULL rows get a
-/// zero Datum, never read.
+/// zero Datum, never read. The column's type is resolved here, once;
+/// `None` for a column that is not text or bytea.
 ///
 /// # Safety
 /// `ctx` is a valid memory context that outlives every use of the Datums.
@@ -274,15 +264,47 @@ unsafe fn varlenas(
     a: &dyn Array,
     nulls: Option<&NullBuffer>,
     ctx: pg_sys::MemoryContext,
+) -> Option<Vec<Datum>> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        Some(match a.data_type() {
+            DataType::Utf8 => {
+                let a = a.as_string::<i32>();
+                varlenas_of(a.len(), |i| a.value(i).as_bytes(), nulls, ctx)
+            }
+            DataType::LargeUtf8 => {
+                let a = a.as_string::<i64>();
+                varlenas_of(a.len(), |i| a.value(i).as_bytes(), nulls, ctx)
+            }
+            DataType::Binary => {
+                let a = a.as_binary::<i32>();
+                varlenas_of(a.len(), |i| a.value(i), nulls, ctx)
+            }
+            DataType::LargeBinary => {
+                let a = a.as_binary::<i64>();
+                varlenas_of(a.len(), |i| a.value(i), nulls, ctx)
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// # Safety
+/// As for [`varlenas`]; `bytes(i)` is value `i` for every `i < len`.
+unsafe fn varlenas_of<'a>(
+    len: usize,
+    bytes: impl Fn(usize) -> &'a [u8],
+    nulls: Option<&NullBuffer>,
+    ctx: pg_sys::MemoryContext,
 ) -> Vec<Datum> {
     const HEADER: usize = 4;
     let valid = |i: usize| nulls.is_none_or(|n| n.is_valid(i));
-    let padded = |len: usize| (HEADER + len + 3) & !3;
-    let total: usize = (0..a.len())
+    let padded = |n: usize| (HEADER + n + 3) & !3;
+    let total: usize = (0..len)
         .filter(|i| valid(*i))
-        .map(|i| padded(bytes_of(a, i).len()))
+        .map(|i| padded(bytes(i).len()))
         .sum();
-    let mut out = Vec::with_capacity(a.len());
+    let mut out = Vec::with_capacity(len);
     // SAFETY: the block holds `total` bytes; each value is written inside
     // it at a 4-byte aligned offset (the block is MAXALIGNed); the header
     // is the 4-byte varlena header (SET_VARSIZE_4B: total length << 2 on a
@@ -290,12 +312,12 @@ unsafe fn varlenas(
     unsafe {
         let base = pg_sys::MemoryContextAllocHuge(ctx, total.max(1)) as *mut u8;
         let mut at = 0usize;
-        for i in 0..a.len() {
+        for i in 0..len {
             if !valid(i) {
                 out.push(Datum::from(0usize));
                 continue;
             }
-            let b = bytes_of(a, i);
+            let b = bytes(i);
             let p = base.add(at);
             (p as *mut u32).write(((HEADER + b.len()) as u32) << 2);
             std::ptr::copy_nonoverlapping(b.as_ptr(), p.add(HEADER), b.len());
@@ -351,11 +373,9 @@ impl ColumnReader {
                         .clone(),
                 ),
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary => {
-                    match ctx {
-                        // SAFETY: per the contract.
-                        Some(ctx) => Values::Varlena(unsafe { varlenas(a, nulls.as_ref(), ctx) }),
-                        None => Values::Other,
-                    }
+                    // SAFETY: per the contract.
+                    ctx.and_then(|ctx| unsafe { varlenas(a, nulls.as_ref(), ctx) })
+                        .map_or(Values::Other, Values::Varlena)
                 }
                 _ => Values::Other,
             }

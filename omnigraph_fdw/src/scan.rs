@@ -36,7 +36,7 @@ use crate::plan::{ScanPlan, scan_plan};
 use crate::quals;
 use crate::runtime::block_on;
 use crate::txn;
-use crate::upper::AggOutput;
+use crate::upper::{AggOutput, AggPlan};
 
 struct ScanState {
     plan: ScanPlan,
@@ -203,14 +203,7 @@ fn start(st: &mut ScanState) -> Scan {
 }
 
 /// Compute a pushed aggregation over the rows the scan would read.
-fn compute_groups(st: &ScanState) -> Groups {
-    let Some(agg) = &st.plan.aggregate else {
-        return Groups {
-            rows: 0,
-            readers: Vec::new(),
-            averages: Vec::new(),
-        };
-    };
+fn compute_groups(st: &ScanState, agg: &AggPlan) -> Groups {
     let view = own_writes(st);
     let ctx = context(&st.plan);
     let result = match block_on(aggregate(&st.snapshot, view, &st.spec, &agg.spec)) {
@@ -284,7 +277,10 @@ fn numeric_average(sum: &ArrayRef, count: &ArrayRef, row: usize) -> Option<pg_sy
 /// `slot` is the scan slot, with one attribute per `fdw_scan_tlist` entry.
 unsafe fn next_group(st: &mut ScanState, slot: *mut pg_sys::TupleTableSlot) {
     if st.groups.is_none() {
-        st.groups = Some(compute_groups(st));
+        let Some(agg) = &st.plan.aggregate else {
+            return;
+        };
+        st.groups = Some(compute_groups(st, agg));
     }
     let Some(g) = &st.groups else { return };
     if st.row >= g.rows {

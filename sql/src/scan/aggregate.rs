@@ -44,7 +44,7 @@ use omnigraph_engine::deps::arrow_array::{
     Array, ArrayRef, Date32Array, Decimal128Array, Float32Array, Float64Array, Int32Array,
     Int64Array, LargeStringArray, StringArray, TimestampMicrosecondArray, UInt32Array, UInt64Array,
 };
-use omnigraph_engine::deps::arrow_schema::{DataType, TimeUnit};
+use omnigraph_engine::deps::arrow_schema::{DataType, Schema, TimeUnit};
 use omnigraph_engine::deps::lance::deps::datafusion::arrow::row::{
     RowConverter, Rows as KeyRows, SortField,
 };
@@ -234,7 +234,7 @@ pub async fn aggregate(
         .collect::<Result<_>>()?;
     Ok(Aggregated {
         rows,
-        groups: groups.finish(snapshot, &scan.type_name, &agg.group_by)?,
+        groups: groups.finish(&table, &agg.group_by)?,
         aggregates,
     })
 }
@@ -302,18 +302,11 @@ impl Grouping {
     }
 
     /// The key columns, one value per group.
-    fn finish(
-        self,
-        snapshot: &Snapshot,
-        type_name: &str,
-        names: &[String],
-    ) -> Result<Vec<ArrayRef>> {
+    fn finish(self, table: &Schema, names: &[String]) -> Result<Vec<ArrayRef>> {
         match (self.converter, self.keys) {
             (Some(c), Some(keys)) => c.convert_rows(keys.iter()).map_err(arrow_error),
             _ => {
                 // No rows were grouped: empty columns of the table's types.
-                let table =
-                    omnigraph_engine::value::table_schema(snapshot.graph().catalog(), type_name)?;
                 names
                     .iter()
                     .map(|n| {
@@ -418,20 +411,18 @@ fn better(max: bool, ord: std::cmp::Ordering) -> bool {
 
 /// The running state of one aggregate, one slot per group.
 enum Acc {
-    Count {
-        rows: bool,
-        n: Vec<i64>,
-    },
+    /// `count(*)`: rows.
+    CountRows(Vec<i64>),
+    /// `count(col)`: non-NULL values.
+    Count(Vec<i64>),
     /// sum of integers: int8 for int4 input, numeric otherwise.
     SumInt {
         to_numeric: bool,
         sum: Vec<Option<i128>>,
     },
-    SumFloat {
-        single: bool,
-        sum: Vec<Option<f64>>,
-        sum32: Vec<Option<f32>>,
-    },
+    /// sum of float4, added in float4 as Postgres's `float4pl` does.
+    SumFloat4(Vec<Option<f32>>),
+    SumFloat8(Vec<Option<f64>>),
     AvgInt {
         sum: Vec<i128>,
         n: Vec<i64>,
@@ -469,23 +460,14 @@ impl Acc {
         let unsupported =
             || AggregateError::Unsupported(a.to_string(), dt.cloned().unwrap_or(DataType::Null));
         Ok(match (a.func, dt) {
-            (AggFunc::CountRows, _) => Acc::Count {
-                rows: true,
-                n: Vec::new(),
-            },
-            (AggFunc::Count, Some(_)) => Acc::Count {
-                rows: false,
-                n: Vec::new(),
-            },
+            (AggFunc::CountRows, _) => Acc::CountRows(Vec::new()),
+            (AggFunc::Count, Some(_)) => Acc::Count(Vec::new()),
             (AggFunc::Sum, Some(dt)) if is_int(dt) => Acc::SumInt {
                 to_numeric: *dt != DataType::Int32,
                 sum: Vec::new(),
             },
-            (AggFunc::Sum, Some(dt @ (DataType::Float32 | DataType::Float64))) => Acc::SumFloat {
-                single: *dt == DataType::Float32,
-                sum: Vec::new(),
-                sum32: Vec::new(),
-            },
+            (AggFunc::Sum, Some(DataType::Float32)) => Acc::SumFloat4(Vec::new()),
+            (AggFunc::Sum, Some(DataType::Float64)) => Acc::SumFloat8(Vec::new()),
             (AggFunc::Avg, Some(dt)) if is_int(dt) => Acc::AvgInt {
                 sum: Vec::new(),
                 n: Vec::new(),
@@ -526,12 +508,10 @@ impl Acc {
 
     fn resize(&mut self, groups: usize) {
         match self {
-            Acc::Count { n, .. } => n.resize(groups, 0),
+            Acc::CountRows(n) | Acc::Count(n) => n.resize(groups, 0),
             Acc::SumInt { sum, .. } => sum.resize(groups, None),
-            Acc::SumFloat { sum, sum32, .. } => {
-                sum.resize(groups, None);
-                sum32.resize(groups, None);
-            }
+            Acc::SumFloat4(sum) => sum.resize(groups, None),
+            Acc::SumFloat8(sum) => sum.resize(groups, None),
             Acc::AvgInt { sum, n } => {
                 sum.resize(groups, 0);
                 n.resize(groups, 0);
@@ -549,28 +529,24 @@ impl Acc {
     /// Fold one batch: `values` is the aggregated column (none for
     /// `count(*)`), `ids` each row's group (empty: one group).
     fn update(&mut self, values: Option<&ArrayRef>, ids: &[usize], rows: usize) -> Result<()> {
-        let Some(values) = values else {
-            if let Acc::Count { n, .. } = self {
-                if ids.is_empty() {
-                    n[0] += rows as i64;
-                } else {
-                    ids.iter().for_each(|g| n[*g] += 1);
-                }
+        if let Acc::CountRows(n) = self {
+            if ids.is_empty() {
+                n[0] += rows as i64;
+            } else {
+                ids.iter().for_each(|g| n[*g] += 1);
             }
             return Ok(());
+        }
+        let Some(a) = values.map(|v| v.as_ref()) else {
+            return Err(AggregateError::Unsupported(
+                "an aggregate of no column".into(),
+                DataType::Null,
+            ));
         };
-        let a = values.as_ref();
         let mut failed = None;
         let handled = match self {
-            Acc::Count { rows: true, n } => {
-                if ids.is_empty() {
-                    n[0] += rows as i64;
-                } else {
-                    ids.iter().for_each(|g| n[*g] += 1);
-                }
-                true
-            }
-            Acc::Count { rows: false, n } => {
+            Acc::CountRows(_) => true,
+            Acc::Count(n) => {
                 if ids.is_empty() {
                     n[0] += (a.len() - a.null_count()) as i64;
                 } else {
@@ -585,13 +561,9 @@ impl Acc {
                 let s = &mut sum[group(ids, i)];
                 *s = Some(s.unwrap_or(0) + v);
             }),
-            Acc::SumFloat {
-                single: true,
-                sum32,
-                ..
-            } => {
+            Acc::SumFloat4(sum) => {
                 each::<Float32Type>(a, |i, v| {
-                    let s = &mut sum32[group(ids, i)];
+                    let s = &mut sum[group(ids, i)];
                     match add_f32(s.unwrap_or(0.0), v) {
                         Ok(r) => *s = Some(r),
                         Err(e) => failed = Some(e),
@@ -599,7 +571,7 @@ impl Acc {
                 });
                 true
             }
-            Acc::SumFloat { sum, .. } => each_float(a, |i, v| {
+            Acc::SumFloat8(sum) => each_float(a, |i, v| {
                 let s = &mut sum[group(ids, i)];
                 match add_f64(s.unwrap_or(0.0), v) {
                     Ok(r) => *s = Some(r),
@@ -694,7 +666,7 @@ impl Acc {
             ))
         };
         Ok(AggColumn::Values(match self {
-            Acc::Count { n, .. } => Arc::new(Int64Array::from(n)),
+            Acc::CountRows(n) | Acc::Count(n) => Arc::new(Int64Array::from(n)),
             Acc::SumInt {
                 to_numeric: true,
                 sum,
@@ -707,12 +679,8 @@ impl Acc {
                     .map_err(|_| AggregateError::OutOfRange(BIGINT_RANGE))?;
                 Arc::new(Int64Array::from(out))
             }
-            Acc::SumFloat {
-                single: true,
-                sum32,
-                ..
-            } => Arc::new(Float32Array::from(sum32)),
-            Acc::SumFloat { sum, .. } => Arc::new(Float64Array::from(sum)),
+            Acc::SumFloat4(sum) => Arc::new(Float32Array::from(sum)),
+            Acc::SumFloat8(sum) => Arc::new(Float64Array::from(sum)),
             Acc::AvgInt { sum, n } => {
                 let sums = sum
                     .iter()
