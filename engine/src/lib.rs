@@ -60,6 +60,7 @@ pub use merge::{
 pub use recovery::{RecoveryRecord, RecoveryState, TableRecovery};
 pub use storage::{
     FilterShape, IndexKind, SCAN_IO_BUFFER_BYTES, TableEntry, TableIndex, canonical_uri, scanner,
+    take_range,
 };
 pub use txn::{
     CancelCheck, DEFAULT_STAGING_MEMORY, MAX_MESSAGE_BYTES, Savepoint, StagedView, WriteTxn,

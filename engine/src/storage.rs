@@ -246,6 +246,19 @@ pub fn scanner(ds: &Dataset) -> lance::dataset::scanner::Scanner {
     scan.io_buffer_size(SCAN_IO_BUFFER_BYTES);
     scan
 }
+
+/// Rows `range` (positions among the live rows, in storage order) of the
+/// named columns of `ds`, read by offset: no scan is planned, so a short
+/// range costs the chunk reads alone. `range` must lie within the rows.
+pub async fn take_range(
+    ds: &Dataset,
+    columns: &[String],
+    range: std::ops::Range<u64>,
+) -> Result<RecordBatch> {
+    let offsets: Vec<u64> = range.collect();
+    let projection = ds.schema().project(columns)?;
+    Ok(ds.take(&offsets, projection).await?)
+}
 const METADATA_CACHE_BYTES: usize = 64 << 20;
 
 /// The one spelling of a graph's location. Local graphs (a path, or a

@@ -93,6 +93,42 @@ pub fn block_on_uninterruptible<F: Future>(fut: F) -> F::Output {
     runtime().block_on(fut)
 }
 
+/// Items produced ahead on the runtime by a task, while the backend
+/// thread consumes earlier ones: a foreign scan's next batches are decoded
+/// while Postgres turns the current one into tuples. Dropping the feed
+/// stops the task.
+pub struct Feed<T> {
+    rx: tokio::sync::mpsc::Receiver<T>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T: Send + 'static> Feed<T> {
+    /// Run `produce` on the runtime; it sends items into a channel that
+    /// holds at most `depth` of them, and ends when it returns or when the
+    /// feed is dropped.
+    pub fn start<F, Fut>(depth: usize, produce: F) -> Feed<T>
+    where
+        F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(depth.max(1));
+        let task = runtime().spawn(produce(tx));
+        Feed { rx, task }
+    }
+
+    /// The next item (waiting for it, answering cancel), or `None` once
+    /// the producer is done.
+    pub fn next(&mut self) -> Option<T> {
+        block_on(self.rx.recv())
+    }
+}
+
+impl<T> Drop for Feed<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Run a future and report an engine error with `context`.
 pub fn run<T>(context: &str, fut: impl Future<Output = omnigraph_engine::Result<T>>) -> T {
     crate::error::OrReport::or_report(block_on(fut), context)

@@ -34,7 +34,7 @@ use crate::graphs;
 use crate::pg::raise;
 use crate::plan::{ScanPlan, scan_plan};
 use crate::quals;
-use crate::runtime::block_on;
+use crate::runtime::{Feed, block_on};
 use crate::txn;
 use crate::upper::{AggOutput, AggPlan};
 
@@ -43,8 +43,9 @@ struct ScanState {
     snapshot: Snapshot,
     /// What the shared scan reads (the plan with its parameters' values).
     spec: ScanSpec,
-    /// Started at the first row (and again after a rescan).
-    scan: Option<Scan>,
+    /// The shared scan's batches, read ahead on the runtime; started at
+    /// the first row (and again after a rescan).
+    scan: Option<Feed<omnigraph_engine::Result<RecordBatch>>>,
     /// The batch being returned, its column readers and the next row.
     batch: Option<(RecordBatch, Vec<(usize, ColumnReader)>)>,
     row: usize,
@@ -195,11 +196,28 @@ fn own_writes(st: &ScanState) -> Option<Arc<omnigraph_engine::StagedView>> {
     txn::view(&st.plan.uri, &branch, &st.plan.type_name, &st.snapshot).map(Arc::new)
 }
 
-/// Start the shared scan: the committed rows, and the transaction's own
-/// writes to this table when it made any.
-fn start(st: &mut ScanState) -> Scan {
+/// Batches a scan reads ahead of the one being converted: Lance decodes
+/// the next batch on the runtime while Postgres consumes this one.
+const READ_AHEAD: usize = 2;
+
+/// Start the shared scan (the committed rows, and the transaction's own
+/// writes to this table when it made any) and read its batches ahead.
+fn start(st: &mut ScanState) -> Feed<omnigraph_engine::Result<RecordBatch>> {
     let view = own_writes(st);
-    crate::runtime::run(&context(&st.plan), Scan::open(&st.snapshot, view, &st.spec))
+    let mut scan =
+        crate::runtime::run(&context(&st.plan), Scan::open(&st.snapshot, view, &st.spec));
+    Feed::start(READ_AHEAD, |tx| async move {
+        loop {
+            let (item, last) = match scan.next_batch().await {
+                Ok(Some(batch)) => (Ok(batch), false),
+                Ok(None) => return,
+                Err(e) => (Err(e), true),
+            };
+            if tx.send(item).await.is_err() || last {
+                return;
+            }
+        }
+    })
 }
 
 /// Compute a pushed aggregation over the rows the scan would read.
@@ -344,11 +362,11 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
         if st.scan.is_none() {
             st.scan = Some(start(st));
         }
-        let Some(scan) = st.scan.as_mut() else {
+        let Some(feed) = st.scan.as_mut() else {
             return slot;
         };
-        match block_on(scan.next_batch()) {
-            Ok(Some(batch)) => {
+        match feed.next() {
+            Some(Ok(batch)) => {
                 // SAFETY: the slot was cleared above and the previous
                 // batch dropped, so no Datum of it is in use; the context
                 // lives until the query ends and is reset only here.
@@ -363,8 +381,8 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
                 st.batch = Some((batch, readers));
                 st.row = 0;
             }
-            Ok(None) => st.done = true,
-            Err(e) => report(e, &context(&st.plan)),
+            None => st.done = true,
+            Some(Err(e)) => report(e, &context(&st.plan)),
         }
     }
 }

@@ -47,6 +47,11 @@ pub use staged::SortKey;
 /// Rows per batch a scan asks Lance for, and the most a merge emits at once.
 pub const BATCH_ROWS: usize = 8192;
 
+/// A limit up to which rows without filter or order are read by offset
+/// (Lance `take`) instead of a scan: planning a scan costs more than
+/// reading a few rows.
+pub const TAKE_ROWS: u64 = 1024;
+
 /// What to read from one type's table.
 #[derive(Debug, Clone, Default)]
 pub struct ScanSpec {
@@ -210,6 +215,39 @@ async fn committed_rows(
     }
 }
 
+/// The row positions a spec reads by offset: a short limit with no filter,
+/// order or own writes, and some columns.
+fn take_range(spec: &ScanSpec) -> Option<(u64, u64)> {
+    let limit = spec.limit.filter(|n| *n <= TAKE_ROWS)?;
+    (spec.filter.is_none() && spec.order.is_empty() && !spec.columns.is_empty())
+        .then(|| (spec.offset.unwrap_or(0), limit))
+}
+
+/// The committed rows `offset..offset + limit` (fewer at the table's end),
+/// read by offset; `None` when there are none.
+async fn taken_rows(
+    snapshot: &Snapshot,
+    spec: &ScanSpec,
+    (offset, limit): (u64, u64),
+) -> Result<Option<RecordBatch>> {
+    let rows = async {
+        let total = snapshot.count(&spec.type_name).await?;
+        let start = offset.min(total);
+        let end = offset.saturating_add(limit).min(total);
+        if start == end {
+            return Ok(None);
+        }
+        let ds = snapshot.dataset(&spec.type_name).await?;
+        omnigraph_engine::take_range(&ds, &spec.columns, start..end)
+            .await
+            .map(Some)
+    };
+    match rows.await {
+        Ok(rows) => Ok(rows),
+        Err(e) => Err(snapshot.read_error(&spec.type_name, e).await),
+    }
+}
+
 /// The rows of `batch` whose `id` (column `id`) the transaction did not replace.
 fn without_hidden(batch: &RecordBatch, id: usize, hidden: &HashSet<String>) -> Result<RecordBatch> {
     let ids = batch
@@ -311,6 +349,11 @@ impl Scan {
             ));
         }
         let Some(view) = view else {
+            if let Some(range) = take_range(spec) {
+                let rows = taken_rows(snapshot, spec, range).await?;
+                scan.sources.push(Source::new(Rows::Memory(rows), true));
+                return Ok(scan);
+            }
             let range = (spec.limit, spec.offset);
             let rows = committed_rows(snapshot, spec, &columns, filter, range).await?;
             scan.sources.push(Source::new(Rows::Lance(rows), true));
