@@ -4,6 +4,8 @@
 //! - `handler`: the handler and validator functions, `FdwRoutine` in groups.
 //! - `plan`: GetForeignRelSize / GetForeignPaths / GetForeignPlan, and the
 //!   documented `fdw_private` layout ([`plan::ScanPlan`]).
+//! - `join`: parameterized paths: a join on an indexed column probes the
+//!   table with the outer row's value.
 //! - `upper`: GetForeignUpperPaths: aggregates and GROUP BY computed next
 //!   to the data (`omnigraph_sql::scan::aggregate`).
 //! - `quals`: Postgres expression trees to the owned filter model of
@@ -40,6 +42,7 @@ mod functions;
 mod graphs;
 mod handler;
 mod import;
+mod join;
 mod modify;
 mod pg;
 mod plan;

@@ -13,8 +13,8 @@
 //! `fdw_private` layout: `list_make1(makeString(json(ScanPlan)))`.
 //! `fdw_exprs`: the `Param` nodes a [`ScanPlan`] refers to as `Value::Param(i)`.
 
-use omnigraph_engine::ReadRef;
 use omnigraph_engine::schema::TypeKind;
+use omnigraph_engine::{IndexKind, ReadRef};
 use omnigraph_sql::filter::{self, Expr, Pushdown, Scalar, Value};
 use omnigraph_sql::options::table_options;
 use pgrx::pg_sys;
@@ -23,10 +23,10 @@ use pgrx::{PgList, PgMemoryContexts, PgRelation, PgSqlErrorCode, is_a};
 use serde::{Deserialize, Serialize};
 
 use crate::datum::{Kind, PgType, TEXT, pg_type};
-use crate::graphs;
 use crate::pg::{self, Server, cstr, raise};
 use crate::quals::{FilterColumn, Quals};
 use crate::upper::{AggPlan, upper_state};
+use crate::{graphs, join};
 
 /// What a table reads: a branch head, a pinned commit, or the branch the
 /// `omnigraph.branch` setting names when the statement runs.
@@ -202,11 +202,7 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
     ) as f64;
     // SAFETY: baserel is the planner's valid RelOptInfo for this table.
     let (relid, restrictinfo) = unsafe { ((*baserel).relid, (*baserel).baserestrictinfo) };
-    let mut quals = Quals {
-        relid,
-        columns: &def.columns,
-        params: Vec::new(),
-    };
+    let mut quals = Quals::new(relid, &def.columns);
     let mut remote = Vec::new();
     // SAFETY: baserestrictinfo is a List of RestrictInfo.
     for rinfo in unsafe { PgList::<pg_sys::RestrictInfo>::from_pg(restrictinfo) }.iter_ptr() {
@@ -478,6 +474,58 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
             total + sort,
         );
     }
+    // Probes for joins on an indexed column (a nestloop's inner side).
+    // SAFETY: baserel is valid.
+    if unsafe { (*baserel).joininfo.is_null() && !(*baserel).has_eclass_joins } {
+        return;
+    }
+    let (indexed, uncovered) = indexed_columns(state);
+    if indexed.is_empty() {
+        return;
+    }
+    // SAFETY: root and baserel are this relation's valid planner structures.
+    for p in unsafe { join::parameterizations(root, baserel, state, &indexed) } {
+        // Each probe starts a Lance scan (an index search, then the rows);
+        // rows the index does not cover yet are scanned.
+        let startup = 50.0 + uncovered * 0.002 * 2.0;
+        let total = startup + p.rows * 0.01 * (1.0 + ncols);
+        // SAFETY: all arguments are valid planner structures or NIL.
+        unsafe {
+            let path = pg_sys::create_foreignscan_path(
+                root,
+                baserel,
+                std::ptr::null_mut(),
+                p.rows,
+                startup,
+                total,
+                std::ptr::null_mut(),
+                p.required_outer,
+                std::ptr::null_mut(),
+                path_private(PathFlags {
+                    ordered: false,
+                    limit: false,
+                }),
+            );
+            pg_sys::add_path(baserel, path.cast());
+        }
+    }
+}
+
+/// The table's columns with a scalar index at the snapshot planned
+/// against, and the most rows any of those indexes does not cover yet.
+fn indexed_columns(state: &RelState) -> (Vec<String>, f64) {
+    let def = &state.def;
+    let snap = graphs::snapshot(&def.server.name, &def.server.uri, &def.read.to_ref());
+    let indexes = crate::runtime::run(
+        &format!("foreign table {}", def.rel_name),
+        snap.indexes(&def.type_name),
+    );
+    let scalar: Vec<_> = indexes
+        .into_iter()
+        .filter(|i| matches!(i.kind, IndexKind::BTree | IndexKind::Bitmap))
+        .collect();
+    let uncovered = scalar.iter().map(|i| i.uncovered_rows).max().unwrap_or(0) as f64;
+    (scalar.into_iter().map(|i| i.column).collect(), uncovered)
 }
 
 /// A LIMIT pushed into the scan: at most `count + offset` rows are read.
@@ -582,11 +630,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
         });
     // SAFETY: baserel is valid.
     let relid = unsafe { (*baserel).relid };
-    let mut quals = Quals {
-        relid,
-        columns: &state.def.columns,
-        params: Vec::new(),
-    };
+    let mut quals = Quals::new(relid, &state.def.columns);
     let mut pushed = Vec::new();
     let mut local = PgList::<pg_sys::Node>::new();
     // SAFETY: scan_clauses is a List of RestrictInfo for a base relation.
@@ -598,9 +642,24 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
                 (*rinfo).pseudoconstant,
             )
         };
-        if !pseudo && state.remote.contains(&rinfo) {
+        if pseudo {
+            continue;
+        }
+        if state.remote.contains(&rinfo) {
             pushed.push(quals.translate(clause));
-        } else if !pseudo {
+            continue;
+        }
+        // A join clause of a parameterized path: pushed with the outer
+        // column as a runtime parameter when the filter model takes it
+        // (the parameters a refused clause added are dropped again).
+        let before = quals.params.len();
+        quals.outer = true;
+        let expr = quals.translate(clause);
+        quals.outer = false;
+        if filter::classify(&expr) == Pushdown::Exact {
+            pushed.push(expr);
+        } else {
+            quals.params.truncate(before);
             local.push(clause);
         }
     }
@@ -714,11 +773,7 @@ unsafe fn aggregate_plan(
     let state = rel_state(input);
     // SAFETY: input is the grouped relation's valid base relation.
     let relid = unsafe { (*input).relid };
-    let mut quals = Quals {
-        relid,
-        columns: &state.def.columns,
-        params: Vec::new(),
-    };
+    let mut quals = Quals::new(relid, &state.def.columns);
     let pushed = state
         .remote
         .iter()

@@ -34,6 +34,21 @@ pub struct Quals<'a> {
     pub relid: u32,
     pub columns: &'a [FilterColumn],
     pub params: Vec<*mut pg_sys::Node>,
+    /// Whether a column of another relation of the query is a runtime
+    /// value: the join clauses of a parameterized path, where the planner
+    /// turns it into a nestloop parameter set for each outer row.
+    pub outer: bool,
+}
+
+impl<'a> Quals<'a> {
+    pub fn new(relid: u32, columns: &'a [FilterColumn]) -> Quals<'a> {
+        Quals {
+            relid,
+            columns,
+            params: Vec::new(),
+            outer: false,
+        }
+    }
 }
 
 fn column_type(ty: PgType) -> ColumnType {
@@ -140,13 +155,18 @@ impl Quals<'_> {
                 }
                 return scalar((*c).consttype, (*c).constvalue, (*c).constisnull).map(Value::Const);
             }
-            if is_a(node, pg_sys::NodeTag::T_Param) {
+            let runtime = if is_a(node, pg_sys::NodeTag::T_Param) {
                 let p = node as *mut pg_sys::Param;
-                if (*p).paramkind != pg_sys::ParamKind::PARAM_EXTERN
-                    || !compatible(col, (*p).paramtype)
-                {
-                    return None;
-                }
+                (*p).paramkind == pg_sys::ParamKind::PARAM_EXTERN && compatible(col, (*p).paramtype)
+            } else if self.outer && is_a(node, pg_sys::NodeTag::T_Var) {
+                let v = node as *mut pg_sys::Var;
+                (*v).varno as u32 != self.relid
+                    && (*v).varlevelsup == 0
+                    && compatible(col, (*v).vartype)
+            } else {
+                false
+            };
+            if runtime {
                 let idx = match self
                     .params
                     .iter()

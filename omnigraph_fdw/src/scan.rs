@@ -41,8 +41,10 @@ use crate::upper::{AggOutput, AggPlan};
 struct ScanState {
     plan: ScanPlan,
     snapshot: Snapshot,
-    /// What the shared scan reads (the plan with its parameters' values).
+    /// What the shared scan reads (the plan with its parameters' values,
+    /// set each time the scan starts).
     spec: ScanSpec,
+    params: Vec<(*mut pg_sys::ExprState, pg_sys::Oid)>,
     /// The shared scan's batches, read ahead on the runtime; started at
     /// the first row (and again after a rescan).
     scan: Option<Feed<omnigraph_engine::Result<RecordBatch>>>,
@@ -76,26 +78,47 @@ fn context(plan: &ScanPlan) -> String {
     format!("foreign table {} (type {})", plan.rel_name, plan.type_name)
 }
 
-/// Evaluate `fdw_exprs` (parameters) in the scan's expression context.
-fn eval_params(node: *mut pg_sys::ForeignScanState, exprs: *mut pg_sys::List) -> Vec<Scalar> {
-    let mut out = Vec::new();
-    // SAFETY: exprs are the plan's Param nodes; ExecInitExprList builds their
-    // states under this scan; evaluation reads the executor's parameter list.
+/// The executor states of `fdw_exprs` (the plan's parameters: `$n` of a
+/// prepared statement, and the outer row's values of a parameterized
+/// join), with their types.
+fn param_states(
+    node: *mut pg_sys::ForeignScanState,
+    exprs: *mut pg_sys::List,
+) -> Vec<(*mut pg_sys::ExprState, pg_sys::Oid)> {
+    // SAFETY: exprs are the plan's parameter expressions; ExecInitExprList
+    // builds their states under this scan, in the query context.
     unsafe {
         let states =
             PgList::<pg_sys::ExprState>::from_pg(pg_sys::ExecInitExprList(exprs, node.cast()));
-        let econtext = (*node).ss.ps.ps_ExprContext;
-        for (i, st) in states.iter_ptr().enumerate() {
-            let expr = PgList::<pg_sys::Node>::from_pg(exprs).get_ptr(i);
-            let typ = expr
-                .map(|e| pg_sys::exprType(e))
-                .unwrap_or(pg_sys::InvalidOid);
-            let mut isnull = false;
-            let d = pg_sys::ExecEvalExpr(st, econtext, &mut isnull);
-            out.push(quals::scalar(typ, d, isnull).unwrap_or(Scalar::Null));
-        }
+        let exprs = PgList::<pg_sys::Node>::from_pg(exprs);
+        states
+            .iter_ptr()
+            .zip(exprs.iter_ptr())
+            .map(|(st, e)| (st, pg_sys::exprType(e)))
+            .collect()
     }
-    out
+}
+
+/// The parameters' current values. Evaluated when a scan starts, not at
+/// BeginForeignScan: a nestloop sets the outer row's values only before
+/// it (re)scans this side.
+fn eval_params(
+    node: *mut pg_sys::ForeignScanState,
+    states: &[(*mut pg_sys::ExprState, pg_sys::Oid)],
+) -> Vec<Scalar> {
+    // SAFETY: the states were built for this scan; evaluation reads the
+    // executor's parameter values in the scan's expression context.
+    unsafe {
+        let econtext = (*node).ss.ps.ps_ExprContext;
+        states
+            .iter()
+            .map(|(st, typ)| {
+                let mut isnull = false;
+                let d = pg_sys::ExecEvalExpr(*st, econtext, &mut isnull);
+                quals::scalar(*typ, d, isnull).unwrap_or(Scalar::Null)
+            })
+            .collect()
+    }
 }
 
 /// The shared scan's request for this plan.
@@ -126,7 +149,7 @@ fn scan_spec(plan: &ScanPlan, params: Vec<Scalar>) -> ScanSpec {
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_foreign_scan(
     node: *mut pg_sys::ForeignScanState,
-    eflags: i32,
+    _eflags: i32,
 ) {
     // SAFETY: node is the executor's valid scan state; its plan is our ForeignScan.
     let (private, exprs) = unsafe {
@@ -136,15 +159,11 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
     let plan = scan_plan(private);
     // Also for EXPLAIN: it shows the commit the scan reads.
     let snapshot = graphs::snapshot(&plan.server, &plan.uri, &plan.read.to_ref());
-    // Plain EXPLAIN starts the executor without parameter values.
-    let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
-    let params = if explain_only {
-        Vec::new()
-    } else {
-        eval_params(node, exprs)
-    };
     let st = ScanState {
-        spec: scan_spec(&plan, params),
+        params: param_states(node, exprs),
+        // Without parameter values until the scan starts (plain EXPLAIN
+        // never starts it).
+        spec: scan_spec(&plan, Vec::new()),
         plan,
         snapshot,
         scan: None,
@@ -202,7 +221,11 @@ const READ_AHEAD: usize = 2;
 
 /// Start the shared scan (the committed rows, and the transaction's own
 /// writes to this table when it made any) and read its batches ahead.
-fn start(st: &mut ScanState) -> Feed<omnigraph_engine::Result<RecordBatch>> {
+fn start(
+    node: *mut pg_sys::ForeignScanState,
+    st: &mut ScanState,
+) -> Feed<omnigraph_engine::Result<RecordBatch>> {
+    st.spec = scan_spec(&st.plan, eval_params(node, &st.params));
     let view = own_writes(st);
     let mut scan =
         crate::runtime::run(&context(&st.plan), Scan::open(&st.snapshot, view, &st.spec));
@@ -293,8 +316,14 @@ fn numeric_average(sum: &ArrayRef, count: &ArrayRef, row: usize) -> Option<pg_sy
 ///
 /// # Safety
 /// `slot` is the scan slot, with one attribute per `fdw_scan_tlist` entry.
-unsafe fn next_group(st: &mut ScanState, slot: *mut pg_sys::TupleTableSlot) {
+unsafe fn next_group(
+    node: *mut pg_sys::ForeignScanState,
+    st: &mut ScanState,
+    slot: *mut pg_sys::TupleTableSlot,
+) {
     if st.groups.is_none() {
+        let spec = scan_spec(&st.plan, eval_params(node, &st.params));
+        st.spec = spec;
         let Some(agg) = &st.plan.aggregate else {
             return;
         };
@@ -336,7 +365,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
     };
     if st.plan.aggregate.is_some() {
         // SAFETY: an aggregating scan's slot is built from fdw_scan_tlist.
-        unsafe { next_group(st, slot) };
+        unsafe { next_group(node, st, slot) };
         return slot;
     }
     loop {
@@ -360,7 +389,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             return slot;
         }
         if st.scan.is_none() {
-            st.scan = Some(start(st));
+            st.scan = Some(start(node, st));
         }
         let Some(feed) = st.scan.as_mut() else {
             return slot;
@@ -391,11 +420,17 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
 #[pg_guard]
 pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignScanState) {
     if let Some(Some(st)) = state(node) {
+        // The next row starts the scan again, with the parameters' values
+        // then (a nestloop sets the outer row's before rescanning).
         st.scan = None;
         st.batch = None;
         st.done = false;
-        // Groups are kept: the parameters and the rows read are the same.
         st.row = 0;
+        // Groups are kept unless a parameter changed.
+        // SAFETY: node is the executor's valid scan state.
+        if !unsafe { (*node).ss.ps.chgParam }.is_null() {
+            st.groups = None;
+        }
     }
 }
 
