@@ -148,6 +148,50 @@ def peak_memory_kb(scan_rows):
     return kb
 
 
+def connect(server, graph_dir):
+    """An autocommit connection with jit off, and `server` pointing at `graph_dir`."""
+    conn = psycopg2.connect(dbname=os.environ.get("PGDATABASE", "postgres"))
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("SET jit = off")
+    cur.execute("CREATE EXTENSION IF NOT EXISTS omnigraph_fdw")
+    cur.execute(f"DROP SERVER IF EXISTS {server} CASCADE")
+    cur.execute(f"CREATE SERVER {server} FOREIGN DATA WRAPPER omnigraph OPTIONS (uri %s)", (graph_dir,))
+    return cur
+
+
+def print_header():
+    print(f"{'query':42} {'workers':>7} {'fdw ms':>9} {'plan':>6} {'heap ms':>9} {'plan':>6} {'ratio':>7}  spread")
+
+
+def measure(cur, results, label, sql, fdw_sql, heap_sql, runs, **extra):
+    """Pairs of one query at max_parallel_workers_per_gather 0 and at the
+    default: printed, and recorded in `results` with the plans."""
+    for workers in ("0", "default"):
+        if workers == "0":
+            cur.execute("SET max_parallel_workers_per_gather = 0")
+        else:
+            cur.execute("RESET max_parallel_workers_per_gather")
+        samples = pairs(cur, fdw_sql, heap_sql, runs)
+        s = summary(samples)
+        results["queries"].append({"query": label, "sql": sql, "workers": workers, "samples": samples,
+                                   "summary": s, "fdw_plan": plan_shape(cur, fdw_sql),
+                                   "heap_plan": plan_shape(cur, heap_sql), **extra})
+        lo, hi = s["spread"]
+        print(f"{label[:42]:42} {workers:>7} {s['fdw_ms']:9.3f} {s['fdw_plan_ms']:6.2f} "
+              f"{s['heap_ms']:9.3f} {s['heap_plan_ms']:6.2f} {s['ratio']:7.2f}  {lo:.2f}..{hi:.2f}")
+    cur.execute("RESET max_parallel_workers_per_gather")
+
+
+def save(results, name):
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}_{int(time.time())}.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"raw samples: {path}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--graph-dir", required=True, help="directory the server process can write")
@@ -157,13 +201,7 @@ def main():
     ap.add_argument("--only", action="append", default=[],
                     help="run only the queries whose label contains this (repeatable)")
     args = ap.parse_args()
-    conn = psycopg2.connect(dbname=os.environ.get("PGDATABASE", "postgres"))
-    conn.autocommit = True
-    cur = conn.cursor()
-    cur.execute("SET jit = off")
-    cur.execute("CREATE EXTENSION IF NOT EXISTS omnigraph_fdw")
-    cur.execute("DROP SERVER IF EXISTS bench CASCADE")
-    cur.execute("CREATE SERVER bench FOREIGN DATA WRAPPER omnigraph OPTIONS (uri %s)", (args.graph_dir,))
+    cur = connect("bench", args.graph_dir)
     if not os.path.exists(os.path.join(args.graph_dir, "_graph", "graph.json")):
         cur.execute("SELECT omnigraph_create_graph('bench', %s)", (SCHEMA,))
         t0 = time.perf_counter()
@@ -179,31 +217,12 @@ def main():
     cur.execute("CREATE INDEX ON bench_heap (code)")
     cur.execute("VACUUM ANALYZE bench_heap")
     results = {"env": environment(cur), "rows": args.rows, "runs": args.runs, "queries": []}
-    print(f"{'query':42} {'workers':>7} {'fdw ms':>9} {'plan':>6} {'heap ms':>9} {'plan':>6} {'ratio':>7}  spread")
+    print_header()
     for label, q in QUERIES:
         if args.only and not any(o in label for o in args.only):
             continue
-        fdw_sql, heap_sql = q.format(t="bench.item"), q.format(t="bench_heap")
-        for workers in ("0", "default"):
-            if workers == "0":
-                cur.execute("SET max_parallel_workers_per_gather = 0")
-            else:
-                cur.execute("RESET max_parallel_workers_per_gather")
-            samples = pairs(cur, fdw_sql, heap_sql, args.runs)
-            s = summary(samples)
-            results["queries"].append({"query": label, "sql": q, "workers": workers, "samples": samples,
-                                       "summary": s, "fdw_plan": plan_shape(cur, fdw_sql),
-                                       "heap_plan": plan_shape(cur, heap_sql)})
-            lo, hi = s["spread"]
-            print(f"{label[:42]:42} {workers:>7} {s['fdw_ms']:9.3f} {s['fdw_plan_ms']:6.2f} "
-                  f"{s['heap_ms']:9.3f} {s['heap_plan_ms']:6.2f} {s['ratio']:7.2f}  {lo:.2f}..{hi:.2f}")
-    cur.execute("RESET max_parallel_workers_per_gather")
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"read_bench_{int(time.time())}.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"raw samples: {path}")
+        measure(cur, results, label, q, q.format(t="bench.item"), q.format(t="bench_heap"), args.runs)
+    save(results, "read_bench")
     for n in (args.rows // 10, args.rows):
         print(f"backend peak memory after scanning {n} rows: {peak_memory_kb(n) / 1024:.1f} MiB")
 
