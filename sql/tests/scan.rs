@@ -389,3 +389,82 @@ async fn short_ranges_are_read_by_offset_as_a_scan_would_read_them() {
     assert_eq!(rows, all[7..7 + rows.len()]);
     assert_eq!(rows.len() as u64, omnigraph_sql::scan::TAKE_ROWS + 1);
 }
+
+/// Every row of `Item` a snapshot reads through the scan (the open-dataset
+/// cache) and its metadata count.
+async fn slugs(snap: &Snapshot) -> (Vec<String>, u64) {
+    let mut s = spec(vec![key("id", true, false)], None, None);
+    s.columns = vec!["id".into(), "n".into()];
+    let (rows, _) = read(snap, None, &s).await;
+    let count = snap.count("Item").await.unwrap();
+    (rows.into_iter().map(|(id, _)| id).collect(), count)
+}
+
+fn items(range: std::ops::Range<usize>) -> String {
+    range
+        .map(|i| format!("{{\"type\": \"Item\", \"data\": {{\"slug\": \"c{i:05}\", \"n\": 1}}}}\n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_tables_are_exactly_the_versions_snapshots_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("g").to_string_lossy().into_owned();
+    let g = Graph::create(&uri, SCHEMA, "t").await.unwrap();
+    g.load("main", &items(0..10), LoadMode::Append, "t", "")
+        .await
+        .unwrap();
+    // A second handle, as a second backend: its own cache.
+    let other = Graph::open(&uri).await.unwrap();
+    let first = g.snapshot(&ReadRef::main()).await.unwrap();
+    let want = |r: std::ops::Range<usize>| {
+        (
+            r.clone().map(|i| format!("c{i:05}")).collect::<Vec<_>>(),
+            r.len() as u64,
+        )
+    };
+    assert_eq!(slugs(&first).await, want(0..10));
+    assert_eq!(
+        slugs(&other.snapshot(&ReadRef::main()).await.unwrap()).await,
+        want(0..10)
+    );
+
+    // A commit through the other handle: new snapshots of both see it, the
+    // old one (its table cached) still reads its own version.
+    other
+        .load("main", &items(10..15), LoadMode::Append, "t", "")
+        .await
+        .unwrap();
+    assert_eq!(
+        slugs(&g.snapshot(&ReadRef::main()).await.unwrap()).await,
+        want(0..15)
+    );
+    assert_eq!(slugs(&first).await, want(0..10));
+
+    // A branch, written, deleted and created again under the same name from
+    // main: the new branch reads main's rows, not the deleted branch's.
+    g.branch_create("b", &ReadRef::main()).await.unwrap();
+    g.load("b", &items(15..18), LoadMode::Append, "t", "")
+        .await
+        .unwrap();
+    let b = ReadRef::Branch("b".into());
+    let old_b = g.snapshot(&b).await.unwrap();
+    assert_eq!(slugs(&old_b).await, want(0..18));
+    assert_eq!(slugs(&other.snapshot(&b).await.unwrap()).await, want(0..18));
+    other.branch_delete("b").await.unwrap();
+    other.branch_create("b", &ReadRef::main()).await.unwrap();
+    assert_eq!(slugs(&g.snapshot(&b).await.unwrap()).await, want(0..15));
+    g.load("b", &items(20..21), LoadMode::Append, "t", "")
+        .await
+        .unwrap();
+    let mut now = want(0..15);
+    now.0.push("c00020".into());
+    now.1 += 1;
+    assert_eq!(slugs(&other.snapshot(&b).await.unwrap()).await, now);
+    assert_eq!(
+        slugs(&g.snapshot(&ReadRef::main()).await.unwrap()).await,
+        want(0..15)
+    );
+    // The snapshot taken before the delete still reads what it pinned.
+    assert_eq!(slugs(&old_b).await, want(0..18));
+}
