@@ -37,13 +37,11 @@ import time
 import psycopg2
 
 from read_bench import SCHEMA
-from write_bench import INSERT_SELECT
+from write_bench import INSERT_SELECT, SINGLE
 
 DB = os.environ.get("PGDATABASE", "postgres")
 LOOKUP = "SELECT * FROM {t} WHERE code = %s"
 UPDATE = "UPDATE {t} SET qty = qty + 1 WHERE key = ANY(%s)"
-SINGLE = "INSERT INTO {t} (key, name, category, qty, amount, price, active, created, updated, code) " \
-         "VALUES (%s, 'one', 'c', 1, 1, 1.0, true, '2024-01-01', now(), 1)"
 CLEANUP = "SELECT * FROM omnigraph_cleanup(%s, interval '0 seconds', %s)"
 INDEX_LINE = "Omnigraph Index: code (btree)"
 rng = random.Random(20240601)

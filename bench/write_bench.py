@@ -17,11 +17,16 @@ import psycopg2
 
 from read_bench import SCHEMA
 
-INSERT_SELECT = """INSERT INTO {t} (key, name, category, qty, amount, price, ratio, active, created, updated, note, code)
-SELECT 'k' || lpad(i::text, 8, '0'), 'item number ' || i, 'cat' || (i % 100), i % 1000, i * 3, i * 0.25,
+INSERT_SELECT = """INSERT INTO {t} (key, name, category, tier, qty, amount, price, ratio, active, created, updated, note, code)
+SELECT 'k' || lpad(i::text, 8, '0'), 'item number ' || i, 'cat' || (i % 100),
+       (ARRAY['bronze', 'silver', 'gold', 'platinum'])[1 + i % 4], i % 1000, i * 3, i * 0.25,
        (i % 7) / 7.0, i % 2 = 0, date '2010-01-01' + (i % 5000), timestamptz '2024-01-01' + i * interval '1 second',
        CASE WHEN i % 3 = 0 THEN NULL ELSE 'note ' || (i % 17) END, i
 FROM generate_series(1, {n}) i"""
+
+
+SINGLE = "INSERT INTO {t} (key, name, category, tier, qty, amount, price, active, created, updated, code) " \
+         "VALUES (%s, 'one', 'c', 'gold', 1, 1, 1.0, true, '2024-01-01', now(), 1)"
 
 
 def wall(conn, sqls, args=None):
@@ -82,12 +87,10 @@ def main():
     h = wall(heap_conn, [upd.format(t="wbench_heap")], (keys,))
     results.append((f"UPDATE of {len(keys)} rows by key", f, h))
 
-    single = "INSERT INTO {t} (key, name, category, qty, amount, price, active, created, updated, code) " \
-             "VALUES (%s, 'one', 'c', 1, 1, 1.0, true, '2024-01-01', now(), 1)"
     fs, hs = [], []
     for i in range(args.runs):
-        fs.append(wall(fdw_conn, [single.format(t="wbench.item")], (f"single{i}",)))
-        hs.append(wall(heap_conn, [single.format(t="wbench_heap")], (f"single{i}",)))
+        fs.append(wall(fdw_conn, [SINGLE.format(t="wbench.item")], (f"single{i}",)))
+        hs.append(wall(heap_conn, [SINGLE.format(t="wbench_heap")], (f"single{i}",)))
     results.append(("single-row INSERT + COMMIT (median)", statistics.median(fs), statistics.median(hs)))
 
     print(f"{'write':45} {'fdw ms':>10} {'heap ms':>10} {'ratio':>9}")
