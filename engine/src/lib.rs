@@ -59,8 +59,8 @@ pub use merge::{
 };
 pub use recovery::{RecoveryRecord, RecoveryState, TableRecovery};
 pub use storage::{
-    FilterShape, IndexKind, SCAN_IO_BUFFER_BYTES, TableEntry, TableIndex, canonical_uri, scanner,
-    take_range,
+    FilterShape, IndexKind, LOOKUP_ROWS, SCAN_IO_BUFFER_BYTES, TableEntry, TableIndex,
+    canonical_uri, index_lookup, scanner, take_range,
 };
 pub use txn::{
     CancelCheck, DEFAULT_STAGING_MEMORY, MAX_MESSAGE_BYTES, Savepoint, StagedView, WriteTxn,

@@ -259,6 +259,102 @@ pub async fn take_range(
     let projection = ds.schema().project(columns)?;
     Ok(ds.take(&offsets, projection).await?)
 }
+
+/// Most rows [`index_lookup`] reads at once; a lookup matching more is
+/// left to a scan, which streams.
+pub const LOOKUP_ROWS: u64 = 8192;
+
+/// The rows of `ds` whose `column` equals one of `values` (named columns,
+/// in storage order), found by searching the graph's BTree or Bitmap index
+/// on `column` and taking the matches by row id: no scan is planned, which
+/// is most of the cost of a read of a few rows. Deleted rows are not
+/// returned (the take skips them).
+///
+/// `None` when the index cannot answer alone and a scan must: no such
+/// index, a fragment written since it was built, a result that needs a
+/// recheck, a value that is not of the column's type, or more than
+/// [`LOOKUP_ROWS`] matches.
+pub async fn index_lookup(
+    ds: &Dataset,
+    column: &str,
+    values: &[lance::deps::datafusion::scalar::ScalarValue],
+    columns: &[String],
+) -> Result<Option<RecordBatch>> {
+    use lance::index::DatasetIndexInternalExt;
+    use lance_index::metrics::NoOpMetricsCollector;
+    use lance_index::scalar::{SargableQuery, SearchResult};
+
+    let Some(field) = ds.schema().field(column) else {
+        return Ok(None);
+    };
+    let data_type = field.data_type();
+    let Ok(values) = values
+        .iter()
+        .map(|v| v.cast_to(&data_type))
+        .collect::<std::result::Result<Vec<_>, _>>()
+    else {
+        return Ok(None);
+    };
+    if values.is_empty() || values.iter().any(|v| v.is_null()) {
+        return Ok(None);
+    }
+    let segments =
+        lance::index::scalar::load_named_scalar_segments(ds, column, &index_name(column)).await?;
+    let scalar = |s: &lance_table::format::IndexMetadata| {
+        s.index_details.as_ref().is_some_and(|d| {
+            d.type_url.ends_with("BTreeIndexDetails") || d.type_url.ends_with("BitmapIndexDetails")
+        })
+    };
+    if segments.is_empty() || !segments.iter().all(scalar) {
+        return Ok(None);
+    }
+    let covered = |id: u64| {
+        u32::try_from(id).is_ok_and(|id| {
+            segments
+                .iter()
+                .any(|s| s.fragment_bitmap.as_ref().is_some_and(|b| b.contains(id)))
+        })
+    };
+    if !ds.manifest().fragments.iter().all(|f| covered(f.id)) {
+        return Ok(None);
+    }
+    let query = match values.as_slice() {
+        [v] => SargableQuery::Equals(v.clone()),
+        _ => SargableQuery::IsIn(values),
+    };
+    // Row ids and row addresses are one domain unless stable row ids are
+    // on (the graph never turns them on); then only row-id answers serve.
+    let stable_ids = ds.manifest().uses_stable_row_ids();
+    let mut rows: Vec<u64> = Vec::new();
+    for s in &segments {
+        let index = ds
+            .open_scalar_index(column, &s.uuid, &NoOpMetricsCollector)
+            .await?;
+        if stable_ids && index.results_are_row_addresses() {
+            return Ok(None);
+        }
+        let SearchResult::Exact(set) = index.search(&query, &NoOpMetricsCollector).await? else {
+            return Ok(None);
+        };
+        let found = set.true_rows();
+        let Some(ids) = found.row_addrs() else {
+            return Ok(None);
+        };
+        rows.extend(ids.map(u64::from));
+        if rows.len() as u64 > LOOKUP_ROWS {
+            return Ok(None);
+        }
+    }
+    rows.sort_unstable();
+    rows.dedup();
+    let projection = ds.schema().project(columns)?;
+    if rows.is_empty() {
+        let schema = arrow_schema::Schema::from(&projection);
+        return Ok(Some(RecordBatch::new_empty(Arc::new(schema))));
+    }
+    let take = Arc::new(ds.clone()).take_builder(&rows, projection)?;
+    Ok(Some(take.execute().await?))
+}
 const METADATA_CACHE_BYTES: usize = 64 << 20;
 
 /// The one spelling of a graph's location. Local graphs (a path, or a

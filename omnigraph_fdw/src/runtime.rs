@@ -1,10 +1,21 @@
-//! One tokio runtime per backend, and waits that answer query cancel.
+//! The backend's tokio runtimes, and waits that answer query cancel.
 //!
-//! The runtime is created lazily in the backend (after fork), with two
-//! worker threads that block every signal, so SIGINT, SIGALRM and SIGUSR1
-//! are always delivered to the backend's own thread. Futures passed to
-//! [`block_on`] run on the backend thread and may not call Postgres; the
-//! caller converts results to Datums after the wait.
+//! Two runtimes, created lazily in the backend (after fork):
+//! - a current-thread runtime that [`block_on`] drives on the backend's own
+//!   thread: a wait and every task it spawns run there, so a short read
+//!   (a snapshot, an index lookup, a few rows) costs no thread hand-offs;
+//! - a runtime with two worker threads for [`Feed`] tasks, which read a
+//!   scan's next batches while the backend converts the current one.
+//!
+//! Every thread either starts (workers, blocking-I/O threads) blocks every
+//! signal, so SIGINT, SIGALRM and SIGUSR1 are always delivered to the
+//! backend's own thread. Futures passed to [`block_on`] may not call
+//! Postgres; the caller converts results to Datums after the wait.
+//!
+//! A task one runtime spawned runs only while that runtime is driven: the
+//! backend's tasks while it waits in [`block_on`] (as a [`Feed`] wait
+//! does), the workers' tasks always. So one runtime's task may wait for the
+//! other's, with no deadlock.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -14,7 +25,8 @@ use pgrx::pg_sys;
 
 use crate::pg::raise;
 
-static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+static WORKERS: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+static BACKEND: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
 
 fn block_signals() {
     // SAFETY: sigfillset/pthread_sigmask only touch the sigset on our stack
@@ -26,24 +38,42 @@ fn block_signals() {
     }
 }
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    RUNTIME.get_or_init(|| {
-        match tokio::runtime::Builder::new_multi_thread()
+fn built(which: &str, built: std::io::Result<tokio::runtime::Runtime>) -> tokio::runtime::Runtime {
+    match built {
+        Ok(rt) => rt,
+        Err(e) => raise(
+            pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+            format!("omnigraph: cannot start the {which} runtime: {e}"),
+            None,
+            None,
+        ),
+    }
+}
+
+/// The runtime of read-ahead tasks.
+fn workers() -> &'static tokio::runtime::Runtime {
+    WORKERS.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(4)
             .thread_name("omnigraph-io")
             .on_thread_start(block_signals)
             .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => raise(
-                pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
-                format!("omnigraph: cannot start the I/O runtime: {e}"),
-                None,
-                None,
-            ),
-        }
+            .build();
+        built("I/O", rt)
+    })
+}
+
+/// The runtime [`block_on`] drives on the backend thread.
+fn backend() -> &'static tokio::runtime::Runtime {
+    BACKEND.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(4)
+            .thread_name("omnigraph-blocking")
+            .on_thread_start(block_signals)
+            .enable_all()
+            .build();
+        built("backend", rt)
     })
 }
 
@@ -58,7 +88,7 @@ pub fn cancel_requested() -> bool {
 /// termination); on one it drops the future and lets Postgres raise the
 /// cancel error.
 pub fn block_on<F: Future>(fut: F) -> F::Output {
-    let out = runtime().block_on(async {
+    let out = backend().block_on(async {
         tokio::pin!(fut);
         loop {
             tokio::select! {
@@ -90,7 +120,7 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 /// must not stop half-way (publishing a commit, undoing to a savepoint).
 /// They are bounded by their own timeouts (the branch lock timeout).
 pub fn block_on_uninterruptible<F: Future>(fut: F) -> F::Output {
-    runtime().block_on(fut)
+    backend().block_on(fut)
 }
 
 /// Items produced ahead on the runtime by a task, while the backend
@@ -112,7 +142,7 @@ impl<T: Send + 'static> Feed<T> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::mpsc::channel(depth.max(1));
-        let task = runtime().spawn(produce(tx));
+        let task = workers().spawn(produce(tx));
         Feed { rx, task }
     }
 

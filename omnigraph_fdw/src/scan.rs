@@ -45,9 +45,9 @@ struct ScanState {
     /// set each time the scan starts).
     spec: ScanSpec,
     params: Vec<(*mut pg_sys::ExprState, pg_sys::Oid)>,
-    /// The shared scan's batches, read ahead on the runtime; started at
-    /// the first row (and again after a rescan).
-    scan: Option<Feed<omnigraph_engine::Result<RecordBatch>>>,
+    /// The shared scan's batches; started at the first row (and again
+    /// after a rescan).
+    scan: Option<Batches>,
     /// The batch being returned, its column readers and the next row.
     batch: Option<(RecordBatch, Vec<(usize, ColumnReader)>)>,
     row: usize,
@@ -219,17 +219,36 @@ fn own_writes(st: &ScanState) -> Option<Arc<omnigraph_engine::StagedView>> {
 /// the next batch on the runtime while Postgres consumes this one.
 const READ_AHEAD: usize = 2;
 
+/// Where a started scan's batches come from.
+enum Batches {
+    /// Read ahead by a task on the runtime.
+    Feed(Feed<omnigraph_engine::Result<RecordBatch>>),
+    /// Already in memory (a short range, an index lookup): handed over on
+    /// the backend thread, with no task to start or wait for.
+    Read(Box<Scan>),
+}
+
+impl Batches {
+    fn next(&mut self) -> Option<omnigraph_engine::Result<RecordBatch>> {
+        match self {
+            Batches::Feed(feed) => feed.next(),
+            Batches::Read(scan) => block_on(scan.next_batch()).transpose(),
+        }
+    }
+}
+
 /// Start the shared scan (the committed rows, and the transaction's own
-/// writes to this table when it made any) and read its batches ahead.
-fn start(
-    node: *mut pg_sys::ForeignScanState,
-    st: &mut ScanState,
-) -> Feed<omnigraph_engine::Result<RecordBatch>> {
+/// writes to this table when it made any); a scan with reads still to do
+/// reads its batches ahead.
+fn start(node: *mut pg_sys::ForeignScanState, st: &mut ScanState) -> Batches {
     st.spec = scan_spec(&st.plan, eval_params(node, &st.params));
     let view = own_writes(st);
     let mut scan =
         crate::runtime::run(&context(&st.plan), Scan::open(&st.snapshot, view, &st.spec));
-    Feed::start(READ_AHEAD, |tx| async move {
+    if scan.is_read() {
+        return Batches::Read(Box::new(scan));
+    }
+    Batches::Feed(Feed::start(READ_AHEAD, |tx| async move {
         loop {
             let (item, last) = match scan.next_batch().await {
                 Ok(Some(batch)) => (Ok(batch), false),
@@ -240,7 +259,7 @@ fn start(
                 return;
             }
         }
-    })
+    }))
 }
 
 /// Compute a pushed aggregation over the rows the scan would read.
@@ -391,10 +410,10 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
         if st.scan.is_none() {
             st.scan = Some(start(node, st));
         }
-        let Some(feed) = st.scan.as_mut() else {
+        let Some(batches) = st.scan.as_mut() else {
             return slot;
         };
-        match feed.next() {
+        match batches.next() {
             Some(Ok(batch)) => {
                 // SAFETY: the slot was cleared above and the previous
                 // batch dropped, so no Datum of it is in use; the context

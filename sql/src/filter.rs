@@ -363,6 +363,50 @@ pub fn to_datafusion(
     })
 }
 
+/// A filter an index lookup answers: `column = v` or `column IN (v, ...)`
+/// on a text, integer, boolean, date or timestamp column (not a float:
+/// Postgres's `-0 = 0` and NaN equality are not an index's), with its
+/// values as literals of the column's type in `schema`. `None` for any
+/// other filter, or a value of another type (it is left to a scan, which
+/// compares as Postgres would).
+pub fn lookup(e: &Expr, params: &[Scalar], schema: &Schema) -> Option<(String, Vec<ScalarValue>)> {
+    let (c, values): (&Column, Vec<&Value>) = match e {
+        Expr::Cmp {
+            column,
+            op: CmpOp::Eq,
+            value,
+            ..
+        } => (column, vec![value]),
+        Expr::InList {
+            column,
+            values,
+            negated: false,
+        } => (column, values.iter().collect()),
+        _ => return None,
+    };
+    if !matches!(
+        c.ty,
+        ColumnType::Text
+            | ColumnType::Int
+            | ColumnType::Bool
+            | ColumnType::Date
+            | ColumnType::Timestamp
+    ) {
+        return None;
+    }
+    let target = schema.field_with_name(&c.name).ok()?.data_type();
+    let literals = values
+        .into_iter()
+        .map(
+            |v| match literal(c, resolve(v, params).ok()?, Some(schema)) {
+                DfExpr::Literal(s, _) if s.data_type() == *target && !s.is_null() => Some(s),
+                _ => None,
+            },
+        )
+        .collect::<Option<Vec<_>>>()?;
+    Some((c.name.clone(), literals))
+}
+
 fn conjunction(
     parts: &[Expr],
     params: &[Scalar],

@@ -468,3 +468,212 @@ async fn cached_tables_are_exactly_the_versions_snapshots_pin() {
     // The snapshot taken before the delete still reads what it pinned.
     assert_eq!(slugs(&old_b).await, want(0..18));
 }
+
+const INDEXED: &str = "node Item {\n    slug: String @key\n    n: I32? @index\n}\n";
+const INDEXED_ROWS: usize = 12_000;
+
+/// Which rows of the model a filter keeps.
+type Keep = Box<dyn Fn(&str, Option<i32>) -> bool>;
+
+fn indexed_n(i: usize) -> Option<i32> {
+    (!i.is_multiple_of(13)).then_some((i % 500) as i32)
+}
+
+/// Every row a scan yields, sorted, and whether it was read whole at open
+/// (an index lookup: no Lance scan left to run).
+async fn read_sorted(
+    snap: &Snapshot,
+    view: Option<Arc<StagedView>>,
+    spec: &ScanSpec,
+) -> (Vec<Row>, bool) {
+    let looked_up = Scan::open(snap, view.clone(), spec)
+        .await
+        .unwrap()
+        .is_read();
+    let (mut rows, _) = read(snap, view, spec).await;
+    rows.sort();
+    (rows, looked_up)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equalities_on_indexed_columns_are_looked_up_as_a_scan_would_read_them() {
+    use omnigraph_sql::query::QuerySession;
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("g").to_string_lossy().into_owned();
+    let g = Graph::create(&uri, INDEXED, "t").await.unwrap();
+    let data: String = (0..INDEXED_ROWS)
+        .map(|i| {
+            let n = indexed_n(i).map_or("null".to_string(), |n| n.to_string());
+            format!("{{\"type\": \"Item\", \"data\": {{\"slug\": \"c{i:05}\", \"n\": {n}}}}}\n")
+        })
+        .collect();
+    g.load("main", &data, LoadMode::Append, "t", "")
+        .await
+        .unwrap();
+    g.optimize("main", "t").await.unwrap();
+    // Deletes committed after the indexes were built: the indexes still
+    // name the deleted rows, which must not come back.
+    let mut s = QuerySession::new(g.clone(), ReadRef::main(), "t")
+        .await
+        .unwrap();
+    s.run("DELETE FROM item WHERE n = 42 AND slug < 'c05000'")
+        .await
+        .unwrap();
+    s.run("DELETE FROM item WHERE id IN ('c00007', 'c00008')")
+        .await
+        .unwrap();
+    let mut model: BTreeMap<String, Option<i32>> = (0..INDEXED_ROWS)
+        .map(|i| (format!("c{i:05}"), indexed_n(i)))
+        .filter(|(id, n)| !(*n == Some(42) && id.as_str() < "c05000"))
+        .collect();
+    model.remove("c00007");
+    model.remove("c00008");
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    let indexes = snap.indexes("Item").await.unwrap();
+    assert!(
+        ["id", "n"].iter().all(|c| indexes
+            .iter()
+            .any(|i| i.column == *c && i.uncovered_rows == 0)),
+        "{indexes:?}"
+    );
+
+    let n = Column {
+        name: "n".into(),
+        ty: ColumnType::Int,
+    };
+    let id = Column {
+        name: "id".into(),
+        ty: ColumnType::Text,
+    };
+    let eq = |c: &Column, v: Scalar| Expr::Cmp {
+        column: c.clone(),
+        op: CmpOp::Eq,
+        value: filter::Value::Const(v),
+        c_collation: false,
+    };
+    let in_list = |c: &Column, vs: Vec<Scalar>| Expr::InList {
+        column: c.clone(),
+        values: vs.into_iter().map(filter::Value::Const).collect(),
+        negated: false,
+    };
+    let want = |model: &BTreeMap<String, Option<i32>>, keep: &dyn Fn(&str, Option<i32>) -> bool| {
+        model
+            .iter()
+            .filter(|(id, n)| keep(id, **n))
+            .map(|(id, n)| (id.clone(), *n))
+            .collect::<Vec<Row>>()
+    };
+    let cases: Vec<(Expr, Keep)> = vec![
+        (eq(&n, Scalar::Int(42)), Box::new(|_, n| n == Some(42))),
+        (eq(&n, Scalar::Int(499)), Box::new(|_, n| n == Some(499))),
+        (eq(&n, Scalar::Int(100_000)), Box::new(|_, _| false)),
+        (
+            in_list(
+                &n,
+                vec![
+                    Scalar::Int(1),
+                    Scalar::Int(42),
+                    Scalar::Int(7),
+                    Scalar::Int(-3),
+                ],
+            ),
+            Box::new(|_, n| matches!(n, Some(1 | 42 | 7))),
+        ),
+        (
+            eq(&id, Scalar::Text("c00042".into())),
+            Box::new(|id, _| id == "c00042"),
+        ),
+        (
+            eq(&id, Scalar::Text("c00007".into())),
+            Box::new(|_, _| false),
+        ),
+        (
+            in_list(
+                &id,
+                ["c00001", "c00008", "c11999", "x"]
+                    .map(|s| Scalar::Text(s.into()))
+                    .to_vec(),
+            ),
+            Box::new(|id, _| id == "c00001" || id == "c11999"),
+        ),
+    ];
+    for (f, keep) in &cases {
+        let (rows, looked_up) =
+            read_sorted(&snap, None, &spec(vec![], Some(f.clone()), None)).await;
+        assert_eq!(rows, want(&model, keep.as_ref()), "{f:?}");
+        assert!(looked_up, "{f:?} is answered by the index");
+        // The same filter with an order is a Lance scan: the same rows.
+        let ordered = spec(vec![key("id", true, false)], Some(f.clone()), None);
+        let (scanned, looked_up) = read_sorted(&snap, None, &ordered).await;
+        assert!(!looked_up);
+        assert_eq!(scanned, rows, "{f:?}");
+    }
+    // A parameter, and a limit: fewer rows, all matching.
+    let mut p = spec(
+        vec![],
+        Some(Expr::Cmp {
+            column: n.clone(),
+            op: CmpOp::Eq,
+            value: filter::Value::Param(0),
+            c_collation: false,
+        }),
+        Some(5),
+    );
+    p.params = vec![Scalar::Int(77)];
+    let (rows, looked_up) = read_sorted(&snap, None, &p).await;
+    assert!(looked_up);
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter()
+            .all(|r| r.1 == Some(77) && model.contains_key(&r.0))
+    );
+    // A value of another type than the column's is compared by the scan.
+    let (rows, looked_up) = read_sorted(
+        &snap,
+        None,
+        &spec(vec![], Some(eq(&n, Scalar::Float(42.5))), None),
+    )
+    .await;
+    assert!(!looked_up);
+    assert!(rows.is_empty());
+
+    // The transaction's own writes: rows it changed or deleted are hidden
+    // from the lookup, its staged rows are read too.
+    let mut txn = g.begin("main", "t").await.unwrap();
+    for i in [5042usize, 6042] {
+        let props = BTreeMap::from([("n".to_string(), Value::Int(1.into()))]);
+        txn.update("Item", &format!("c{i:05}"), props)
+            .await
+            .unwrap();
+        model.insert(format!("c{i:05}"), Some(1));
+    }
+    txn.delete("Item", "c07042").await.unwrap();
+    model.remove("c07042");
+    let props = BTreeMap::from([
+        ("slug".to_string(), Value::String("new".into())),
+        ("n".to_string(), Value::Int(42.into())),
+    ]);
+    txn.insert_node("Item", props).await.unwrap();
+    model.insert("new".into(), Some(42));
+    let view = Arc::new(txn.view("Item", &snap).await.unwrap().unwrap());
+    for (f, keep) in &cases {
+        let (rows, _) = read_sorted(
+            &snap,
+            Some(view.clone()),
+            &spec(vec![], Some(f.clone()), None),
+        )
+        .await;
+        assert_eq!(rows, want(&model, keep.as_ref()), "{f:?} with own writes");
+    }
+    txn.commit().await.unwrap();
+
+    // The commit wrote a fragment the indexes do not cover: scans again,
+    // with the same answers.
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    for (f, keep) in &cases {
+        let (rows, looked_up) =
+            read_sorted(&snap, None, &spec(vec![], Some(f.clone()), None)).await;
+        assert!(!looked_up, "{f:?}: a fragment is outside the index");
+        assert_eq!(rows, want(&model, keep.as_ref()), "{f:?} after a commit");
+    }
+}

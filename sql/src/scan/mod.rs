@@ -38,6 +38,7 @@ use omnigraph_engine::deps::lance::deps::datafusion::arrow::row::{
     self as arrow_row, RowConverter, Rows as KeyRows, SortField,
 };
 use omnigraph_engine::deps::lance::deps::datafusion::logical_expr::Expr as DfExpr;
+use omnigraph_engine::deps::lance::deps::datafusion::scalar::ScalarValue;
 use omnigraph_engine::{Error, IndexKind, Result, Snapshot, StagedView};
 
 use crate::filter::{self, Scalar};
@@ -197,22 +198,52 @@ async fn lance_rows(
     Ok(scan.try_into_stream().await?)
 }
 
-/// The committed rows of a type at `snapshot`.
+/// The committed rows of a type at `snapshot`: looked up through an index
+/// when the filter is an equality (or IN list) an index answers alone and
+/// no order is asked, scanned otherwise.
 async fn committed_rows(
     snapshot: &Snapshot,
     spec: &ScanSpec,
     columns: &[String],
     filter: Option<DfExpr>,
     range: (Option<u64>, Option<u64>),
-) -> Result<DatasetRecordBatchStream> {
+) -> Result<Rows> {
     let rows = async {
         let ds = snapshot.dataset(&spec.type_name).await?;
-        lance_rows(&ds, columns, filter, &spec.order, range).await
+        if let Some((column, values)) = lookup(snapshot, spec, columns, range)?
+            && let Some(batch) =
+                omnigraph_engine::index_lookup(&ds, &column, &values, columns).await?
+        {
+            return Ok(Rows::Memory((batch.num_rows() > 0).then_some(batch)));
+        }
+        lance_rows(&ds, columns, filter, &spec.order, range)
+            .await
+            .map(Rows::Lance)
     };
     match rows.await {
         Ok(rows) => Ok(rows),
         Err(e) => Err(snapshot.read_error(&spec.type_name, e).await),
     }
+}
+
+/// The column and values of a read an index lookup may answer: an
+/// equality or IN list ([`filter::lookup`]) with no order or offset, and
+/// some columns to read.
+fn lookup(
+    snapshot: &Snapshot,
+    spec: &ScanSpec,
+    columns: &[String],
+    (_, offset): (Option<u64>, Option<u64>),
+) -> Result<Option<(String, Vec<ScalarValue>)>> {
+    let Some(f) = &spec.filter else {
+        return Ok(None);
+    };
+    if !spec.order.is_empty() || offset.is_some() || columns.is_empty() {
+        return Ok(None);
+    }
+    let schema =
+        omnigraph_engine::value::table_schema(snapshot.graph().catalog(), &spec.type_name)?;
+    Ok(filter::lookup(f, &spec.params, &schema))
 }
 
 /// The row positions a spec reads by offset: a short limit with no filter,
@@ -356,7 +387,7 @@ impl Scan {
             }
             let range = (spec.limit, spec.offset);
             let rows = committed_rows(snapshot, spec, &columns, filter, range).await?;
-            scan.sources.push(Source::new(Rows::Lance(rows), true));
+            scan.sources.push(Source::new(rows, true));
             return Ok(scan);
         };
         // Merging needs the order keys in every batch, and skipping the
@@ -382,7 +413,7 @@ impl Scan {
             let limit = if skip { None } else { spec.limit };
             let rows =
                 committed_rows(snapshot, spec, &columns, filter.clone(), (limit, None)).await?;
-            scan.sources.push(Source::new(Rows::Lance(rows), true));
+            scan.sources.push(Source::new(rows, true));
         }
         if let Some(rows) = &view.rows {
             let selected = staged::select(rows, filter.as_ref(), &columns, &spec.order)
@@ -395,6 +426,14 @@ impl Scan {
             scan.sources.push(Source::new(Rows::Lance(rows), false));
         }
         Ok(scan)
+    }
+
+    /// Whether every row is already read (a short range by offset, an
+    /// index lookup, staged rows): the rest of the scan does no I/O.
+    pub fn is_read(&self) -> bool {
+        self.sources
+            .iter()
+            .all(|s| matches!(s.rows, Rows::Memory(_)))
     }
 
     /// The next batch of rows (never empty), or `None` at the end.
