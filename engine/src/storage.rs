@@ -615,8 +615,31 @@ impl Storage {
         builder.load().await.is_ok()
     }
 
-    /// Latest version on the table's Lance branch, published or not.
+    /// The latest version on `ds`'s Lance branch, published or not.
+    ///
+    /// Lance answers by listing the branch's manifests; on a local file
+    /// system that reads the whole `_versions` directory, which grows by
+    /// a few files with every commit (10,000 names take milliseconds), and
+    /// every commit asks. Versions are written one after another, and Lance
+    /// records the newest in a hint file after each commit, so when the
+    /// next version does not exist and the hint is no newer, `ds` is the
+    /// latest, asked with two small reads. Otherwise, or without a hint
+    /// (a store that keeps none), Lance lists.
     pub async fn latest_version(&self, ds: &Dataset) -> Result<u64> {
+        let version = ds.version_id();
+        let hint_path = ds
+            .branch_location()
+            .path
+            .join("_versions")
+            .join("latest_version_hint.json");
+        let hint = self
+            .get(&hint_path)
+            .await?
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("version")?.as_u64());
+        if hint.is_some_and(|h| h <= version) && !ds.has_successor_version().await? {
+            return Ok(version);
+        }
         Ok(ds.latest_version_id().await?)
     }
 
@@ -1158,5 +1181,72 @@ mod tests {
         for bad in ["relative/g", "file://host/g", "file:///g%zz", ""] {
             assert!(canonical_uri(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod latest_version_tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Int32Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::{Storage, TableEntry};
+
+    /// The latest version is found from the pin without a listing when
+    /// nothing follows it, and by a listing when something does: the next
+    /// version, or (past a gap in the versions) a newer hint; without a
+    /// hint Lance lists.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_latest_version_is_found_past_gaps_and_without_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_string_lossy().into_owned();
+        let storage = Storage::new(&root).await.unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+        let first = storage.create_table("t", schema.clone()).await.unwrap();
+        let at = |version| TableEntry {
+            path: "t".into(),
+            lance_branch: None,
+            version,
+        };
+        let mut ds = storage.open_for_write("T", &at(first)).await.unwrap();
+        for i in 0..3 {
+            let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(vec![i]))])
+                .unwrap();
+            ds = storage.append(ds, vec![b]).await.unwrap();
+        }
+        let last = ds.version_id();
+        assert_eq!(last, first + 3);
+        let latest = |v| {
+            let storage = &storage;
+            async move {
+                let ds = storage.open("T", &at(v)).await.unwrap();
+                storage.latest_version(&ds).await.unwrap()
+            }
+        };
+        assert_eq!(latest(last).await, last);
+        assert_eq!(latest(first).await, last, "the next version exists");
+        let versions = dir.path().join("t").join("_versions");
+        let manifest_of = |v: u64| {
+            std::fs::read_dir(&versions)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| {
+                    p.extension().is_some_and(|e| e == "manifest")
+                        && p.file_stem()
+                            .and_then(|s| s.to_str())
+                            .and_then(|s| s.parse::<u64>().ok())
+                            .is_some_and(|n| n == u64::MAX - v || n == v)
+                })
+                .unwrap()
+        };
+        // A gap after the pin (as cleanup leaves after rolling back an
+        // unpublished commit): the hint is newer, so Lance lists.
+        let pinned = storage.open("T", &at(first + 1)).await.unwrap();
+        std::fs::remove_file(manifest_of(first + 2)).unwrap();
+        assert_eq!(storage.latest_version(&pinned).await.unwrap(), last);
+        // No hint: Lance lists.
+        std::fs::remove_file(versions.join("latest_version_hint.json")).unwrap();
+        assert_eq!(storage.latest_version(&pinned).await.unwrap(), last);
     }
 }
