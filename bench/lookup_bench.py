@@ -16,10 +16,9 @@ import os
 import random
 import re
 import statistics
-import subprocess
-import tempfile
 
 from read_bench import connect, environment, save
+from tps_bench import pgbench
 
 SCHEMA = """
 node Item {
@@ -29,19 +28,12 @@ node Item {
 }
 """
 
-PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
-
 
 def run(table, rows, clients, seconds, dbname):
     script = (f"\\set k random(0, {rows - 1})\n"
               f"SELECT name, score FROM {table} WHERE code = :k;\n")
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
-        f.write(script)
-        path = f.name
-    out = subprocess.run([PGBENCH, "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
-                          "-T", str(seconds), "-f", path, dbname],
-                         capture_output=True, text=True, check=True).stdout
-    os.unlink(path)
+    out = pgbench(script, ["-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
+                           "-T", str(seconds)], dbname)
     tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
     latency = float(re.search(r"latency average = ([0-9.]+) ms", out).group(1))
     return tps, latency

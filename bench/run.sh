@@ -13,6 +13,7 @@ export PGHOST="$DIR" PGPORT="$PORT" PGUSER=postgres
 /usr/bin/python3 "$ROOT/bench/read_bench.py" --graph-dir "$DIR/graphs/read" "$@"
 /usr/bin/python3 "$ROOT/bench/join_bench.py" --graph-dir "$DIR/graphs/join"
 /usr/bin/python3 "$ROOT/bench/tps_bench.py" --graph-dir "$DIR/graphs/tps"
+/usr/bin/python3 "$ROOT/bench/lookup_bench.py" --graph-dir "$DIR/graphs/lookup"
 /usr/bin/python3 "$ROOT/bench/write_bench.py" --graph-dir "$DIR/graphs/wbench"
 /usr/bin/python3 "$ROOT/bench/merge_bench.py" --graph-dir "$DIR/graphs/mbench"
 /usr/bin/python3 "$ROOT/bench/ops_bench.py" --graph-dir "$DIR/graphs/obench"

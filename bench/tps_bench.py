@@ -34,18 +34,24 @@ def balance(cur, table):
     return cur.fetchone()[0]
 
 
+def pgbench(script, options, dbname):
+    """pgbench's report of running `script` (a pgbench script) with `options`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(script)
+        path = f.name
+    try:
+        return subprocess.run([PGBENCH, "-n", *options, "-f", path, dbname],
+                              capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(path)
+
+
 def run(table, clients, seconds, dbname):
     script = ("\\set k random(0, 199)\n"
               "BEGIN;\n"
               f"UPDATE {table} SET balance = balance + 1 WHERE key = 'a' || :k;\n"
               "COMMIT;\n")
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
-        f.write(script)
-        path = f.name
-    out = subprocess.run([PGBENCH, "-n", "-c", str(clients), "-j", "2", "-T", str(seconds),
-                          "--max-tries=1000", "-f", path, dbname],
-                         capture_output=True, text=True, check=True).stdout
-    os.unlink(path)
+    out = pgbench(script, ["-c", str(clients), "-j", "2", "-T", str(seconds), "--max-tries=1000"], dbname)
     tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
     done = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))
     retried = re.search(r"number of transactions retried: (\d+)", out)

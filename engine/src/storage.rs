@@ -287,15 +287,14 @@ pub async fn index_lookup(
     let Some(field) = ds.schema().field(column) else {
         return Ok(None);
     };
+    // A value of another type would be compared after a cast, which may
+    // round; the scan compares as the query asked.
     let data_type = field.data_type();
-    let Ok(values) = values
-        .iter()
-        .map(|v| v.cast_to(&data_type))
-        .collect::<std::result::Result<Vec<_>, _>>()
-    else {
-        return Ok(None);
-    };
-    if values.is_empty() || values.iter().any(|v| v.is_null()) {
+    if values.is_empty()
+        || values
+            .iter()
+            .any(|v| v.is_null() || v.data_type() != data_type)
+    {
         return Ok(None);
     }
     let segments =
@@ -318,9 +317,9 @@ pub async fn index_lookup(
     if !ds.manifest().fragments.iter().all(|f| covered(f.id)) {
         return Ok(None);
     }
-    let query = match values.as_slice() {
+    let query = match values {
         [v] => SargableQuery::Equals(v.clone()),
-        _ => SargableQuery::IsIn(values),
+        _ => SargableQuery::IsIn(values.to_vec()),
     };
     // Row ids and row addresses are one domain unless stable row ids are
     // on (the graph never turns them on); then only row-id answers serve.
@@ -355,6 +354,7 @@ pub async fn index_lookup(
     let take = Arc::new(ds.clone()).take_builder(&rows, projection)?;
     Ok(Some(take.execute().await?))
 }
+
 const METADATA_CACHE_BYTES: usize = 64 << 20;
 
 /// The one spelling of a graph's location. Local graphs (a path, or a
