@@ -747,8 +747,7 @@ impl Snapshot {
     pub async fn existing_ids(&self, type_name: &str, ids: &[&str]) -> Result<HashSet<String>> {
         let mut out = HashSet::new();
         for chunk in ids.chunks(ID_CHUNK) {
-            let filter = in_filter("id", chunk.iter().copied());
-            for b in self.scan(type_name, &["id"], Some(&filter)).await? {
+            for b in self.by_ids(type_name, &["id"], chunk).await? {
                 out.extend(batch_to_records(&b)?.into_iter().map(|r| r.id));
             }
         }
@@ -761,14 +760,44 @@ impl Snapshot {
         type_name: &str,
         ids: &[&str],
     ) -> Result<HashMap<String, Record>> {
+        let columns = self.columns(type_name)?;
+        let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
         let mut out = HashMap::new();
         for chunk in ids.chunks(ID_CHUNK) {
-            let filter = in_filter("id", chunk.iter().copied());
-            for r in self.read_where(type_name, Some(&filter)).await? {
-                out.insert(r.id.clone(), r);
+            for b in self.by_ids(type_name, &cols, chunk).await? {
+                for r in batch_to_records(&b)? {
+                    out.insert(r.id.clone(), r);
+                }
             }
         }
         Ok(out)
+    }
+
+    /// `columns` of the rows of a type with one of `ids` (at most
+    /// [`ID_CHUNK`]): looked up in the `id` index when it covers the table
+    /// version ([`crate::storage::index_lookup`]), else scanned with an IN
+    /// filter.
+    async fn by_ids(
+        &self,
+        type_name: &str,
+        columns: &[&str],
+        ids: &[&str],
+    ) -> Result<Vec<arrow_array::RecordBatch>> {
+        use lance::deps::datafusion::scalar::ScalarValue;
+        let ds = self.dataset(type_name).await?;
+        let values: Vec<ScalarValue> = ids
+            .iter()
+            .map(|id| ScalarValue::Utf8(Some((*id).to_string())))
+            .collect();
+        let named: Vec<String> = columns.iter().map(|c| (*c).to_string()).collect();
+        match crate::storage::index_lookup(&ds, "id", &values, &named).await {
+            Ok(Some(batch)) => Ok(vec![batch]),
+            Ok(None) => {
+                let filter = in_filter("id", ids.iter().copied());
+                self.scan(type_name, columns, Some(&filter)).await
+            }
+            Err(e) => Err(self.read_error(type_name, e).await),
+        }
     }
 }
 

@@ -279,8 +279,9 @@ pub fn coerce(type_name: &str, prop: &Property, v: Value) -> Result<Value> {
     if v.is_null() {
         return Ok(v);
     }
-    let shown = v.display();
-    let bad = |kind: ViolationKind, why: String| {
+    // The value's text is built only for an error: every staged value
+    // passes here.
+    let bad = |shown: String, kind: ViolationKind, why: String| {
         Error::violation(
             kind,
             type_name,
@@ -341,9 +342,11 @@ pub fn coerce(type_name: &str, prop: &Property, v: Value) -> Result<Value> {
         }
         (PropType::Vector(n), Value::List(items)) => {
             if items.len() != *n as usize {
+                let found = items.len();
                 return Err(bad(
+                    Value::List(items).display(),
                     ViolationKind::InvalidValue,
-                    format!("expected {n} elements, found {}", items.len()),
+                    format!("expected {n} elements, found {found}"),
                 ));
             }
             let elem_prop = Property {
@@ -387,8 +390,9 @@ pub fn coerce(type_name: &str, prop: &Property, v: Value) -> Result<Value> {
                 (ScalarType::Date, Value::Date(d)) => Value::Date(d),
                 (ScalarType::DateTime, Value::DateTime(t)) => Value::DateTime(t),
                 (ScalarType::Blob, Value::Bytes(b)) => Value::Bytes(b),
-                (s, _) => {
+                (s, other) => {
                     return Err(bad(
+                        other.display(),
                         ViolationKind::InvalidValue,
                         format!("not a {} or out of its range", s.name()),
                     ));
@@ -400,13 +404,15 @@ pub fn coerce(type_name: &str, prop: &Property, v: Value) -> Result<Value> {
                 && (f as f32).is_infinite()
             {
                 return Err(bad(
+                    out.display(),
                     ViolationKind::InvalidValue,
                     "out of the range of F32".into(),
                 ));
             }
             Ok(out)
         }
-        (ty, _) => Err(bad(
+        (ty, other) => Err(bad(
+            other.display(),
             ViolationKind::InvalidValue,
             format!("expected {}", ty.describe()),
         )),

@@ -1,0 +1,150 @@
+//! A graph commit of N new nodes against a direct Lance append of the same
+//! rows, on tables of the same size (#14's "graph commit vs direct Lance
+//! append", goal: at most 1.5x for 1, 1,000 and 100,000 rows).
+//!
+//! The graph side is what a frontend pays: `begin`, N `insert_node`, and
+//! `commit` (validation, the Lance writes with their fsyncs, the small
+//! fragments merged, the `id` index kept, the manifest published). The
+//! Lance side appends the batch the graph writes for the same rows
+//! (`value::records_to_batch`), built before the clock starts, with
+//! Lance's defaults (no fsync). Rounds alternate which side goes first;
+//! the medians and the median per-round ratio are printed.
+//!
+//!     cargo run --release -p omnigraph-engine --example commit_bench -- [ROUNDS]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use omnigraph_engine::deps::arrow_array::RecordBatchIterator;
+use omnigraph_engine::deps::lance::Dataset;
+use omnigraph_engine::deps::lance::dataset::{InsertBuilder, WriteMode, WriteParams};
+use omnigraph_engine::value::{Record, records_to_batch};
+use omnigraph_engine::{Graph, LoadMode, Value};
+
+const SCHEMA: &str = "node Item {\n    code: I64 @key\n    name: String\n    score: F64\n}\n";
+/// Rows both tables hold before the measured commits.
+const BASE: i64 = 100_000;
+
+fn props(code: i64) -> BTreeMap<String, Value> {
+    BTreeMap::from([
+        ("code".to_string(), Value::Int(code)),
+        ("name".to_string(), Value::String(format!("item {code}"))),
+        ("score".to_string(), Value::Float(code as f64 / 7.0)),
+    ])
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    println!(
+        "{:>7} {:>12} {:>12} {:>7}  per-round ratios",
+        "rows", "graph ms", "lance ms", "ratio"
+    );
+    for n in [1i64, 1_000, 100_000] {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let uri = dir.path().join("g").to_string_lossy().into_owned();
+        let g = Graph::create(&uri, SCHEMA, "bench")
+            .await
+            .expect("the graph");
+        let base: String = (0..BASE)
+            .map(|i| format!("{{\"type\": \"Item\", \"data\": {{\"code\": {i}, \"name\": \"item {i}\", \"score\": {}}}}}\n", i as f64 / 7.0))
+            .collect();
+        g.load("main", &base, LoadMode::Append, "bench", "")
+            .await
+            .expect("the base rows");
+        // The peer: a Lance dataset of the same schema holding the same rows.
+        let schema = omnigraph_engine::value::table_schema(g.catalog(), "Item").expect("schema");
+        let peer_uri = dir.path().join("peer.lance").to_string_lossy().into_owned();
+        let snap = g
+            .snapshot(&omnigraph_engine::ReadRef::main())
+            .await
+            .expect("snapshot");
+        let rows = snap.read_all("Item").await.expect("the base rows");
+        let refs: Vec<&Record> = rows.iter().collect();
+        let batch = records_to_batch(g.catalog(), "Item", &refs).expect("a batch");
+        let mut peer = Dataset::write(
+            RecordBatchIterator::new(vec![Ok(batch)], schema.clone()),
+            &peer_uri,
+            Some(WriteParams {
+                mode: WriteMode::Create,
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("the peer");
+
+        let (mut graph_ms, mut lance_ms, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let start = BASE + 2 * n * round as i64;
+            // The graph's rows and the peer's (other keys, the same sizes).
+            let peer_records: Vec<Record> = (start + n..start + 2 * n)
+                .map(|code| Record {
+                    id: code.to_string(),
+                    endpoints: None,
+                    props: props(code),
+                })
+                .collect();
+            let refs: Vec<&Record> = peer_records.iter().collect();
+            let peer_batch = records_to_batch(g.catalog(), "Item", &refs).expect("a batch");
+            let graph = async {
+                let t = Instant::now();
+                let mut txn = g.begin("main", "bench").await.expect("begin");
+                for code in start..start + n {
+                    txn.insert_node("Item", props(code)).await.expect("insert");
+                }
+                let staged = t.elapsed().as_secs_f64() * 1e3;
+                txn.commit().await.expect("commit");
+                let total = t.elapsed().as_secs_f64() * 1e3;
+                if std::env::var_os("COMMIT_BENCH_STAGES").is_some() {
+                    eprintln!(
+                        "{n} rows: staged in {staged:.2} ms, committed in {:.2} ms",
+                        total - staged
+                    );
+                }
+                total
+            };
+            let lance = |ds: Dataset| async move {
+                let t = Instant::now();
+                let ds = InsertBuilder::new(Arc::new(ds))
+                    .with_params(&WriteParams {
+                        mode: WriteMode::Append,
+                        ..Default::default()
+                    })
+                    .execute(vec![peer_batch])
+                    .await
+                    .expect("append");
+                (ds, t.elapsed().as_secs_f64() * 1e3)
+            };
+            let (g_ms, l_ms) = if round % 2 == 0 {
+                let g_ms = graph.await;
+                let (ds, l_ms) = lance(peer).await;
+                peer = ds;
+                (g_ms, l_ms)
+            } else {
+                let (ds, l_ms) = lance(peer).await;
+                peer = ds;
+                (graph.await, l_ms)
+            };
+            graph_ms.push(g_ms);
+            lance_ms.push(l_ms);
+            ratios.push(g_ms / l_ms);
+        }
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.1}")).collect();
+        println!(
+            "{n:>7} {:>12.2} {:>12.2} {:>7.2}  {}",
+            median(graph_ms),
+            median(lance_ms),
+            median(ratios.clone()),
+            shown.join(" ")
+        );
+    }
+}
