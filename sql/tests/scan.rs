@@ -510,6 +510,42 @@ async fn equalities_on_indexed_columns_are_looked_up_as_a_scan_would_read_them()
     g.load("main", &data, LoadMode::Append, "t", "")
         .await
         .unwrap();
+    // Before optimize only `id` is indexed (every commit keeps it): an
+    // equality on the key `slug` is looked up there, as the id is the key.
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    let slug = Column {
+        name: "slug".into(),
+        ty: ColumnType::Text,
+    };
+    for (f, want) in [
+        (
+            Expr::Cmp {
+                column: slug.clone(),
+                op: CmpOp::Eq,
+                value: filter::Value::Const(Scalar::Text("c00042".into())),
+                c_collation: false,
+            },
+            vec![("c00042".to_string(), indexed_n(42))],
+        ),
+        (
+            Expr::InList {
+                column: slug.clone(),
+                values: ["c00001", "c11999", "nope"]
+                    .map(|s| filter::Value::Const(Scalar::Text(s.into())))
+                    .to_vec(),
+                negated: false,
+            },
+            vec![
+                ("c00001".to_string(), indexed_n(1)),
+                ("c11999".to_string(), indexed_n(11999)),
+            ],
+        ),
+    ] {
+        let (rows, looked_up) =
+            read_sorted(&snap, None, &spec(vec![], Some(f.clone()), None)).await;
+        assert!(looked_up, "{f:?} is looked up in the id index");
+        assert_eq!(rows, want, "{f:?}");
+    }
     g.optimize("main", "t").await.unwrap();
     // Deletes committed after the indexes were built: the indexes still
     // name the deleted rows, which must not come back.

@@ -210,11 +210,16 @@ async fn committed_rows(
 ) -> Result<Rows> {
     let rows = async {
         let ds = snapshot.dataset(&spec.type_name).await?;
-        if let Some((column, values)) = lookup(snapshot, spec, columns, range)?
-            && let Some(batch) =
-                omnigraph_engine::index_lookup(&ds, &column, &values, columns).await?
-        {
-            return Ok(Rows::Memory((batch.num_rows() > 0).then_some(batch)));
+        if let Some((column, values)) = lookup(snapshot, spec, columns, range)? {
+            let mut found = omnigraph_engine::index_lookup(&ds, &column, &values, columns).await?;
+            if found.is_none()
+                && let Some(ids) = key_ids(snapshot, &spec.type_name, &column, &values)
+            {
+                found = omnigraph_engine::index_lookup(&ds, "id", &ids, columns).await?;
+            }
+            if let Some(batch) = found {
+                return Ok(Rows::Memory((batch.num_rows() > 0).then_some(batch)));
+            }
         }
         lance_rows(&ds, columns, filter, &spec.order, range)
             .await
@@ -244,6 +249,36 @@ fn lookup(
     let schema =
         omnigraph_engine::value::table_schema(snapshot.graph().catalog(), &spec.type_name)?;
     Ok(filter::lookup(f, &spec.params, &schema))
+}
+
+/// The ids of the nodes whose `@key` (the single column `column`) has one
+/// of `values`: a node's id is its key's canonical text (docs/dev/storage.md),
+/// so an equality on the key is one on `id`, which every table of more
+/// than a few thousand rows indexes. `None` for any other column, or a
+/// value of a type the rewrite does not cover.
+fn key_ids(
+    snapshot: &Snapshot,
+    type_name: &str,
+    column: &str,
+    values: &[ScalarValue],
+) -> Option<Vec<ScalarValue>> {
+    let node = snapshot.graph().catalog().node(type_name)?;
+    if !matches!(node.key.as_deref(), Some([key]) if key == column) {
+        return None;
+    }
+    values
+        .iter()
+        .map(|v| {
+            let value = match v {
+                ScalarValue::Utf8(Some(s)) => omnigraph_engine::Value::String(s.clone()),
+                ScalarValue::Int32(Some(i)) => omnigraph_engine::Value::Int((*i).into()),
+                ScalarValue::Int64(Some(i)) => omnigraph_engine::Value::Int(*i),
+                _ => return None,
+            };
+            let id = omnigraph_engine::value::key_text(&value).ok()?;
+            Some(ScalarValue::Utf8(Some(id)))
+        })
+        .collect()
 }
 
 /// The row positions a spec reads by offset: a short limit with no filter,
