@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod local_reads;
+
 /// Where one table's published state lives: a dataset path relative to the
 /// graph root, a Lance branch, and a version on that branch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -43,7 +45,9 @@ pub struct TableEntry {
 /// it is renamed or linked into place and its directory is fsynced after;
 /// each write is durable when its call returns, which orders data before
 /// the Lance manifest naming it, and that before the graph manifest pinning
-/// it. Reads use Lance's plain local reader (`read_session`).
+/// it. Datasets opened to be read (`read_session`) read through
+/// [`local_reads::LocalReads`]: on the caller's thread when it runs a
+/// current-thread runtime.
 pub(crate) struct Storage {
     pub root_uri: String,
     pub store: Arc<ObjectStore>,
@@ -80,11 +84,11 @@ impl ObjectStoreProvider for DurableLocalProvider {
         _base: url::Url,
         params: &ObjectStoreParams,
     ) -> lance::Result<ObjectStore> {
-        let url = url::Url::parse("file-object-store:///")
-            .map_err(|e| lance::Error::invalid_input(format!("file-object-store URL: {e}")))?;
-        let mut store = FileStoreProvider.new_store(url, params).await?;
-        store.inner = Arc::new(object_store::local::LocalFileSystem::new().with_fsync(true));
-        Ok(store)
+        local_reads::object_store_mode(
+            params,
+            Arc::new(object_store::local::LocalFileSystem::new().with_fsync(true)),
+        )
+        .await
     }
 
     fn extract_path(&self, url: &url::Url) -> lance::Result<Path> {
@@ -462,10 +466,12 @@ impl Storage {
             METADATA_CACHE_BYTES,
             registry,
         ));
+        let read_registry = Arc::new(ObjectStoreRegistry::default());
+        read_registry.insert("file", Arc::new(local_reads::LocalReadsProvider));
         let read_session = Arc::new(Session::new(
             INDEX_CACHE_BYTES,
             METADATA_CACHE_BYTES,
-            Arc::new(ObjectStoreRegistry::default()),
+            read_registry,
         ));
         Ok(Storage {
             store,

@@ -1,0 +1,345 @@
+//! Reads of a local graph's table files without a thread hand-off where
+//! the caller runs its own thread.
+//!
+//! Lance's local reader opens and reads every file on tokio's blocking
+//! pool: each read is a hand-off to another thread and back, two context
+//! switches that cost tens of microseconds on a busy machine, and a read of
+//! a few rows makes several. Datasets opened to be read instead use Lance's
+//! object-store reader over [`LocalReads`]: `object_store`'s local file
+//! system for everything but reads. A read (`get_opts`: a range, a whole
+//! file or a HEAD) is a `pread` on the calling thread when that thread runs
+//! a current-thread runtime (a Postgres backend waiting for its own read,
+//! which has nothing else to do meanwhile), and on the blocking pool
+//! otherwise, so a runtime's worker threads never stall on the disk and a
+//! scan keeps its reads in parallel.
+
+use std::fmt;
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use lance_io::object_store::providers::local::FileStoreProvider;
+use lance_io::object_store::{ObjectStore as LanceStore, ObjectStoreParams, ObjectStoreProvider};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+};
+
+/// The local file system, with reads on the calling thread where it may
+/// block (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct LocalReads {
+    inner: Arc<LocalFileSystem>,
+}
+
+impl LocalReads {
+    pub(crate) fn new() -> LocalReads {
+        LocalReads {
+            inner: Arc::new(LocalFileSystem::new()),
+        }
+    }
+}
+
+impl fmt::Display for LocalReads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LocalReads({})", self.inner)
+    }
+}
+
+fn generic(e: impl std::error::Error + Send + Sync + 'static) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalReads",
+        source: Box::new(e),
+    }
+}
+
+/// The object's metadata as `LocalFileSystem` gives it, so both agree on
+/// sizes and entity tags.
+fn object_meta(location: &Path, m: &std::fs::Metadata) -> ObjectMeta {
+    let modified = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    ObjectMeta {
+        location: location.clone(),
+        last_modified: chrono::DateTime::from_timestamp(
+            modified.as_secs() as i64,
+            modified.subsec_nanos(),
+        )
+        .unwrap_or_default(),
+        size: m.len(),
+        e_tag: Some(format!(
+            "\"{:x}-{:x}-{:x}\"",
+            m.ino(),
+            modified.as_micros(),
+            m.len()
+        )),
+        version: None,
+    }
+}
+
+/// One `get_opts` against the file system, on the calling thread.
+fn read(
+    file: std::path::PathBuf,
+    location: Path,
+    options: GetOptions,
+) -> object_store::Result<GetResult> {
+    let not_found = |e: std::io::Error| object_store::Error::NotFound {
+        path: location.to_string(),
+        source: Box::new(e),
+    };
+    let f = File::open(&file).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => not_found(e),
+        _ => generic(e),
+    })?;
+    let m = f.metadata().map_err(generic)?;
+    if m.is_dir() {
+        return Err(not_found(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "is a directory",
+        )));
+    }
+    let meta = object_meta(&location, &m);
+    options.check_preconditions(&meta)?;
+    let range: Range<u64> = match &options.range {
+        Some(r) => r.as_range(meta.size).map_err(generic)?,
+        None => 0..meta.size,
+    };
+    let bytes = if options.head {
+        Bytes::new()
+    } else {
+        let len = usize::try_from(range.end - range.start).map_err(generic)?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, range.start).map_err(generic)?;
+        Bytes::from(buf)
+    };
+    Ok(GetResult {
+        payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(bytes) }).boxed()),
+        meta,
+        range,
+        attributes: Attributes::default(),
+        extensions: Default::default(),
+    })
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for LocalReads {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let file = self.inner.path_to_filesystem(location)?;
+        let location = location.clone();
+        let inline = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if inline {
+            return read(file, location, options);
+        }
+        tokio::task::spawn_blocking(move || read(file, location, options))
+            .await
+            .map_err(generic)?
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// Lance's local store in its "object store" mode (every file operation
+/// through `inner`, none through Lance's own local reader and writer).
+pub(crate) async fn object_store_mode(
+    params: &ObjectStoreParams,
+    inner: Arc<dyn ObjectStore>,
+) -> lance::Result<LanceStore> {
+    let url = url::Url::parse("file-object-store:///")
+        .map_err(|e| lance::Error::invalid_input(format!("file-object-store URL: {e}")))?;
+    let mut store = FileStoreProvider.new_store(url, params).await?;
+    store.inner = inner;
+    Ok(store)
+}
+
+/// The store of datasets opened to be read: reads through [`LocalReads`].
+#[derive(Debug, Default)]
+pub(crate) struct LocalReadsProvider;
+
+#[async_trait::async_trait]
+impl ObjectStoreProvider for LocalReadsProvider {
+    async fn new_store(
+        &self,
+        _base: url::Url,
+        params: &ObjectStoreParams,
+    ) -> lance::Result<LanceStore> {
+        object_store_mode(params, Arc::new(LocalReads::new())).await
+    }
+
+    fn extract_path(&self, url: &url::Url) -> lance::Result<Path> {
+        FileStoreProvider.extract_path(url)
+    }
+
+    fn calculate_object_store_prefix(
+        &self,
+        url: &url::Url,
+        options: Option<&std::collections::HashMap<String, String>>,
+    ) -> lance::Result<String> {
+        FileStoreProvider.calculate_object_store_prefix(url, options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::{GetRange, ObjectStore};
+
+    use super::*;
+
+    /// The same answers as `LocalFileSystem` for whole reads, ranges,
+    /// offsets, suffixes, HEAD, preconditions, a missing file and a
+    /// directory.
+    async fn agrees_with_local_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.bin");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&file, &data).unwrap();
+        let path = Path::from_filesystem_path(&file).unwrap();
+        let ours = LocalReads::new();
+        let theirs = LocalFileSystem::new();
+        let range = |r: GetRange| GetOptions {
+            range: Some(r),
+            ..Default::default()
+        };
+        let cases = [
+            GetOptions::default(),
+            range(GetRange::Bounded(10..20)),
+            range(GetRange::Bounded(0..10_000)),
+            range(GetRange::Offset(9_990)),
+            range(GetRange::Suffix(5)),
+            GetOptions {
+                head: true,
+                ..Default::default()
+            },
+        ];
+        for opts in cases {
+            let a = ours.get_opts(&path, opts.clone()).await.unwrap();
+            let b = theirs.get_opts(&path, opts.clone()).await.unwrap();
+            assert_eq!((&a.meta, &a.range), (&b.meta, &b.range), "{opts:?}");
+            if !opts.head {
+                let (a, b) = (a.bytes().await.unwrap(), b.bytes().await.unwrap());
+                assert_eq!(a, b, "{opts:?}");
+                assert_eq!(a.as_ref(), &data[b_range(&opts, data.len())]);
+            }
+        }
+        // A range past the end, a precondition that fails, a missing file
+        // and a directory are errors, as there.
+        for opts in [
+            range(GetRange::Bounded(20_000..20_010)),
+            GetOptions {
+                if_match: Some("\"no\"".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                ours.get_opts(&path, opts.clone()).await.is_err(),
+                "{opts:?}"
+            );
+            assert!(theirs.get_opts(&path, opts).await.is_err());
+        }
+        let missing = Path::from_filesystem_path(dir.path()).unwrap().join("none");
+        assert!(matches!(
+            ours.get_opts(&missing, GetOptions::default()).await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+        let dir_path = Path::from_filesystem_path(dir.path()).unwrap();
+        assert!(matches!(
+            ours.get_opts(&dir_path, GetOptions::default()).await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+    }
+
+    fn b_range(opts: &GetOptions, len: usize) -> std::ops::Range<usize> {
+        match &opts.range {
+            None => 0..len,
+            Some(r) => {
+                let r = r.as_range(len as u64).unwrap();
+                r.start as usize..r.end as usize
+            }
+        }
+    }
+
+    #[test]
+    fn reads_on_the_calling_thread_agree_with_local_file_system() {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(agrees_with_local_file_system());
+    }
+
+    #[test]
+    fn reads_on_the_blocking_pool_agree_with_local_file_system() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap()
+            .block_on(agrees_with_local_file_system());
+    }
+}
