@@ -208,30 +208,30 @@ impl ObjectStore for LocalReads {
 }
 
 /// Lance's local store in its "object store" mode (every file operation
-/// through `inner`, none through Lance's own local reader and writer).
-pub(crate) async fn object_store_mode(
-    params: &ObjectStoreParams,
-    inner: Arc<dyn ObjectStore>,
-) -> lance::Result<LanceStore> {
-    let url = url::Url::parse("file-object-store:///")
-        .map_err(|e| lance::Error::invalid_input(format!("file-object-store URL: {e}")))?;
-    let mut store = FileStoreProvider.new_store(url, params).await?;
-    store.inner = inner;
-    Ok(store)
+/// through `inner`, none through Lance's own local reader and writer),
+/// with `inner` made by `inner`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalProvider {
+    pub inner: fn() -> Arc<dyn ObjectStore>,
 }
 
 /// The store of datasets opened to be read: reads through [`LocalReads`].
-#[derive(Debug, Default)]
-pub(crate) struct LocalReadsProvider;
+pub(crate) const LOCAL_READS: LocalProvider = LocalProvider {
+    inner: || Arc::new(LocalReads::new()),
+};
 
 #[async_trait::async_trait]
-impl ObjectStoreProvider for LocalReadsProvider {
+impl ObjectStoreProvider for LocalProvider {
     async fn new_store(
         &self,
         _base: url::Url,
         params: &ObjectStoreParams,
     ) -> lance::Result<LanceStore> {
-        object_store_mode(params, Arc::new(LocalReads::new())).await
+        let url = url::Url::parse("file-object-store:///")
+            .map_err(|e| lance::Error::invalid_input(format!("file-object-store URL: {e}")))?;
+        let mut store = FileStoreProvider.new_store(url, params).await?;
+        store.inner = (self.inner)();
+        Ok(store)
     }
 
     fn extract_path(&self, url: &url::Url) -> lance::Result<Path> {

@@ -15,10 +15,7 @@ use lance::Dataset;
 use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::{WriteMode, WriteParams};
 use lance::session::Session;
-use lance_io::object_store::providers::local::FileStoreProvider;
-use lance_io::object_store::{
-    ObjectStore, ObjectStoreParams, ObjectStoreProvider, ObjectStoreRegistry,
-};
+use lance_io::object_store::{ObjectStore, ObjectStoreRegistry};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
@@ -41,7 +38,7 @@ pub struct TableEntry {
 ///
 /// Durability: on a local file system every write (Lance data, deletion and
 /// transaction files, Lance manifests, branch trees, and our `_graph/`
-/// objects) goes through [`DurableLocalProvider`], so it is fsynced before
+/// objects) goes through [`DURABLE_LOCAL`], so it is fsynced before
 /// it is renamed or linked into place and its directory is fsynced after;
 /// each write is durable when its call returns, which orders data before
 /// the Lance manifest naming it, and that before the graph manifest pinning
@@ -69,40 +66,15 @@ pub(crate) struct Storage {
 /// Published table versions kept open per graph handle.
 const PUBLISHED_DATASETS: usize = 256;
 
-/// Lance's local store in its "object store" mode (every write through
-/// `inner`, none through Lance's own unsynced local writer), with an
-/// `inner` that fsyncs: object_store's `LocalFileSystem::with_fsync`
-/// syncs a staged file before renaming or linking it, then its directory,
-/// and every directory it creates.
-#[derive(Debug, Default)]
-struct DurableLocalProvider;
-
-#[async_trait::async_trait]
-impl ObjectStoreProvider for DurableLocalProvider {
-    async fn new_store(
-        &self,
-        _base: url::Url,
-        params: &ObjectStoreParams,
-    ) -> lance::Result<ObjectStore> {
-        local_reads::object_store_mode(
-            params,
-            Arc::new(object_store::local::LocalFileSystem::new().with_fsync(true)),
-        )
-        .await
-    }
-
-    fn extract_path(&self, url: &url::Url) -> lance::Result<Path> {
-        FileStoreProvider.extract_path(url)
-    }
-
-    fn calculate_object_store_prefix(
-        &self,
-        url: &url::Url,
-        options: Option<&std::collections::HashMap<String, String>>,
-    ) -> lance::Result<String> {
-        FileStoreProvider.calculate_object_store_prefix(url, options)
-    }
-}
+/// The store of datasets written (and opened to be written): Lance's local
+/// store in its "object store" mode (every write through `inner`, none
+/// through Lance's own unsynced local writer), with an `inner` that fsyncs:
+/// object_store's `LocalFileSystem::with_fsync` syncs a staged file before
+/// renaming or linking it, then its directory, and every directory it
+/// creates.
+const DURABLE_LOCAL: local_reads::LocalProvider = local_reads::LocalProvider {
+    inner: || Arc::new(object_store::local::LocalFileSystem::new().with_fsync(true)),
+};
 
 /// fsync a directory, so a name removed from it stays removed after a crash.
 fn sync_dir(dir: &std::path::Path) -> Result<()> {
@@ -456,8 +428,8 @@ impl Storage {
     pub async fn new(root_uri: &str) -> Result<Storage> {
         let root_uri = canonical_uri(root_uri)?;
         let registry = Arc::new(ObjectStoreRegistry::default());
-        registry.insert("file", Arc::new(DurableLocalProvider));
-        registry.insert("file-object-store", Arc::new(DurableLocalProvider));
+        registry.insert("file", Arc::new(DURABLE_LOCAL));
+        registry.insert("file-object-store", Arc::new(DURABLE_LOCAL));
         let (store, base) =
             ObjectStore::from_uri_and_params(registry.clone(), &root_uri, &Default::default())
                 .await?;
@@ -467,7 +439,7 @@ impl Storage {
             registry,
         ));
         let read_registry = Arc::new(ObjectStoreRegistry::default());
-        read_registry.insert("file", Arc::new(local_reads::LocalReadsProvider));
+        read_registry.insert("file", Arc::new(local_reads::LOCAL_READS));
         let read_session = Arc::new(Session::new(
             INDEX_CACHE_BYTES,
             METADATA_CACHE_BYTES,
