@@ -149,14 +149,13 @@ fn internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(format!("scan: {e}"))
 }
 
-/// The Lance filter of a spec (`None` without one).
-fn lance_filter(snapshot: &Snapshot, spec: &ScanSpec) -> Result<Option<DfExpr>> {
+/// The Lance filter of a spec (`None` without one), literals typed as the
+/// columns of `table` (the table's Arrow schema).
+fn lance_filter(spec: &ScanSpec, table: &Schema) -> Result<Option<DfExpr>> {
     let Some(f) = &spec.filter else {
         return Ok(None);
     };
-    let schema =
-        omnigraph_engine::value::table_schema(snapshot.graph().catalog(), &spec.type_name)?;
-    filter::to_datafusion(f, &spec.params, Some(&schema))
+    filter::to_datafusion(f, &spec.params, Some(table))
         .map(Some)
         .map_err(|e| internal(e.0))
 }
@@ -203,14 +202,14 @@ async fn lance_rows(
 /// no order is asked, scanned otherwise.
 async fn committed_rows(
     snapshot: &Snapshot,
-    spec: &ScanSpec,
+    (spec, table): (&ScanSpec, &Schema),
     columns: &[String],
     filter: Option<DfExpr>,
     range: (Option<u64>, Option<u64>),
 ) -> Result<Rows> {
     let rows = async {
         let ds = snapshot.dataset(&spec.type_name).await?;
-        if let Some((column, values)) = lookup(snapshot, spec, columns, range)? {
+        if let Some((column, values)) = lookup(spec, table, columns, range) {
             let mut found = omnigraph_engine::index_lookup(&ds, &column, &values, columns).await?;
             if found.is_none()
                 && let Some(ids) = key_ids(snapshot, &spec.type_name, &column, &values)
@@ -235,20 +234,16 @@ async fn committed_rows(
 /// equality or IN list ([`filter::lookup`]) with no order or offset, and
 /// some columns to read.
 fn lookup(
-    snapshot: &Snapshot,
     spec: &ScanSpec,
+    table: &Schema,
     columns: &[String],
     (_, offset): (Option<u64>, Option<u64>),
-) -> Result<Option<(String, Vec<ScalarValue>)>> {
-    let Some(f) = &spec.filter else {
-        return Ok(None);
-    };
+) -> Option<(String, Vec<ScalarValue>)> {
+    let f = spec.filter.as_ref()?;
     if !spec.order.is_empty() || offset.is_some() || columns.is_empty() {
-        return Ok(None);
+        return None;
     }
-    let schema =
-        omnigraph_engine::value::table_schema(snapshot.graph().catalog(), &spec.type_name)?;
-    Ok(filter::lookup(f, &spec.params, &schema))
+    filter::lookup(f, &spec.params, table)
 }
 
 /// The ids of the nodes whose `@key` (the single column `column`) has one
@@ -388,9 +383,9 @@ impl Scan {
         view: Option<Arc<StagedView>>,
         spec: &ScanSpec,
     ) -> Result<Scan> {
-        let filter = lance_filter(snapshot, spec)?;
         let table =
             omnigraph_engine::value::table_schema(snapshot.graph().catalog(), &spec.type_name)?;
+        let filter = lance_filter(spec, &table)?;
         let mut columns = spec.columns.clone();
         let mut scan = Scan {
             snapshot: snapshot.clone(),
@@ -421,7 +416,7 @@ impl Scan {
                 return Ok(scan);
             }
             let range = (spec.limit, spec.offset);
-            let rows = committed_rows(snapshot, spec, &columns, filter, range).await?;
+            let rows = committed_rows(snapshot, (spec, &table), &columns, filter, range).await?;
             scan.sources.push(Source::new(rows, true));
             return Ok(scan);
         };
@@ -446,8 +441,14 @@ impl Scan {
         if !view.hide_all {
             // A limit on committed rows only holds when none are skipped.
             let limit = if skip { None } else { spec.limit };
-            let rows =
-                committed_rows(snapshot, spec, &columns, filter.clone(), (limit, None)).await?;
+            let rows = committed_rows(
+                snapshot,
+                (spec, &table),
+                &columns,
+                filter.clone(),
+                (limit, None),
+            )
+            .await?;
             scan.sources.push(Source::new(rows, true));
         }
         if let Some(rows) = &view.rows {
