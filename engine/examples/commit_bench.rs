@@ -11,6 +11,9 @@
 //! the medians and the median per-round ratio are printed.
 //!
 //!     cargo run --release -p omnigraph-engine --example commit_bench -- [ROUNDS]
+//!
+//! `COMMIT_BENCH_ROWS=1,1000` runs only those sizes; `COMMIT_BENCH_STAGES=1`
+//! prints staging and commit times of every round.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,7 +52,12 @@ async fn main() {
         "{:>7} {:>12} {:>12} {:>7}  per-round ratios",
         "rows", "graph ms", "lance ms", "ratio"
     );
-    for n in [1i64, 1_000, 100_000] {
+    // COMMIT_BENCH_ROWS=1,1000 runs only those sizes.
+    let sizes: Vec<i64> = match std::env::var("COMMIT_BENCH_ROWS") {
+        Ok(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+        Err(_) => vec![1, 1_000, 100_000],
+    };
+    for n in sizes {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let uri = dir.path().join("g").to_string_lossy().into_owned();
         let g = Graph::create(&uri, SCHEMA, "bench")
@@ -102,7 +110,10 @@ async fn main() {
                     txn.insert_node("Item", props(code)).await.expect("insert");
                 }
                 let staged = t.elapsed().as_secs_f64() * 1e3;
-                txn.commit().await.expect("commit");
+                let prepared = txn.prepare().await.expect("prepare").expect("a commit");
+                let tp = Instant::now();
+                prepared.publish().await.expect("publish");
+                if std::env::var_os("OG_TICK").is_some() { eprintln!("  {:>22} {:8.3} ms", "publish", tp.elapsed().as_secs_f64()*1e3); }
                 let total = t.elapsed().as_secs_f64() * 1e3;
                 if std::env::var_os("COMMIT_BENCH_STAGES").is_some() {
                     eprintln!(
