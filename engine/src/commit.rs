@@ -672,7 +672,29 @@ impl WriteTxn {
         let storage = self.graph.storage();
         let mut tables = head.tables.clone();
         let mut written: Vec<(String, TableEntry)> = Vec::new();
-        let result: Result<()> = async {
+        let mut parents = vec![head.commit.id.clone()];
+        for p in &self.merge_parents {
+            if !parents.contains(p) {
+                parents.push(p.clone());
+            }
+        }
+        let commit = CommitInfo {
+            id: self.commit_id.clone(),
+            parents,
+            branch: self.branch.clone(),
+            actor: self.actor.clone(),
+            message: self.message.clone(),
+            committed_at_us: now_us(),
+        };
+        let seq = head.seq + 1;
+        // Every published commit has a change record and a pointer, written
+        // while the tables are: they name this commit only, and a pointer
+        // whose manifest does not carry the commit is ignored, so an attempt
+        // that fails leaves nothing readers see. Each write is durable when
+        // it returns, so all are before the manifest is published.
+        let change = self.change_record(&plan);
+        let records = write_commit_records(&self.graph, &commit.id, branch_id, seq, &change);
+        let tables_written = async {
             for (type_name, tp) in &plan.tables {
                 let spilled = self.spill(type_name).is_some_and(|s| s.len() > 0);
                 if tp.is_noop(spilled) {
@@ -698,22 +720,26 @@ impl WriteTxn {
                 };
                 written.push((type_name.clone(), entry.clone()));
                 let mut ds = storage.open_for_write(type_name, &entry).await?;
-                if tp.remove_all {
-                    ds = storage.delete(ds, "true").await?;
-                } else {
-                    let ids: Vec<&str> = tp.removed.iter().map(String::as_str).collect();
-                    for chunk in ids.chunks(ID_CHUNK) {
-                        ds = storage
-                            .delete(ds, &in_filter("id", chunk.iter().copied()))
-                            .await?;
-                    }
-                }
                 let records: Vec<&Record> = tp.new_rows.iter().map(|(r, _)| r.as_ref()).collect();
                 let batches = records
                     .chunks(8192)
                     .map(|c| records_to_batch(self.catalog(), type_name, c))
                     .collect::<Result<Vec<_>>>()?;
-                ds = storage.append(ds, batches).await?;
+                let removed: Vec<&str> = tp.removed.iter().map(String::as_str).collect();
+                if tp.remove_all {
+                    ds = storage.delete(ds, "true").await?;
+                    ds = storage.append(ds, batches).await?;
+                } else if removed.len() <= ID_CHUNK {
+                    // The usual commit: one Lance version per table.
+                    ds = storage.delete_ids_and_append(ds, &removed, batches).await?;
+                } else {
+                    for chunk in removed.chunks(ID_CHUNK) {
+                        ds = storage
+                            .delete(ds, &in_filter("id", chunk.iter().copied()))
+                            .await?;
+                    }
+                    ds = storage.append(ds, batches).await?;
+                }
                 if let Some(stream) = self.spilled(type_name).await? {
                     // Streamed from the spill into one new version.
                     ds = storage.append_stream(ds, stream.into()).await?;
@@ -726,42 +752,10 @@ impl WriteTxn {
                 tables.insert(type_name.clone(), entry);
                 failpoints::hit(names::COMMIT_BETWEEN_TABLES)?;
             }
-            Ok(())
-        }
-        .await;
-        let mut parents = vec![head.commit.id.clone()];
-        for p in &self.merge_parents {
-            if !parents.contains(p) {
-                parents.push(p.clone());
-            }
-        }
-        let commit = CommitInfo {
-            id: self.commit_id.clone(),
-            parents,
-            branch: self.branch.clone(),
-            actor: self.actor.clone(),
-            message: self.message.clone(),
-            committed_at_us: now_us(),
+            Ok::<(), Error>(())
         };
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            branch_id: branch_id.to_string(),
-            seq: head.seq + 1,
-            commit,
-            tables,
-        };
-        // Every published commit has a pointer: it is written first, and a
-        // pointer whose manifest does not carry the commit is ignored.
-        // The change record goes before the pointer, so every published
-        // commit has one (a missing one would only make later diffs and
-        // merges compare its tables whole).
-        let pointed = match result {
-            Ok(()) => {
-                write_commit_records(&self.graph, &manifest, &self.change_record(&plan)).await
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = pointed {
+        let (tables_written, recorded) = futures::join!(tables_written, records);
+        if let Err(e) = tables_written.and(recorded) {
             // Undo what this attempt wrote; if that fails too, the next commit
             // or `recover` rolls it back, and readers never see it meanwhile.
             for (type_name, entry) in &written {
@@ -772,6 +766,13 @@ impl WriteTxn {
             }
             return Err(e);
         }
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            branch_id: branch_id.to_string(),
+            seq,
+            commit,
+            tables,
+        };
         let summary = CommitSummary {
             commit: manifest.commit.clone(),
             tables: plan.tables.into_iter().map(|(k, v)| (k, v.stats)).collect(),
@@ -781,22 +782,24 @@ impl WriteTxn {
     }
 }
 
-/// What every commit writes before the manifest that publishes it: its
-/// change record, then its pointer (a pointer whose manifest does not
-/// carry the commit is ignored, so an unpublished attempt leaves nothing
-/// readers see).
+/// What every commit writes before the manifest that publishes it, at
+/// once: its change record and its pointer (a pointer whose manifest does
+/// not carry the commit is ignored, and a change record is read only for
+/// a commit a manifest carries, so an unpublished attempt leaves nothing
+/// readers see). Both are durable when this returns.
 pub(crate) async fn write_commit_records(
     graph: &crate::graph::Graph,
-    manifest: &Manifest,
+    commit_id: &str,
+    branch_id: &str,
+    seq: u64,
     record: &ChangeRecord,
 ) -> Result<()> {
-    graph
-        .write_change_record(&manifest.commit.id, record)
-        .await?;
-    graph
-        .meta()
-        .write_commit_pointer(&manifest.commit.id, &manifest.branch_id, manifest.seq)
-        .await
+    let meta = graph.meta();
+    let (recorded, pointed) = futures::join!(
+        graph.write_change_record(commit_id, record),
+        meta.write_commit_pointer(commit_id, branch_id, seq)
+    );
+    recorded.and(pointed)
 }
 
 impl WriteTxn {

@@ -245,8 +245,14 @@ impl Optimizer {
             tables: self.tables.clone(),
         };
         let published = async {
-            crate::commit::write_commit_records(&self.graph, &manifest, &ChangeRecord::default())
-                .await?;
+            crate::commit::write_commit_records(
+                &self.graph,
+                &manifest.commit.id,
+                &manifest.branch_id,
+                manifest.seq,
+                &ChangeRecord::default(),
+            )
+            .await?;
             if self.graph.meta().publish(&manifest).await? {
                 Ok(())
             } else {

@@ -380,10 +380,11 @@ impl Meta<'_> {
         {
             return Ok(false);
         }
-        // The hint is advisory: failing to write it costs a longer probe only.
+        // The hint is advisory: failing to write it, or losing it in a
+        // crash, costs a longer probe only, so it is not synced.
         let _ = self
             .storage
-            .put(
+            .put_advisory(
                 &self.head_hint_path(&m.branch_id),
                 m.seq.to_string().as_bytes(),
             )

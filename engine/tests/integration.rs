@@ -384,6 +384,103 @@ async fn an_edge_to_a_concurrently_deleted_node_is_rejected() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_deleting_and_adding_rows_writes_one_lance_version_per_table() {
+    const ITEMS: usize = 12_000;
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("g").to_string_lossy().into_owned();
+    let g = Graph::create(
+        &uri,
+        "node Item {\n    code: I64 @key\n    n: I64\n}\n",
+        "t",
+    )
+    .await
+    .unwrap();
+    let data: String = (0..ITEMS)
+        .map(|i| format!("{{\"type\": \"Item\", \"data\": {{\"code\": {i}, \"n\": {i}}}}}\n"))
+        .collect();
+    g.load("main", &data, LoadMode::Append, "t", "")
+        .await
+        .unwrap();
+    let before = g.snapshot(&ReadRef::main()).await.unwrap();
+    let id_index = |indexes: Vec<omnigraph_engine::TableIndex>| {
+        indexes
+            .into_iter()
+            .find(|i| i.column == "id")
+            .expect("the id index")
+    };
+    assert_eq!(
+        id_index(before.indexes("Item").await.unwrap()).uncovered_rows,
+        0
+    );
+
+    // Updates, a delete and an insert: the deletion files and the new
+    // fragment are one Lance version.
+    let mut txn = g.begin("main", "t").await.unwrap();
+    for code in ["10", "11"] {
+        txn.update("Item", code, props(&[("n", Value::Int(-1))]))
+            .await
+            .unwrap();
+    }
+    txn.delete("Item", "12").await.unwrap();
+    txn.insert_node(
+        "Item",
+        props(&[("code", Value::Int(99_999)), ("n", Value::Int(7))]),
+    )
+    .await
+    .unwrap();
+    let summary = txn.commit().await.unwrap().unwrap();
+    assert_eq!(
+        (
+            summary.tables["Item"].updated,
+            summary.tables["Item"].deleted,
+            summary.tables["Item"].inserted
+        ),
+        (2, 1, 1)
+    );
+    let after = g.snapshot(&ReadRef::main()).await.unwrap();
+    assert_eq!(
+        after.table("Item").unwrap().version,
+        before.table("Item").unwrap().version + 1
+    );
+    // The untouched rows stay indexed; the moved and new rows are not yet.
+    assert_eq!(
+        id_index(after.indexes("Item").await.unwrap()).uncovered_rows,
+        3
+    );
+    assert_eq!(after.count("Item").await.unwrap(), ITEMS as u64);
+    let rows = after
+        .rows_by_id("Item", &["10", "11", "12", "13", "99999"])
+        .await
+        .unwrap();
+    assert_eq!(rows["10"].prop("n"), &Value::Int(-1));
+    assert_eq!(rows["11"].prop("n"), &Value::Int(-1));
+    assert_eq!(rows["13"].prop("n"), &Value::Int(13));
+    assert_eq!(rows["99999"].prop("n"), &Value::Int(7));
+    assert!(!rows.contains_key("12"));
+    // The commit before is unchanged.
+    assert_eq!(
+        before.rows_by_id("Item", &["10", "12"]).await.unwrap()["10"].prop("n"),
+        &Value::Int(10)
+    );
+
+    // More deletes than one filter takes: in steps, with the same result.
+    let mut txn = g.begin("main", "t").await.unwrap();
+    for code in 1_000..6_000 {
+        txn.delete("Item", &code.to_string()).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+    let last = g.snapshot(&ReadRef::main()).await.unwrap();
+    assert_eq!(last.count("Item").await.unwrap(), ITEMS as u64 - 5_000);
+    let rows = last
+        .rows_by_id("Item", &["999", "1000", "5999", "6000"])
+        .await
+        .unwrap();
+    let mut kept: Vec<&str> = rows.keys().map(String::as_str).collect();
+    kept.sort();
+    assert_eq!(kept, ["6000", "999"]);
+}
+
 // ---------------------------------------------------------------- branches and time travel
 
 fn table_files(root: &Path) -> Vec<String> {

@@ -240,16 +240,18 @@ pub async fn take_range(
 /// left to a scan, which streams.
 pub const LOOKUP_ROWS: u64 = 8192;
 
-/// The rows of `ds` whose `column` equals one of `values` (named columns,
-/// in storage order), found by searching the graph's BTree or Bitmap index
-/// on `column` and taking the matches by row id: no scan is planned, which
-/// is most of the cost of a read of a few rows. Deleted rows are not
-/// returned (the take skips them).
+/// The rows of `ds` whose `column` equals one of `values` (named columns),
+/// found by searching the graph's BTree or Bitmap index on `column` and
+/// taking the matches by row id: no scan of the indexed fragments is
+/// planned, which is most of the cost of a read of a few rows. Deleted
+/// rows are not returned (the take skips them). Fragments written since
+/// the index was built (each commit appends one) are scanned with the
+/// filter, and their matches follow the indexed ones; within each part
+/// the rows are in storage order.
 ///
-/// `None` when the index cannot answer alone and a scan must: no such
-/// index, a fragment written since it was built, a result that needs a
-/// recheck, a value that is not of the column's type, or more than
-/// [`LOOKUP_ROWS`] matches.
+/// `None` when the index cannot answer and a scan must: no such index, a
+/// result that needs a recheck, a value that is not of the column's type,
+/// or more than [`LOOKUP_ROWS`] matches.
 pub async fn index_lookup(
     ds: &Dataset,
     column: &str,
@@ -290,9 +292,13 @@ pub async fn index_lookup(
                 .any(|s| s.fragment_bitmap.as_ref().is_some_and(|b| b.contains(id)))
         })
     };
-    if !ds.manifest().fragments.iter().all(|f| covered(f.id)) {
-        return Ok(None);
-    }
+    let uncovered: Vec<lance_table::format::Fragment> = ds
+        .manifest()
+        .fragments
+        .iter()
+        .filter(|f| !covered(f.id))
+        .cloned()
+        .collect();
     let query = match values {
         [v] => SargableQuery::Equals(v.clone()),
         _ => SargableQuery::IsIn(values.to_vec()),
@@ -320,15 +326,140 @@ pub async fn index_lookup(
             return Ok(None);
         }
     }
+    let scan_uncovered = match uncovered_matches(ds, &uncovered, column, values).await? {
+        Some(found) => {
+            rows.extend(found);
+            false
+        }
+        None => true,
+    };
+    if rows.len() as u64 > LOOKUP_ROWS {
+        return Ok(None);
+    }
     rows.sort_unstable();
     rows.dedup();
     let projection = ds.schema().project(columns)?;
-    if rows.is_empty() {
-        let schema = arrow_schema::Schema::from(&projection);
-        return Ok(Some(RecordBatch::new_empty(Arc::new(schema))));
+    let schema = Arc::new(arrow_schema::Schema::from(&projection));
+    let indexed = match rows.is_empty() {
+        true => RecordBatch::new_empty(schema.clone()),
+        false => {
+            let take = Arc::new(ds.clone()).take_builder(&rows, projection)?;
+            take.execute().await?
+        }
+    };
+    if !scan_uncovered {
+        return Ok(Some(indexed));
     }
-    let take = Arc::new(ds.clone()).take_builder(&rows, projection)?;
-    Ok(Some(take.execute().await?))
+    let Some(unindexed) = scan_fragments(ds, uncovered, column, values, columns).await? else {
+        return Ok(None);
+    };
+    if indexed.num_rows() + unindexed.num_rows() > LOOKUP_ROWS as usize {
+        return Ok(None);
+    }
+    Ok(Some(arrow_select::concat::concat_batches(
+        &schema,
+        [&indexed, &unindexed],
+    )?))
+}
+
+/// The column of row addresses Lance adds to a read that asks for them
+/// (`lance_core::ROW_ADDR`).
+const ROW_ADDR: &str = "_rowaddr";
+
+/// Fragments outside an index holding at most this many rows are searched
+/// by reading their column whole (a take, no scan planned); more are
+/// scanned with the filter.
+const UNCOVERED_TAKE_ROWS: u64 = 16_384;
+
+/// The addresses of the live rows of `fragments` whose `column` equals one
+/// of `values`, found by taking that column of every row of those
+/// fragments and comparing in memory: a few small fragments (what commits
+/// since the index was built wrote) cost a few reads, where a filtered scan
+/// would cost its planning. `None` past [`UNCOVERED_TAKE_ROWS`] rows, or
+/// when a fragment does not record its row count.
+async fn uncovered_matches(
+    ds: &Dataset,
+    fragments: &[lance_table::format::Fragment],
+    column: &str,
+    values: &[lance::deps::datafusion::scalar::ScalarValue],
+) -> Result<Option<Vec<u64>>> {
+    use lance::deps::datafusion::scalar::ScalarValue;
+    let mut addresses = Vec::new();
+    for f in fragments {
+        let Some(rows) = f.physical_rows else {
+            return Ok(None);
+        };
+        if (addresses.len() + rows) as u64 > UNCOVERED_TAKE_ROWS {
+            return Ok(None);
+        }
+        addresses.extend((0..rows as u64).map(|offset| (f.id << 32) | offset));
+    }
+    if addresses.is_empty() {
+        return Ok(Some(addresses));
+    }
+    let projection = ds.schema().project(&[column])?;
+    let taken = Arc::new(ds.clone())
+        .take_builder(&addresses, projection)?
+        .with_row_address(true)
+        .execute()
+        .await?;
+    let (Some(found), Some(at)) = (
+        taken.column_by_name(column),
+        taken
+            .column_by_name(ROW_ADDR)
+            .and_then(|a| a.as_any().downcast_ref::<arrow_array::UInt64Array>()),
+    ) else {
+        return Err(Error::Internal(format!(
+            "a take of {column} with row addresses returned columns {:?}",
+            taken.schema().fields()
+        )));
+    };
+    let mut matched = Vec::new();
+    for i in 0..taken.num_rows() {
+        let value = ScalarValue::try_from_array(found, i)
+            .map_err(|e| Error::Internal(format!("a value of {column}: {e}")))?;
+        if values.contains(&value) {
+            matched.push(at.value(i));
+        }
+    }
+    Ok(Some(matched))
+}
+
+/// The rows of `fragments` of `ds` whose `column` equals one of `values`
+/// (named columns, in storage order), read by a filtered scan of those
+/// fragments alone; `None` past [`LOOKUP_ROWS`] matches.
+async fn scan_fragments(
+    ds: &Dataset,
+    fragments: Vec<lance_table::format::Fragment>,
+    column: &str,
+    values: &[lance::deps::datafusion::scalar::ScalarValue],
+    columns: &[String],
+) -> Result<Option<RecordBatch>> {
+    use lance::deps::datafusion::common::Column;
+    use lance::deps::datafusion::logical_expr::{Expr, lit};
+    let target = Expr::Column(Column::new_unqualified(column));
+    let filter = match values {
+        [v] => target.eq(lit(v.clone())),
+        _ => target.in_list(values.iter().cloned().map(lit).collect(), false),
+    };
+    let mut scan = scanner(ds);
+    scan.with_fragments(fragments);
+    scan.project(columns)?;
+    scan.filter_expr(filter);
+    let mut stream = scan.try_into_stream().await?;
+    let mut batches = Vec::new();
+    let mut rows = 0;
+    while let Some(batch) = stream.try_next().await? {
+        rows += batch.num_rows();
+        if rows as u64 > LOOKUP_ROWS {
+            return Ok(None);
+        }
+        batches.push(batch);
+    }
+    let schema = Arc::new(arrow_schema::Schema::from(&ds.schema().project(columns)?));
+    Ok(Some(arrow_select::concat::concat_batches(
+        &schema, &batches,
+    )?))
 }
 
 const METADATA_CACHE_BYTES: usize = 64 << 20;
@@ -678,6 +809,85 @@ impl Storage {
             .execute_stream(stream)
             .await?;
         Ok(ds)
+    }
+
+    /// Delete the rows whose `id` is one of `ids` and append `batches`, as
+    /// one new version: a Lance update that commits the deletion files and
+    /// the new fragment together (one manifest, one transaction file),
+    /// where a delete then an append would commit twice. The new fragment
+    /// is outside every index, as an append's is; the fragments that lost
+    /// rows keep theirs. Returns the input when there is nothing to do.
+    pub async fn delete_ids_and_append(
+        &self,
+        ds: Dataset,
+        ids: &[&str],
+        batches: Vec<RecordBatch>,
+    ) -> Result<Dataset> {
+        use lance::dataset::transaction::{Operation, Transaction, UpdateMode};
+        use lance::deps::datafusion::common::Column;
+        use lance::deps::datafusion::logical_expr::{Expr, lit};
+
+        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if ids.is_empty() {
+            return self.append(ds, batches).await;
+        }
+        let ds = Arc::new(ds);
+        let filter = Expr::Column(Column::new_unqualified("id"))
+            .in_list(ids.iter().map(|id| lit(*id)).collect(), false);
+        let deleted = lance::dataset::DeleteBuilder::from_expr(ds.clone(), filter)
+            .execute_uncommitted()
+            .await?;
+        let Operation::Delete {
+            updated_fragments,
+            deleted_fragment_ids,
+            ..
+        } = deleted.transaction.operation
+        else {
+            return Err(Error::Internal(
+                "a Lance delete staged something other than a delete".into(),
+            ));
+        };
+        let new_fragments = match batches.is_empty() {
+            true => Vec::new(),
+            false => {
+                let appended = lance::dataset::InsertBuilder::new(ds.clone())
+                    .with_params(&self.params(WriteMode::Append))
+                    .execute_uncommitted(batches)
+                    .await?;
+                match appended.operation {
+                    Operation::Append { fragments } => fragments,
+                    _ => {
+                        return Err(Error::Internal(
+                            "a Lance append staged something other than an append".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        if updated_fragments.is_empty()
+            && deleted_fragment_ids.is_empty()
+            && new_fragments.is_empty()
+        {
+            return Ok(Arc::unwrap_or_clone(ds));
+        }
+        let update = Operation::Update {
+            removed_fragment_ids: deleted_fragment_ids,
+            updated_fragments,
+            new_fragments,
+            // Rows are moved (deleted, and appended in a new fragment), as
+            // Lance's own row-rewriting update does: no column is rewritten
+            // in place, so no index loses a fragment.
+            fields_modified: Vec::new(),
+            compacted_sstables: Vec::new(),
+            fields_for_preserving_frag_bitmap: Vec::new(),
+            update_mode: Some(UpdateMode::RewriteRows),
+            inserted_rows_filter: None,
+            updated_fragment_offsets: None,
+        };
+        let transaction = Transaction::new(ds.manifest().version, update, None);
+        Ok(lance::dataset::CommitBuilder::new(ds)
+            .execute(transaction)
+            .await?)
     }
 
     pub async fn append(&self, ds: Dataset, batches: Vec<RecordBatch>) -> Result<Dataset> {
@@ -1061,6 +1271,24 @@ impl Storage {
     pub async fn put(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         self.store.put(path, bytes).await?;
         Ok(())
+    }
+
+    /// Write an object whose loss in a crash is harmless (a hint that
+    /// readers check against the objects it points at): replaced whole,
+    /// like every object, but on a local graph not synced.
+    pub async fn put_advisory(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let Some(file) = self.local_file(path) else {
+            return self.put(path, bytes).await;
+        };
+        let staged = file.with_extension(format!("{}.tmp", ulid::Ulid::new()));
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let written = std::fs::write(&staged, bytes).and_then(|()| std::fs::rename(&staged, &file));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&staged);
+        }
+        Ok(written?)
     }
 
     /// The file of an object of a local graph.
