@@ -414,6 +414,7 @@ async fn uncovered_matches(
             taken.schema().fields()
         )));
     };
+    let values: std::collections::HashSet<&ScalarValue> = values.iter().collect();
     let mut matched = Vec::new();
     for i in 0..taken.num_rows() {
         let value = ScalarValue::try_from_array(found, i)
