@@ -245,9 +245,10 @@ pub const LOOKUP_ROWS: u64 = 8192;
 /// taking the matches by row id: no scan of the indexed fragments is
 /// planned, which is most of the cost of a read of a few rows. Deleted
 /// rows are not returned (the take skips them). Fragments written since
-/// the index was built (each commit appends one) are scanned with the
-/// filter, and their matches follow the indexed ones; within each part
-/// the rows are in storage order.
+/// the index was built (each commit appends one) are searched by
+/// [`uncovered_matches`], their matches taken with the indexed ones, in
+/// storage order; past its size they are scanned with the filter, and
+/// their matches follow the indexed ones.
 ///
 /// `None` when the index cannot answer and a scan must: no such index, a
 /// result that needs a recheck, a value that is not of the column's type,
@@ -375,8 +376,8 @@ const UNCOVERED_TAKE_ROWS: u64 = 16_384;
 /// of `values`, found by taking that column of every row of those
 /// fragments and comparing in memory: a few small fragments (what commits
 /// since the index was built wrote) cost a few reads, where a filtered scan
-/// would cost its planning. `None` past [`UNCOVERED_TAKE_ROWS`] rows, or
-/// when a fragment does not record its row count.
+/// would cost its planning. `None` past [`UNCOVERED_TAKE_ROWS`] rows, when
+/// a fragment does not record its row count, or with stable row ids.
 async fn uncovered_matches(
     ds: &Dataset,
     fragments: &[lance_table::format::Fragment],
@@ -384,6 +385,11 @@ async fn uncovered_matches(
     values: &[lance::deps::datafusion::scalar::ScalarValue],
 ) -> Result<Option<Vec<u64>>> {
     use lance::deps::datafusion::scalar::ScalarValue;
+    // A take is by row id, which is the address unless stable row ids are
+    // on (the graph never turns them on).
+    if ds.manifest().uses_stable_row_ids() {
+        return Ok(None);
+    }
     let mut addresses = Vec::new();
     for f in fragments {
         let Some(rows) = f.physical_rows else {
