@@ -555,6 +555,29 @@ async fn equalities_on_indexed_columns_are_looked_up_as_a_scan_would_read_them()
         assert!(looked_up, "{f:?} is looked up in the id index");
         assert_eq!(rows, want, "{f:?}");
     }
+    // No index on `n` yet: the table is small enough to read its column
+    // whole, so an equality on it is still a lookup, with a scan's rows.
+    let n42 = Expr::Cmp {
+        column: Column {
+            name: "n".into(),
+            ty: ColumnType::Int,
+        },
+        op: CmpOp::Eq,
+        value: filter::Value::Const(Scalar::Int(42)),
+        c_collation: false,
+    };
+    let (rows, looked_up) = read_sorted(&snap, None, &spec(vec![], Some(n42.clone()), None)).await;
+    assert!(looked_up, "a small table without an index is looked up");
+    assert_eq!(
+        rows.len(),
+        (0..INDEXED_ROWS)
+            .filter(|i| indexed_n(*i) == Some(42))
+            .count()
+    );
+    let ordered = spec(vec![key("id", true, false)], Some(n42), None);
+    let (scanned, looked_up) = read_sorted(&snap, None, &ordered).await;
+    assert!(!looked_up);
+    assert_eq!(scanned, rows);
     g.optimize("main", "t").await.unwrap();
     // Deletes committed after the indexes were built: the indexes still
     // name the deleted rows, which must not come back.
@@ -753,6 +776,32 @@ async fn equalities_on_indexed_columns_are_looked_up_as_a_scan_would_read_them()
         assert!(looked_up, "{f:?}");
         assert!(!rows.is_empty(), "{f:?}");
         assert_eq!(rows, want(&model, keep.as_ref()), "{f:?} after a commit");
+    }
+
+    // A row of the uncovered fragment deleted: its deletion vector keeps it
+    // out of the column read.
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.delete("Item", "c05042").await.unwrap();
+    txn.commit().await.unwrap();
+    model.remove("c05042");
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    for (f, keep) in [
+        (
+            eq(&n, Scalar::Int(1)),
+            Box::new(|_: &str, n| n == Some(1)) as Keep,
+        ),
+        (
+            in_list(
+                &id,
+                vec![Scalar::Text("new".into()), Scalar::Text("c05042".into())],
+            ),
+            Box::new(|id: &str, _| id == "new"),
+        ),
+    ] {
+        let (rows, looked_up) =
+            read_sorted(&snap, None, &spec(vec![], Some(f.clone()), None)).await;
+        assert!(looked_up, "{f:?}");
+        assert_eq!(rows, want(&model, keep.as_ref()), "{f:?} after a delete");
     }
 
     // More new rows than are worth reading whole: the `n` index's new

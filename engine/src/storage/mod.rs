@@ -243,14 +243,16 @@ pub const LOOKUP_ROWS: u64 = 8192;
 /// The rows of `ds` whose `column` equals one of `values` (named columns),
 /// found by searching the graph's BTree or Bitmap index on `column` and
 /// taking the matches by row id: no scan of the indexed fragments is
-/// planned, which is most of the cost of a read of a few rows. Deleted
+/// planned, which is most of the cost of a read of a few rows. A table of
+/// at most [`UNCOVERED_TAKE_ROWS`] rows without such an index is searched
+/// as the fragments an index leaves out are, below. Deleted
 /// rows are not returned (the take skips them). Fragments written since
 /// the index was built (each commit appends one) are searched by
 /// [`uncovered_matches`], their matches taken with the indexed ones, in
 /// storage order; past its size they are scanned with the filter, and
 /// their matches follow the indexed ones.
 ///
-/// `None` when the index cannot answer and a scan must: no such index, a
+/// `None` when a scan must answer: no such index on a larger table, a
 /// result that needs a recheck, a value that is not of the column's type,
 /// or more than [`LOOKUP_ROWS`] matches.
 pub async fn index_lookup(
@@ -283,7 +285,7 @@ pub async fn index_lookup(
             d.type_url.ends_with("BTreeIndexDetails") || d.type_url.ends_with("BitmapIndexDetails")
         })
     };
-    if segments.is_empty() || !segments.iter().all(scalar) {
+    if !segments.iter().all(scalar) {
         return Ok(None);
     }
     let covered = |id: u64| {
@@ -300,6 +302,17 @@ pub async fn index_lookup(
         .filter(|f| !covered(f.id))
         .cloned()
         .collect();
+    // Without an index, only a table small enough to read the column of
+    // whole is looked up (by `uncovered_matches`); a larger one is scanned.
+    let rows_of = |fragments: &[lance_table::format::Fragment]| {
+        fragments
+            .iter()
+            .map(|f| f.physical_rows.map(|n| n as u64))
+            .sum::<Option<u64>>()
+    };
+    if segments.is_empty() && rows_of(&uncovered).is_none_or(|n| n > UNCOVERED_TAKE_ROWS) {
+        return Ok(None);
+    }
     let query = match values {
         [v] => SargableQuery::Equals(v.clone()),
         _ => SargableQuery::IsIn(values.to_vec()),
@@ -351,6 +364,9 @@ pub async fn index_lookup(
     if !scan_uncovered {
         return Ok(Some(indexed));
     }
+    if segments.is_empty() {
+        return Ok(None);
+    }
     let Some(unindexed) = scan_fragments(ds, uncovered, column, values, columns).await? else {
         return Ok(None);
     };
@@ -373,8 +389,8 @@ const ROW_ADDR: &str = "_rowaddr";
 const UNCOVERED_TAKE_ROWS: u64 = 16_384;
 
 /// The addresses of the live rows of `fragments` whose `column` equals one
-/// of `values`, found by taking that column of every row of those
-/// fragments and comparing in memory: a few small fragments (what commits
+/// of `values`, found by taking that column of every live row of those
+/// fragments (their deletion vectors read first) and comparing in memory: a few small fragments (what commits
 /// since the index was built wrote) cost a few reads, where a filtered scan
 /// would cost its planning. `None` past [`UNCOVERED_TAKE_ROWS`] rows, when
 /// a fragment does not record its row count, or with stable row ids.
@@ -398,7 +414,27 @@ async fn uncovered_matches(
         if (addresses.len() + rows) as u64 > UNCOVERED_TAKE_ROWS {
             return Ok(None);
         }
-        addresses.extend((0..rows as u64).map(|offset| (f.id << 32) | offset));
+        // A take with row addresses must name live rows only.
+        let deleted = match &f.deletion_file {
+            None => None,
+            Some(_) => {
+                let Some(fragment) = usize::try_from(f.id)
+                    .ok()
+                    .and_then(|id| ds.get_fragment(id))
+                else {
+                    return Ok(None);
+                };
+                fragment.get_deletion_vector().await?
+            }
+        };
+        let live = |offset: &u32| deleted.as_ref().is_none_or(|d| !d.contains(*offset));
+        let rows = u32::try_from(rows)
+            .map_err(|_| Error::Internal(format!("fragment {} has {rows} rows", f.id)))?;
+        addresses.extend(
+            (0..rows)
+                .filter(live)
+                .map(|offset| (f.id << 32) | u64::from(offset)),
+        );
     }
     if addresses.is_empty() {
         return Ok(Some(addresses));
