@@ -89,6 +89,26 @@ def fsync_trace(pid, out):
     return proc
 
 
+def joined_syscalls(lines):
+    """strace -f splits a call that another thread's call interrupts into
+    `PID call(args <unfinished ...>` and, later, `PID <... call resumed>
+    rest`: join each pair into one line at the place the call returned (a
+    commit writes several files at once)."""
+    pending = {}
+    out = []
+    for line in lines:
+        m = re.match(r"(\d+)\s+(.*?)\s*<unfinished \.\.\.>$", line)
+        if m:
+            pending[m.group(1)] = m.group(2)
+            continue
+        m = re.match(r"(\d+)\s+<\.\.\. \w+ resumed>\s*(.*)$", line)
+        if m and m.group(1) in pending:
+            out.append(f"{m.group(1)} {pending.pop(m.group(1))}{m.group(2)}")
+            continue
+        out.append(line)
+    return out
+
+
 def test_every_file_a_commit_creates_is_fsynced_before_commit_returns(graph, tmp_path):
     if shutil.which("strace") is None:
         pytest.fail("strace is not installed (scripts/lib.sh installs it)")
@@ -118,7 +138,7 @@ def test_every_file_a_commit_creates_is_fsynced_before_commit_returns(graph, tmp
     cur.execute("SELECT 'omnigraph-after-commit'")
     tracer.send_signal(signal.SIGINT)
     tracer.wait(timeout=60)
-    lines = open(out).read().splitlines()
+    lines = joined_syscalls(open(out).read().splitlines())
     marker = next(i for i, l in enumerate(lines) if "omnigraph-after-commit" in l)
     start = next(i for i, l in enumerate(lines) if "durable" in l and "recvfrom" in l)
     events = lines[start:marker]
