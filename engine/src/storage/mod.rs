@@ -243,14 +243,15 @@ pub const LOOKUP_ROWS: u64 = 8192;
 /// The rows of `ds` whose `column` equals one of `values` (named columns),
 /// found by searching the graph's BTree or Bitmap index on `column` and
 /// taking the matches by row id: no scan of the indexed fragments is
-/// planned, which is most of the cost of a read of a few rows. A table of
-/// at most [`UNCOVERED_TAKE_ROWS`] rows without such an index is searched
-/// as the fragments an index leaves out are, below. Deleted
-/// rows are not returned (the take skips them). Fragments written since
-/// the index was built (each commit appends one) are searched by
-/// [`uncovered_matches`], their matches taken with the indexed ones, in
-/// storage order; past its size they are scanned with the filter, and
-/// their matches follow the indexed ones.
+/// planned, which is most of the cost of a read of a few rows. Deleted
+/// rows are not returned (the take skips them).
+///
+/// Fragments written since the index was built (each commit appends one)
+/// are searched by [`uncovered_matches`], their matches taken with the
+/// indexed ones, in storage order; past its size they are scanned with the
+/// filter, and their matches follow the indexed ones. A table of at most
+/// [`UNCOVERED_TAKE_ROWS`] rows without such an index is searched as if
+/// the index covered nothing.
 ///
 /// `None` when a scan must answer: no such index on a larger table, a
 /// result that needs a recheck, a value that is not of the column's type,
@@ -390,9 +391,9 @@ const UNCOVERED_TAKE_ROWS: u64 = 16_384;
 
 /// The addresses of the live rows of `fragments` whose `column` equals one
 /// of `values`, found by taking that column of every live row of those
-/// fragments (their deletion vectors read first) and comparing in memory: a few small fragments (what commits
-/// since the index was built wrote) cost a few reads, where a filtered scan
-/// would cost its planning. `None` past [`UNCOVERED_TAKE_ROWS`] rows, when
+/// fragments (their deletion vectors read first) and comparing in memory:
+/// a few small fragments (what commits since the index was built wrote)
+/// cost a few reads, where a filtered scan would cost its planning. `None` past [`UNCOVERED_TAKE_ROWS`] rows, when
 /// a fragment does not record its row count, or with stable row ids.
 async fn uncovered_matches(
     ds: &Dataset,
