@@ -1,0 +1,307 @@
+//! Short reads of one table version: a scanner with bounded read-ahead,
+//! rows by offset, and lookups of equal values through a scalar index and
+//! the fragments it does not cover.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use futures::TryStreamExt;
+use lance::Dataset;
+
+use super::index_name;
+use crate::error::{Error, Result};
+
+/// I/O a scan may queue ahead of its consumer. Lance's default is 2 GiB,
+/// which a slow consumer (a cursor, a commit appending what it reads) would
+/// fill with the whole table.
+pub const SCAN_IO_BUFFER_BYTES: u64 = 64 << 20;
+
+/// A scanner of `ds` with bounded read-ahead; every scan starts here.
+pub fn scanner(ds: &Dataset) -> lance::dataset::scanner::Scanner {
+    let mut scan = ds.scan();
+    scan.io_buffer_size(SCAN_IO_BUFFER_BYTES);
+    scan
+}
+
+/// Rows `range` (positions among the live rows, in storage order) of the
+/// named columns of `ds`, read by offset: no scan is planned, so a short
+/// range costs the chunk reads alone. `range` must lie within the rows.
+pub async fn take_range(
+    ds: &Dataset,
+    columns: &[String],
+    range: std::ops::Range<u64>,
+) -> Result<RecordBatch> {
+    let offsets: Vec<u64> = range.collect();
+    let projection = ds.schema().project(columns)?;
+    Ok(ds.take(&offsets, projection).await?)
+}
+
+/// Most rows [`index_lookup`] reads at once; a lookup matching more is
+/// left to a scan, which streams.
+pub const LOOKUP_ROWS: u64 = 8192;
+
+/// The rows of `ds` whose `column` equals one of `values` (named columns),
+/// found by searching the graph's BTree or Bitmap index on `column` and
+/// taking the matches by row id: no scan of the indexed fragments is
+/// planned, which is most of the cost of a read of a few rows. Deleted
+/// rows are not returned (the take skips them).
+///
+/// Fragments written since the index was built (each commit appends one)
+/// are searched by [`uncovered_matches`], their matches taken with the
+/// indexed ones, in storage order; past its size they are scanned with the
+/// filter, and their matches follow the indexed ones. A table of at most
+/// [`UNCOVERED_TAKE_ROWS`] rows without such an index is searched as if
+/// the index covered nothing.
+///
+/// `None` when a scan must answer: no such index on a larger table, a
+/// result that needs a recheck, a value that is not of the column's type,
+/// or more than [`LOOKUP_ROWS`] matches.
+pub async fn index_lookup(
+    ds: &Dataset,
+    column: &str,
+    values: &[lance::deps::datafusion::scalar::ScalarValue],
+    columns: &[String],
+) -> Result<Option<RecordBatch>> {
+    use lance::index::DatasetIndexInternalExt;
+    use lance_index::metrics::NoOpMetricsCollector;
+    use lance_index::scalar::{SargableQuery, SearchResult};
+
+    let Some(field) = ds.schema().field(column) else {
+        return Ok(None);
+    };
+    // A value of another type would be compared after a cast, which may
+    // round; the scan compares as the query asked.
+    let data_type = field.data_type();
+    if values.is_empty()
+        || values
+            .iter()
+            .any(|v| v.is_null() || v.data_type() != data_type)
+    {
+        return Ok(None);
+    }
+    let segments =
+        lance::index::scalar::load_named_scalar_segments(ds, column, &index_name(column)).await?;
+    let scalar = |s: &lance_table::format::IndexMetadata| {
+        s.index_details.as_ref().is_some_and(|d| {
+            d.type_url.ends_with("BTreeIndexDetails") || d.type_url.ends_with("BitmapIndexDetails")
+        })
+    };
+    if !segments.iter().all(scalar) {
+        return Ok(None);
+    }
+    let covered = |id: u64| {
+        u32::try_from(id).is_ok_and(|id| {
+            segments
+                .iter()
+                .any(|s| s.fragment_bitmap.as_ref().is_some_and(|b| b.contains(id)))
+        })
+    };
+    let uncovered: Vec<lance_table::format::Fragment> = ds
+        .manifest()
+        .fragments
+        .iter()
+        .filter(|f| !covered(f.id))
+        .cloned()
+        .collect();
+    // Without an index, only a table small enough to read the column of
+    // whole is looked up (by `uncovered_matches`); a larger one is scanned.
+    let rows_of = |fragments: &[lance_table::format::Fragment]| {
+        fragments
+            .iter()
+            .map(|f| f.physical_rows.map(|n| n as u64))
+            .sum::<Option<u64>>()
+    };
+    if segments.is_empty() && rows_of(&uncovered).is_none_or(|n| n > UNCOVERED_TAKE_ROWS) {
+        return Ok(None);
+    }
+    let query = match values {
+        [v] => SargableQuery::Equals(v.clone()),
+        _ => SargableQuery::IsIn(values.to_vec()),
+    };
+    // Row ids and row addresses are one domain unless stable row ids are
+    // on (the graph never turns them on); then only row-id answers serve.
+    let stable_ids = ds.manifest().uses_stable_row_ids();
+    let mut rows: Vec<u64> = Vec::new();
+    for s in &segments {
+        let index = ds
+            .open_scalar_index(column, &s.uuid, &NoOpMetricsCollector)
+            .await?;
+        if stable_ids && index.results_are_row_addresses() {
+            return Ok(None);
+        }
+        let SearchResult::Exact(set) = index.search(&query, &NoOpMetricsCollector).await? else {
+            return Ok(None);
+        };
+        let found = set.true_rows();
+        let Some(ids) = found.row_addrs() else {
+            return Ok(None);
+        };
+        rows.extend(ids.map(u64::from));
+        if rows.len() as u64 > LOOKUP_ROWS {
+            return Ok(None);
+        }
+    }
+    let scan_uncovered = match uncovered_matches(ds, &uncovered, column, values).await? {
+        Some(found) => {
+            rows.extend(found);
+            false
+        }
+        None => true,
+    };
+    if rows.len() as u64 > LOOKUP_ROWS {
+        return Ok(None);
+    }
+    rows.sort_unstable();
+    rows.dedup();
+    let projection = ds.schema().project(columns)?;
+    let schema = Arc::new(arrow_schema::Schema::from(&projection));
+    let indexed = match rows.is_empty() {
+        true => RecordBatch::new_empty(schema.clone()),
+        false => {
+            let take = Arc::new(ds.clone()).take_builder(&rows, projection)?;
+            take.execute().await?
+        }
+    };
+    if !scan_uncovered {
+        return Ok(Some(indexed));
+    }
+    if segments.is_empty() {
+        return Ok(None);
+    }
+    let Some(unindexed) = scan_fragments(ds, uncovered, column, values, columns).await? else {
+        return Ok(None);
+    };
+    if indexed.num_rows() + unindexed.num_rows() > LOOKUP_ROWS as usize {
+        return Ok(None);
+    }
+    Ok(Some(arrow_select::concat::concat_batches(
+        &schema,
+        [&indexed, &unindexed],
+    )?))
+}
+
+/// The column of row addresses Lance adds to a read that asks for them
+/// (`lance_core::ROW_ADDR`).
+const ROW_ADDR: &str = "_rowaddr";
+
+/// Fragments outside an index holding at most this many rows are searched
+/// by reading their column whole (a take, no scan planned); more are
+/// scanned with the filter.
+const UNCOVERED_TAKE_ROWS: u64 = 16_384;
+
+/// The addresses of the live rows of `fragments` whose `column` equals one
+/// of `values`, found by taking that column of every live row of those
+/// fragments (their deletion vectors read first) and comparing in memory:
+/// a few small fragments (what commits since the index was built wrote)
+/// cost a few reads, where a filtered scan would cost its planning. `None` past [`UNCOVERED_TAKE_ROWS`] rows, when
+/// a fragment does not record its row count, or with stable row ids.
+async fn uncovered_matches(
+    ds: &Dataset,
+    fragments: &[lance_table::format::Fragment],
+    column: &str,
+    values: &[lance::deps::datafusion::scalar::ScalarValue],
+) -> Result<Option<Vec<u64>>> {
+    use lance::deps::datafusion::scalar::ScalarValue;
+    // A take is by row id, which is the address unless stable row ids are
+    // on (the graph never turns them on).
+    if ds.manifest().uses_stable_row_ids() {
+        return Ok(None);
+    }
+    let mut addresses = Vec::new();
+    for f in fragments {
+        let Some(rows) = f.physical_rows else {
+            return Ok(None);
+        };
+        if (addresses.len() + rows) as u64 > UNCOVERED_TAKE_ROWS {
+            return Ok(None);
+        }
+        // A take with row addresses must name live rows only.
+        let deleted = match &f.deletion_file {
+            None => None,
+            Some(_) => {
+                let Some(fragment) = usize::try_from(f.id)
+                    .ok()
+                    .and_then(|id| ds.get_fragment(id))
+                else {
+                    return Ok(None);
+                };
+                fragment.get_deletion_vector().await?
+            }
+        };
+        let live = |offset: &u32| deleted.as_ref().is_none_or(|d| !d.contains(*offset));
+        let rows = u32::try_from(rows)
+            .map_err(|_| Error::Internal(format!("fragment {} has {rows} rows", f.id)))?;
+        addresses.extend(
+            (0..rows)
+                .filter(live)
+                .map(|offset| (f.id << 32) | u64::from(offset)),
+        );
+    }
+    if addresses.is_empty() {
+        return Ok(Some(addresses));
+    }
+    let projection = ds.schema().project(&[column])?;
+    let taken = Arc::new(ds.clone())
+        .take_builder(&addresses, projection)?
+        .with_row_address(true)
+        .execute()
+        .await?;
+    let (Some(found), Some(at)) = (
+        taken.column_by_name(column),
+        taken
+            .column_by_name(ROW_ADDR)
+            .and_then(|a| a.as_any().downcast_ref::<arrow_array::UInt64Array>()),
+    ) else {
+        return Err(Error::Internal(format!(
+            "a take of {column} with row addresses returned columns {:?}",
+            taken.schema().fields()
+        )));
+    };
+    let values: std::collections::HashSet<&ScalarValue> = values.iter().collect();
+    let mut matched = Vec::new();
+    for i in 0..taken.num_rows() {
+        let value = ScalarValue::try_from_array(found, i)
+            .map_err(|e| Error::Internal(format!("a value of {column}: {e}")))?;
+        if values.contains(&value) {
+            matched.push(at.value(i));
+        }
+    }
+    Ok(Some(matched))
+}
+
+/// The rows of `fragments` of `ds` whose `column` equals one of `values`
+/// (named columns, in storage order), read by a filtered scan of those
+/// fragments alone; `None` past [`LOOKUP_ROWS`] matches.
+async fn scan_fragments(
+    ds: &Dataset,
+    fragments: Vec<lance_table::format::Fragment>,
+    column: &str,
+    values: &[lance::deps::datafusion::scalar::ScalarValue],
+    columns: &[String],
+) -> Result<Option<RecordBatch>> {
+    use lance::deps::datafusion::common::Column;
+    use lance::deps::datafusion::logical_expr::{Expr, lit};
+    let target = Expr::Column(Column::new_unqualified(column));
+    let filter = match values {
+        [v] => target.eq(lit(v.clone())),
+        _ => target.in_list(values.iter().cloned().map(lit).collect(), false),
+    };
+    let mut scan = scanner(ds);
+    scan.with_fragments(fragments);
+    scan.project(columns)?;
+    scan.filter_expr(filter);
+    let mut stream = scan.try_into_stream().await?;
+    let mut batches = Vec::new();
+    let mut rows = 0;
+    while let Some(batch) = stream.try_next().await? {
+        rows += batch.num_rows();
+        if rows as u64 > LOOKUP_ROWS {
+            return Ok(None);
+        }
+        batches.push(batch);
+    }
+    let schema = Arc::new(arrow_schema::Schema::from(&ds.schema().project(columns)?));
+    Ok(Some(arrow_select::concat::concat_batches(
+        &schema, &batches,
+    )?))
+}
