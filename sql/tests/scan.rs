@@ -360,17 +360,41 @@ async fn short_ranges_are_read_by_offset_as_a_scan_would_read_them() {
     s.run("DELETE FROM item WHERE id IN ('c00000', 'c00007', 'c20000', 'c39999')")
         .await
         .unwrap();
+    // Two more fragments, the second with a deleted row: ranges cross
+    // fragments, with and without deletions.
+    for range in [COMMITTED..COMMITTED + 100, COMMITTED + 100..COMMITTED + 150] {
+        g.load("main", &items(range), LoadMode::Append, "t", "")
+            .await
+            .unwrap();
+    }
+    s.run("DELETE FROM item WHERE id IN ('c40120')")
+        .await
+        .unwrap();
     let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    let ds = snap.dataset("Item").await.unwrap();
+    let fragments = &ds.manifest().fragments;
+    assert_eq!(fragments.len(), 3);
+    let deleted: Vec<bool> = fragments
+        .iter()
+        .map(|f| f.deletion_file.is_some())
+        .collect();
+    assert_eq!(deleted, [true, false, true]);
     // The whole table through a Lance scan, in storage order.
     let (all, _) = read(&snap, None, &spec(vec![], None, None)).await;
-    assert_eq!(all.len(), COMMITTED - 4);
+    assert_eq!(all.len(), COMMITTED - 4 + 149);
     let live = all.len() as u64;
+    let first = COMMITTED as u64 - 4;
     for (offset, limit) in [
         (None, 10),
         (Some(0), 1),
         (Some(5), 10),
         (Some(8190), 10),
         (Some(20_000), omnigraph_sql::scan::TAKE_ROWS),
+        (Some(first - 3), 10),
+        (Some(first - 3), 200),
+        (Some(first), 100),
+        (Some(first + 99), 30),
+        (Some(first + 100), 49),
         (Some(live - 3), 10),
         (Some(live), 10),
         (Some(live + 100), 10),

@@ -31,9 +31,152 @@ pub async fn take_range(
     columns: &[String],
     range: std::ops::Range<u64>,
 ) -> Result<RecordBatch> {
-    let offsets: Vec<u64> = range.collect();
     let projection = ds.schema().project(columns)?;
-    Ok(ds.take(&offsets, projection).await?)
+    // Each fragment's share of the range, in its live rows; a fragment that
+    // does not record how many rows it holds or lost sends the whole read
+    // to Lance's take, which counts them.
+    let mut parts = Vec::new();
+    let (mut skip, mut want) = (range.start, range.end.saturating_sub(range.start));
+    for f in ds.manifest().fragments.iter() {
+        if want == 0 {
+            break;
+        }
+        let deleted = match &f.deletion_file {
+            None => Some(0),
+            Some(d) => d.num_deleted_rows,
+        };
+        let Some(live) = f
+            .physical_rows
+            .zip(deleted)
+            .and_then(|(rows, deleted)| rows.checked_sub(deleted))
+        else {
+            parts.clear();
+            break;
+        };
+        let live = live as u64;
+        if skip >= live {
+            skip -= live;
+            continue;
+        }
+        let n = want.min(live - skip);
+        let (Ok(start), Ok(end)) = (u32::try_from(skip), u32::try_from(skip + n)) else {
+            parts.clear();
+            break;
+        };
+        parts.push((f.id, Rows::Live(start..end)));
+        (skip, want) = (0, want - n);
+    }
+    if want > 0 || parts.is_empty() {
+        let offsets: Vec<u64> = range.collect();
+        return Ok(ds.take(&offsets, projection).await?);
+    }
+    read_fragments(ds, parts, &projection, false).await
+}
+
+/// Which rows of one fragment [`read_fragments`] reads.
+enum Rows {
+    /// A range of the live rows (positions after deletions).
+    Live(std::ops::Range<u32>),
+    /// Rows by physical offset, ascending; deleted ones are skipped.
+    Offsets(Vec<u32>),
+}
+
+/// The rows `parts` names (fragment id, rows) of `ds`, `projection`'s
+/// columns, in the order given; `with_address` adds `_rowaddr` (UInt64)
+/// last. A part of a fragment the version does not hold reads nothing.
+///
+/// Each fragment is read through its own reader. `Dataset::take` does the
+/// same, but first builds its projection plan and afterwards runs it as a
+/// DataFusion plan over the result, with schema conversions on both sides:
+/// for a take of a few rows, about a third of its cost. The graph's tables
+/// hold no column type that plan converts (Lance's JSON).
+async fn read_fragments(
+    ds: &Dataset,
+    parts: Vec<(u64, Rows)>,
+    projection: &lance::datatypes::Schema,
+    with_address: bool,
+) -> Result<RecordBatch> {
+    use futures::StreamExt;
+    use lance::dataset::fragment::FragReadConfig;
+    let mut fields: Vec<arrow_schema::Field> = arrow_schema::Schema::from(projection)
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    if with_address {
+        fields.push(arrow_schema::Field::new(
+            ROW_ADDR,
+            arrow_schema::DataType::UInt64,
+            false,
+        ));
+    }
+    let schema = Arc::new(arrow_schema::Schema::new(fields));
+    let config = FragReadConfig::default().with_row_address(with_address);
+    let reads = parts.into_iter().filter_map(|(id, rows)| {
+        let fragment = usize::try_from(id)
+            .ok()
+            .and_then(|id| ds.get_fragment(id))?;
+        let (config, schema) = (config.clone(), &schema);
+        Some(async move {
+            let reader = fragment.open(projection, config).await?;
+            let batch = match rows {
+                Rows::Live(range) => {
+                    let rows = range.len().max(1) as u32;
+                    let batches: Vec<RecordBatch> = reader
+                        .read_range(range, rows)
+                        .await?
+                        .buffered(1)
+                        .try_collect()
+                        .await?;
+                    match batches.as_slice() {
+                        [one] => one.clone(),
+                        _ => concat(&schema, &batches)?,
+                    }
+                }
+                Rows::Offsets(offsets) => reader.take_as_batch(&offsets, None).await?,
+            };
+            Ok::<_, Error>(batch)
+        })
+    });
+    let batches: Vec<RecordBatch> = futures::stream::iter(reads)
+        .buffered(FRAGMENT_READS)
+        .try_collect()
+        .await?;
+    concat(&schema, &batches)
+}
+
+/// `batches` as one batch of `schema` (the fields the reads were asked
+/// for; the reader's own schema may differ in field metadata).
+fn concat(schema: &arrow_schema::SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let columns = match batches {
+        [] => return Ok(RecordBatch::new_empty(schema.clone())),
+        [one] => one.columns().to_vec(),
+        _ => arrow_select::concat::concat_batches(&batches[0].schema(), batches)?
+            .columns()
+            .to_vec(),
+    };
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Fragments [`read_fragments`] reads at once.
+const FRAGMENT_READS: usize = 8;
+
+/// The rows of `ds` at `addresses` (row addresses, ascending, without
+/// duplicates), `projection`'s columns, deleted rows skipped.
+async fn take_addresses(
+    ds: &Dataset,
+    addresses: &[u64],
+    projection: &lance::datatypes::Schema,
+) -> Result<RecordBatch> {
+    let mut parts: Vec<(u64, Rows)> = Vec::new();
+    for a in addresses {
+        let (id, offset) = (a >> 32, *a as u32);
+        match parts.last_mut() {
+            Some((last, Rows::Offsets(o))) if *last == id => o.push(offset),
+            _ => parts.push((id, Rows::Offsets(vec![offset]))),
+        }
+    }
+    read_fragments(ds, parts, projection, false).await
 }
 
 /// Most rows [`index_lookup`] reads at once; a lookup matching more is
@@ -155,13 +298,7 @@ pub async fn index_lookup(
     rows.dedup();
     let projection = ds.schema().project(columns)?;
     let schema = Arc::new(arrow_schema::Schema::from(&projection));
-    let indexed = match rows.is_empty() {
-        true => RecordBatch::new_empty(schema.clone()),
-        false => {
-            let take = Arc::new(ds.clone()).take_builder(&rows, projection)?;
-            take.execute().await?
-        }
-    };
+    let indexed = take_addresses(ds, &rows, &projection).await?;
     if !scan_uncovered {
         return Ok(Some(indexed));
     }
@@ -190,11 +327,12 @@ const ROW_ADDR: &str = "_rowaddr";
 const UNCOVERED_TAKE_ROWS: u64 = 16_384;
 
 /// The addresses of the live rows of `fragments` whose `column` equals one
-/// of `values`, found by taking that column of every live row of those
-/// fragments (their deletion vectors read first) and comparing in memory:
-/// a few small fragments (what commits since the index was built wrote)
-/// cost a few reads, where a filtered scan would cost its planning. `None` past [`UNCOVERED_TAKE_ROWS`] rows, when
-/// a fragment does not record its row count, or with stable row ids.
+/// of `values`, found by reading that column of their live rows with the
+/// rows' addresses and comparing in memory: a few small fragments (what
+/// commits since the index was built wrote) cost a few reads, where a
+/// filtered scan would cost its planning. `None` past
+/// [`UNCOVERED_TAKE_ROWS`] rows, when a fragment does not record how many
+/// rows it holds or lost, or with stable row ids.
 async fn uncovered_matches(
     ds: &Dataset,
     fragments: &[lance_table::format::Fragment],
@@ -202,50 +340,38 @@ async fn uncovered_matches(
     values: &[lance::deps::datafusion::scalar::ScalarValue],
 ) -> Result<Option<Vec<u64>>> {
     use lance::deps::datafusion::scalar::ScalarValue;
-    // A take is by row id, which is the address unless stable row ids are
-    // on (the graph never turns them on).
+    // The matches are taken by row id, which is the address unless stable
+    // row ids are on (the graph never turns them on).
     if ds.manifest().uses_stable_row_ids() {
         return Ok(None);
     }
-    let mut addresses = Vec::new();
+    let mut parts = Vec::new();
+    let mut total = 0u64;
     for f in fragments {
+        let deleted = match &f.deletion_file {
+            None => Some(0),
+            Some(d) => d.num_deleted_rows,
+        };
         let Some(rows) = f.physical_rows else {
             return Ok(None);
         };
-        if (addresses.len() + rows) as u64 > UNCOVERED_TAKE_ROWS {
+        total += rows as u64;
+        if total > UNCOVERED_TAKE_ROWS {
             return Ok(None);
         }
-        // A take with row addresses must name live rows only.
-        let deleted = match &f.deletion_file {
-            None => None,
-            Some(_) => {
-                let Some(fragment) = usize::try_from(f.id)
-                    .ok()
-                    .and_then(|id| ds.get_fragment(id))
-                else {
-                    return Ok(None);
-                };
-                fragment.get_deletion_vector().await?
-            }
+        let Some(live) = deleted.and_then(|d| rows.checked_sub(d)) else {
+            return Ok(None);
         };
-        let live = |offset: &u32| deleted.as_ref().is_none_or(|d| !d.contains(*offset));
-        let rows = u32::try_from(rows)
-            .map_err(|_| Error::Internal(format!("fragment {} has {rows} rows", f.id)))?;
-        addresses.extend(
-            (0..rows)
-                .filter(live)
-                .map(|offset| (f.id << 32) | u64::from(offset)),
-        );
+        let live = u32::try_from(live)
+            .map_err(|_| Error::Internal(format!("fragment {} has {live} rows", f.id)))?;
+        if live > 0 {
+            parts.push((f.id, Rows::Live(0..live)));
+        }
     }
-    if addresses.is_empty() {
-        return Ok(Some(addresses));
+    if parts.is_empty() {
+        return Ok(Some(Vec::new()));
     }
-    let projection = ds.schema().project(&[column])?;
-    let taken = Arc::new(ds.clone())
-        .take_builder(&addresses, projection)?
-        .with_row_address(true)
-        .execute()
-        .await?;
+    let taken = read_fragments(ds, parts, &ds.schema().project(&[column])?, true).await?;
     let (Some(found), Some(at)) = (
         taken.column_by_name(column),
         taken
@@ -253,7 +379,7 @@ async fn uncovered_matches(
             .and_then(|a| a.as_any().downcast_ref::<arrow_array::UInt64Array>()),
     ) else {
         return Err(Error::Internal(format!(
-            "a take of {column} with row addresses returned columns {:?}",
+            "a read of {column} with row addresses returned columns {:?}",
             taken.schema().fields()
         )));
     };
