@@ -210,13 +210,29 @@ async fn committed_rows(
     let rows = async {
         let ds = snapshot.dataset(&spec.type_name).await?;
         if let Some((column, values)) = lookup(spec, table, columns, range) {
-            let mut found = omnigraph_engine::index_lookup(&ds, &column, &values, columns).await?;
+            // A column the equality fixes to one value is not read: every
+            // row found holds that value (the lookup's types compare
+            // exactly: text, integers, booleans, dates, timestamps).
+            let fixed = match values.as_slice() {
+                [value] if columns.len() > 1 && columns.contains(&column) => Some(value),
+                _ => None,
+            };
+            let read: Vec<String> = columns
+                .iter()
+                .filter(|c| fixed.is_none() || **c != column)
+                .cloned()
+                .collect();
+            let mut found = omnigraph_engine::index_lookup(&ds, &column, &values, &read).await?;
             if found.is_none()
                 && let Some(ids) = key_ids(snapshot, &spec.type_name, &column, &values)
             {
-                found = omnigraph_engine::index_lookup(&ds, "id", &ids, columns).await?;
+                found = omnigraph_engine::index_lookup(&ds, "id", &ids, &read).await?;
             }
             if let Some(batch) = found {
+                let batch = match fixed {
+                    Some(value) => with_fixed_column(&ds, batch, columns, &column, value)?,
+                    None => batch,
+                };
                 return Ok(Rows::Memory((batch.num_rows() > 0).then_some(batch)));
             }
         }
@@ -228,6 +244,33 @@ async fn committed_rows(
         Ok(rows) => Ok(rows),
         Err(e) => Err(snapshot.read_error(&spec.type_name, e).await),
     }
+}
+
+/// `batch` (the rows read of `columns` but `column`) with `column` holding
+/// `value` in every row, the columns as a read of all of `columns` would
+/// give them.
+fn with_fixed_column(
+    ds: &Dataset,
+    batch: RecordBatch,
+    columns: &[String],
+    column: &str,
+    value: &ScalarValue,
+) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::from(&ds.schema().project(columns)?));
+    let arrays = schema
+        .fields()
+        .iter()
+        .map(|f| match f.name() == column {
+            true => value
+                .to_array_of_size(batch.num_rows())
+                .map_err(|e| internal(format!("a column of {value}: {e}"))),
+            false => batch
+                .column_by_name(f.name())
+                .cloned()
+                .ok_or_else(|| internal(format!("a lookup did not read {}", f.name()))),
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    RecordBatch::try_new(schema, arrays).map_err(|e| internal(e.to_string()))
 }
 
 /// The column and values of a read an index lookup may answer: an
