@@ -708,6 +708,17 @@ async fn equalities_on_indexed_columns_are_looked_up_as_a_scan_would_read_them()
             ),
             Box::new(|id, _| id == "c00001" || id == "c11999"),
         ),
+        // Rows stored next to each other, two of them deleted: read as
+        // one range of the fragment, without the deleted ones.
+        (
+            in_list(
+                &id,
+                ["c00005", "c00006", "c00007", "c00008", "c00009"]
+                    .map(|s| Scalar::Text(s.into()))
+                    .to_vec(),
+            ),
+            Box::new(|id, _| ["c00005", "c00006", "c00009"].contains(&id)),
+        ),
     ];
     for (f, keep) in &cases {
         let (rows, looked_up) =

@@ -77,8 +77,24 @@ pub async fn take_range(
 enum Rows {
     /// A range of the live rows (positions after deletions).
     Live(std::ops::Range<u32>),
+    /// A range of physical offsets; deleted rows are skipped. Offsets
+    /// that form a range are read as one, as Lance's own take does: a
+    /// range is scheduled once per column, offsets one by one.
+    Range(std::ops::Range<u32>),
     /// Rows by physical offset, ascending; deleted ones are skipped.
     Offsets(Vec<u32>),
+}
+
+impl Rows {
+    /// Rows by physical offset, read as one range when they are one.
+    fn offsets(offsets: Vec<u32>) -> Rows {
+        match (offsets.first(), offsets.last()) {
+            (Some(&first), Some(&last)) if (last - first) as usize + 1 == offsets.len() => {
+                Rows::Range(first..last + 1)
+            }
+            _ => Rows::Offsets(offsets),
+        }
+    }
 }
 
 /// The rows `parts` names (fragment id, rows) of `ds`, `projection`'s
@@ -133,6 +149,11 @@ async fn read_fragments(
                         _ => concat(&schema, &batches)?,
                     }
                 }
+                Rows::Range(range) => {
+                    reader
+                        .read_range_as_batch(range.start as usize..range.end as usize)
+                        .await?
+                }
                 Rows::Offsets(offsets) => reader.take_as_batch(&offsets, None).await?,
             };
             Ok::<_, Error>(batch)
@@ -168,14 +189,18 @@ async fn take_addresses(
     addresses: &[u64],
     projection: &lance::datatypes::Schema,
 ) -> Result<RecordBatch> {
-    let mut parts: Vec<(u64, Rows)> = Vec::new();
+    let mut parts: Vec<(u64, Vec<u32>)> = Vec::new();
     for a in addresses {
         let (id, offset) = (a >> 32, *a as u32);
         match parts.last_mut() {
-            Some((last, Rows::Offsets(o))) if *last == id => o.push(offset),
-            _ => parts.push((id, Rows::Offsets(vec![offset]))),
+            Some((last, o)) if *last == id => o.push(offset),
+            _ => parts.push((id, vec![offset])),
         }
     }
+    let parts = parts
+        .into_iter()
+        .map(|(id, offsets)| (id, Rows::offsets(offsets)))
+        .collect();
     read_fragments(ds, parts, projection, false).await
 }
 
