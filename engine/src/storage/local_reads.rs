@@ -14,11 +14,10 @@
 //! scan keeps its reads in parallel.
 //!
 //! Lance's data and index files (`*.lance`) are written once under a fresh
-//! name and never changed, so their open files are kept ([`OpenFiles`]): a
+//! name and never changed, so their open files are kept ([`OPEN`]): a
 //! read of one is a `pread` alone, without the open, `fstat` and close
 //! (about 4 µs here, a dozen times in a read of a few rows of many columns).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::ops::Range;
@@ -36,6 +35,8 @@ use object_store::{
     Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
     ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
+
+use super::lru::Lru;
 
 /// The local file system, with reads on the calling thread where it may
 /// block (see the module documentation).
@@ -98,50 +99,24 @@ struct Opened {
     meta: ObjectMeta,
 }
 
-/// Open files of the process's immutable table files, by path: at most
-/// [`OPEN_FILES`], the least recently read closed first. A file removed
-/// since (a cleanup) stays readable, with the content it always had, until
-/// it is closed.
-#[derive(Default)]
-struct OpenFiles {
-    files: HashMap<Path, (Opened, u64)>,
-    tick: u64,
-}
-
-/// Files [`OpenFiles`] keeps open: few enough not to crowd a Postgres
+/// Files [`OPEN`] keeps open: few enough not to crowd a Postgres
 /// backend's own descriptors (it closes its own and retries when the
 /// process runs out).
 const OPEN_FILES: usize = 64;
 
-static OPEN: LazyLock<Mutex<OpenFiles>> = LazyLock::new(Mutex::default);
+/// Open files of the process's immutable table files, by path, the least
+/// recently read closed first. A file removed since (a cleanup) stays
+/// readable, with the content it always had, until it is closed.
+static OPEN: LazyLock<Mutex<Lru<Path, Opened>>> =
+    LazyLock::new(|| Mutex::new(Lru::new(OPEN_FILES)));
 
-impl OpenFiles {
-    fn get(location: &Path) -> Option<Opened> {
-        let mut open = OPEN.lock().ok()?;
-        open.tick += 1;
-        let tick = open.tick;
-        open.files.get_mut(location).map(|(o, used)| {
-            *used = tick;
-            o.clone()
-        })
-    }
+fn kept_open(location: &Path) -> Option<Opened> {
+    OPEN.lock().ok()?.get(location)
+}
 
-    fn put(location: &Path, opened: &Opened) {
-        let Ok(mut open) = OPEN.lock() else {
-            return;
-        };
-        if open.files.len() >= OPEN_FILES
-            && let Some(oldest) = open
-                .files
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone())
-        {
-            open.files.remove(&oldest);
-        }
-        open.tick += 1;
-        let tick = open.tick;
-        open.files.insert(location.clone(), (opened.clone(), tick));
+fn keep_open(location: &Path, opened: &Opened) {
+    if let Ok(mut open) = OPEN.lock() {
+        open.insert(location.clone(), opened.clone());
     }
 }
 
@@ -177,7 +152,7 @@ fn read(
         file: Arc::new(f),
     };
     if immutable(&location) {
-        OpenFiles::put(&location, &opened);
+        keep_open(&location, &opened);
     }
     read_open(&opened, location, options)
 }
@@ -244,7 +219,7 @@ impl ObjectStore for LocalReads {
         let inline = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
         let opened = match immutable(location) {
-            true => OpenFiles::get(location),
+            true => kept_open(location),
             false => None,
         };
         let location = location.clone();

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 mod local_reads;
+mod lru;
 mod reads;
 
 pub use reads::{LOOKUP_ROWS, SCAN_IO_BUFFER_BYTES, index_lookup, scanner, take_range};
