@@ -147,7 +147,7 @@ async fn read_fragments(
                         .await?;
                     match batches.as_slice() {
                         [one] => one.clone(),
-                        _ => concat(&schema, &batches)?,
+                        _ => concat(schema, &batches)?,
                     }
                 }
                 Rows::Range(range) => {
