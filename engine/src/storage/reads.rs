@@ -87,13 +87,19 @@ enum Rows {
 }
 
 impl Rows {
-    /// Rows by physical offset, read as one range when they are one.
+    /// Rows by physical offset (ascending, without duplicates), read as
+    /// one range when they are one.
     fn offsets(offsets: Vec<u32>) -> Rows {
-        match (offsets.first(), offsets.last()) {
-            (Some(&first), Some(&last)) if (last - first) as usize + 1 == offsets.len() => {
-                Rows::Range(first..last + 1)
-            }
-            _ => Rows::Offsets(offsets),
+        let range = match (offsets.first(), offsets.last()) {
+            (Some(&first), Some(&last)) => last
+                .checked_add(1)
+                .filter(|end| (end - first) as usize == offsets.len())
+                .map(|end| first..end),
+            _ => None,
+        };
+        match range {
+            Some(range) => Rows::Range(range),
+            None => Rows::Offsets(offsets),
         }
     }
 }
@@ -145,10 +151,7 @@ async fn read_fragments(
                         .buffered(1)
                         .try_collect()
                         .await?;
-                    match batches.as_slice() {
-                        [one] => one.clone(),
-                        _ => concat(schema, &batches)?,
-                    }
+                    concat(schema, &batches)?
                 }
                 Rows::Range(range) => {
                     reader
