@@ -435,33 +435,34 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn immutable_files_stay_open_on_the_calling_thread_and_the_blocking_pool() {
+    /// A runtime whose reads run on the calling thread.
+    fn calling_thread() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(immutable_files_stay_open());
+    }
+
+    /// A runtime whose reads run on the blocking pool.
+    fn blocking_pool() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .build()
             .unwrap()
-            .block_on(immutable_files_stay_open());
+    }
+
+    #[test]
+    fn immutable_files_stay_open_on_the_calling_thread_and_the_blocking_pool() {
+        calling_thread().block_on(immutable_files_stay_open());
+        blocking_pool().block_on(immutable_files_stay_open());
     }
 
     #[test]
     fn reads_on_the_calling_thread_agree_with_local_file_system() {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(agrees_with_local_file_system());
+        calling_thread().block_on(agrees_with_local_file_system());
     }
 
     #[test]
     fn reads_on_the_blocking_pool_agree_with_local_file_system() {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .unwrap()
-            .block_on(agrees_with_local_file_system());
+        blocking_pool().block_on(agrees_with_local_file_system());
     }
 }
