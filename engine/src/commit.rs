@@ -729,16 +729,16 @@ impl WriteTxn {
                 if tp.remove_all {
                     ds = storage.delete(ds, "true").await?;
                     ds = storage.append(ds, batches).await?;
-                } else if removed.len() <= ID_CHUNK {
-                    // The usual commit: one Lance version per table.
-                    ds = storage.delete_ids_and_append(ds, &removed, batches).await?;
                 } else {
-                    for chunk in removed.chunks(ID_CHUNK) {
-                        ds = storage
-                            .delete(ds, &in_filter("id", chunk.iter().copied()))
-                            .await?;
+                    // One Lance version per table in the usual commit; past
+                    // ID_CHUNK deleted ids one per chunk, the new rows
+                    // written with the last.
+                    let mut chunks: Vec<&[&str]> = removed.chunks(ID_CHUNK).collect();
+                    let last = chunks.pop().unwrap_or_default();
+                    for chunk in chunks {
+                        ds = storage.delete_ids_and_append(ds, chunk, Vec::new()).await?;
                     }
-                    ds = storage.append(ds, batches).await?;
+                    ds = storage.delete_ids_and_append(ds, last, batches).await?;
                 }
                 if let Some(stream) = self.spilled(type_name).await? {
                     // Streamed from the spill into one new version.
