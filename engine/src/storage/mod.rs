@@ -180,8 +180,11 @@ pub(crate) fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// Rows of `ds` in fragments none of an index's segments covers.
-fn uncovered_rows(ds: &Dataset, segments: &[lance_table::format::IndexMetadata]) -> u64 {
+/// The fragments of `ds` none of an index's segments covers.
+fn uncovered_fragments<'a>(
+    ds: &'a Dataset,
+    segments: &'a [lance_table::format::IndexMetadata],
+) -> impl Iterator<Item = &'a lance_table::format::Fragment> {
     let covered = |id: u64| {
         u32::try_from(id).is_ok_and(|id| {
             segments
@@ -192,7 +195,12 @@ fn uncovered_rows(ds: &Dataset, segments: &[lance_table::format::IndexMetadata])
     ds.manifest()
         .fragments
         .iter()
-        .filter(|f| !covered(f.id))
+        .filter(move |f| !covered(f.id))
+}
+
+/// Rows of `ds` in fragments none of an index's segments covers.
+fn uncovered_rows(ds: &Dataset, segments: &[lance_table::format::IndexMetadata]) -> u64 {
+    uncovered_fragments(ds, segments)
         .map(|f| f.physical_rows.unwrap_or(0) as u64)
         .sum()
 }

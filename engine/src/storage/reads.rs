@@ -8,8 +8,8 @@ use arrow_array::RecordBatch;
 use futures::TryStreamExt;
 use lance::Dataset;
 
-use super::index_name;
 use super::lru::Lru;
+use super::{index_name, uncovered_fragments};
 use crate::error::{Error, Result};
 
 /// I/O a scan may queue ahead of its consumer. Lance's default is 2 GiB,
@@ -42,15 +42,7 @@ pub async fn take_range(
         if want == 0 {
             break;
         }
-        let deleted = match &f.deletion_file {
-            None => Some(0),
-            Some(d) => d.num_deleted_rows,
-        };
-        let Some(live) = f
-            .physical_rows
-            .zip(deleted)
-            .and_then(|(rows, deleted)| rows.checked_sub(deleted))
-        else {
+        let Some(live) = live_rows(f) else {
             parts.clear();
             break;
         };
@@ -72,6 +64,16 @@ pub async fn take_range(
         return Ok(ds.take(&offsets, projection).await?);
     }
     read_fragments(ds, parts, &projection, false).await
+}
+
+/// The live rows of a fragment (its rows less its deleted ones), from the
+/// manifest; `None` when the fragment does not record both counts.
+fn live_rows(f: &lance_table::format::Fragment) -> Option<usize> {
+    let deleted = match &f.deletion_file {
+        None => Some(0),
+        Some(d) => d.num_deleted_rows,
+    };
+    f.physical_rows?.checked_sub(deleted?)
 }
 
 /// Which rows of one fragment [`read_fragments`] reads.
@@ -254,20 +256,8 @@ pub async fn index_lookup(
     let Some(opened) = opened else {
         return Ok(None);
     };
-    let covered = |id: u64| {
-        u32::try_from(id).is_ok_and(|id| {
-            segments
-                .iter()
-                .any(|s| s.fragment_bitmap.as_ref().is_some_and(|b| b.contains(id)))
-        })
-    };
-    let uncovered: Vec<lance_table::format::Fragment> = ds
-        .manifest()
-        .fragments
-        .iter()
-        .filter(|f| !covered(f.id))
-        .cloned()
-        .collect();
+    let uncovered: Vec<lance_table::format::Fragment> =
+        uncovered_fragments(ds, segments).cloned().collect();
     // Without an index, only a table small enough to read the column of
     // whole is looked up (by `uncovered_matches`); a larger one is scanned.
     let rows_of = |fragments: &[lance_table::format::Fragment]| {
@@ -434,20 +424,13 @@ async fn uncovered_matches(
     let mut parts = Vec::new();
     let mut total = 0u64;
     for f in fragments {
-        let deleted = match &f.deletion_file {
-            None => Some(0),
-            Some(d) => d.num_deleted_rows,
-        };
-        let Some(rows) = f.physical_rows else {
+        let (Some(rows), Some(live)) = (f.physical_rows, live_rows(f)) else {
             return Ok(None);
         };
         total += rows as u64;
         if total > UNCOVERED_TAKE_ROWS {
             return Ok(None);
         }
-        let Some(live) = deleted.and_then(|d| rows.checked_sub(d)) else {
-            return Ok(None);
-        };
         let live = u32::try_from(live)
             .map_err(|_| Error::Internal(format!("fragment {} has {live} rows", f.id)))?;
         if live > 0 {
