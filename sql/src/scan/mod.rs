@@ -28,7 +28,7 @@ use omnigraph_engine::deps::arrow_array::cast::AsArray;
 use omnigraph_engine::deps::arrow_array::{
     ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
 };
-use omnigraph_engine::deps::arrow_schema::{DataType, Schema};
+use omnigraph_engine::deps::arrow_schema::{DataType, Field, FieldRef, Schema};
 use omnigraph_engine::deps::lance::Dataset;
 use omnigraph_engine::deps::lance::dataset::scanner::{ColumnOrdering, DatasetRecordBatchStream};
 use omnigraph_engine::deps::lance::deps::datafusion::arrow::compute::{
@@ -246,9 +246,8 @@ async fn committed_rows(
     }
 }
 
-/// `batch` (the rows read of `columns` but `column`) with `column` holding
-/// `value` in every row, the columns as a read of all of `columns` would
-/// give them.
+/// `batch` (the rows read of `columns` but `column`, in that order) with
+/// `column` holding `value` in every row, in its place among `columns`.
 fn with_fixed_column(
     ds: &Dataset,
     batch: RecordBatch,
@@ -256,21 +255,36 @@ fn with_fixed_column(
     column: &str,
     value: &ScalarValue,
 ) -> Result<RecordBatch> {
-    let schema = Arc::new(Schema::from(&ds.schema().project(columns)?));
-    let arrays = schema
-        .fields()
+    let read = batch.schema();
+    let (fields, arrays): (Vec<FieldRef>, Vec<ArrayRef>) = columns
         .iter()
-        .map(|f| match f.name() == column {
-            true => value
-                .to_array_of_size(batch.num_rows())
-                .map_err(|e| internal(format!("a column of {value}: {e}"))),
-            false => batch
-                .column_by_name(f.name())
-                .cloned()
-                .ok_or_else(|| internal(format!("a lookup did not read {}", f.name()))),
+        .map(|c| match c == column {
+            true => {
+                let field = ds
+                    .schema()
+                    .field(column)
+                    .map(|f| Arc::new(Field::from(f)))
+                    .ok_or_else(|| internal(format!("no column {column} to fill")))?;
+                let array = value
+                    .to_array_of_size(batch.num_rows())
+                    .map_err(|e| internal(format!("a column of {value}: {e}")))?;
+                Ok((field, array))
+            }
+            false => {
+                let i = read
+                    .index_of(c)
+                    .map_err(|_| internal(format!("a lookup did not read {c}")))?;
+                Ok((read.fields()[i].clone(), batch.column(i).clone()))
+            }
         })
-        .collect::<Result<Vec<ArrayRef>>>()?;
-    RecordBatch::try_new(schema, arrays).map_err(|e| internal(e.to_string()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    RecordBatch::try_new(
+        Arc::new(Schema::new_with_metadata(fields, read.metadata().clone())),
+        arrays,
+    )
+    .map_err(|e| internal(e.to_string()))
 }
 
 /// The column and values of a read an index lookup may answer: an
