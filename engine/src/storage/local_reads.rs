@@ -22,7 +22,7 @@ use std::fmt;
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -36,7 +36,7 @@ use object_store::{
     ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
 
-use super::lru::Lru;
+use super::lru::SharedLru;
 
 /// The local file system, with reads on the calling thread where it may
 /// block (see the module documentation).
@@ -107,18 +107,7 @@ const OPEN_FILES: usize = 64;
 /// Open files of the process's immutable table files, by path, the least
 /// recently read closed first. A file removed since (a cleanup) stays
 /// readable, with the content it always had, until it is closed.
-static OPEN: LazyLock<Mutex<Lru<Path, Opened>>> =
-    LazyLock::new(|| Mutex::new(Lru::new(OPEN_FILES)));
-
-fn kept_open(location: &Path) -> Option<Opened> {
-    OPEN.lock().ok()?.get(location)
-}
-
-fn keep_open(location: &Path, opened: &Opened) {
-    if let Ok(mut open) = OPEN.lock() {
-        open.insert(location.clone(), opened.clone());
-    }
-}
+static OPEN: LazyLock<SharedLru<Path, Opened>> = LazyLock::new(|| SharedLru::new(OPEN_FILES));
 
 /// Whether a file is written once and never changed: Lance's data and
 /// index files, named afresh (a UUID) by every write.
@@ -152,7 +141,7 @@ fn read(
         file: Arc::new(f),
     };
     if immutable(&location) {
-        keep_open(&location, &opened);
+        OPEN.insert(location.clone(), opened.clone());
     }
     read_open(&opened, location, options)
 }
@@ -219,7 +208,7 @@ impl ObjectStore for LocalReads {
         let inline = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
         let opened = match immutable(location) {
-            true => kept_open(location),
+            true => OPEN.get(location),
             false => None,
         };
         let location = location.clone();

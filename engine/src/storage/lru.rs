@@ -4,6 +4,27 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::Mutex;
+
+/// An [`Lru`] shared between threads. A cache that a panic left poisoned
+/// is passed over: nothing is found in it and nothing kept.
+pub(crate) struct SharedLru<K, V>(Mutex<Lru<K, V>>);
+
+impl<K: Hash + Eq + Clone, V: Clone> SharedLru<K, V> {
+    pub(crate) fn new(capacity: usize) -> SharedLru<K, V> {
+        SharedLru(Mutex::new(Lru::new(capacity)))
+    }
+
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
+        self.0.lock().ok()?.get(key)
+    }
+
+    pub(crate) fn insert(&self, key: K, value: V) {
+        if let Ok(mut lru) = self.0.lock() {
+            lru.insert(key, value);
+        }
+    }
+}
 
 pub(crate) struct Lru<K, V> {
     entries: HashMap<K, (V, u64)>,

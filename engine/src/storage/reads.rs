@@ -2,13 +2,13 @@
 //! rows by offset, and lookups of equal values through a scalar index and
 //! the fragments it does not cover.
 
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use arrow_array::RecordBatch;
 use futures::TryStreamExt;
 use lance::Dataset;
 
-use super::lru::Lru;
+use super::lru::SharedLru;
 use super::{index_name, uncovered_fragments};
 use crate::error::{Error, Result};
 
@@ -345,8 +345,8 @@ type ColumnIndexKey = (String, u64, String, String);
 /// Column indexes [`column_index`] keeps opened.
 const OPENED_INDEXES: usize = 128;
 
-static OPENED: LazyLock<Mutex<Lru<ColumnIndexKey, Arc<ColumnIndex>>>> =
-    LazyLock::new(|| Mutex::new(Lru::new(OPENED_INDEXES)));
+static OPENED: LazyLock<SharedLru<ColumnIndexKey, Arc<ColumnIndex>>> =
+    LazyLock::new(|| SharedLru::new(OPENED_INDEXES));
 
 /// The index on `column` of `ds`'s version, its segments opened: kept per
 /// process, since a version's indexes never change. Finding and opening
@@ -362,10 +362,7 @@ async fn column_index(ds: &Dataset, column: &str) -> Result<Arc<ColumnIndex>> {
             column.to_string(),
         )
     });
-    if let Some(found) = key
-        .as_ref()
-        .and_then(|k| OPENED.lock().ok().and_then(|mut o| o.get(k)))
-    {
+    if let Some(found) = key.as_ref().and_then(|k| OPENED.get(k)) {
         return Ok(found);
     }
     let segments =
@@ -389,10 +386,8 @@ async fn column_index(ds: &Dataset, column: &str) -> Result<Arc<ColumnIndex>> {
         }
     };
     let found = Arc::new(ColumnIndex { segments, opened });
-    if let Some(key) = key
-        && let Ok(mut o) = OPENED.lock()
-    {
-        o.insert(key, found.clone());
+    if let Some(key) = key {
+        OPENED.insert(key, found.clone());
     }
     Ok(found)
 }
