@@ -153,13 +153,26 @@ def test_every_file_a_commit_creates_is_fsynced_before_commit_returns(graph, tmp
         m = re.search(r"(?:link|linkat|rename|renameat|renameat2)\(.*?\"([^\"]+)\".*?\"([^\"]+)\".*\)\s*=\s*0", line)
         if m and m.group(2).startswith(root):
             published.append((i, m.group(2), m.group(1)))
-    # The branch's HEAD hint is advisory and not synced: readers probe the
-    # manifests (contiguous, never removed) from it, so a hint lost or torn
-    # in a crash costs a longer probe only (docs/dev/storage.md).
-    def hint(path):
+    # Two hints are advisory and not synced: the branch's HEAD and each
+    # table's Lance version hint. Readers probe the manifests (contiguous,
+    # never removed) from them and list when one is unreadable, so a hint
+    # lost or torn in a crash costs a longer probe only (docs/dev/storage.md,
+    # docs/dev/architecture.md).
+    def head_hint(path):
         return re.search(r"/_graph/branches/[^/]+/HEAD(\.[0-9A-Z]+\.tmp)?$", path) is not None
 
-    assert any(hint(p) for _, p, _ in published), "the commit replaced its branch's HEAD hint"
+    def lance_hint(path):
+        return re.search(r"/_versions/latest_version_hint\.json(#\d+)?$", path) is not None
+
+    def hint(path):
+        return head_hint(path) or lance_hint(path)
+
+    assert any(head_hint(p) for _, p, _ in published), "the commit replaced its branch's HEAD hint"
+    lance_hints = [(i, p, staged) for i, p, staged in published if lance_hint(p)]
+    assert lance_hints, "the commit's Lance write replaced the table's version hint"
+    for _, final, staged in lance_hints:
+        # Written unsynced: the two fsyncs it would cost are saved.
+        assert staged not in fsynced and final not in fsynced, f"{final} was fsynced"
     for i, line in enumerate(events):
         m = re.search(r'openat\(.*?"([^"]+)", [^)]*O_CREAT', line)
         if m and m.group(1).startswith(root) and "#" not in m.group(1) and "/_graph/locks/" not in m.group(1) and not hint(m.group(1)):

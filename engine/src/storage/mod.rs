@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod durable;
 mod local_reads;
 mod lru;
 mod reads;
@@ -46,7 +47,8 @@ pub struct TableEntry {
 /// it is renamed or linked into place and its directory is fsynced after;
 /// each write is durable when its call returns, which orders data before
 /// the Lance manifest naming it, and that before the graph manifest pinning
-/// it. Datasets opened to be read (`read_session`) read through
+/// it. Lance's version hints are the exception: written unsynced, as
+/// their loss is harmless ([`durable`]). Datasets opened to be read (`read_session`) read through
 /// [`local_reads::LocalReads`]: on the caller's thread when it runs a
 /// current-thread runtime.
 pub(crate) struct Storage {
@@ -72,12 +74,13 @@ const PUBLISHED_DATASETS: usize = 256;
 
 /// The store of datasets written (and opened to be written): Lance's local
 /// store in its "object store" mode (every write through `inner`, none
-/// through Lance's own unsynced local writer), with an `inner` that fsyncs:
-/// object_store's `LocalFileSystem::with_fsync` syncs a staged file before
-/// renaming or linking it, then its directory, and every directory it
-/// creates.
+/// through Lance's own unsynced local writer), with an `inner` that fsyncs
+/// ([`durable::DurableLocal`]): object_store's `LocalFileSystem::with_fsync`
+/// syncs a staged file before renaming or linking it, then its directory,
+/// and every directory it creates. Lance's version hints alone are written
+/// unsynced (a hint lost in a crash costs a longer probe).
 const DURABLE_LOCAL: local_reads::LocalProvider = local_reads::LocalProvider {
-    inner: || Arc::new(object_store::local::LocalFileSystem::new().with_fsync(true)),
+    inner: durable::durable_local,
 };
 
 /// fsync a directory, so a name removed from it stays removed after a crash.
@@ -1212,8 +1215,14 @@ mod latest_version_tests {
         let pinned = storage.open("T", &at(first + 1)).await.unwrap();
         std::fs::remove_file(manifest_of(first + 2)).unwrap();
         assert_eq!(storage.latest_version(&pinned).await.unwrap(), last);
+        // The hint is written unsynced (storage::durable): after a crash it
+        // may be torn. Then Lance lists, past the gap too.
+        let hint = versions.join("latest_version_hint.json");
+        std::fs::write(&hint, b"{\"vers").unwrap();
+        assert_eq!(storage.latest_version(&pinned).await.unwrap(), last);
+        assert_eq!(latest(first).await, last);
         // No hint: Lance lists.
-        std::fs::remove_file(versions.join("latest_version_hint.json")).unwrap();
+        std::fs::remove_file(&hint).unwrap();
         assert_eq!(storage.latest_version(&pinned).await.unwrap(), last);
     }
 }
