@@ -319,6 +319,44 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Stage the deletion of rows by address (fragment id in the high 32 bits,
+/// offset in the low): a new deletion file for each fragment that loses a
+/// live row, without planning a filtered scan to find them. Returns the
+/// fragments with their new deletion files and the ids of fragments left
+/// without a live row, for a Lance update to commit. Addresses of rows
+/// already deleted, or of fragments not in `ds`'s version, change nothing.
+async fn delete_rows(
+    ds: &Dataset,
+    rows: &[u64],
+) -> Result<(Vec<lance_table::format::Fragment>, Vec<u64>)> {
+    let mut by_fragment: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+    for &row in rows {
+        by_fragment
+            .entry((row >> 32) as u32)
+            .or_default()
+            .push(row as u32);
+    }
+    let (mut updated, mut removed) = (Vec::new(), Vec::new());
+    for (id, offsets) in by_fragment {
+        let Some(fragment) = ds.get_fragment(id as usize) else {
+            continue;
+        };
+        let deleted = fragment.get_deletion_vector().await?;
+        let new: Vec<u32> = offsets
+            .into_iter()
+            .filter(|o| deleted.as_ref().is_none_or(|d| !d.contains(*o)))
+            .collect();
+        if new.is_empty() {
+            continue;
+        }
+        match fragment.extend_deletions(new).await? {
+            Some(kept) => updated.push(kept.metadata().clone()),
+            None => removed.push(u64::from(id)),
+        }
+    }
+    Ok((updated, removed))
+}
+
 impl Storage {
     pub async fn new(root_uri: &str) -> Result<Storage> {
         let root_uri = canonical_uri(root_uri)?;
@@ -590,27 +628,39 @@ impl Storage {
         use lance::dataset::transaction::{Operation, Transaction, UpdateMode};
         use lance::deps::datafusion::common::Column;
         use lance::deps::datafusion::logical_expr::{Expr, lit};
+        use lance::deps::datafusion::scalar::ScalarValue;
 
         let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         if ids.is_empty() {
             return self.append(ds, batches).await;
         }
         let ds = Arc::new(ds);
-        let filter = Expr::Column(Column::new_unqualified("id"))
-            .in_list(ids.iter().map(|id| lit(*id)).collect(), false);
-        let deleted = lance::dataset::DeleteBuilder::from_expr(ds.clone(), filter)
-            .execute_uncommitted()
-            .await?;
-        let Operation::Delete {
-            updated_fragments,
-            deleted_fragment_ids,
-            ..
-        } = deleted.transaction.operation
-        else {
-            return Err(Error::Internal(
-                "a Lance delete staged something other than a delete".into(),
-            ));
-        };
+        let values: Vec<ScalarValue> = ids
+            .iter()
+            .map(|id| ScalarValue::Utf8(Some(id.to_string())))
+            .collect();
+        let (updated_fragments, deleted_fragment_ids) =
+            match reads::row_addresses(&ds, "id", &values).await? {
+                Some(rows) => delete_rows(&ds, &rows).await?,
+                None => {
+                    let filter = Expr::Column(Column::new_unqualified("id"))
+                        .in_list(values.into_iter().map(lit).collect(), false);
+                    let deleted = lance::dataset::DeleteBuilder::from_expr(ds.clone(), filter)
+                        .execute_uncommitted()
+                        .await?;
+                    let Operation::Delete {
+                        updated_fragments,
+                        deleted_fragment_ids,
+                        ..
+                    } = deleted.transaction.operation
+                    else {
+                        return Err(Error::Internal(
+                            "a Lance delete staged something other than a delete".into(),
+                        ));
+                    };
+                    (updated_fragments, deleted_fragment_ids)
+                }
+            };
         let new_fragments = match batches.is_empty() {
             true => Vec::new(),
             false => {
@@ -1224,5 +1274,112 @@ mod latest_version_tests {
         // No hint: Lance lists.
         std::fs::remove_file(&hint).unwrap();
         assert_eq!(storage.latest_version(&pinned).await.unwrap(), last);
+    }
+}
+
+#[cfg(test)]
+mod delete_ids_tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Array, Int32Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::{ID_INDEX_MIN_ROWS, Storage, TableEntry};
+
+    fn batch(schema: &Arc<Schema>, ids: std::ops::Range<u32>) -> RecordBatch {
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(ids.clone().map(|i| format!("n{i}")))),
+                Arc::new(Int32Array::from_iter_values(ids.map(|i| i as i32))),
+            ],
+        )
+        .unwrap()
+    }
+
+    async fn live_ids(storage: &Storage, ds: &lance::Dataset) -> Vec<String> {
+        let mut out: Vec<String> = storage
+            .scan(ds, &["id"], None)
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let a = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+                (0..a.len()).map(|i| a.value(i).to_string()).collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Ids found through the `id` index (an indexed fragment), by reading
+    /// the small fragments written since, and through a filtered delete
+    /// (a table too large to read whole without an index) are deleted
+    /// alike: rows already gone, absent ids and repeats change nothing, a
+    /// fragment that loses its last row is removed, and the new rows land
+    /// in the same version.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_are_deleted_by_address_and_by_filter_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_string_lossy().into_owned();
+        let storage = Storage::new(&root).await.unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("x", DataType::Int32, false),
+        ]));
+        let n = ID_INDEX_MIN_ROWS as u32 * 2;
+        for indexed in [true, false] {
+            let path = format!("t{indexed}");
+            let first = storage.create_table(&path, schema.clone()).await.unwrap();
+            let entry = TableEntry {
+                path: path.clone(),
+                lance_branch: None,
+                version: first,
+            };
+            let mut ds = storage.open_for_write("T", &entry).await.unwrap();
+            ds = storage.append(ds, vec![batch(&schema, 0..n)]).await.unwrap();
+            if indexed {
+                assert!(storage.maintain_id_index(&mut ds).await.unwrap());
+            }
+            // Two small fragments the index does not cover.
+            ds = storage.append(ds, vec![batch(&schema, n..n + 3)]).await.unwrap();
+            ds = storage.append(ds, vec![batch(&schema, n + 3..n + 5)]).await.unwrap();
+            let fragments = ds.manifest().fragments.len();
+            assert_eq!(fragments, 3);
+            let looked_up = super::reads::row_addresses(
+                &ds,
+                "id",
+                &[lance::deps::datafusion::scalar::ScalarValue::Utf8(Some("n7".into()))],
+            )
+            .await
+            .unwrap();
+            assert_eq!(looked_up.is_some(), indexed, "found by address only with the index");
+            let gone = |i: u32| format!("n{i}");
+            let (a, b, c, d) = (gone(7), gone(n - 1), gone(n + 1), gone(n + 3));
+            let (e, absent) = (gone(n + 4), "nope".to_string());
+            let ids = [a.as_str(), b.as_str(), c.as_str(), d.as_str(), e.as_str(), absent.as_str(), a.as_str()];
+            ds = storage
+                .delete_ids_and_append(ds, &ids, vec![batch(&schema, n + 10..n + 12)])
+                .await
+                .unwrap();
+            let mut want: Vec<String> = (0..n + 3)
+                .chain(n + 10..n + 12)
+                .filter(|i| ![7, n - 1, n + 1].contains(i))
+                .map(gone)
+                .collect();
+            want.sort();
+            assert_eq!(live_ids(&storage, &ds).await, want, "indexed: {indexed}");
+            // The last fragment lost both its rows: removed; the new rows
+            // are one new fragment.
+            assert_eq!(ds.manifest().fragments.len(), fragments, "indexed: {indexed}");
+            // Deleting what is already gone writes nothing.
+            let version = ds.version_id();
+            ds = storage
+                .delete_ids_and_append(ds, &[a.as_str(), absent.as_str()], Vec::new())
+                .await
+                .unwrap();
+            assert_eq!(ds.version_id(), version, "indexed: {indexed}");
+            assert_eq!(live_ids(&storage, &ds).await, want, "indexed: {indexed}");
+        }
     }
 }

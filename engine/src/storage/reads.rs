@@ -236,6 +236,63 @@ pub async fn index_lookup(
     values: &[lance::deps::datafusion::scalar::ScalarValue],
     columns: &[String],
 ) -> Result<Option<RecordBatch>> {
+    let Some(Located { rows, unsearched }) = locate(ds, column, values).await? else {
+        return Ok(None);
+    };
+    let projection = ds.schema().project(columns)?;
+    let schema = Arc::new(arrow_schema::Schema::from(&projection));
+    let indexed = take_addresses(ds, &rows, &projection).await?;
+    let Some(uncovered) = unsearched else {
+        return Ok(Some(indexed));
+    };
+    let Some(unindexed) = scan_fragments(ds, uncovered, column, values, columns).await? else {
+        return Ok(None);
+    };
+    if indexed.num_rows() + unindexed.num_rows() > LOOKUP_ROWS as usize {
+        return Ok(None);
+    }
+    Ok(Some(arrow_select::concat::concat_batches(
+        &schema,
+        [&indexed, &unindexed],
+    )?))
+}
+
+/// The addresses of the rows of `ds` whose `column` equals one of
+/// `values`, found as [`index_lookup`] finds them, without reading the
+/// rows. They may include rows deleted since the index was built.
+/// `None` where `index_lookup` would scan: the caller filters instead.
+pub(crate) async fn row_addresses(
+    ds: &Dataset,
+    column: &str,
+    values: &[lance::deps::datafusion::scalar::ScalarValue],
+) -> Result<Option<Vec<u64>>> {
+    Ok(match locate(ds, column, values).await? {
+        Some(Located {
+            rows,
+            unsearched: None,
+        }) => Some(rows),
+        _ => None,
+    })
+}
+
+/// Where the rows an index lookup wants are.
+struct Located {
+    /// Row addresses, sorted, without repeats: of the indexed rows
+    /// (deleted ones included) and of the live matches in the fragments
+    /// the index does not cover.
+    rows: Vec<u64>,
+    /// Fragments outside the index holding too many rows to read their
+    /// column whole: their matches are not in `rows`, a filtered scan must
+    /// find them.
+    unsearched: Option<Vec<lance_table::format::Fragment>>,
+}
+
+/// The search of [`index_lookup`]: `None` when a scan must answer.
+async fn locate(
+    ds: &Dataset,
+    column: &str,
+    values: &[lance::deps::datafusion::scalar::ScalarValue],
+) -> Result<Option<Located>> {
     use lance_index::metrics::NoOpMetricsCollector;
     use lance_index::scalar::{SargableQuery, SearchResult};
 
@@ -293,37 +350,20 @@ pub async fn index_lookup(
             return Ok(None);
         }
     }
-    let scan_uncovered = match uncovered_matches(ds, &uncovered, column, values).await? {
+    let unsearched = match uncovered_matches(ds, &uncovered, column, values).await? {
         Some(found) => {
             rows.extend(found);
-            false
+            None
         }
-        None => true,
+        None if segments.is_empty() => return Ok(None),
+        None => Some(uncovered),
     };
     if rows.len() as u64 > LOOKUP_ROWS {
         return Ok(None);
     }
     rows.sort_unstable();
     rows.dedup();
-    let projection = ds.schema().project(columns)?;
-    let schema = Arc::new(arrow_schema::Schema::from(&projection));
-    let indexed = take_addresses(ds, &rows, &projection).await?;
-    if !scan_uncovered {
-        return Ok(Some(indexed));
-    }
-    if segments.is_empty() {
-        return Ok(None);
-    }
-    let Some(unindexed) = scan_fragments(ds, uncovered, column, values, columns).await? else {
-        return Ok(None);
-    };
-    if indexed.num_rows() + unindexed.num_rows() > LOOKUP_ROWS as usize {
-        return Ok(None);
-    }
-    Ok(Some(arrow_select::concat::concat_batches(
-        &schema,
-        [&indexed, &unindexed],
-    )?))
+    Ok(Some(Located { rows, unsearched }))
 }
 
 /// The column of row addresses Lance adds to a read that asks for them
