@@ -204,8 +204,9 @@ def test_bulk_insert_spills_and_memory_stays_bounded(graph):
         conn.close()
     # Each row carries a 1 KiB name: 180,000 more rows held in memory would
     # take over 250 MiB. What does grow is bounded by settings, not rows (the
-    # staging budget, Lance's scan read-ahead and per-column write buffers),
-    # plus a hash of each id (under 40 bytes a row).
+    # staging budget, the spill's read-ahead of 8 MiB and the Lance writer's
+    # buffers of 16 MiB), plus a hash of each id (under 40 bytes a row) and
+    # the `id` index built at COMMIT.
     assert peaks[200_000] - peaks[20_000] < 120 * 1024, peaks
 
 

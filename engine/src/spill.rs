@@ -21,7 +21,7 @@ use arrow_array::{ArrayRef, RecordBatch, RecordBatchIterator, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use futures::TryStreamExt;
 use lance::Dataset;
-use lance::dataset::{WriteMode, WriteParams};
+use lance::dataset::WriteMode;
 
 use crate::error::{Error, Result};
 use crate::schema::Catalog;
@@ -45,6 +45,9 @@ pub(crate) fn id_hash(id: &str) -> u128 {
     };
     (u128::from(half(1)) << 64) | u128::from(half(2))
 }
+
+/// I/O a stream of the spilled rows queues ahead of its consumer.
+const SPILL_IO_BUFFER_BYTES: u64 = 8 << 20;
 
 /// Spilled inserts of one table in one transaction.
 pub(crate) struct Spill {
@@ -142,10 +145,7 @@ impl Spill {
             WriteMode::Create
         };
         let reader = RecordBatchIterator::new(vec![Ok(batch)], schema);
-        let params = WriteParams {
-            mode,
-            ..Default::default()
-        };
+        let params = crate::storage::write_params(mode);
         let ds = Dataset::write(reader, self.uri()?.as_str(), Some(params)).await?;
         self.ds = Some(ds);
         for (r, _) in rows {
@@ -253,6 +253,10 @@ impl Spill {
         let mut scan = crate::storage::scanner(ds);
         scan.project(columns)?;
         scan.batch_size(8192);
+        // Read ahead of a commit appending the rows only as far as the
+        // append needs: the scan's usual 64 MiB would fill while Lance
+        // encodes, held on top of the writer's buffers.
+        scan.io_buffer_size(SPILL_IO_BUFFER_BYTES);
         Ok(Some(scan.try_into_stream().await?))
     }
 }

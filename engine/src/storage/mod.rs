@@ -69,6 +69,27 @@ pub(crate) struct Storage {
     local_files: Option<object_store::local::LocalFileSystem>,
 }
 
+/// Column data a Lance file writer buffers before it writes pages, for
+/// all columns of the file together. Lance's default is 8 MiB per column,
+/// held until a page fills or the file (up to a million rows) closes: a
+/// commit appending a million spilled rows of a 14-column table held about
+/// 110 MiB of it. Divided evenly across columns, this still makes pages
+/// of a megabyte or more for tables of up to 16 columns.
+pub const WRITER_BUFFER_BYTES: u64 = 16 << 20;
+
+/// Lance's write parameters with the writer's buffer bounded
+/// ([`WRITER_BUFFER_BYTES`]); every table and spill write starts here.
+pub(crate) fn write_params(mode: WriteMode) -> WriteParams {
+    WriteParams {
+        mode,
+        file_writer_options: Some(lance_file::writer::FileWriterOptions {
+            data_cache_bytes: Some(WRITER_BUFFER_BYTES),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Published table versions kept open per graph handle.
 const PUBLISHED_DATASETS: usize = 256;
 
@@ -411,9 +432,8 @@ impl Storage {
 
     fn params(&self, mode: WriteMode) -> WriteParams {
         WriteParams {
-            mode,
             session: Some(self.session.clone()),
-            ..Default::default()
+            ..write_params(mode)
         }
     }
 
