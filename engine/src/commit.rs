@@ -217,7 +217,9 @@ impl WriteTxn {
     }
 
     /// Spilled inserts must be new keys, unless the table is overwritten.
-    /// Only their ids are read.
+    /// Only ids are read: the spill's, looked up in the head by chunks; or,
+    /// when the spill holds many ids for the table's size, the head's, read
+    /// once and probed against the spill's ids.
     async fn resolve_spilled(&self, head: &Snapshot, type_name: &str) -> Result<()> {
         if self.tables.get(type_name).is_some_and(|t| t.overwrite) {
             return Ok(());
@@ -225,34 +227,61 @@ impl WriteTxn {
         let Some(spill) = self.spill(type_name) else {
             return Ok(());
         };
-        let Some(mut stream) = spill.stream(&["id".to_string()]).await? else {
+        let taken = match head.scan_ids_for(type_name, spill.len()).await? {
+            true => {
+                let mut taken = None;
+                for id in head.ids_where(type_name, |id| spill.contains(id)).await? {
+                    // The spill knows its ids by hash: confirm.
+                    let filter = format!("id = {}", sql_literal(&id));
+                    if !spill.ids_where(&filter).await?.is_empty() {
+                        taken = Some(id);
+                        break;
+                    }
+                }
+                taken
+            }
+            false => self.first_taken(head, type_name, spill).await?,
+        };
+        let Some(id) = taken else {
             return Ok(());
+        };
+        if self.base.existing_ids(type_name, &[&id]).await?.is_empty() {
+            return Err(Error::Conflict {
+                branch: self.branch.clone(),
+                message: format!("{type_name} '{id}' was inserted by a concurrent commit"),
+            });
+        }
+        Err(Error::violation(
+            ViolationKind::DuplicateKey,
+            type_name,
+            "id",
+            id.clone(),
+            format!(
+                "duplicate key: {type_name} '{id}' already exists on branch '{}'",
+                self.branch
+            ),
+        ))
+    }
+
+    /// The first spilled id the head already holds, looked up batch by batch.
+    async fn first_taken(
+        &self,
+        head: &Snapshot,
+        type_name: &str,
+        spill: &Spill,
+    ) -> Result<Option<String>> {
+        let Some(mut stream) = spill.stream(&["id".to_string()]).await? else {
+            return Ok(None);
         };
         while let Some(batch) = stream.try_next().await? {
             let rows = batch_to_records(&batch)?;
             let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
             let taken = head.existing_ids(type_name, &ids).await?;
-            let Some(id) = ids.iter().find(|id| taken.contains(**id)) else {
-                continue;
-            };
-            if self.base.existing_ids(type_name, &[id]).await?.is_empty() {
-                return Err(Error::Conflict {
-                    branch: self.branch.clone(),
-                    message: format!("{type_name} '{id}' was inserted by a concurrent commit"),
-                });
+            if let Some(id) = ids.iter().find(|id| taken.contains(**id)) {
+                return Ok(Some(id.to_string()));
             }
-            return Err(Error::violation(
-                ViolationKind::DuplicateKey,
-                type_name,
-                "id",
-                *id,
-                format!(
-                    "duplicate key: {type_name} '{id}' already exists on branch '{}'",
-                    self.branch
-                ),
-            ));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Resolve the staged changes against the head: conflict checks,

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use lance::Dataset;
 
 use crate::error::{Error, Result};
@@ -743,8 +744,55 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// The ids of a type that `wanted` accepts, found by reading the `id`
+    /// column of the whole table once, batch by batch: for a check of so
+    /// many ids that looking each up costs more (see [`Self::scan_ids_for`]).
+    pub(crate) async fn ids_where(
+        &self,
+        type_name: &str,
+        mut wanted: impl FnMut(&str) -> bool,
+    ) -> Result<Vec<String>> {
+        use arrow_array::cast::AsArray;
+        let ds = self.dataset(type_name).await?;
+        let read = async {
+            let mut stream = self.graph.storage().scan_stream(&ds, &["id"]).await?;
+            let mut out = Vec::new();
+            while let Some(batch) = stream.try_next().await? {
+                let ids = batch
+                    .column(0)
+                    .as_string_opt::<i32>()
+                    .ok_or_else(|| Error::Internal(format!("{type_name}.id is not text")))?;
+                out.extend(ids.iter().flatten().filter(|id| wanted(id)).map(str::to_string));
+            }
+            Ok::<_, Error>(out)
+        };
+        match read.await {
+            Ok(out) => Ok(out),
+            Err(e) => Err(self.read_error(type_name, e).await),
+        }
+    }
+
+    /// Whether checking `ids` many ids against a type's table reads its
+    /// `id` column whole ([`Self::ids_where`]) rather than looking them up
+    /// by chunks: when they are at least a [`SCAN_IDS_RATIO`]th of its rows.
+    /// A lookup of [`ID_CHUNK`] ids searches the index once per id and reads
+    /// the fragments the index does not cover once per chunk; a read of the
+    /// column costs about as much as looking up a sixteenth of it.
+    pub(crate) async fn scan_ids_for(&self, type_name: &str, ids: u64) -> Result<bool> {
+        if ids < ID_CHUNK as u64 {
+            return Ok(false);
+        }
+        let rows = self.count(type_name).await?;
+        Ok(ids.saturating_mul(SCAN_IDS_RATIO) >= rows)
+    }
+
     /// Which of the given ids exist (reads only the `id` column).
     pub async fn existing_ids(&self, type_name: &str, ids: &[&str]) -> Result<HashSet<String>> {
+        if self.scan_ids_for(type_name, ids.len() as u64).await? {
+            let wanted: HashSet<&str> = ids.iter().copied().collect();
+            let found = self.ids_where(type_name, |id| wanted.contains(id)).await?;
+            return Ok(found.into_iter().collect());
+        }
         let mut out = HashSet::new();
         for chunk in ids.chunks(ID_CHUNK) {
             for b in self.by_ids(type_name, &["id"], chunk).await? {
@@ -800,6 +848,10 @@ impl Snapshot {
         }
     }
 }
+
+/// A check of at least one id per this many rows of a table reads the
+/// table's `id` column whole instead of looking the ids up.
+pub(crate) const SCAN_IDS_RATIO: u64 = 16;
 
 /// `column IN ('a', 'b')` for a Lance filter.
 pub(crate) fn in_filter<'a>(column: &str, values: impl Iterator<Item = &'a str>) -> String {

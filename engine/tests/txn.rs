@@ -270,3 +270,69 @@ async fn spilled_inserts_commit_and_are_checked() {
     );
     assert_eq!(fingerprint(&g, "main").await, before);
 }
+
+/// Inserting many ids for the table's size (5,000 into a table of a few
+/// rows: over a sixteenth of it) checks them by reading the table's ids
+/// once instead of looking them up by chunks; held in memory or spilled,
+/// a key the branch holds fails the commit, one a concurrent commit
+/// inserted is a conflict, and new keys land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_new_ids_are_checked_against_the_table_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let count = |g: &omnigraph_engine::Graph| {
+        let g = g.clone();
+        async move {
+            g.snapshot(&ReadRef::main())
+                .await
+                .unwrap()
+                .count("Person")
+                .await
+                .unwrap()
+        }
+    };
+    let rows = count(&g).await;
+    assert!(rows * 16 < 5_000, "{rows} rows");
+    for (round, staging) in [None, Some(500_000)].into_iter().enumerate() {
+        let staged = |clash: &'static str| {
+            let g = g.clone();
+            async move {
+                let mut txn = g.begin("main", "t").await.unwrap();
+                if let Some(bytes) = staging {
+                    txn.set_staging_memory(bytes);
+                }
+                // The clashing key first: spilled with the others.
+                txn.insert_node("Person", props(&[("name", s(clash))]))
+                    .await
+                    .unwrap();
+                for i in 1..5_000 {
+                    txn.insert_node("Person", props(&[("name", s(&format!("M{round}-{i:04}")))]))
+                        .await
+                        .unwrap();
+                }
+                assert_eq!(txn.spilled_rows() > 0, staging.is_some());
+                txn
+            }
+        };
+        // A key the branch holds.
+        let before = fingerprint(&g, "main").await;
+        let e = staged("Alice").await.commit().await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Validation(v) if v.kind == ViolationKind::DuplicateKey && v.value == "Alice"),
+            "staging {staging:?}: {e}"
+        );
+        assert_eq!(fingerprint(&g, "main").await, before);
+        // A key a concurrent commit inserted after the transaction began.
+        let clash = if round == 0 { "Late0" } else { "Late1" };
+        let txn = staged(clash).await;
+        common::load_person(&g, clash).await;
+        let e = txn.commit().await.unwrap_err();
+        assert!(matches!(&e, Error::Conflict { .. }), "staging {staging:?}: {e}");
+        // New keys land, every one.
+        let rows = count(&g).await;
+        let fresh = if round == 0 { "Fresh0" } else { "Fresh1" };
+        let summary = staged(fresh).await.commit().await.unwrap().unwrap();
+        assert_eq!(summary.tables["Person"].inserted, 5_000, "staging {staging:?}");
+        assert_eq!(count(&g).await, rows + 5_000);
+    }
+}

@@ -1082,6 +1082,17 @@ impl Storage {
         Ok(scan.try_into_stream().await?.try_collect().await?)
     }
 
+    /// Read `columns` of every row, batch by batch, without collecting.
+    pub async fn scan_stream(
+        &self,
+        ds: &Dataset,
+        columns: &[&str],
+    ) -> Result<lance::dataset::scanner::DatasetRecordBatchStream> {
+        let mut scan = scanner(ds);
+        scan.project(columns)?;
+        Ok(scan.try_into_stream().await?)
+    }
+
     pub async fn count(&self, ds: &Dataset, filter: Option<&str>) -> Result<u64> {
         Ok(ds.count_rows(filter.map(str::to_string)).await? as u64)
     }
