@@ -782,7 +782,10 @@ impl Snapshot {
         if ids < ID_CHUNK as u64 {
             return Ok(false);
         }
-        let rows = self.count(type_name).await?;
+        let rows = match self.count(type_name).await {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.read_error(type_name, e).await),
+        };
         Ok(ids.saturating_mul(SCAN_IDS_RATIO) >= rows)
     }
 

@@ -110,6 +110,14 @@ impl ObjectStore for DurableLocal {
         self.synced.get_opts(location, options).await
     }
 
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.synced.get_ranges(location, ranges).await
+    }
+
     fn delete_stream(
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,

@@ -334,7 +334,7 @@ async fn locate(
     // on (the graph never turns them on); then only row-id answers serve.
     let stable_ids = ds.manifest().uses_stable_row_ids();
     let mut rows: Vec<u64> = Vec::new();
-    for index in opened {
+    for (segment, index) in segments.iter().zip(opened) {
         if stable_ids && index.results_are_row_addresses() {
             return Ok(None);
         }
@@ -345,7 +345,18 @@ async fn locate(
         let Some(ids) = found.row_addrs() else {
             return Ok(None);
         };
-        rows.extend(ids.map(u64::from));
+        // Only the fragments the segment covers (as `uncovered_fragments`
+        // counts them; the others are searched by reading them): Lance
+        // drops a fragment from a segment's coverage when it rewrites the
+        // indexed column there, and the file keeps the old addresses, which
+        // a delete by address must not trust.
+        let covers = |address: &u64| {
+            segment
+                .fragment_bitmap
+                .as_ref()
+                .is_some_and(|b| b.contains((address >> 32) as u32))
+        };
+        rows.extend(ids.map(u64::from).filter(covers));
         if rows.len() as u64 > LOOKUP_ROWS {
             return Ok(None);
         }
