@@ -2,6 +2,7 @@
 cached plans, cancel, memory after errors."""
 
 import json
+import re
 import threading
 import time
 
@@ -80,6 +81,70 @@ def test_cached_plans_in_plpgsql_and_generic_prepared_statements(graph):
         cur.execute(f"EXPLAIN EXECUTE older(1)")
         plan = "\n".join(r[0] for r in cur.fetchall())
         assert "Pushed Filter: age > $1" in plan
+
+
+def test_any_of_an_array_parameter_is_pushed_and_answers_as_postgres(graph):
+    """`col = ANY($1)` (how drivers send a list) and `<> ALL($1)` in a
+    generic plan, and `= ANY(ARRAY(SELECT ...))` (an initplan's value), are
+    pushed as an IN list whose values are the array's elements when the
+    scan starts: never a full scan filtered row by row. The answers are
+    Postgres's: NULL elements match nothing, a NULL array matches nothing,
+    and an empty one nothing (or everything, for <> ALL). A date parameter
+    at infinity compares as infinity does."""
+    server, schema, connect = graph
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute("SET plan_cache_mode = force_generic_plan")
+        t = f"{schema}.person"
+        cur.execute(f"PREPARE any_id(text[]) AS SELECT id FROM {t} WHERE id = ANY($1) ORDER BY id")
+        cur.execute(f"PREPARE all_id(text[]) AS SELECT id FROM {t} WHERE id <> ALL($1) ORDER BY id")
+        cur.execute(f"PREPARE any_age(int[]) AS SELECT id FROM {t} WHERE age = ANY($1) ORDER BY id")
+        cur.execute(f"PREPARE before(date) AS SELECT id FROM {t} WHERE joined_on < $1 ORDER BY id")
+        for name in ["any_id(ARRAY['alice'])", "all_id(ARRAY['alice'])", "any_age(ARRAY[1])"]:
+            cur.execute(f"EXPLAIN EXECUTE {name}")
+            plan = "\n".join(r[0] for r in cur.fetchall())
+            assert re.search(r"Pushed Filter: \w+ (NOT )?IN \(\$1\)", plan), plan
+            assert "Filter: (" not in plan.replace("Pushed Filter", ""), plan
+        everyone = ["alice", "bob", "charlie", "diana"]
+        for query, arg, expected in [
+            ("any_id", ["alice", "charlie"], ["alice", "charlie"]),
+            ("any_id", ["charlie", "nobody", "charlie"], ["charlie"]),
+            ("any_id", ["bob", None], ["bob"]),
+            ("any_id", [], []),
+            ("any_id", None, []),
+            ("all_id", ["alice"], ["bob", "charlie", "diana"]),
+            ("all_id", [], everyone),
+            ("all_id", ["alice", None], []),
+            ("all_id", None, []),
+            ("any_age", [25, 35, 99], ["bob", "charlie"]),
+        ]:
+            cast = "int[]" if query == "any_age" else "text[]"
+            cur.execute(f"EXECUTE {query}(%s::{cast})", (arg,))
+            assert [r[0] for r in cur.fetchall()] == expected, (query, arg)
+        # joined_on: alice 2021-03-04, diana 2019-11-30, the others NULL.
+        for arg, expected in [
+            ("infinity", ["alice", "diana"]),
+            ("-infinity", []),
+            ("2021-03-05", ["alice", "diana"]),
+            ("2021-03-04", ["diana"]),
+        ]:
+            cur.execute("EXECUTE before(%s::date)", (arg,))
+            assert [r[0] for r in cur.fetchall()] == expected, arg
+        # An initplan's array.
+        q = f"SELECT id FROM {t} WHERE id = ANY(ARRAY(SELECT 'ali' || 'ce' UNION ALL SELECT 'bob')) ORDER BY id"
+        cur.execute(f"EXPLAIN {q}")
+        plan = "\n".join(r[0] for r in cur.fetchall())
+        assert "Pushed Filter: id IN ($1)" in plan, plan
+        cur.execute(q)
+        assert [r[0] for r in cur.fetchall()] == ["alice", "bob"]
+        # An UPDATE through the parameter changes exactly those rows.
+        cur.execute("BEGIN")
+        cur.execute(f"PREPARE older(text[]) AS UPDATE {t} SET age = age + 100 WHERE id = ANY($1)")
+        cur.execute("EXECUTE older(ARRAY['alice', 'charlie'])")
+        assert cur.rowcount == 2
+        cur.execute(f"SELECT id, age FROM {t} ORDER BY id")
+        assert cur.fetchall() == [("alice", 130), ("bob", 25), ("charlie", 135), ("diana", None)]
+        cur.execute("ROLLBACK")
 
 
 def test_a_new_branch_commit_is_seen_through_the_session_branch(graph):

@@ -119,6 +119,41 @@ pub fn scalar(oid: Oid, d: Datum, isnull: bool) -> Option<Scalar> {
     })
 }
 
+/// The value of a runtime parameter of type `oid` when a scan starts: a
+/// scalar, or an array's elements as a [`Scalar::List`].
+///
+/// Unlike a constant, a parameter cannot stay local once the plan pushed
+/// it: a date or timestamp at +/-infinity, which the graph cannot hold,
+/// becomes the farthest value of its kind, so it compares with every
+/// stored value as infinity does (and equals none).
+pub fn param_value(oid: Oid, d: Datum, isnull: bool) -> Scalar {
+    if isnull {
+        return Scalar::Null;
+    }
+    // SAFETY: InvalidOid for a type that is not an array.
+    let elem = unsafe { pg_sys::get_element_type(oid) };
+    if elem != pg_sys::InvalidOid {
+        return Scalar::List(
+            deconstruct(d, elem)
+                .into_iter()
+                .map(|(d, n)| param_value(elem, d, n))
+                .collect(),
+        );
+    }
+    scalar(oid, d, false).unwrap_or_else(|| match oid {
+        o if o == pg_sys::DATEOID => match d.value() as i32 {
+            days if days < 0 => Scalar::Date(i32::MIN),
+            _ => Scalar::Date(i32::MAX),
+        },
+        o if o == pg_sys::TIMESTAMPTZOID => match d.value() as i64 {
+            us if us < 0 => Scalar::Timestamp(i64::MIN),
+            _ => Scalar::Timestamp(i64::MAX),
+        },
+        // Types the plan does not push.
+        _ => Scalar::Null,
+    })
+}
+
 impl Quals<'_> {
     fn column(&self, node: *mut pg_sys::Node) -> Option<(&FilterColumn, Column)> {
         let node = strip_relabel(node);
@@ -167,21 +202,55 @@ impl Quals<'_> {
                 false
             };
             if runtime {
-                let idx = match self
-                    .params
-                    .iter()
-                    .position(|q| pg_sys::equal(q.cast(), node.cast()))
-                {
-                    Some(i) => i,
-                    None => {
-                        self.params.push(node);
-                        self.params.len() - 1
-                    }
-                };
-                return Some(Value::Param(idx));
+                return Some(Value::Param(self.param_index(node)));
             }
         }
         None
+    }
+
+    /// A parameter holding an array of the column's type (`= ANY($1)` of a
+    /// prepared statement's generic plan, or `= ANY(ARRAY(SELECT ...))`,
+    /// an initplan's value), registered as a runtime parameter.
+    ///
+    /// # Safety
+    /// `node` is a valid expression node.
+    unsafe fn array_param(&mut self, node: *mut pg_sys::Node, col: ColumnType) -> Option<Value> {
+        // SAFETY: the cast follows the tag check; the caller passes a valid node.
+        unsafe {
+            if !is_a(node, pg_sys::NodeTag::T_Param) {
+                return None;
+            }
+            let p = node as *mut pg_sys::Param;
+            if !matches!(
+                (*p).paramkind,
+                pg_sys::ParamKind::PARAM_EXTERN | pg_sys::ParamKind::PARAM_EXEC
+            ) {
+                return None;
+            }
+            // InvalidOid for a type that is not an array.
+            let elem = pg_sys::get_element_type((*p).paramtype);
+            if elem == pg_sys::InvalidOid || !compatible(col, elem) {
+                return None;
+            }
+        }
+        Some(Value::Param(self.param_index(node)))
+    }
+
+    /// The index of a runtime parameter, registered once however often a
+    /// qual names it.
+    fn param_index(&mut self, node: *mut pg_sys::Node) -> usize {
+        // SAFETY: both are valid expression nodes.
+        let known = self
+            .params
+            .iter()
+            .position(|q| unsafe { pg_sys::equal(q.cast(), node.cast()) });
+        match known {
+            Some(i) => i,
+            None => {
+                self.params.push(node);
+                self.params.len() - 1
+            }
+        }
     }
 
     /// Model one qual of the scanned table.
@@ -340,6 +409,15 @@ impl Quals<'_> {
             return Expr::Unsupported("ANY on an expression".into());
         };
         let r = strip_relabel(r);
+        // SAFETY: r is a valid node; the cast follows the tag check.
+        if let Some(param) = unsafe { self.array_param(r, column.ty) } {
+            // Its elements are taken when the scan starts (`scan::eval_params`).
+            return Expr::InList {
+                column,
+                values: vec![param],
+                negated,
+            };
+        }
         // SAFETY: r is a valid node; the cast follows the tag check.
         if !unsafe { is_a(r, pg_sys::NodeTag::T_Const) } {
             return Expr::Unsupported("ANY over a non-constant array".into());

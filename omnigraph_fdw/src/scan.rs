@@ -115,7 +115,7 @@ fn eval_params(
             .map(|(st, typ)| {
                 let mut isnull = false;
                 let d = pg_sys::ExecEvalExpr(*st, econtext, &mut isnull);
-                quals::scalar(*typ, d, isnull).unwrap_or(Scalar::Null)
+                quals::param_value(*typ, d, isnull)
             })
             .collect()
     }

@@ -45,6 +45,9 @@ pub enum Scalar {
     Date(i32),
     /// Microseconds since 1970-01-01 UTC.
     Timestamp(i64),
+    /// The elements of an array parameter (`column = ANY($1)`), the value
+    /// of a [`Value::Param`] in an IN list, which takes them one by one.
+    List(Vec<Scalar>),
 }
 
 /// What a column holds, as far as pushdown rules care.
@@ -271,6 +274,9 @@ fn scalar_value(ty: ColumnType, s: &Scalar) -> ScalarValue {
         (_, Scalar::Timestamp(us)) => {
             ScalarValue::TimestampMicrosecond(Some(*us), Some("UTC".into()))
         }
+        // Only an IN list takes a list, element by element (`in_list`):
+        // compared whole, a list matches nothing.
+        (_, Scalar::List(_)) => ScalarValue::Null,
     }
 }
 
@@ -300,6 +306,19 @@ fn resolve<'a>(v: &'a Value, params: &'a [Scalar]) -> Result<&'a Scalar, FilterE
             .get(*i)
             .ok_or_else(|| FilterError(format!("parameter {i} has no value"))),
     }
+}
+
+/// The values of an IN list with its parameters' values substituted, an
+/// array parameter's elements in its place.
+fn in_list<'a>(values: &'a [Value], params: &'a [Scalar]) -> Result<Vec<&'a Scalar>, FilterError> {
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        match resolve(v, params)? {
+            Scalar::List(items) => out.extend(items),
+            s => out.push(s),
+        }
+    }
+    Ok(out)
 }
 
 fn column(c: &Column) -> DfExpr {
@@ -338,10 +357,10 @@ pub fn to_datafusion(
             values,
             negated,
         } => {
-            let list = values
-                .iter()
-                .map(|v| resolve(v, params).map(|s| literal(c, s, schema)))
-                .collect::<Result<Vec<_>, _>>()?;
+            let list = in_list(values, params)?
+                .into_iter()
+                .map(|s| literal(c, s, schema))
+                .collect();
             column(c).in_list(list, *negated)
         }
         Expr::IsNull {
@@ -370,18 +389,18 @@ pub fn to_datafusion(
 /// other filter, or a value of another type (it is left to a scan, which
 /// compares as Postgres would).
 pub fn lookup(e: &Expr, params: &[Scalar], schema: &Schema) -> Option<(String, Vec<ScalarValue>)> {
-    let (c, values): (&Column, Vec<&Value>) = match e {
+    let (c, values): (&Column, Vec<&Scalar>) = match e {
         Expr::Cmp {
             column,
             op: CmpOp::Eq,
             value,
             ..
-        } => (column, vec![value]),
+        } => (column, vec![resolve(value, params).ok()?]),
         Expr::InList {
             column,
             values,
             negated: false,
-        } => (column, values.iter().collect()),
+        } => (column, in_list(values, params).ok()?),
         _ => return None,
     };
     if !matches!(
@@ -397,12 +416,10 @@ pub fn lookup(e: &Expr, params: &[Scalar], schema: &Schema) -> Option<(String, V
     let target = schema.field_with_name(&c.name).ok()?.data_type();
     let literals = values
         .into_iter()
-        .map(
-            |v| match literal(c, resolve(v, params).ok()?, Some(schema)) {
-                DfExpr::Literal(s, _) if s.data_type() == *target && !s.is_null() => Some(s),
-                _ => None,
-            },
-        )
+        .map(|v| match literal(c, v, Some(schema)) {
+            DfExpr::Literal(s, _) if s.data_type() == *target && !s.is_null() => Some(s),
+            _ => None,
+        })
         .collect::<Option<Vec<_>>>()?;
     Some((c.name.clone(), literals))
 }
@@ -497,6 +514,10 @@ fn show_scalar(s: &Scalar) -> String {
         Scalar::Timestamp(t) => format!(
             "timestamptz '{}'",
             omnigraph_engine::value::datetime_to_string(*t)
+        ),
+        Scalar::List(items) => format!(
+            "ARRAY[{}]",
+            items.iter().map(show_scalar).collect::<Vec<_>>().join(", ")
         ),
     }
 }
