@@ -757,11 +757,47 @@ pub fn records_to_batch(
         columns.push(text(&|r| r.endpoints.as_ref().map_or("", |e| e.0.as_str())));
         columns.push(text(&|r| r.endpoints.as_ref().map_or("", |e| e.1.as_str())));
     }
-    for prop in catalog.properties(type_name).unwrap_or_default() {
-        let values: Vec<&Value> = records.iter().map(|r| r.prop(&prop.name)).collect();
+    let props = catalog.properties(type_name).unwrap_or_default();
+    for (prop, values) in props.iter().zip(prop_columns(&props, records)) {
         columns.push(column_array(prop, &values)?);
     }
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// Each property's values over `records` (NULL where a record lacks it),
+/// in `props`' order. A record's properties are a map sorted by name: one
+/// walk of it beside the names in the same order finds them all, where a
+/// lookup per property (about four string comparisons each) was a fifth
+/// of a bulk insert's time.
+fn prop_columns<'r>(props: &[Property], records: &[&'r Record]) -> Vec<Vec<&'r Value>> {
+    let mut by_name: Vec<usize> = (0..props.len()).collect();
+    by_name.sort_by(|a, b| props[*a].name.cmp(&props[*b].name));
+    let mut columns: Vec<Vec<&Value>> = props
+        .iter()
+        .map(|_| Vec::with_capacity(records.len()))
+        .collect();
+    for r in records {
+        let mut have = r.props.iter().peekable();
+        for &i in &by_name {
+            let name = props[i].name.as_str();
+            let mut value = &Value::Null;
+            while let Some((k, v)) = have.peek() {
+                match k.as_str().cmp(name) {
+                    std::cmp::Ordering::Less => {
+                        have.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        value = *v;
+                        have.next();
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            columns[i].push(value);
+        }
+    }
+    columns
 }
 
 fn scalar_at(array: &dyn Array, i: usize) -> Value {
@@ -883,6 +919,40 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// Each record's properties, found by one ordered walk, are what a
+    /// lookup by name gives: present, missing (NULL), beside names the
+    /// catalog does not list, for properties declared out of name order.
+    #[test]
+    fn property_columns_match_lookups_by_name() {
+        let prop = |name: &str| Property {
+            name: name.into(),
+            ty: PropType::Scalar(ScalarType::I64),
+            nullable: true,
+            annotations: vec![],
+        };
+        let props = vec![prop("m"), prop("b"), prop("zz"), prop("a"), prop("ba")];
+        let names = ["a", "b", "ba", "m", "zz", "c", "y", "zzz", "0"];
+        let records: Vec<Record> = (0u32..512)
+            .map(|bits| Record {
+                id: bits.to_string(),
+                endpoints: None,
+                props: names
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| bits & (1 << i) != 0)
+                    .map(|(i, n)| (n.to_string(), Value::Int(i as i64 * 10 + i64::from(bits))))
+                    .collect(),
+            })
+            .collect();
+        let refs: Vec<&Record> = records.iter().collect();
+        let columns = prop_columns(&props, &refs);
+        assert_eq!(columns.len(), props.len());
+        for (p, column) in props.iter().zip(&columns) {
+            let expected: Vec<&Value> = refs.iter().map(|r| r.prop(&p.name)).collect();
+            assert_eq!(column, &expected, "{}", p.name);
+        }
     }
 
     #[test]
