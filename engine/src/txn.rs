@@ -313,17 +313,17 @@ impl WriteTxn {
     fn coerce_props(
         &self,
         type_name: &str,
-        props: BTreeMap<String, Value>,
+        mut props: BTreeMap<String, Value>,
     ) -> Result<BTreeMap<String, Value>> {
         let declared = self.catalog().properties(type_name).unwrap_or_default();
-        let mut out = BTreeMap::new();
-        for (name, v) in props {
-            let Some(p) = declared.iter().find(|p| p.name == name) else {
+        // Coerced in place: the map keeps its names, only values change.
+        for (name, v) in props.iter_mut() {
+            let Some(p) = declared.iter().find(|p| p.name == *name) else {
                 let known: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
                 return Err(Error::violation(
                     ViolationKind::UnknownProperty,
                     type_name,
-                    &name,
+                    name,
                     v.display(),
                     format!(
                         "{type_name} has no property '{name}' (properties: {})",
@@ -331,9 +331,9 @@ impl WriteTxn {
                     ),
                 ));
             };
-            out.insert(name, coerce(type_name, p, v)?);
+            *v = coerce(type_name, p, std::mem::replace(v, Value::Null))?;
         }
-        Ok(out)
+        Ok(props)
     }
 
     /// A whole new row must give every required property a value.
