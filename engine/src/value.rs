@@ -758,7 +758,7 @@ pub fn records_to_batch(
         columns.push(text(&|r| r.endpoints.as_ref().map_or("", |e| e.1.as_str())));
     }
     let props = catalog.properties(type_name).unwrap_or_default();
-    for (prop, values) in props.iter().zip(prop_columns(&props, records)) {
+    for (prop, values) in props.iter().zip(prop_columns(props, records)) {
         columns.push(column_array(prop, &values)?);
     }
     Ok(RecordBatch::try_new(schema, columns)?)
