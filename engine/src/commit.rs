@@ -251,16 +251,21 @@ impl WriteTxn {
                 message: format!("{type_name} '{id}' was inserted by a concurrent commit"),
             });
         }
-        Err(Error::violation(
+        Err(self.duplicate_key(type_name, &id))
+    }
+
+    /// A new row's id the branch already holds.
+    fn duplicate_key(&self, type_name: &str, id: &str) -> Error {
+        Error::violation(
             ViolationKind::DuplicateKey,
             type_name,
             "id",
-            id.clone(),
+            id,
             format!(
                 "duplicate key: {type_name} '{id}' already exists on branch '{}'",
                 self.branch
             ),
-        ))
+        )
     }
 
     /// The first spilled id the head already holds, looked up batch by batch.
@@ -340,16 +345,7 @@ impl WriteTxn {
                             if changed_since_base.contains(id) {
                                 return Err(conflict(id));
                             }
-                            return Err(fail(Error::violation(
-                                ViolationKind::DuplicateKey,
-                                type_name,
-                                "id",
-                                id.clone(),
-                                format!(
-                                    "duplicate key: {type_name} '{id}' already exists on branch '{}'",
-                                    self.branch
-                                ),
-                            )));
+                            return Err(fail(self.duplicate_key(type_name, id)));
                         }
                         tp.new_rows.push((Cow::Borrowed(r), *line));
                         tp.stats.inserted += 1;
