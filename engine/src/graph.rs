@@ -762,7 +762,12 @@ impl Snapshot {
                     .column(0)
                     .as_string_opt::<i32>()
                     .ok_or_else(|| Error::Internal(format!("{type_name}.id is not text")))?;
-                out.extend(ids.iter().flatten().filter(|id| wanted(id)).map(str::to_string));
+                out.extend(
+                    ids.iter()
+                        .flatten()
+                        .filter(|id| wanted(id))
+                        .map(str::to_string),
+                );
             }
             Ok::<_, Error>(out)
         };

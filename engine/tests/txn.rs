@@ -327,12 +327,18 @@ async fn many_new_ids_are_checked_against_the_table_read_once() {
         let txn = staged(clash).await;
         common::load_person(&g, clash).await;
         let e = txn.commit().await.unwrap_err();
-        assert!(matches!(&e, Error::Conflict { .. }), "staging {staging:?}: {e}");
+        assert!(
+            matches!(&e, Error::Conflict { .. }),
+            "staging {staging:?}: {e}"
+        );
         // New keys land, every one.
         let rows = count(&g).await;
         let fresh = if round == 0 { "Fresh0" } else { "Fresh1" };
         let summary = staged(fresh).await.commit().await.unwrap().unwrap();
-        assert_eq!(summary.tables["Person"].inserted, 5_000, "staging {staging:?}");
+        assert_eq!(
+            summary.tables["Person"].inserted, 5_000,
+            "staging {staging:?}"
+        );
         assert_eq!(count(&g).await, rows + 5_000);
     }
 }

@@ -170,8 +170,14 @@ mod tests {
     fn only_lance_version_hints_are_advisory() {
         for (path, expected) in [
             ("g/nodes/Person/_versions/latest_version_hint.json", true),
-            ("g/nodes/Person/tree/b1/_versions/latest_version_hint.json", true),
-            ("g/nodes/Person/_versions/18446744073709551614.manifest", false),
+            (
+                "g/nodes/Person/tree/b1/_versions/latest_version_hint.json",
+                true,
+            ),
+            (
+                "g/nodes/Person/_versions/18446744073709551614.manifest",
+                false,
+            ),
             ("g/nodes/Person/data/latest_version_hint.json", false),
             ("g/_graph/branches/main/00000000000000000001.json", false),
             ("g/nodes/Person/_transactions/1-x.txn", false),
@@ -187,12 +193,21 @@ mod tests {
     async fn writes_land_through_either_store() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = DurableLocal::new();
-        for rel in ["t/_versions/latest_version_hint.json", "t/_versions/1.manifest"] {
+        for rel in [
+            "t/_versions/latest_version_hint.json",
+            "t/_versions/1.manifest",
+        ] {
             let location = Path::from_absolute_path(dir.path().join(rel)).expect("a path");
             assert_eq!(advisory(&location), rel.ends_with(".json"), "{rel}");
             store.put(&location, "one".into()).await.expect("put");
             store.put(&location, "two".into()).await.expect("replace");
-            let got = store.get(&location).await.expect("get").bytes().await.expect("bytes");
+            let got = store
+                .get(&location)
+                .await
+                .expect("get")
+                .bytes()
+                .await
+                .expect("bytes");
             assert_eq!(&got[..], b"two", "{rel}");
             let on_disk = std::fs::read(dir.path().join(rel)).expect("the file");
             assert_eq!(on_disk, b"two", "{rel}");

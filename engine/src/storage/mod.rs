@@ -1321,7 +1321,9 @@ mod delete_ids_tests {
         RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from_iter_values(ids.clone().map(|i| format!("n{i}")))),
+                Arc::new(StringArray::from_iter_values(
+                    ids.clone().map(|i| format!("n{i}")),
+                )),
                 Arc::new(Int32Array::from_iter_values(ids.map(|i| i as i32))),
             ],
         )
@@ -1336,7 +1338,9 @@ mod delete_ids_tests {
             .iter()
             .flat_map(|b| {
                 let a = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
-                (0..a.len()).map(|i| a.value(i).to_string()).collect::<Vec<_>>()
+                (0..a.len())
+                    .map(|i| a.value(i).to_string())
+                    .collect::<Vec<_>>()
             })
             .collect();
         out.sort();
@@ -1368,27 +1372,50 @@ mod delete_ids_tests {
                 version: first,
             };
             let mut ds = storage.open_for_write("T", &entry).await.unwrap();
-            ds = storage.append(ds, vec![batch(&schema, 0..n)]).await.unwrap();
+            ds = storage
+                .append(ds, vec![batch(&schema, 0..n)])
+                .await
+                .unwrap();
             if indexed {
                 assert!(storage.maintain_id_index(&mut ds).await.unwrap());
             }
             // Two small fragments the index does not cover.
-            ds = storage.append(ds, vec![batch(&schema, n..n + 3)]).await.unwrap();
-            ds = storage.append(ds, vec![batch(&schema, n + 3..n + 5)]).await.unwrap();
+            ds = storage
+                .append(ds, vec![batch(&schema, n..n + 3)])
+                .await
+                .unwrap();
+            ds = storage
+                .append(ds, vec![batch(&schema, n + 3..n + 5)])
+                .await
+                .unwrap();
             let fragments = ds.manifest().fragments.len();
             assert_eq!(fragments, 3);
             let looked_up = super::reads::row_addresses(
                 &ds,
                 "id",
-                &[lance::deps::datafusion::scalar::ScalarValue::Utf8(Some("n7".into()))],
+                &[lance::deps::datafusion::scalar::ScalarValue::Utf8(Some(
+                    "n7".into(),
+                ))],
             )
             .await
             .unwrap();
-            assert_eq!(looked_up.is_some(), indexed, "found by address only with the index");
+            assert_eq!(
+                looked_up.is_some(),
+                indexed,
+                "found by address only with the index"
+            );
             let gone = |i: u32| format!("n{i}");
             let (a, b, c, d) = (gone(7), gone(n - 1), gone(n + 1), gone(n + 3));
             let (e, absent) = (gone(n + 4), "nope".to_string());
-            let ids = [a.as_str(), b.as_str(), c.as_str(), d.as_str(), e.as_str(), absent.as_str(), a.as_str()];
+            let ids = [
+                a.as_str(),
+                b.as_str(),
+                c.as_str(),
+                d.as_str(),
+                e.as_str(),
+                absent.as_str(),
+                a.as_str(),
+            ];
             ds = storage
                 .delete_ids_and_append(ds, &ids, vec![batch(&schema, n + 10..n + 12)])
                 .await
@@ -1402,7 +1429,11 @@ mod delete_ids_tests {
             assert_eq!(live_ids(&storage, &ds).await, want, "indexed: {indexed}");
             // The last fragment lost both its rows: removed; the new rows
             // are one new fragment.
-            assert_eq!(ds.manifest().fragments.len(), fragments, "indexed: {indexed}");
+            assert_eq!(
+                ds.manifest().fragments.len(),
+                fragments,
+                "indexed: {indexed}"
+            );
             // Deleting what is already gone writes nothing.
             let version = ds.version_id();
             ds = storage
