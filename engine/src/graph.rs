@@ -737,11 +737,11 @@ impl Snapshot {
 
     /// Every id of a type (reads only the `id` column).
     pub(crate) async fn ids(&self, type_name: &str) -> Result<BTreeSet<String>> {
-        let mut out = BTreeSet::new();
-        for b in self.scan(type_name, &["id"], None).await? {
-            out.extend(batch_to_records(&b)?.into_iter().map(|r| r.id));
-        }
-        Ok(out)
+        Ok(self
+            .ids_where(type_name, |_| true)
+            .await?
+            .into_iter()
+            .collect())
     }
 
     /// The ids of a type that `wanted` accepts, found by reading the `id`
@@ -755,7 +755,7 @@ impl Snapshot {
         use arrow_array::cast::AsArray;
         let ds = self.dataset(type_name).await?;
         let read = async {
-            let mut stream = self.graph.storage().scan_stream(&ds, &["id"]).await?;
+            let mut stream = self.graph.storage().scan_stream(&ds, &["id"], None).await?;
             let mut out = Vec::new();
             while let Some(batch) = stream.try_next().await? {
                 let ids = batch

@@ -32,7 +32,7 @@ use object_store::{
 };
 
 /// Lance's version hint file, in every table's `_versions/`.
-const VERSION_HINT: &str = "latest_version_hint.json";
+pub(crate) const VERSION_HINT: &str = "latest_version_hint.json";
 
 /// Whether an object is advisory: its loss or a torn copy after a crash is
 /// harmless, so it is written without fsync.

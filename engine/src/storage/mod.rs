@@ -340,25 +340,19 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Stage the deletion of rows by address (fragment id in the high 32 bits,
-/// offset in the low): a new deletion file for each fragment that loses a
-/// live row, without planning a filtered scan to find them. Returns the
-/// fragments with their new deletion files and the ids of fragments left
-/// without a live row, for a Lance update to commit. Addresses of rows
-/// already deleted, or of fragments not in `ds`'s version, change nothing.
+/// Stage the deletion of rows by address (ascending, as
+/// [`reads::row_addresses`] gives them): a new deletion file for each
+/// fragment that loses a live row, without planning a filtered scan to find
+/// them. Returns the fragments with their new deletion files and the ids of
+/// fragments left without a live row, for a Lance update to commit.
+/// Addresses of rows already deleted, or of fragments not in `ds`'s
+/// version, change nothing.
 async fn delete_rows(
     ds: &Dataset,
     rows: &[u64],
 ) -> Result<(Vec<lance_table::format::Fragment>, Vec<u64>)> {
-    let mut by_fragment: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
-    for &row in rows {
-        by_fragment
-            .entry((row >> 32) as u32)
-            .or_default()
-            .push(row as u32);
-    }
     let (mut updated, mut removed) = (Vec::new(), Vec::new());
-    for (id, offsets) in by_fragment {
+    for (id, offsets) in reads::by_fragment(rows) {
         let Some(fragment) = ds.get_fragment(id as usize) else {
             continue;
         };
@@ -372,7 +366,7 @@ async fn delete_rows(
         }
         match fragment.extend_deletions(new).await? {
             Some(kept) => updated.push(kept.metadata().clone()),
-            None => removed.push(u64::from(id)),
+            None => removed.push(id),
         }
     }
     Ok((updated, removed))
@@ -562,7 +556,7 @@ impl Storage {
             .branch_location()
             .path
             .join("_versions")
-            .join("latest_version_hint.json");
+            .join(durable::VERSION_HINT);
         let hint = self
             .get(&hint_path)
             .await?
@@ -1074,22 +1068,26 @@ impl Storage {
         columns: &[&str],
         filter: Option<&str>,
     ) -> Result<Vec<RecordBatch>> {
+        Ok(self
+            .scan_stream(ds, columns, filter)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// Read `columns` of the rows matching `filter` (all rows when `None`),
+    /// batch by batch, without collecting.
+    pub async fn scan_stream(
+        &self,
+        ds: &Dataset,
+        columns: &[&str],
+        filter: Option<&str>,
+    ) -> Result<lance::dataset::scanner::DatasetRecordBatchStream> {
         let mut scan = scanner(ds);
         scan.project(columns)?;
         if let Some(f) = filter {
             scan.filter(f)?;
         }
-        Ok(scan.try_into_stream().await?.try_collect().await?)
-    }
-
-    /// Read `columns` of every row, batch by batch, without collecting.
-    pub async fn scan_stream(
-        &self,
-        ds: &Dataset,
-        columns: &[&str],
-    ) -> Result<lance::dataset::scanner::DatasetRecordBatchStream> {
-        let mut scan = scanner(ds);
-        scan.project(columns)?;
         Ok(scan.try_into_stream().await?)
     }
 

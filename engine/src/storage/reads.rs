@@ -195,6 +195,16 @@ async fn take_addresses(
     addresses: &[u64],
     projection: &lance::datatypes::Schema,
 ) -> Result<RecordBatch> {
+    let parts = by_fragment(addresses)
+        .into_iter()
+        .map(|(id, offsets)| (id, Rows::offsets(offsets)))
+        .collect();
+    read_fragments(ds, parts, projection, false).await
+}
+
+/// Row addresses (fragment id in the high 32 bits, offset in the low),
+/// ascending, grouped by fragment: `(fragment id, offsets)` in order.
+pub(crate) fn by_fragment(addresses: &[u64]) -> Vec<(u64, Vec<u32>)> {
     let mut parts: Vec<(u64, Vec<u32>)> = Vec::new();
     for a in addresses {
         let (id, offset) = (a >> 32, *a as u32);
@@ -203,11 +213,7 @@ async fn take_addresses(
             _ => parts.push((id, vec![offset])),
         }
     }
-    let parts = parts
-        .into_iter()
-        .map(|(id, offsets)| (id, Rows::offsets(offsets)))
-        .collect();
-    read_fragments(ds, parts, projection, false).await
+    parts
 }
 
 /// Most rows [`index_lookup`] reads at once; a lookup matching more is
