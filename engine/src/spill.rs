@@ -25,7 +25,7 @@ use lance::dataset::WriteMode;
 
 use crate::error::{Error, Result};
 use crate::schema::Catalog;
-use crate::value::{Record, batch_to_records, records_to_batch, sql_literal};
+use crate::value::{Record, batch_to_records, records_to_batch};
 
 /// The column holding a spilled row's staging sequence number.
 /// A reserved property name (`schema::catalog::RESERVED`), so it cannot
@@ -154,28 +154,34 @@ impl Spill {
         Ok(())
     }
 
-    /// Remove the row with this id from the spill and return it.
-    pub async fn take(&mut self, id: &str) -> Result<Option<Record>> {
-        let hash = id_hash(id);
-        if !self.ids.contains(&hash) {
-            return Ok(None);
-        }
+    /// Remove the spilled rows of `ids` and return them (in no order);
+    /// ids that are not spilled are skipped. One scan and one delete per
+    /// chunk of ids, however many rows come back.
+    pub async fn take(&mut self, ids: &[&str]) -> Result<Vec<Record>> {
+        let wanted: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.ids.contains(&id_hash(id)))
+            .collect();
         let Some(ds) = self.ds.as_mut() else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let filter = format!("id = {}", sql_literal(id));
-        let mut scan = crate::storage::scanner(ds);
-        scan.filter(&filter)?;
-        let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
-        let mut found = None;
-        for b in &batches {
-            if let Some(r) = batch_to_records(b)?.into_iter().next() {
-                found = Some(r);
+        let mut found = Vec::new();
+        for chunk in wanted.chunks(crate::graph::ID_CHUNK) {
+            let filter = crate::graph::in_filter("id", chunk.iter().copied());
+            let mut scan = crate::storage::scanner(ds);
+            scan.filter(&filter)?;
+            let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
+            let before = found.len();
+            for b in &batches {
+                found.extend(batch_to_records(b)?);
             }
-        }
-        if found.is_some() {
-            ds.delete(&filter).await?;
-            self.ids.remove(&hash);
+            if found.len() > before {
+                ds.delete(&filter).await?;
+                for r in &found[before..] {
+                    self.ids.remove(&id_hash(&r.id));
+                }
+            }
         }
         Ok(found)
     }

@@ -426,7 +426,8 @@ impl WriteTxn {
         Ok(id)
     }
 
-    /// Merge `change` into what is staged for `id`, recording how to undo it.
+    /// Merge `change` into what is staged for `id`, recording how to undo
+    /// it; then spill if the staged rows outgrew the budget.
     async fn stage(
         &mut self,
         type_name: &str,
@@ -434,8 +435,22 @@ impl WriteTxn {
         change: Pending,
         line: Option<usize>,
     ) -> Result<()> {
+        self.stage_one(type_name, id, change, line).await?;
+        self.maybe_spill().await
+    }
+
+    /// [`Self::stage`] without the spill check, for a run of rows that
+    /// checks once at its end (rows taken back from the spill are not
+    /// spilled again before they are changed).
+    async fn stage_one(
+        &mut self,
+        type_name: &str,
+        id: String,
+        change: Pending,
+        line: Option<usize>,
+    ) -> Result<()> {
         // A row that went to the spill comes back to memory to be changed.
-        self.unspill(type_name, &id, line).await?;
+        self.unspill(type_name, &[&id], line).await?;
         self.seq += 1;
         let seq = self.seq;
         let recording = self.open_savepoints > 0;
@@ -506,7 +521,7 @@ impl WriteTxn {
                 previous: old,
             });
         }
-        self.maybe_spill().await
+        Ok(())
     }
 
     /// Move the plain inserts of every table to its spill once the staged
@@ -680,6 +695,19 @@ impl WriteTxn {
         id: &str,
         props: BTreeMap<String, Value>,
     ) -> Result<()> {
+        let props = self.checked_update(type_name, id, props)?;
+        self.stage(type_name, id.to_string(), Pending::Update(props), None)
+            .await
+    }
+
+    /// The properties of an update of `id`, coerced and checked: no key,
+    /// no required property cleared.
+    fn checked_update(
+        &self,
+        type_name: &str,
+        id: &str,
+        props: BTreeMap<String, Value>,
+    ) -> Result<BTreeMap<String, Value>> {
         self.kind(type_name)?;
         if let Some(node) = self.catalog().node(type_name)
             && let Some(k) = node.key.iter().flatten().find(|k| props.contains_key(*k))
@@ -696,8 +724,46 @@ impl WriteTxn {
         }
         let props = self.coerce_props(type_name, props)?;
         self.check_not_cleared(type_name, id, &props)?;
-        self.stage(type_name, id.to_string(), Pending::Update(props), None)
+        Ok(props)
+    }
+
+    /// Stage the same partial update of many rows (a direct UPDATE, whose
+    /// assigned values are the same for every row): the values are
+    /// checked and coerced once. Nothing is checked when `ids` is empty.
+    pub async fn update_ids(
+        &mut self,
+        type_name: &str,
+        ids: &[String],
+        props: BTreeMap<String, Value>,
+    ) -> Result<()> {
+        let Some(first) = ids.first() else {
+            return Ok(());
+        };
+        // Checked as the first row's update (its id names it in an error).
+        let props = self.checked_update(type_name, first, props)?;
+        self.stage_ids(type_name, ids, || Pending::Update(props.clone()))
             .await
+    }
+
+    /// Stage `change` for each of `ids`, a chunk at a time: the chunk's
+    /// spilled rows come back in one read of the spill, and the spill
+    /// check runs once per chunk.
+    async fn stage_ids(
+        &mut self,
+        type_name: &str,
+        ids: &[String],
+        change: impl Fn() -> Pending,
+    ) -> Result<()> {
+        for chunk in ids.chunks(ID_CHUNK) {
+            let wanted: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            self.unspill(type_name, &wanted, None).await?;
+            for id in chunk {
+                self.stage_one(type_name, id.clone(), change(), None)
+                    .await?;
+            }
+            self.maybe_spill().await?;
+        }
+        Ok(())
     }
 
     /// Stage a whole row that replaces the current one, or is inserted if
@@ -730,6 +796,13 @@ impl WriteTxn {
         .await
     }
 
+    /// Stage the deletion of many rows by id (a direct DELETE).
+    pub async fn delete_ids(&mut self, type_name: &str, ids: &[String]) -> Result<()> {
+        self.kind(type_name)?;
+        self.stage_ids(type_name, ids, || Pending::Delete { must_exist: true })
+            .await
+    }
+
     /// Stage the deletion of one row and return the row as this
     /// transaction saw it (for `DELETE ... RETURNING`): its own staged
     /// version, or the committed row at `at` with its staged update applied.
@@ -740,7 +813,7 @@ impl WriteTxn {
         at: &Snapshot,
     ) -> Result<Option<Record>> {
         self.kind(type_name)?;
-        self.unspill(type_name, id, None).await?;
+        self.unspill(type_name, &[id], None).await?;
         let staged = self
             .tables
             .get(type_name)
@@ -760,23 +833,23 @@ impl WriteTxn {
         Ok(row)
     }
 
-    /// Bring a spilled row back into memory as a staged insert: a change to
-    /// it is merged there.
-    async fn unspill(&mut self, type_name: &str, id: &str, line: Option<usize>) -> Result<()> {
+    /// Bring spilled rows back into memory as staged inserts: a change to
+    /// one is merged there. Ids that are not spilled are skipped.
+    async fn unspill(&mut self, type_name: &str, ids: &[&str], line: Option<usize>) -> Result<()> {
         let unspilled = match self
             .tables
             .get_mut(type_name)
             .and_then(|t| t.spill.as_mut())
         {
-            Some(spill) if spill.contains(id) => spill.take(id).await?,
-            _ => None,
+            Some(spill) if ids.iter().any(|id| spill.contains(id)) => spill.take(ids).await?,
+            _ => return Ok(()),
         };
-        if let Some(r) = unspilled {
+        let table = self.tables.entry(type_name.to_string()).or_default();
+        for r in unspilled {
             // Its own undo entry (if it was inserted after an open
             // savepoint) is earlier in the log, so a rollback removes it.
-            let table = self.tables.entry(type_name.to_string()).or_default();
             table.put(
-                id.to_string(),
+                r.id.clone(),
                 Staged {
                     change: Pending::Insert(r),
                     line,

@@ -342,3 +342,100 @@ async fn many_new_ids_are_checked_against_the_table_read_once() {
         assert_eq!(count(&g).await, rows + 5_000);
     }
 }
+
+/// A direct UPDATE or DELETE stages one change for many ids at once
+/// (`update_ids`, `delete_ids`): committed rows, rows inserted in memory
+/// and spilled rows (more than a chunk of them) end as if each had been
+/// changed on its own, a savepoint undoes the whole run, and a bad value
+/// fails before anything is staged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_staged_for_many_ids_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let committed: BTreeMap<String, Value> = g
+        .snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .read_where("Person", None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id.clone(), r.prop("age").clone()))
+        .collect();
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.set_staging_memory(20_000);
+    let mut ids: Vec<String> = committed.keys().cloned().collect();
+    for i in 0..4_500 {
+        ids.push(
+            txn.insert_node("Person", props(&[("name", s(&format!("N{i:04}")))]))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(txn.spilled_rows() > 4_096, "{}", txn.spilled_rows());
+    let updated: Vec<String> = ids.iter().step_by(2).cloned().collect();
+    let deleted: Vec<String> = ids.iter().skip(1).step_by(3).cloned().collect();
+    // Nothing staged when an update is refused.
+    let sp = txn.savepoint();
+    let before = txn.staged_bytes();
+    let e = txn
+        .update_ids("Person", &updated, props(&[("name", s("X"))]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Validation(v) if v.kind == ViolationKind::KeyUpdate),
+        "{e}"
+    );
+    assert_eq!(txn.staged_bytes(), before);
+    // A savepoint undoes a whole run (of rows nothing else changes).
+    let untouched: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1 && i % 3 != 1)
+        .map(|(_, id)| id.clone())
+        .collect();
+    txn.update_ids("Person", &untouched, props(&[("age", Value::Int(1))]))
+        .await
+        .unwrap();
+    txn.rollback_to(sp).await.unwrap();
+    txn.update_ids("Person", &updated, props(&[("age", Value::Int(7))]))
+        .await
+        .unwrap();
+    txn.delete_ids("Person", &deleted).await.unwrap();
+    // The run's rows went back to the spill (the budget is small).
+    assert!(
+        txn.staged_bytes() < 20_000 + 4_096 * 200,
+        "{}",
+        txn.staged_bytes()
+    );
+    // An empty run checks nothing.
+    txn.update_ids("Person", &[], props(&[("nope", Value::Int(1))]))
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+
+    let expected: BTreeMap<String, Value> = ids
+        .iter()
+        .filter(|id| !deleted.contains(id))
+        .map(|id| {
+            let age = if updated.contains(id) {
+                Value::Int(7)
+            } else {
+                committed.get(id).cloned().unwrap_or(Value::Null)
+            };
+            (id.clone(), age)
+        })
+        .collect();
+    let got: BTreeMap<String, Value> = g
+        .snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .read_where("Person", None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id.clone(), r.prop("age").clone()))
+        .collect();
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(got, expected);
+}

@@ -431,6 +431,32 @@ fn leading_columns(batch: RecordBatch, width: usize) -> Result<RecordBatch> {
     )?)
 }
 
+/// The ids of the rows `spec`'s filter matches, in scan order: the
+/// committed rows the transaction still sees (without those `view`
+/// replaced or deleted) and the transaction's own. What a direct UPDATE
+/// or DELETE changes; only the `id` column is read.
+pub async fn matching_ids(
+    snapshot: &Snapshot,
+    view: Option<Arc<StagedView>>,
+    spec: &ScanSpec,
+) -> Result<Vec<String>> {
+    let spec = ScanSpec {
+        columns: vec!["id".to_string()],
+        order: Vec::new(),
+        ..spec.clone()
+    };
+    let mut scan = Scan::open(snapshot, view, &spec).await?;
+    let mut ids = Vec::new();
+    while let Some(batch) = scan.next_batch().await? {
+        let column = batch
+            .column(0)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| internal("the id column is not text"))?;
+        ids.extend(column.iter().flatten().map(str::to_string));
+    }
+    Ok(ids)
+}
+
 impl Scan {
     /// Start reading: open the table at the snapshot's version and start
     /// the Lance scans. `view` is the open transaction's changes to the
