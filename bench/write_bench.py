@@ -101,6 +101,15 @@ def main():
     f = wall(fdw_conn, [upd.format(t="wbench.item")], (keys,))
     h = wall(heap_conn, [upd.format(t="wbench_heap")], (keys,))
     results.append((f"UPDATE of {len(keys)} rows by key", f, h))
+    # The same rows with a constant value: a direct modify on the FDW.
+    upd = "UPDATE {t} SET qty = 5 WHERE key = ANY(%s)"
+    f = wall(fdw_conn, [upd.format(t="wbench.item")], (keys,))
+    h = wall(heap_conn, [upd.format(t="wbench_heap")], (keys,))
+    results.append((f"UPDATE of {len(keys)} rows by key, SET constant", f, h))
+    dele = "DELETE FROM {t} WHERE key = ANY(%s)"
+    f = wall(fdw_conn, [dele.format(t="wbench.item")], (keys[:500],))
+    h = wall(heap_conn, [dele.format(t="wbench_heap")], (keys[:500],))
+    results.append(("DELETE of 500 rows by key", f, h))
 
     fs, hs = [], []
     for i in range(args.runs):

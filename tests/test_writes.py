@@ -260,3 +260,138 @@ def test_a_row_holding_nan_does_not_look_changed_to_a_later_writer(database):
     t.commit()
     a.execute(f"SELECT k, x::text, y FROM {name}.m ORDER BY k")
     assert a.fetchall() == [("nan", "NaN", 2), ("other", "1", 1)]
+
+
+def plan_text(cur, sql, *args):
+    cur.execute(f"EXPLAIN {sql}", args)
+    return "\n".join(r[0] for r in cur.fetchall())
+
+
+PERSON_COLUMNS = "id, slug, name, age, email, status::text, tags, joined_on, score"
+
+
+def rows_of(cur, table):
+    cur.execute(f"SELECT {PERSON_COLUMNS} FROM {table} ORDER BY id")
+    return cur.fetchall()
+
+
+def test_direct_modify_changes_the_rows_postgres_would_in_one_commit(graph):
+    """An UPDATE with the same values for every row, or a DELETE, whose
+    whole WHERE is pushed runs inside the scan (Direct Modify in EXPLAIN):
+    it changes exactly the rows the same statement changes in a heap copy,
+    makes one graph commit per transaction, reads the transaction's own
+    writes (spilled ones too), follows savepoints, and fails as the row
+    path does. Statements that need a row (RETURNING, a local condition,
+    a value read from the row) take the row path, with the same results."""
+    server, schema, connect = graph
+    conn = connect()
+    cur = conn.cursor()
+    t = f"{schema}.person"
+    cur.execute(f"CREATE TEMP TABLE heap AS SELECT {PERSON_COLUMNS.replace('::text', '')} FROM {t}")
+    statements = [
+        ("UPDATE {t} SET age = 40 WHERE status = 'active'", True),
+        ("UPDATE {t} SET score = NULL, tags = ARRAY['x', 'y'] WHERE age > 26", True),
+        ("UPDATE {t} SET name = 'N' || 'x', joined_on = DATE '2020-01-01' + 3 WHERE email IS NULL", True),
+        ("UPDATE {t} SET joined_on = current_date - 1 WHERE id IN ('bob', 'diana', 'nobody')", True),
+        ("UPDATE {t} SET age = 1 WHERE slug = 'nobody'", True),
+        ("UPDATE {t} SET age = age + 1 WHERE status = 'active'", False),
+        ("UPDATE {t} SET score = 2.5 WHERE length(name) > 3", False),
+        ("UPDATE {t} SET score = random() * 0 WHERE age = 40", False),
+        ("DELETE FROM {t} WHERE age < 30", True),
+        ("DELETE FROM {t} WHERE length(name) = 2", False),
+    ]
+    for sql, direct in statements:
+        plan = plan_text(cur, sql.format(t=t))
+        assert ("Direct Modify:" in plan) == direct, (sql, plan)
+        if direct:
+            assert "Foreign Update" in plan or "Foreign Delete" in plan, plan
+            assert "Filter: (" not in plan.replace("Pushed Filter", ""), plan
+            assert "Columns Read: id\n" in plan + "\n", "only ids are read"
+        before = commits(cur, server)
+        cur.execute(sql.format(t=t))
+        changed = cur.rowcount
+        cur.execute(sql.format(t="heap"))
+        assert changed == cur.rowcount, sql
+        assert rows_of(cur, t) == rows_of(cur, "heap"), sql
+        assert commits(cur, server) == before + (1 if changed else 0), sql
+
+    # RETURNING takes the row path and returns the rows.
+    cur.execute(f"INSERT INTO {t} (slug, name, status, age) VALUES ('eve', 'Eve', 'active', 61), ('fay', 'Fay', 'retired', 62)")
+    sql = f"UPDATE {t} SET age = 7 WHERE age > 60 RETURNING slug"
+    assert "Direct Modify" not in plan_text(cur, sql)
+    cur.execute(sql)
+    assert sorted(r[0] for r in cur.fetchall()) == ["eve", "fay"]
+
+    # Two direct statements in one transaction: one commit; they see the
+    # transaction's own rows, staged and spilled.
+    w = connect(autocommit=False)
+    wc = w.cursor()
+    before = commits(cur, server)
+    wc.execute("SET omnigraph.staging_memory = '64kB'")
+    wc.execute(
+        f"INSERT INTO {t} (slug, name, status, age) "
+        "SELECT 'bulk' || i, repeat('n', 200), 'active', 70 FROM generate_series(1, 3000) i"
+    )
+    wc.execute(f"UPDATE {t} SET status = 'retired', score = 1.5 WHERE age = 70")
+    assert wc.rowcount == 3000
+    wc.execute(f"DELETE FROM {t} WHERE score = 1.5 AND slug < 'bulk2'")
+    deleted = wc.rowcount
+    assert deleted == 1111, deleted  # bulk1, bulk10..19, bulk100..199, bulk1000..1999
+    wc.execute(f"SELECT count(*), min(status::text), max(status::text) FROM {t} WHERE age = 70")
+    assert wc.fetchone() == (3000 - deleted, "retired", "retired")
+    assert count(cur, f"SELECT count(*) FROM {t} WHERE age = 70") == 0, "nothing is visible before COMMIT"
+    w.commit()
+    assert commits(cur, server) == before + 1
+    assert count(cur, f"SELECT count(*) FROM {t} WHERE age = 70 AND status = 'retired' AND score = 1.5") == 3000 - deleted
+
+    # A savepoint rolls a direct update back; the transaction goes on.
+    wc.execute(f"SELECT age FROM {t} WHERE slug = 'charlie'")
+    charlie = wc.fetchone()[0]
+    wc.execute("SAVEPOINT s")
+    wc.execute(f"UPDATE {t} SET age = 99 WHERE slug = 'charlie'")
+    assert count(wc, f"SELECT age FROM {t} WHERE slug = 'charlie'") == 99
+    wc.execute("ROLLBACK TO SAVEPOINT s")
+    assert count(wc, f"SELECT age FROM {t} WHERE slug = 'charlie'") == charlie
+    wc.execute(f"UPDATE {t} SET age = 98 WHERE slug = 'charlie'")
+    w.commit()
+    assert count(cur, f"SELECT age FROM {t} WHERE slug = 'charlie'") == 98
+
+    # Parameters in a generic plan: in the filter and as the value.
+    cur.execute("SET plan_cache_mode = force_generic_plan")
+    cur.execute(f"PREPARE set_age(int, text) AS UPDATE {t} SET age = $1 WHERE slug = $2")
+    assert "Direct Modify: set age" in plan_text(cur, "EXECUTE set_age(1, 'x')")
+    cur.execute("EXECUTE set_age(12, 'charlie')")
+    assert cur.rowcount == 1
+    cur.execute("EXECUTE set_age(NULL, 'charlie')")
+    assert count(cur, f"SELECT count(*) FROM {t} WHERE slug = 'charlie' AND age IS NULL") == 1
+    cur.execute("RESET plan_cache_mode")
+
+    # Errors are the row path's, and change nothing.
+    before = commits(cur, server)
+    with pytest.raises(errors.NotNullViolation, match="charlie"):
+        cur.execute(f"UPDATE {t} SET name = NULL WHERE slug = 'charlie'")
+    with pytest.raises(errors.FeatureNotSupported, match='cannot UPDATE column "slug"'):
+        cur.execute(f"UPDATE {t} SET slug = 'x' WHERE slug = 'charlie'")
+    with pytest.raises(errors.InvalidTextRepresentation):
+        cur.execute(f"UPDATE {t} SET status = 'asleep' WHERE slug = 'charlie'")
+    assert commits(cur, server) == before
+
+    # Deleting nodes deletes their edges, as the row path does.
+    cur.execute(f"SELECT count(*) FROM {schema}.knows WHERE src = 'charlie' OR dst = 'charlie'")
+    incident = cur.fetchone()[0]
+    assert incident > 0
+    sql = f"DELETE FROM {t} WHERE slug = 'charlie'"
+    assert "Direct Modify: delete" in plan_text(cur, sql)
+    conn.notices.clear()
+    cur.execute(sql)
+    assert cur.rowcount == 1
+    assert any("also deletes" in n for n in conn.notices), conn.notices
+    assert count(cur, f"SELECT count(*) FROM {schema}.knows WHERE src = 'charlie' OR dst = 'charlie'") == 0
+
+    # A table pinned to a commit refuses, as the row path does.
+    cur.execute("SELECT commit_id FROM omnigraph_log(%s) LIMIT 1", (server,))
+    commit = cur.fetchone()[0]
+    cur.execute(f"CREATE SCHEMA {schema}_at")
+    cur.execute(f'IMPORT FOREIGN SCHEMA "main" FROM SERVER {server} INTO {schema}_at OPTIONS (commit %s)', (commit,))
+    with pytest.raises(errors.WrongObjectType, match="read-only"):
+        cur.execute(f"UPDATE {schema}_at.person SET age = 1 WHERE slug = 'alice'")

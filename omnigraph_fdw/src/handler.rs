@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use pgrx::{AllocatedByPostgres, PgBox, PgSqlErrorCode, pg_sys};
 
 use crate::pg::raise;
-use crate::{analyze, import, modify, plan, scan, upper};
+use crate::{analyze, direct, import, modify, plan, scan, upper};
 
 /// Returns the callbacks of the `omnigraph` foreign data wrapper.
 #[pg_extern(immutable, parallel_safe)]
@@ -38,6 +38,13 @@ fn omnigraph_fdw_handler() -> PgBox<pg_sys::FdwRoutine, AllocatedByPostgres> {
     r.EndForeignModify = Some(modify::end_foreign_modify);
     r.BeginForeignInsert = Some(modify::begin_foreign_insert);
     r.EndForeignInsert = Some(modify::end_foreign_insert);
+
+    // UPDATE and DELETE that need no row: run inside the scan.
+    r.PlanDirectModify = Some(direct::plan_direct_modify);
+    r.BeginDirectModify = Some(direct::begin_direct_modify);
+    r.IterateDirectModify = Some(direct::iterate_direct_modify);
+    r.EndDirectModify = Some(direct::end_direct_modify);
+    r.ExplainDirectModify = Some(direct::explain_direct_modify);
 
     // EXPLAIN.
     r.ExplainForeignScan = Some(scan::explain_foreign_scan);

@@ -14,6 +14,8 @@
 //!   with the standalone frontend (`omnigraph_sql::scan`, which reads the
 //!   transaction's own writes too).
 //! - `modify`: INSERT/UPDATE/DELETE/COPY callbacks (staging rows).
+//! - `direct`: UPDATE/DELETE run inside the scan when no row is needed
+//!   (PlanDirectModify and its executor callbacks).
 //! - `txn`: the graph write transactions of the Postgres transaction:
 //!   commit at pre-commit, savepoints, abort.
 //! - `datum`: Arrow values to Datums.
@@ -37,6 +39,7 @@ use pgrx::prelude::*;
 
 mod analyze;
 mod datum;
+mod direct;
 mod error;
 mod functions;
 mod graphs;

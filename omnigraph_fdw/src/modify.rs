@@ -70,7 +70,7 @@ fn is_system(kind: TypeKind, graph_name: &str) -> bool {
 }
 
 /// The branch a table writes, or an error for a table pinned to a commit.
-fn writable_branch(def: &TableDef) -> String {
+pub(crate) fn writable_branch(def: &TableDef) -> String {
     match def.read.to_ref() {
         ReadRef::Branch(b) => b,
         ReadRef::Commit(c) => raise(
@@ -85,7 +85,7 @@ fn writable_branch(def: &TableDef) -> String {
     }
 }
 
-fn kind_of(def: &TableDef) -> TypeKind {
+pub(crate) fn kind_of(def: &TableDef) -> TypeKind {
     crate::graphs::graph(&def.server.name, &def.server.uri)
         .catalog()
         .kind_of(&def.type_name)
@@ -142,6 +142,39 @@ pub unsafe extern "C-unwind" fn add_foreign_update_targets(
     }
 }
 
+/// A row's identity (id, key, edge endpoints) never changes: an error
+/// naming the column when `attnos` assigns one.
+pub(crate) fn check_updatable(def: &TableDef, kind: TypeKind, attnos: &[i16]) {
+    let catalog = crate::graphs::graph(&def.server.name, &def.server.uri)
+        .catalog()
+        .clone();
+    let key: Vec<String> = catalog
+        .node(&def.type_name)
+        .and_then(|n| n.key.clone())
+        .unwrap_or_default();
+    for attno in attnos {
+        let Some(c) = def.columns.iter().find(|c| c.attno == *attno) else {
+            continue;
+        };
+        if is_system(kind, &c.graph_name) || key.contains(&c.graph_name) {
+            let what = if key.contains(&c.graph_name) {
+                "the @key"
+            } else {
+                "a system column"
+            };
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!(
+                    "cannot UPDATE column \"{}\" of foreign table {}: {}.{} is {what}",
+                    c.graph_name, def.rel_name, def.type_name, c.graph_name
+                ),
+                Some("A row's identity (id, key, edge endpoints) never changes.".into()),
+                Some("DELETE the row and INSERT it with the new value.".into()),
+            );
+        }
+    }
+}
+
 /// PlanForeignModify: which columns the statement writes.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn plan_foreign_modify(
@@ -183,34 +216,7 @@ pub unsafe extern "C-unwind" fn plan_foreign_modify(
         Op::Insert => def.columns.iter().map(|c| c.attno).collect(),
         Op::Delete => Vec::new(),
         Op::Update => {
-            let catalog = crate::graphs::graph(&def.server.name, &def.server.uri)
-                .catalog()
-                .clone();
-            let key: Vec<String> = catalog
-                .node(&def.type_name)
-                .and_then(|n| n.key.clone())
-                .unwrap_or_default();
-            for attno in &updated {
-                let Some(c) = def.columns.iter().find(|c| c.attno == *attno) else {
-                    continue;
-                };
-                if is_system(kind, &c.graph_name) || key.contains(&c.graph_name) {
-                    let what = if key.contains(&c.graph_name) {
-                        "the @key"
-                    } else {
-                        "a system column"
-                    };
-                    raise(
-                        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                        format!(
-                            "cannot UPDATE column \"{}\" of foreign table {}: {}.{} is {what}",
-                            c.graph_name, def.rel_name, def.type_name, c.graph_name
-                        ),
-                        Some("A row's identity (id, key, edge endpoints) never changes.".into()),
-                        Some("DELETE the row and INSERT it with the new value.".into()),
-                    );
-                }
-            }
+            check_updatable(&def, kind, &updated);
             updated
         }
     };
@@ -444,7 +450,7 @@ fn insert_rows(st: &ModifyState, rows: Vec<NewRow>) -> Vec<String> {
 }
 
 /// Name the foreign table in a row error.
-fn in_table(e: omnigraph_engine::Error, rel_name: &str) -> omnigraph_engine::Error {
+pub(crate) fn in_table(e: omnigraph_engine::Error, rel_name: &str) -> omnigraph_engine::Error {
     match e {
         omnigraph_engine::Error::Validation(mut v) => {
             v.message = format!("foreign table {rel_name}: {}", v.message);
@@ -727,25 +733,24 @@ pub unsafe extern "C-unwind" fn end_foreign_modify(
     let Some(st) = state(rinfo) else { return };
     if st.op == Op::Delete && !st.deleted.is_empty() {
         let ids = std::mem::take(&mut st.deleted);
-        let snapshot = crate::graphs::snapshot(
-            &st.def.server.name,
-            &st.def.server.uri,
-            &st.def.read.to_ref(),
+        delete_incident_edges(&st.def, &st.branch, ids);
+    }
+}
+
+/// Deleting nodes deletes their edges: stage those deletions too, and
+/// say how many.
+pub(crate) fn delete_incident_edges(def: &TableDef, branch: &str, ids: Vec<String>) {
+    let snapshot = crate::graphs::snapshot(&def.server.name, &def.server.uri, &def.read.to_ref());
+    let type_name = def.type_name.clone();
+    let n = ids.len();
+    let edges = crate::txn::with(&def.server.name, &def.server.uri, branch, async |t| {
+        t.delete_incident_edges(&type_name, &ids, &snapshot).await
+    });
+    if edges > 0 {
+        pgrx::notice!(
+            "deleting {n} {type_name} node(s) from {} also deletes {edges} incident edge(s)",
+            def.rel_name
         );
-        let type_name = st.def.type_name.clone();
-        let n = ids.len();
-        let edges = crate::txn::with(
-            &st.def.server.name,
-            &st.def.server.uri,
-            &st.branch,
-            async |t| t.delete_incident_edges(&type_name, &ids, &snapshot).await,
-        );
-        if edges > 0 {
-            pgrx::notice!(
-                "deleting {n} {type_name} node(s) from {} also deletes {edges} incident edge(s)",
-                st.def.rel_name
-            );
-        }
     }
 }
 

@@ -74,14 +74,14 @@ fn state<'a>(node: *mut pg_sys::ForeignScanState) -> Option<&'a mut Option<ScanS
     unsafe { ((*node).fdw_state as *mut Option<ScanState>).as_mut() }
 }
 
-fn context(plan: &ScanPlan) -> String {
+pub(crate) fn context(plan: &ScanPlan) -> String {
     format!("foreign table {} (type {})", plan.rel_name, plan.type_name)
 }
 
 /// The executor states of `fdw_exprs` (the plan's parameters: `$n` of a
 /// prepared statement, and the outer row's values of a parameterized
 /// join), with their types.
-fn param_states(
+pub(crate) fn param_states(
     node: *mut pg_sys::ForeignScanState,
     exprs: *mut pg_sys::List,
 ) -> Vec<(*mut pg_sys::ExprState, pg_sys::Oid)> {
@@ -102,7 +102,7 @@ fn param_states(
 /// The parameters' current values. Evaluated when a scan starts, not at
 /// BeginForeignScan: a nestloop sets the outer row's values only before
 /// it (re)scans this side.
-fn eval_params(
+pub(crate) fn eval_params(
     node: *mut pg_sys::ForeignScanState,
     states: &[(*mut pg_sys::ExprState, pg_sys::Oid)],
 ) -> Vec<Scalar> {
@@ -122,7 +122,7 @@ fn eval_params(
 }
 
 /// The shared scan's request for this plan.
-fn scan_spec(plan: &ScanPlan, params: Vec<Scalar>) -> ScanSpec {
+pub(crate) fn scan_spec(plan: &ScanPlan, params: Vec<Scalar>) -> ScanSpec {
     ScanSpec {
         type_name: plan.type_name.clone(),
         columns: match &plan.aggregate {
@@ -210,9 +210,12 @@ fn limit_rows(plan: &ScanPlan, params: &[Scalar]) -> Option<u64> {
 }
 
 /// The transaction's own writes to the scanned table, when it made any.
-fn own_writes(st: &ScanState) -> Option<Arc<omnigraph_engine::StagedView>> {
-    let branch = st.plan.read.branch()?;
-    txn::view(&st.plan.uri, &branch, &st.plan.type_name, &st.snapshot).map(Arc::new)
+pub(crate) fn own_writes(
+    plan: &ScanPlan,
+    snapshot: &Snapshot,
+) -> Option<Arc<omnigraph_engine::StagedView>> {
+    let branch = plan.read.branch()?;
+    txn::view(&plan.uri, &branch, &plan.type_name, snapshot).map(Arc::new)
 }
 
 /// Batches a scan reads ahead of the one being converted: Lance decodes
@@ -242,7 +245,7 @@ impl Batches {
 /// reads its batches ahead.
 fn start(node: *mut pg_sys::ForeignScanState, st: &mut ScanState) -> Batches {
     st.spec = scan_spec(&st.plan, eval_params(node, &st.params));
-    let view = own_writes(st);
+    let view = own_writes(&st.plan, &st.snapshot);
     let mut scan =
         crate::runtime::run(&context(&st.plan), Scan::open(&st.snapshot, view, &st.spec));
     if scan.is_read() {
@@ -264,7 +267,7 @@ fn start(node: *mut pg_sys::ForeignScanState, st: &mut ScanState) -> Batches {
 
 /// Compute a pushed aggregation over the rows the scan would read.
 fn compute_groups(st: &ScanState, agg: &AggPlan) -> Groups {
-    let view = own_writes(st);
+    let view = own_writes(&st.plan, &st.snapshot);
     let ctx = context(&st.plan);
     let result = match block_on(aggregate(&st.snapshot, view, &st.spec, &agg.spec)) {
         Ok(r) => r,
@@ -461,7 +464,7 @@ pub unsafe extern "C-unwind" fn end_foreign_scan(node: *mut pg_sys::ForeignScanS
     }
 }
 
-fn explain_text(es: *mut pg_sys::ExplainState, label: &str, value: &str) {
+pub(crate) fn explain_text(es: *mut pg_sys::ExplainState, label: &str, value: &str) {
     let l = CString::new(label).unwrap_or_default();
     let v = CString::new(value.replace('\0', "")).unwrap_or_default();
     // SAFETY: es is the executor's ExplainState; both strings outlive the call
@@ -480,7 +483,18 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
     if let Some(agg) = &p.aggregate {
         explain_text(es, "Pushed Aggregate", &agg.spec.describe());
     }
-    let facts = block_on(ScanExplain::new(&st.snapshot, &st.spec)).or_report(&context(p));
+    explain_scan(es, p, &st.snapshot, &st.spec);
+}
+
+/// What a scan reads, for EXPLAIN: the facts of the shared scan (pushed
+/// filter, index, rows) and a pushed limit.
+pub(crate) fn explain_scan(
+    es: *mut pg_sys::ExplainState,
+    p: &ScanPlan,
+    snapshot: &Snapshot,
+    spec: &ScanSpec,
+) {
+    let facts = block_on(ScanExplain::new(snapshot, spec)).or_report(&context(p));
     for (label, value) in facts.lines() {
         explain_text(es, label, &value);
     }
