@@ -294,6 +294,10 @@ def test_direct_modify_changes_the_rows_postgres_would_in_one_commit(graph):
         ("UPDATE {t} SET name = 'N' || 'x', joined_on = DATE '2020-01-01' + 3 WHERE email IS NULL", True),
         ("UPDATE {t} SET joined_on = current_date - 1 WHERE id IN ('bob', 'diana', 'nobody')", True),
         ("UPDATE {t} SET age = 1 WHERE slug = 'nobody'", True),
+        ("UPDATE {t} SET age = (SELECT max(age) + 1 FROM heap) WHERE slug = 'charlie'", True),
+        ("UPDATE {t} SET (age, score) = (SELECT 50, 1.25) WHERE slug = 'alice'", False),
+        ("UPDATE {t} p SET (age, score) = (SELECT h.age + 1, 2.0 FROM heap h WHERE h.id = p.id) "
+         "WHERE status = 'active'", False),
         ("UPDATE {t} SET age = age + 1 WHERE status = 'active'", False),
         ("UPDATE {t} SET score = 2.5 WHERE length(name) > 3", False),
         ("UPDATE {t} SET score = random() * 0 WHERE age = 40", False),
@@ -314,6 +318,27 @@ def test_direct_modify_changes_the_rows_postgres_would_in_one_commit(graph):
         assert changed == cur.rowcount, sql
         assert rows_of(cur, t) == rows_of(cur, "heap"), sql
         assert commits(cur, server) == before + (1 if changed else 0), sql
+
+    # A writable CTE's rows are not the statement's; EXPLAIN ANALYZE
+    # counts the rows changed.
+    cur.execute(f"WITH d AS (UPDATE {t} SET score = 3.5 WHERE status = 'active') SELECT 1")
+    assert cur.rowcount == 1
+    assert count(cur, f"SELECT count(*) FROM {t} WHERE score = 3.5") == 2
+    cur.execute("BEGIN")
+    plan = plan_text(cur, f"(ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) UPDATE {t} SET score = 4.5 WHERE status = 'active'")
+    assert "Foreign Update on person (actual rows=2 loops=1)" in plan, plan
+    cur.execute("ROLLBACK")
+    cur.execute("UPDATE heap SET score = 3.5 WHERE status = 'active'")
+    assert rows_of(cur, t) == rows_of(cur, "heap")
+
+    # Edges: by endpoint, directly.
+    e = f"{schema}.knows"
+    sql = f"UPDATE {e} SET since = DATE '2000-01-02' WHERE src = 'alice'"
+    assert "Direct Modify: set since" in plan_text(cur, sql)
+    cur.execute(sql)
+    assert cur.rowcount == count(cur, f"SELECT count(*) FROM {e} WHERE src = 'alice'") > 0
+    cur.execute(f"SELECT DISTINCT since::text FROM {e} WHERE src = 'alice'")
+    assert cur.fetchall() == [("2000-01-02",)]
 
     # RETURNING takes the row path and returns the rows.
     cur.execute(f"INSERT INTO {t} (slug, name, status, age) VALUES ('eve', 'Eve', 'active', 61), ('fay', 'Fay', 'retired', 62)")
@@ -344,6 +369,28 @@ def test_direct_modify_changes_the_rows_postgres_would_in_one_commit(graph):
     assert commits(cur, server) == before + 1
     assert count(cur, f"SELECT count(*) FROM {t} WHERE age = 70 AND status = 'retired' AND score = 1.5") == 3000 - deleted
 
+    # A savepoint taken before rows are inserted and spilled: rolling back
+    # to it removes them and undoes direct changes to the earlier ones.
+    wc.execute("SET omnigraph.staging_memory = '64kB'")
+    wc.execute(
+        f"INSERT INTO {t} (slug, name, status, age) "
+        "SELECT 'early' || i, repeat('n', 200), 'active', 71 FROM generate_series(1, 1000) i"
+    )
+    wc.execute("SAVEPOINT before_late")
+    wc.execute(
+        f"INSERT INTO {t} (slug, name, status, age) "
+        "SELECT 'late' || i, repeat('n', 200), 'active', 71 FROM generate_series(1, 2000) i"
+    )
+    wc.execute(f"UPDATE {t} SET score = 9.5 WHERE age = 71")
+    assert wc.rowcount == 3000
+    wc.execute(f"DELETE FROM {t} WHERE age = 71 AND (slug < 'early5' OR slug >= 'late')")
+    assert wc.rowcount == 445 + 2000  # early1..4, early10..49, early100..499, early1000; every late
+    wc.execute("ROLLBACK TO SAVEPOINT before_late")
+    wc.execute(f"SELECT count(*), count(score) FROM {t} WHERE age = 71")
+    assert wc.fetchone() == (1000, 0)
+    w.commit()
+    assert count(cur, f"SELECT count(*) FROM {t} WHERE age = 71 AND score IS NULL") == 1000
+
     # A savepoint rolls a direct update back; the transaction goes on.
     wc.execute(f"SELECT age FROM {t} WHERE slug = 'charlie'")
     charlie = wc.fetchone()[0]
@@ -368,8 +415,14 @@ def test_direct_modify_changes_the_rows_postgres_would_in_one_commit(graph):
 
     # Errors are the row path's, and change nothing.
     before = commits(cur, server)
-    with pytest.raises(errors.NotNullViolation, match="charlie"):
-        cur.execute(f"UPDATE {t} SET name = NULL WHERE slug = 'charlie'")
+    failures = []
+    for where in ["slug = 'charlie'", "slug = 'charlie' AND length(name) > 0"]:
+        sql = f"UPDATE {t} SET name = NULL WHERE {where}"
+        assert ("Direct Modify" in plan_text(cur, sql)) == ("length" not in where)
+        with pytest.raises(errors.NotNullViolation, match="charlie") as e:
+            cur.execute(sql)
+        failures.append((e.value.pgcode, e.value.pgerror.splitlines()[0]))
+    assert failures[0] == failures[1], failures
     with pytest.raises(errors.FeatureNotSupported, match='cannot UPDATE column "slug"'):
         cur.execute(f"UPDATE {t} SET slug = 'x' WHERE slug = 'charlie'")
     with pytest.raises(errors.InvalidTextRepresentation):

@@ -155,8 +155,9 @@ impl Spill {
     }
 
     /// Remove the spilled rows of `ids` and return them (in no order);
-    /// ids that are not spilled are skipped. One scan and one delete per
-    /// chunk of ids, however many rows come back.
+    /// ids that are not spilled are skipped. One read and one delete of
+    /// the spill, so callers pass a chunk of ids (`ID_CHUNK`) at a time.
+    /// On an error nothing was removed.
     pub async fn take(&mut self, ids: &[&str]) -> Result<Vec<Record>> {
         let wanted: Vec<&str> = ids
             .iter()
@@ -166,21 +167,21 @@ impl Spill {
         let Some(ds) = self.ds.as_mut() else {
             return Ok(Vec::new());
         };
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = crate::graph::in_filter("id", wanted.iter().copied());
+        let mut scan = crate::storage::scanner(ds);
+        scan.filter(&filter)?;
+        let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
         let mut found = Vec::new();
-        for chunk in wanted.chunks(crate::graph::ID_CHUNK) {
-            let filter = crate::graph::in_filter("id", chunk.iter().copied());
-            let mut scan = crate::storage::scanner(ds);
-            scan.filter(&filter)?;
-            let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
-            let before = found.len();
-            for b in &batches {
-                found.extend(batch_to_records(b)?);
-            }
-            if found.len() > before {
-                ds.delete(&filter).await?;
-                for r in &found[before..] {
-                    self.ids.remove(&id_hash(&r.id));
-                }
+        for b in &batches {
+            found.extend(batch_to_records(b)?);
+        }
+        if !found.is_empty() {
+            ds.delete(&filter).await?;
+            for r in &found {
+                self.ids.remove(&id_hash(&r.id));
             }
         }
         Ok(found)

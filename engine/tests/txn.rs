@@ -343,6 +343,19 @@ async fn many_new_ids_are_checked_against_the_table_read_once() {
     }
 }
 
+/// Each Person's age on main.
+async fn ages(g: &omnigraph_engine::Graph) -> BTreeMap<String, Value> {
+    g.snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .read_where("Person", None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id.clone(), r.prop("age").clone()))
+        .collect()
+}
+
 /// A direct UPDATE or DELETE stages one change for many ids at once
 /// (`update_ids`, `delete_ids`): committed rows, rows inserted in memory
 /// and spilled rows (more than a chunk of them) end as if each had been
@@ -352,16 +365,7 @@ async fn many_new_ids_are_checked_against_the_table_read_once() {
 async fn changes_staged_for_many_ids_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let g = loaded_graph(dir.path()).await;
-    let committed: BTreeMap<String, Value> = g
-        .snapshot(&ReadRef::main())
-        .await
-        .unwrap()
-        .read_where("Person", None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.id.clone(), r.prop("age").clone()))
-        .collect();
+    let committed = ages(&g).await;
     let mut txn = g.begin("main", "t").await.unwrap();
     txn.set_staging_memory(20_000);
     let mut ids: Vec<String> = committed.keys().cloned().collect();
@@ -426,16 +430,7 @@ async fn changes_staged_for_many_ids_at_once() {
             (id.clone(), age)
         })
         .collect();
-    let got: BTreeMap<String, Value> = g
-        .snapshot(&ReadRef::main())
-        .await
-        .unwrap()
-        .read_where("Person", None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.id.clone(), r.prop("age").clone()))
-        .collect();
+    let got = ages(&g).await;
     assert_eq!(got.len(), expected.len());
     assert_eq!(got, expected);
 }

@@ -53,6 +53,9 @@ struct DirectPlan {
     /// first `params` (the scan's parameters).
     attnos: Vec<i16>,
     params: usize,
+    /// The statement's row count is this one's (not a writable CTE's
+    /// or a rule action's): `UPDATE n` counts the rows changed.
+    sets_tag: bool,
 }
 
 /// Executor state of a direct modify.
@@ -118,7 +121,9 @@ pub unsafe extern "C-unwind" fn plan_direct_modify(
             pg_sys::CmdType::CMD_DELETE => Change::Delete,
             _ => return false,
         };
-        if !(*plan).returningLists.is_null() {
+        // RETURNING needs the rows; `SET (a, b) = (SELECT ...)` is set
+        // by projecting a row (its values are PARAM_MULTIEXPR Params).
+        if !(*plan).returningLists.is_null() || !(*root).multiexpr_params.is_null() {
             return false;
         }
         let sub = (*plan).plan.lefttree;
@@ -192,6 +197,8 @@ pub unsafe extern "C-unwind" fn plan_direct_modify(
         scan,
         attnos,
         params,
+        // SAFETY: plan is the planner's ModifyTable.
+        sets_tag: unsafe { (*plan).canSetTag },
     };
     // SAFETY: fscan is the planner's node; the new lists are planner
     // lists (set_plan_references fixes up the appended expressions).
@@ -339,8 +346,16 @@ pub unsafe extern "C-unwind" fn iterate_direct_modify(
     st.done = true;
     let n = run(node, st);
     // SAFETY: the executor state is valid; ModifyTable cannot count the
-    // rows of a direct modify itself.
-    unsafe { (*(*node).ss.ps.state).es_processed += n as u64 };
+    // rows of a direct modify itself. The instrumentation (EXPLAIN
+    // ANALYZE) is null or this node's.
+    unsafe {
+        if st.plan.sets_tag {
+            (*(*node).ss.ps.state).es_processed += n as u64;
+        }
+        if let Some(instr) = (*node).ss.ps.instrument.as_mut() {
+            instr.tuplecount += n as f64;
+        }
+    }
     slot
 }
 

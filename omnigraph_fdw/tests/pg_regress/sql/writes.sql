@@ -40,9 +40,10 @@ jo	Jo	retired	\N
 SELECT slug, age, status FROM w.person WHERE slug IN ('hal', 'ida', 'jo') ORDER BY slug COLLATE "C";
 
 -- ---------------------------------------------------------- UPDATE / DELETE
--- The WHERE is pushed down: Lance returns only the matching rows, in batches,
--- and DELETE reads only their ids. (UPDATE reads whole rows: Postgres builds
--- each complete new row.)
+-- The WHERE is pushed down: Lance returns only the matching rows, in batches.
+-- An UPDATE that computes its values from the row reads whole rows (Postgres
+-- builds each complete new row); a DELETE, and an UPDATE whose values are the
+-- same for every row, run inside the scan (direct modify) and read only ids.
 CREATE FUNCTION plan_of(q text) RETURNS SETOF text LANGUAGE plpgsql AS $$
 DECLARE line text;
 BEGIN
@@ -52,6 +53,7 @@ BEGIN
   END LOOP;
 END $$;
 SELECT plan_of($$UPDATE w.person SET age = age + 1 WHERE slug IN ('hal', 'ida')$$);
+SELECT plan_of($$UPDATE w.person SET status = 'retired', score = 0.5 WHERE slug IN ('hal', 'ida')$$);
 SELECT plan_of($$DELETE FROM w.person WHERE slug LIKE 'gen%' AND age IS NULL$$);
 UPDATE w.person SET age = age + 1, tags = ARRAY['x'] WHERE slug IN ('hal', 'ida') RETURNING slug, age, tags;
 DELETE FROM w.person WHERE slug LIKE 'gen%' AND age IS NULL;
