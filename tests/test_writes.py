@@ -263,7 +263,7 @@ def test_a_row_holding_nan_does_not_look_changed_to_a_later_writer(database):
 
 
 def plan_text(cur, sql, *args):
-    cur.execute(f"EXPLAIN {sql}", args)
+    cur.execute(f"EXPLAIN {sql}", args or None)
     return "\n".join(r[0] for r in cur.fetchall())
 
 
@@ -448,3 +448,57 @@ def test_direct_modify_changes_the_rows_postgres_would_in_one_commit(graph):
     cur.execute(f'IMPORT FOREIGN SCHEMA "main" FROM SERVER {server} INTO {schema}_at OPTIONS (commit %s)', (commit,))
     with pytest.raises(errors.WrongObjectType, match="read-only"):
         cur.execute(f"UPDATE {schema}_at.person SET age = 1 WHERE slug = 'alice'")
+
+
+def test_row_path_changes_are_staged_in_chunks_and_triggers_see_them(graph):
+    """UPDATE and DELETE that need the row (a value read from it, a local
+    condition) stage their rows a chunk at a time: rows the transaction
+    inserted past its staging budget come back from the spill per chunk,
+    with the results of staging them one by one. With a trigger on the
+    table rows are staged as they come, so an AFTER trigger sees the
+    statement's changes."""
+    server, schema, connect = graph
+    t = f"{schema}.person"
+    w = connect(autocommit=False)
+    wc = w.cursor()
+    wc.execute("SET omnigraph.staging_memory = '64kB'")
+    wc.execute(
+        f"INSERT INTO {t} (slug, name, status, age, score) "
+        "SELECT 'row' || i, repeat('n', 200), 'active', i % 100, i FROM generate_series(1, 5000) i"
+    )
+    sql = f"UPDATE {t} SET score = score * 2, age = age + 1 WHERE slug LIKE 'row%'"
+    assert "Direct Modify" not in plan_text(wc, sql)
+    wc.execute(sql)
+    assert wc.rowcount == 5000
+    sql = f"DELETE FROM {t} WHERE slug LIKE 'row%' AND age + 0 > 90"
+    assert "Direct Modify" not in plan_text(wc, sql)
+    wc.execute(sql)
+    assert wc.rowcount == 500  # i % 100 in 90..99
+    kept = [i for i in range(1, 5001) if i % 100 + 1 <= 90]
+    expected = (len(kept), 2.0 * sum(kept), sum(i % 100 + 1 for i in kept))
+    query = f"SELECT count(*), sum(score), sum(age) FROM {t} WHERE slug LIKE 'row%'"
+    wc.execute(query)
+    assert wc.fetchone() == expected
+    w.commit()
+    cur = connect().cursor()
+    cur.execute(query)
+    assert cur.fetchone() == expected
+
+    # A statement trigger (AFTER) sees the rows its statement changed.
+    cur.execute("CREATE TABLE seen (n bigint)")
+    cur.execute(
+        "CREATE FUNCTION note_seen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"INSERT INTO seen SELECT count(*) FROM {t} WHERE age = 555; RETURN NULL; END $$"
+    )
+    cur.execute(f"CREATE TRIGGER seen_after AFTER UPDATE OR DELETE ON {t} FOR EACH STATEMENT EXECUTE FUNCTION note_seen()")
+    try:
+        cur.execute(f"UPDATE {t} SET age = 555 + 0 * age WHERE slug IN ('alice', 'bob')")
+        assert cur.rowcount == 2
+        cur.execute(f"DELETE FROM {t} WHERE slug = 'bob' AND age + 0 = 555")
+        assert cur.rowcount == 1
+        cur.execute("SELECT n FROM seen")
+        assert [r[0] for r in cur.fetchall()] == [2, 1]
+    finally:
+        cur.execute(f"DROP TRIGGER seen_after ON {t}")
+        cur.execute("DROP TABLE seen")
+        cur.execute("DROP FUNCTION note_seen()")

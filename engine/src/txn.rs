@@ -745,6 +745,29 @@ impl WriteTxn {
             .await
     }
 
+    /// Stage a partial update of each row, in order (the row path of an
+    /// UPDATE, buffered): a chunk at a time, as [`Self::stage_ids`] does.
+    pub async fn update_rows(
+        &mut self,
+        type_name: &str,
+        rows: Vec<(String, BTreeMap<String, Value>)>,
+    ) -> Result<()> {
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<(String, BTreeMap<String, Value>)> =
+                rows.by_ref().take(ID_CHUNK).collect();
+            let wanted: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+            self.unspill(type_name, &wanted, None).await?;
+            for (id, props) in chunk {
+                let props = self.checked_update(type_name, &id, props)?;
+                self.stage_one(type_name, id, Pending::Update(props), None)
+                    .await?;
+            }
+            self.maybe_spill().await?;
+        }
+        Ok(())
+    }
+
     /// Stage `change` for each of `ids`, a chunk at a time: the chunk's
     /// spilled rows come back in one read of the spill, and the spill
     /// check runs once per chunk.

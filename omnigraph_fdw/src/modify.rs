@@ -57,7 +57,24 @@ struct ModifyState {
     junk_id: i16,
     /// Node ids this statement deleted, for the edge cascade at its end.
     deleted: Vec<String>,
+    /// Rows are staged in chunks, not one by one (see [`Buffered`]).
+    buffered: Option<Buffered>,
 }
+
+/// UPDATE and DELETE rows waiting to be staged, a chunk at a time: a
+/// chunk's rows that the transaction inserted and spilled come back from
+/// the spill in one read, and the graph transaction is entered once per
+/// chunk. Only without RETURNING (a returned row is read as it is staged)
+/// and without triggers (an AFTER trigger fires before EndForeignModify,
+/// and must see the rows changed).
+#[derive(Default)]
+struct Buffered {
+    updates: Vec<(String, BTreeMap<String, Value>)>,
+    deletes: Vec<String>,
+}
+
+/// Rows buffered before they are staged.
+const STAGE_CHUNK: usize = 4096;
 
 fn state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> Option<&'a mut ModifyState> {
     // SAFETY: ri_FdwState is null or the pointer begin_* leaked into the
@@ -258,6 +275,7 @@ fn modify_state(
         id_attno,
         junk_id,
         deleted: Vec::new(),
+        buffered: None,
     }
 }
 
@@ -308,7 +326,18 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
             None,
         );
     }
-    install(rinfo, modify_state(rinfo, plan.op, &plan.attnos, junk_id));
+    let mut st = modify_state(rinfo, plan.op, &plan.attnos, junk_id);
+    // SAFETY: the ModifyTable's plan is valid; ri_TrigDesc is set when the
+    // result relation was opened (RETURNING projections are built only
+    // after this callback, so the plan is asked).
+    let row_by_row = unsafe {
+        let mt = (*mtstate).ps.plan as *mut pg_sys::ModifyTable;
+        !(*mt).returningLists.is_null() || !(*rinfo).ri_TrigDesc.is_null()
+    };
+    if plan.op != Op::Insert && !row_by_row {
+        st.buffered = Some(Buffered::default());
+    }
+    install(rinfo, st);
 }
 
 /// BeginForeignInsert: COPY FROM (and rows routed to a partition).
@@ -614,6 +643,13 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
     if props.is_empty() {
         return slot;
     }
+    if let Some(b) = &mut st.buffered {
+        b.updates.push((id, props));
+        if b.updates.len() >= STAGE_CHUNK {
+            flush(st);
+        }
+        return slot;
+    }
     let type_name = st.def.type_name.clone();
     crate::txn::with(
         &st.def.server.name,
@@ -662,6 +698,11 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
             // SAFETY: slot is the executor's returning slot of this table.
             unsafe { store_row(estate, st, slot, &r) };
         }
+    } else if let Some(b) = &mut st.buffered {
+        b.deletes.push(id.clone());
+        if b.deletes.len() >= STAGE_CHUNK {
+            flush(st);
+        }
     } else {
         crate::txn::with(
             &st.def.server.name,
@@ -678,6 +719,31 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
         st.deleted.push(id);
     }
     slot
+}
+
+/// Stage the buffered rows, in the order they came.
+fn flush(st: &mut ModifyState) {
+    let Some(b) = &mut st.buffered else { return };
+    let updates = std::mem::take(&mut b.updates);
+    let deletes = std::mem::take(&mut b.deletes);
+    if updates.is_empty() && deletes.is_empty() {
+        return;
+    }
+    let type_name = st.def.type_name.as_str();
+    let rel_name = st.def.rel_name.as_str();
+    crate::txn::with(
+        &st.def.server.name,
+        &st.def.server.uri,
+        &st.branch,
+        async |t| {
+            if let Err(e) = t.update_rows(type_name, updates).await {
+                return Err(in_table(e, rel_name));
+            }
+            t.delete_ids(type_name, &deletes)
+                .await
+                .map_err(|e| in_table(e, rel_name))
+        },
+    );
 }
 
 /// Store a graph row into a slot of its table (every column the table
@@ -731,6 +797,7 @@ pub unsafe extern "C-unwind" fn end_foreign_modify(
     rinfo: *mut pg_sys::ResultRelInfo,
 ) {
     let Some(st) = state(rinfo) else { return };
+    flush(st);
     if st.op == Op::Delete && !st.deleted.is_empty() {
         let ids = std::mem::take(&mut st.deleted);
         delete_incident_edges(&st.def, &st.branch, ids);
