@@ -502,3 +502,45 @@ def test_row_path_changes_are_staged_in_chunks_and_triggers_see_them(graph):
         cur.execute(f"DROP TRIGGER seen_after ON {t}")
         cur.execute("DROP TABLE seen")
         cur.execute("DROP FUNCTION note_seen()")
+
+
+def test_statements_with_other_writers_stage_row_by_row(graph):
+    """Rows are buffered only when nothing else in the statement can look at
+    the table first. A writable CTE that changes the same table runs after
+    the main statement's rows were read, and sees the table as it was: both
+    parts apply, as they did row by row. An UPDATE of a partitioned table
+    that would move a row into a foreign partition it also updates is
+    refused with a clear error (its state is the UPDATE's), not a crash."""
+    server, schema, connect = graph
+    t = f"{schema}.person"
+    conn = connect()
+    cur = conn.cursor()
+    # The CTE runs after the DELETE and no longer sees charlie (a heap
+    # table gives the same: a row changed twice by one statement keeps
+    # the first change).
+    cur.execute(
+        f"WITH u AS (UPDATE {t} SET age = age + 100 WHERE slug IN ('alice', 'charlie')) "
+        f"DELETE FROM {t} WHERE slug = 'charlie' AND age + 0 > 0"
+    )
+    cur.execute(f"SELECT slug, age FROM {t} ORDER BY slug")
+    assert cur.fetchall() == [("alice", 130), ("bob", 25), ("diana", None)]
+
+    # A heap table partitioned by status, with the graph table as the
+    # partition of active rows.
+    cur.execute(f"CREATE TABLE people (LIKE {t}) PARTITION BY LIST ((status::text))")
+    cur.execute("CREATE TABLE people_rest PARTITION OF people DEFAULT")
+    cur.execute(f"ALTER TABLE people ATTACH PARTITION {t} FOR VALUES IN ('active')")
+    try:
+        cur.execute("INSERT INTO people_rest (id, slug, name, status) VALUES ('erin', 'erin', 'Erin', 'retired')")
+        with pytest.raises(errors.FeatureNotSupported, match="cannot route rows into foreign table") as e:
+            cur.execute("UPDATE people SET status = 'active', age = 1 WHERE slug IN ('erin', 'alice')")
+        assert e.value.diag.message_hint
+        cur.execute(f"SELECT slug, age FROM {t} ORDER BY slug")
+        assert cur.fetchall() == [("alice", 130), ("bob", 25), ("diana", None)]
+        cur.execute("UPDATE people SET age = 2 WHERE slug IN ('alice', 'erin')")
+        assert cur.rowcount == 2
+        cur.execute(f"SELECT age FROM {t} WHERE slug = 'alice'")
+        assert cur.fetchone() == (2,)
+    finally:
+        cur.execute(f"ALTER TABLE people DETACH PARTITION {t}")
+        cur.execute("DROP TABLE people")

@@ -327,12 +327,23 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
         );
     }
     let mut st = modify_state(rinfo, plan.op, &plan.attnos, junk_id);
-    // SAFETY: the ModifyTable's plan is valid; ri_TrigDesc is set when the
-    // result relation was opened (RETURNING projections are built only
-    // after this callback, so the plan is asked).
+    // Buffered only when nothing else in the statement can look at the
+    // table before EndForeignModify: no RETURNING, no trigger on it, no
+    // parent table (whose statement triggers fire first), and no other
+    // table or CTE written by the statement (their triggers, and their
+    // scans of this table, run before it ends).
+    // SAFETY: the ModifyTable's plan and the executor state are valid;
+    // ri_TrigDesc is set when the result relation was opened (RETURNING
+    // projections are built only after this callback, so the plan is
+    // asked); resultRelations is NIL or an integer List.
     let row_by_row = unsafe {
         let mt = (*mtstate).ps.plan as *mut pg_sys::ModifyTable;
-        !(*mt).returningLists.is_null() || !(*rinfo).ri_TrigDesc.is_null()
+        let written = (*(*(*mtstate).ps.state).es_plannedstmt).resultRelations;
+        let writers = written.as_ref().map_or(0, |l| l.length);
+        !(*mt).returningLists.is_null()
+            || !(*rinfo).ri_TrigDesc.is_null()
+            || (*mt).rootRelation != 0
+            || writers != 1
     };
     if plan.op != Op::Insert && !row_by_row {
         st.buffered = Some(Buffered::default());
@@ -346,8 +357,27 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
     _mtstate: *mut pg_sys::ModifyTableState,
     rinfo: *mut pg_sys::ResultRelInfo,
 ) {
-    // SAFETY: rinfo's relation is open.
-    let relid = unsafe { (*(*rinfo).ri_RelationDesc).rd_id };
+    // An UPDATE moving a row into this partition, when the partition is
+    // also one the UPDATE changes: its state is the UPDATE's (postgres_fdw
+    // refuses this too).
+    // SAFETY: rinfo is the executor's result relation; its relation is open.
+    let (relid, in_use) = unsafe {
+        (
+            (*(*rinfo).ri_RelationDesc).rd_id,
+            !(*rinfo).ri_FdwState.is_null(),
+        )
+    };
+    if in_use {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "cannot route rows into foreign table {} while the same statement updates it",
+                crate::pg::rel_name(relid)
+            ),
+            Some("An UPDATE of a partitioned table moved a row into a foreign partition that it also updates.".into()),
+            Some("Update the foreign partition's rows and the others in separate statements, or DELETE and INSERT the moved row.".into()),
+        );
+    }
     let all: Vec<i16> = table_def(relid).columns.iter().map(|c| c.attno).collect();
     install(rinfo, modify_state(rinfo, Op::Insert, &all, 0));
 }
