@@ -301,6 +301,7 @@ def test_direct_modify_changes_the_rows_postgres_would_in_one_commit(graph):
         ("UPDATE {t} SET age = age + 1 WHERE status = 'active'", False),
         ("UPDATE {t} SET score = 2.5 WHERE length(name) > 3", False),
         ("UPDATE {t} SET score = random() * 0 WHERE age = 40", False),
+        ("UPDATE {t} SET name = 'Same', age = age + 2 WHERE slug IN ('alice', 'bob')", False),
         ("DELETE FROM {t} WHERE age < 30", True),
         ("DELETE FROM {t} WHERE length(name) = 2", False),
     ]

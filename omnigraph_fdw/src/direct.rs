@@ -34,7 +34,8 @@ use crate::pg::raise;
 use crate::plan::{ScanPlan, TableDef, json_private, read_json_private, scan_plan, table_def};
 use crate::runtime::block_on;
 use crate::scan::{
-    context, eval_params, explain_scan, explain_text, own_writes, param_states, scan_spec,
+    cleared_slot, context, eval_params, explain_scan, explain_text, own_writes, param_states,
+    scan_spec,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,14 +180,16 @@ pub unsafe extern "C-unwind" fn plan_direct_modify(
                 })
                 .collect()
         };
-        if values.is_empty() {
+        // Every value is checked before the scan's list is touched: a
+        // refused plan keeps its parameters exactly.
+        // SAFETY: each expr is a planner expression of the target list.
+        let fixed = values
+            .iter()
+            .all(|(attno, expr)| *attno > 0 && unsafe { same_for_every_row(*expr) });
+        if values.is_empty() || !fixed {
             return false;
         }
         for (attno, expr) in values {
-            // SAFETY: expr is a planner expression of the target list.
-            if attno <= 0 || !unsafe { same_for_every_row(expr) } {
-                return false;
-            }
             attnos.push(attno);
             exprs.push(expr);
         }
@@ -333,10 +336,8 @@ fn run(node: *mut pg_sys::ForeignScanState, st: &DirectState) -> usize {
 pub unsafe extern "C-unwind" fn iterate_direct_modify(
     node: *mut pg_sys::ForeignScanState,
 ) -> *mut pg_sys::TupleTableSlot {
-    // SAFETY: node is valid; its scan slot belongs to it.
-    let slot = unsafe { (*node).ss.ss_ScanTupleSlot };
-    // SAFETY: clearing a valid slot.
-    unsafe { pg_sys::ExecClearTuple(slot) };
+    // SAFETY: node is the executor's scan state.
+    let slot = unsafe { cleared_slot(node) };
     let Some(Some(st)) = state(node) else {
         return slot;
     };

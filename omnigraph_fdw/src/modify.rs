@@ -64,9 +64,9 @@ struct ModifyState {
 /// UPDATE and DELETE rows waiting to be staged, a chunk at a time: a
 /// chunk's rows that the transaction inserted and spilled come back from
 /// the spill in one read, and the graph transaction is entered once per
-/// chunk. Only without RETURNING (a returned row is read as it is staged)
-/// and without triggers (an AFTER trigger fires before EndForeignModify,
-/// and must see the rows changed).
+/// chunk. The last chunk is staged at EndForeignModify, so rows are
+/// buffered only when nothing else in the statement reads the table
+/// before that (see BeginForeignModify).
 #[derive(Default)]
 struct Buffered {
     updates: Vec<(String, BTreeMap<String, Value>)>,

@@ -373,15 +373,29 @@ unsafe fn next_group(
     st.row += 1;
 }
 
+/// The scan slot of a foreign scan, emptied.
+///
+/// # Safety
+/// `node` is the executor's valid scan state.
+pub(crate) unsafe fn cleared_slot(
+    node: *mut pg_sys::ForeignScanState,
+) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: per the contract; the scan slot is a virtual slot of the
+    // table's tuple descriptor (or of fdw_scan_tlist), valid to clear.
+    unsafe {
+        let slot = (*node).ss.ss_ScanTupleSlot;
+        pg_sys::ExecClearTuple(slot);
+        slot
+    }
+}
+
 /// IterateForeignScan: the next row into the scan slot (empty at the end).
 #[pg_guard]
 pub unsafe extern "C-unwind" fn iterate_foreign_scan(
     node: *mut pg_sys::ForeignScanState,
 ) -> *mut pg_sys::TupleTableSlot {
-    // SAFETY: node is valid; its scan slot is a virtual slot of the table's tuple descriptor.
-    let slot = unsafe { (*node).ss.ss_ScanTupleSlot };
-    // SAFETY: clearing a valid slot.
-    unsafe { pg_sys::ExecClearTuple(slot) };
+    // SAFETY: node is the executor's scan state.
+    let slot = unsafe { cleared_slot(node) };
     let Some(Some(st)) = state(node) else {
         return slot;
     };
