@@ -741,48 +741,41 @@ impl WriteTxn {
         };
         // Checked as the first row's update (its id names it in an error).
         let props = self.checked_update(type_name, first, props)?;
-        self.stage_ids(type_name, ids, || Pending::Update(props.clone()))
-            .await
+        let rows = ids
+            .iter()
+            .map(|id| (id.clone(), Pending::Update(props.clone())))
+            .collect();
+        self.stage_rows(type_name, rows).await
     }
 
     /// Stage a partial update of each row, in order (the row path of an
-    /// UPDATE, buffered): a chunk at a time, as [`Self::stage_ids`] does.
+    /// UPDATE, buffered). Every row is checked before any is staged.
     pub async fn update_rows(
         &mut self,
         type_name: &str,
         rows: Vec<(String, BTreeMap<String, Value>)>,
     ) -> Result<()> {
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<(String, BTreeMap<String, Value>)> =
-                rows.by_ref().take(ID_CHUNK).collect();
-            let wanted: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
-            self.unspill(type_name, &wanted, None).await?;
-            for (id, props) in chunk {
+        let rows = rows
+            .into_iter()
+            .map(|(id, props)| {
                 let props = self.checked_update(type_name, &id, props)?;
-                self.stage_one(type_name, id, Pending::Update(props), None)
-                    .await?;
-            }
-            self.maybe_spill().await?;
-        }
-        Ok(())
+                Ok((id, Pending::Update(props)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.stage_rows(type_name, rows).await
     }
 
-    /// Stage `change` for each of `ids`, a chunk at a time: the chunk's
+    /// Stage each row's change, in order, a chunk at a time: the chunk's
     /// spilled rows come back in one read of the spill, and the spill
     /// check runs once per chunk.
-    async fn stage_ids(
-        &mut self,
-        type_name: &str,
-        ids: &[String],
-        change: impl Fn() -> Pending,
-    ) -> Result<()> {
-        for chunk in ids.chunks(ID_CHUNK) {
-            let wanted: Vec<&str> = chunk.iter().map(String::as_str).collect();
+    async fn stage_rows(&mut self, type_name: &str, rows: Vec<(String, Pending)>) -> Result<()> {
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<(String, Pending)> = rows.by_ref().take(ID_CHUNK).collect();
+            let wanted: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
             self.unspill(type_name, &wanted, None).await?;
-            for id in chunk {
-                self.stage_one(type_name, id.clone(), change(), None)
-                    .await?;
+            for (id, change) in chunk {
+                self.stage_one(type_name, id, change, None).await?;
             }
             self.maybe_spill().await?;
         }
@@ -822,8 +815,11 @@ impl WriteTxn {
     /// Stage the deletion of many rows by id (a direct DELETE).
     pub async fn delete_ids(&mut self, type_name: &str, ids: &[String]) -> Result<()> {
         self.kind(type_name)?;
-        self.stage_ids(type_name, ids, || Pending::Delete { must_exist: true })
-            .await
+        let rows = ids
+            .iter()
+            .map(|id| (id.clone(), Pending::Delete { must_exist: true }))
+            .collect();
+        self.stage_rows(type_name, rows).await
     }
 
     /// Stage the deletion of one row and return the row as this
