@@ -860,9 +860,12 @@ impl WriteTxn {
             .get_mut(type_name)
             .and_then(|t| t.spill.as_mut())
         {
-            Some(spill) if ids.iter().any(|id| spill.contains(id)) => spill.take(ids).await?,
-            _ => return Ok(()),
+            Some(spill) => spill.take(ids).await?,
+            None => return Ok(()),
         };
+        if unspilled.is_empty() {
+            return Ok(());
+        }
         let table = self.tables.entry(type_name.to_string()).or_default();
         for r in unspilled {
             // Its own undo entry (if it was inserted after an open

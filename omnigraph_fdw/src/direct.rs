@@ -26,10 +26,11 @@ use pgrx::prelude::*;
 use pgrx::{PgList, PgMemoryContexts, PgSqlErrorCode, is_a};
 use serde::{Deserialize, Serialize};
 
-use crate::datum::graph_value;
 use crate::error::report;
 use crate::graphs;
-use crate::modify::{check_updatable, delete_incident_edges, in_table, kind_of, writable_branch};
+use crate::modify::{
+    check_updatable, column_value, delete_incident_edges, in_table, kind_of, writable_branch,
+};
 use crate::pg::raise;
 use crate::plan::{ScanPlan, TableDef, json_private, read_json_private, scan_plan, table_def};
 use crate::runtime::block_on;
@@ -64,8 +65,10 @@ struct DirectState {
     plan: DirectPlan,
     def: TableDef,
     snapshot: Snapshot,
-    /// The scan's parameters, then the assigned values.
-    exprs: Vec<(*mut pg_sys::ExprState, pg_sys::Oid)>,
+    /// The scan's parameters (`$n`, initplan values).
+    params: Vec<(*mut pg_sys::ExprState, pg_sys::Oid)>,
+    /// The assigned values, in the order of `plan.attnos`.
+    values: Vec<(*mut pg_sys::ExprState, pg_sys::Oid)>,
     done: bool,
 }
 
@@ -242,9 +245,12 @@ pub unsafe extern "C-unwind" fn begin_direct_modify(
     };
     // Also for EXPLAIN: it shows the commit the statement reads.
     let snapshot = graphs::snapshot(&plan.scan.server, &plan.scan.uri, &plan.scan.read.to_ref());
+    let mut params = param_states(node, exprs);
+    let values = params.split_off(plan.params.min(params.len()));
     let st = DirectState {
         def: table_def(relid),
-        exprs: param_states(node, exprs),
+        params,
+        values,
         plan,
         snapshot,
         done: false,
@@ -262,9 +268,8 @@ fn assigned_values(
     node: *mut pg_sys::ForeignScanState,
     st: &DirectState,
 ) -> std::collections::BTreeMap<String, GraphValue> {
-    let values = &st.exprs[st.plan.params.min(st.exprs.len())..];
     let mut props = std::collections::BTreeMap::new();
-    for ((state, _), attno) in values.iter().zip(&st.plan.attnos) {
+    for ((state, _), attno) in st.values.iter().zip(&st.plan.attnos) {
         let Some(c) = st.def.columns.iter().find(|c| c.attno == *attno) else {
             continue;
         };
@@ -276,20 +281,10 @@ fn assigned_values(
             PgMemoryContexts::For((*econtext).ecxt_per_tuple_memory).switch_to(|_| {
                 let mut isnull = false;
                 let d = pg_sys::ExecEvalExpr(*state, econtext, &mut isnull);
-                graph_value(d, isnull, c.ty)
+                column_value(d, isnull, c)
             })
         };
-        match v {
-            Ok(v) => {
-                props.insert(c.graph_name.clone(), v);
-            }
-            Err(e) => raise(
-                e.code,
-                format!("property {}: {}", c.graph_name, e.reason),
-                None,
-                None,
-            ),
-        }
+        props.insert(c.graph_name.clone(), v);
     }
     props
 }
@@ -299,7 +294,7 @@ fn assigned_values(
 /// opens, as on the row path.
 fn run(node: *mut pg_sys::ForeignScanState, st: &DirectState) -> usize {
     let branch = writable_branch(&st.def);
-    let params = eval_params(node, &st.exprs[..st.plan.params.min(st.exprs.len())]);
+    let params = eval_params(node, &st.params);
     let spec: ScanSpec = scan_spec(&st.plan.scan, params);
     let view = own_writes(&st.plan.scan, &st.snapshot);
     let ids = match block_on(matching_ids(&st.snapshot, view, &spec)) {

@@ -389,6 +389,24 @@ struct NewRow {
     props: BTreeMap<String, Value>,
 }
 
+/// A column's value as a graph value; an error naming the property when
+/// the value cannot be stored.
+///
+/// # Safety
+/// `d` is a Datum of the column's type unless `isnull`.
+pub(crate) unsafe fn column_value(d: pg_sys::Datum, isnull: bool, c: &FilterColumn) -> Value {
+    // SAFETY: per the contract.
+    match unsafe { graph_value(d, isnull, c.ty) } {
+        Ok(v) => v,
+        Err(e) => raise(
+            e.code,
+            format!("property {}: {}", c.graph_name, e.reason),
+            None,
+            None,
+        ),
+    }
+}
+
 /// The values of `cols` in a slot whose attributes are all deformed.
 ///
 /// # Safety
@@ -401,18 +419,9 @@ unsafe fn slot_values(
         .map(|c| {
             let i = c.attno as usize - 1;
             // SAFETY: per the contract.
-            let v = unsafe {
-                graph_value(*(*slot).tts_values.add(i), *(*slot).tts_isnull.add(i), c.ty)
-            };
-            match v {
-                Ok(v) => (c.graph_name.clone(), v),
-                Err(e) => raise(
-                    e.code,
-                    format!("property {}: {}", c.graph_name, e.reason),
-                    None,
-                    None,
-                ),
-            }
+            let v =
+                unsafe { column_value(*(*slot).tts_values.add(i), *(*slot).tts_isnull.add(i), c) };
+            (c.graph_name.clone(), v)
         })
         .collect()
 }
