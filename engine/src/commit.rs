@@ -450,14 +450,24 @@ impl WriteTxn {
             let mut unique = UniqueSeen::default();
             let rows: Vec<(&Record, Option<usize>)> =
                 tp.new_rows.iter().map(|(r, l)| (r.as_ref(), *l)).collect();
-            self.check_rows(head, plan, type_name, tp, &rows, &mut unique)
+            let whole = true;
+            self.check_rows(head, plan, type_name, tp, &rows, whole, &mut unique)
                 .await?;
-            if let Some(mut stream) = self.spilled(type_name).await? {
+            // Spilled rows were checked for required values when staged;
+            // only the columns the remaining checks read come back.
+            let Some(columns) = self.spill_check_columns(type_name) else {
+                continue;
+            };
+            let Some(spill) = self.spill(type_name) else {
+                continue;
+            };
+            if let Some(mut stream) = spill.stream(&columns).await? {
                 while let Some(batch) = stream.try_next().await? {
                     let records = batch_to_records(&batch)?;
                     let rows: Vec<(&Record, Option<usize>)> =
                         records.iter().map(|r| (r, None)).collect();
-                    self.check_rows(head, plan, type_name, tp, &rows, &mut unique)
+                    let whole = false;
+                    self.check_rows(head, plan, type_name, tp, &rows, whole, &mut unique)
                         .await?;
                 }
             }
@@ -502,8 +512,11 @@ impl WriteTxn {
         Ok(())
     }
 
-    /// Check one chunk of a table's new rows: required values, `@range`,
-    /// `@check`, `@unique` (across chunks through `unique`) and endpoints.
+    /// Check one chunk of a table's new rows: required values (of
+    /// `whole` rows, not of rows projected to the columns of
+    /// [`Self::spill_check_columns`]), `@range`, `@check`, `@unique`
+    /// (across chunks through `unique`) and endpoints.
+    #[allow(clippy::too_many_arguments)]
     async fn check_rows(
         &self,
         head: &Snapshot,
@@ -511,10 +524,15 @@ impl WriteTxn {
         type_name: &str,
         tp: &TablePlan<'_>,
         rows: &[(&Record, Option<usize>)],
+        whole: bool,
         unique: &mut UniqueSeen,
     ) -> Result<()> {
         let catalog = self.catalog();
         for (r, line) in rows {
+            if whole {
+                self.check_required(type_name, r)
+                    .map_err(|e| e.at_line(*line))?;
+            }
             self.check_row(type_name, r).map_err(|e| e.at_line(*line))?;
         }
         self.check_unique(head, type_name, tp, rows, unique).await?;
@@ -525,10 +543,32 @@ impl WriteTxn {
         Ok(())
     }
 
-    /// The checks one row needs on its own.
+    /// The columns the checks of spilled rows read (they were checked for
+    /// required values when staged), or `None` when no check reads any.
+    fn spill_check_columns(&self, type_name: &str) -> Option<Vec<String>> {
+        let catalog = self.catalog();
+        let mut columns: Vec<String> = vec!["id".to_string()];
+        let mut add = |c: &str| {
+            if !columns.iter().any(|have| have == c) {
+                columns.push(c.to_string());
+            }
+        };
+        if let Some(node) = catalog.node(type_name) {
+            node.ranges.iter().for_each(|rc| add(&rc.property));
+            node.checks.iter().for_each(|(prop, _)| add(prop));
+            node.unique.iter().flatten().for_each(|c| add(c));
+        }
+        if let Some(edge) = catalog.edge(type_name) {
+            add("src");
+            add("dst");
+            edge.unique.iter().flatten().for_each(|c| add(c));
+        }
+        (columns.len() > 1).then_some(columns)
+    }
+
+    /// The constraints one row is checked against on its own.
     fn check_row(&self, type_name: &str, r: &Record) -> Result<()> {
         let catalog = self.catalog();
-        self.check_required(type_name, r)?;
         let Some(node) = catalog.node(type_name) else {
             return Ok(());
         };

@@ -126,6 +126,28 @@ impl Spill {
         }
         let records: Vec<&Record> = rows.iter().map(|(r, _)| *r).collect();
         let batch = records_to_batch(catalog, &self.type_name, &records)?;
+        let seqs = UInt64Array::from_iter_values(rows.iter().map(|(_, s)| *s));
+        self.append(batch, seqs).await?;
+        for (r, _) in rows {
+            self.ids.insert(id_hash(&r.id));
+        }
+        Ok(())
+    }
+
+    /// Append a batch in the table's schema whose rows were all staged by
+    /// one operation, `seq`; `ids` are its rows' ids.
+    pub async fn write_batch(&mut self, batch: RecordBatch, seq: u64, ids: &[&str]) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let seqs = UInt64Array::from_value(seq, batch.num_rows());
+        self.append(batch, seqs).await?;
+        self.ids.extend(ids.iter().map(|id| id_hash(id)));
+        Ok(())
+    }
+
+    /// Write a batch with its rows' sequence numbers as one more fragment.
+    async fn append(&mut self, batch: RecordBatch, seqs: UInt64Array) -> Result<()> {
         let mut fields: Vec<Field> = batch
             .schema()
             .fields()
@@ -134,9 +156,7 @@ impl Spill {
             .collect();
         fields.push(Field::new(SEQ, DataType::UInt64, false));
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns.push(Arc::new(UInt64Array::from_iter_values(
-            rows.iter().map(|(_, s)| *s),
-        )));
+        columns.push(Arc::new(seqs));
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
         let schema = batch.schema();
         let mode = if self.ds.is_some() {
@@ -148,9 +168,6 @@ impl Spill {
         let params = crate::storage::write_params(mode);
         let ds = Dataset::write(reader, self.uri()?.as_str(), Some(params)).await?;
         self.ds = Some(ds);
-        for (r, _) in rows {
-            self.ids.insert(id_hash(&r.id));
-        }
         Ok(())
     }
 

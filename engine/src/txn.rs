@@ -124,6 +124,72 @@ pub struct Savepoint {
 /// says otherwise.
 pub const DEFAULT_STAGING_MEMORY: usize = 64 << 20;
 
+/// Rows to insert given column by column, as a bulk writer (INSERT ...
+/// SELECT, COPY) holds them; see [`WriteTxn::insert_rows`].
+#[derive(Debug, Default, Clone)]
+pub struct NewRows {
+    /// Each row's explicit id (`None`: from the `@key`, else a new ULID).
+    pub ids: Vec<Option<String>>,
+    /// Each row's `(src, dst)`, for an edge type; empty for a node type.
+    pub endpoints: Vec<(String, String)>,
+    /// Property values by name, one per row.
+    pub props: Vec<(String, Vec<Value>)>,
+}
+
+impl NewRows {
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The rows of a batch of a node or edge table's columns (any subset
+    /// holding the endpoints, for an edge type). A NULL or empty `id`
+    /// (or a batch without one) leaves the id to the key or a new ULID;
+    /// a NULL endpoint is an empty one.
+    pub fn from_batch(batch: &RecordBatch) -> NewRows {
+        let n = batch.num_rows();
+        let schema = batch.schema();
+        let text = |i: usize, row: usize| match value::scalar_at(batch.column(i).as_ref(), row) {
+            Value::String(s) => s,
+            _ => String::new(),
+        };
+        let ids = match schema.index_of("id") {
+            Ok(c) => (0..n)
+                .map(|row| Some(text(c, row)).filter(|id| !id.is_empty()))
+                .collect(),
+            Err(_) => vec![None; n],
+        };
+        let endpoints = match (schema.index_of("src"), schema.index_of("dst")) {
+            (Ok(s), Ok(d)) => (0..n).map(|row| (text(s, row), text(d, row))).collect(),
+            _ => Vec::new(),
+        };
+        let props = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !matches!(f.name().as_str(), "id" | "src" | "dst"))
+            .map(|(c, f)| {
+                let column = batch.column(c).as_ref();
+                let values = (0..n).map(|row| value::scalar_at(column, row)).collect();
+                (f.name().clone(), values)
+            })
+            .collect();
+        NewRows {
+            ids,
+            endpoints,
+            props,
+        }
+    }
+}
+
+/// Fewest rows [`WriteTxn::insert_rows`] stages as one columnar batch (a
+/// fragment of the spill); fewer are staged row by row.
+pub const COLUMNAR_MIN_ROWS: usize = 1024;
+
 /// What a transaction changed in one table, for reading its own writes:
 /// read the committed rows without `hidden` (or none if `hide_all`), then
 /// add `rows` and the spilled rows.
@@ -173,6 +239,41 @@ pub struct WriteTxn {
 
 /// A question a frontend answers: has the user asked to stop?
 pub type CancelCheck = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// A new row lacks a value for the required property `p`.
+fn missing_required(type_name: &str, p: &crate::schema::Property, id: &str) -> Error {
+    Error::violation(
+        ViolationKind::MissingRequired,
+        type_name,
+        &p.name,
+        "NULL",
+        format!(
+            "{type_name}.{} is required ({}) but '{id}' has no value",
+            p.name,
+            p.ty.describe()
+        ),
+    )
+}
+
+/// A value was given for a property the type does not declare.
+fn unknown_property(
+    type_name: &str,
+    name: &str,
+    v: &Value,
+    declared: &[crate::schema::Property],
+) -> Error {
+    let known: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
+    Error::violation(
+        ViolationKind::UnknownProperty,
+        type_name,
+        name,
+        v.display(),
+        format!(
+            "{type_name} has no property '{name}' (properties: {})",
+            known.join(", ")
+        ),
+    )
+}
 
 /// Longest commit message accepted; it is copied into every manifest.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
@@ -319,17 +420,7 @@ impl WriteTxn {
         // Coerced in place: the map keeps its names, only values change.
         for (name, v) in props.iter_mut() {
             let Some(p) = declared.iter().find(|p| p.name == *name) else {
-                let known: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
-                return Err(Error::violation(
-                    ViolationKind::UnknownProperty,
-                    type_name,
-                    name,
-                    v.display(),
-                    format!(
-                        "{type_name} has no property '{name}' (properties: {})",
-                        known.join(", ")
-                    ),
-                ));
+                return Err(unknown_property(type_name, name, v, declared));
             };
             *v = coerce(type_name, p, std::mem::replace(v, Value::Null))?;
         }
@@ -340,18 +431,7 @@ impl WriteTxn {
     pub(crate) fn check_required(&self, type_name: &str, r: &Record) -> Result<()> {
         for p in self.catalog().properties(type_name).unwrap_or_default() {
             if !p.nullable && r.prop(&p.name).is_null() {
-                return Err(Error::violation(
-                    ViolationKind::MissingRequired,
-                    type_name,
-                    &p.name,
-                    "NULL",
-                    format!(
-                        "{type_name}.{} is required ({}) but '{}' has no value",
-                        p.name,
-                        p.ty.describe(),
-                        r.id
-                    ),
-                ));
+                return Err(missing_required(type_name, p, &r.id));
             }
         }
         Ok(())
@@ -383,10 +463,10 @@ impl WriteTxn {
     }
 
     /// The id a node row gets: its `@key` text, else `explicit`, else a new ULID.
-    fn node_id(
+    fn node_id<'v>(
         &self,
         type_name: &str,
-        props: &BTreeMap<String, Value>,
+        prop: impl Fn(&str) -> Option<&'v Value>,
         explicit: Option<String>,
     ) -> Result<String> {
         let node = self
@@ -398,7 +478,7 @@ impl WriteTxn {
         };
         let mut parts = Vec::with_capacity(key.len());
         for k in key {
-            match props.get(k) {
+            match prop(k) {
                 Some(v) if !v.is_null() => parts.push(v.clone()),
                 _ => {
                     return Err(Error::violation(
@@ -559,6 +639,11 @@ impl WriteTxn {
         // Updates and deletes stay in memory; look again after another
         // budget's worth of staging.
         self.unspillable = self.staged_bytes();
+        self.check_spill_limit()
+    }
+
+    /// Fail once the spill files take more disk than the limit.
+    fn check_spill_limit(&self) -> Result<()> {
         if let Some(limit) = self.spill_limit {
             let used: u64 = self
                 .tables
@@ -612,7 +697,7 @@ impl WriteTxn {
         }
         let run = || -> Result<Record> {
             let props = self.coerce_props(type_name, props)?;
-            let id = self.node_id(type_name, &props, explicit_id)?;
+            let id = self.node_id(type_name, |k| props.get(k), explicit_id)?;
             let record = Record {
                 id,
                 endpoints: None,
@@ -686,6 +771,175 @@ impl WriteTxn {
         };
         let record = run().map_err(|e| e.at_line(line))?;
         self.stage_row(type_name, record, upsert, line).await
+    }
+
+    /// Stage strict inserts of many rows of one type, given column by
+    /// column (an id that exists on the branch fails at commit).
+    ///
+    /// With at least [`COLUMNAR_MIN_ROWS`] rows, the values are checked a
+    /// column at a time and the rows go as one Arrow batch straight to the
+    /// table's spill: no per-row object is built. Fewer rows, or rows
+    /// whose ids this transaction staged already (or that repeat an id),
+    /// are staged row by row, which merges them or reports the duplicate.
+    /// Returns the rows' ids in order.
+    pub async fn insert_rows(&mut self, type_name: &str, rows: NewRows) -> Result<Vec<String>> {
+        let kind = self.kind(type_name)?;
+        let n = rows.len();
+        let ragged = (kind == TypeKind::Edge && rows.endpoints.len() != n)
+            || rows.props.iter().any(|(_, values)| values.len() != n);
+        if ragged {
+            return Err(Error::InvalidArgument(format!(
+                "insert_rows into {type_name}: every column needs one value per row"
+            )));
+        }
+        if n < COLUMNAR_MIN_ROWS {
+            return self.insert_row_by_row(type_name, kind, rows).await;
+        }
+        let (rows, ids) = self.checked_columns(type_name, kind, rows)?;
+        let staged = self.tables.get(type_name);
+        let mut seen = HashSet::with_capacity(n);
+        let fresh = ids.iter().all(|id| {
+            seen.insert(id.as_str())
+                && !staged.is_some_and(|t| {
+                    t.rows.contains_key(id) || t.spill.as_ref().is_some_and(|s| s.contains(id))
+                })
+        });
+        if !fresh {
+            let rows = NewRows {
+                ids: ids.into_iter().map(Some).collect(),
+                ..rows
+            };
+            return self.insert_row_by_row(type_name, kind, rows).await;
+        }
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let ends: Vec<(&str, &str)> = rows
+            .endpoints
+            .iter()
+            .map(|(s, d)| (s.as_str(), d.as_str()))
+            .collect();
+        let null = Value::Null;
+        let columns: Vec<Vec<&Value>> = self
+            .catalog()
+            .properties(type_name)
+            .unwrap_or_default()
+            .iter()
+            .map(
+                |p| match rows.props.iter().find(|(name, _)| *name == p.name) {
+                    Some((_, values)) => values.iter().collect(),
+                    None => vec![&null; n],
+                },
+            )
+            .collect();
+        let batch = value::columns_to_batch(self.catalog(), type_name, &id_refs, &ends, columns)?;
+        self.seq += 1;
+        let seq = self.seq;
+        let table = self.tables.entry(type_name.to_string()).or_default();
+        let spill = match &mut table.spill {
+            Some(s) => s,
+            None => table
+                .spill
+                .insert(Spill::create(&self.spill_dir, type_name)?),
+        };
+        spill.write_batch(batch, seq, &id_refs).await?;
+        if self.open_savepoints > 0 {
+            // A row taken back from the spill by a later change is in
+            // memory when a rollback comes: its entry removes it there.
+            self.undo.extend(ids.iter().map(|id| Undo::Row {
+                type_name: type_name.to_string(),
+                id: id.clone(),
+                previous: None,
+            }));
+        }
+        self.check_spill_limit()?;
+        Ok(ids)
+    }
+
+    /// Coerce the columns to their declared types and work out each row's
+    /// id; the checks [`Self::add_node`] and [`Self::add_edge`] make, a
+    /// column at a time.
+    fn checked_columns(
+        &self,
+        type_name: &str,
+        kind: TypeKind,
+        rows: NewRows,
+    ) -> Result<(NewRows, Vec<String>)> {
+        let NewRows {
+            ids: explicit,
+            endpoints,
+            mut props,
+        } = rows;
+        let declared = self.catalog().properties(type_name).unwrap_or_default();
+        for (name, values) in props.iter_mut() {
+            let Some(p) = declared.iter().find(|p| p.name == *name) else {
+                let first = values.first().cloned().unwrap_or(Value::Null);
+                return Err(unknown_property(type_name, name, &first, declared));
+            };
+            for v in values.iter_mut() {
+                *v = coerce(type_name, p, std::mem::replace(v, Value::Null))?;
+            }
+        }
+        let column = |name: &str| props.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        let ids = match kind {
+            TypeKind::Node => explicit
+                .iter()
+                .enumerate()
+                .map(|(i, e)| self.node_id(type_name, |k| column(k).map(|c| &c[i]), e.clone()))
+                .collect::<Result<Vec<String>>>()?,
+            TypeKind::Edge => explicit
+                .iter()
+                .map(|e| e.clone().unwrap_or_else(|| ulid::Ulid::new().to_string()))
+                .collect(),
+        };
+        for p in declared.iter().filter(|p| !p.nullable) {
+            let first_null = match column(&p.name) {
+                Some(values) => values.iter().position(Value::is_null),
+                None => Some(0),
+            };
+            if let Some(i) = first_null {
+                return Err(missing_required(type_name, p, &ids[i]));
+            }
+        }
+        let rows = NewRows {
+            ids: explicit,
+            endpoints,
+            props,
+        };
+        Ok((rows, ids))
+    }
+
+    /// [`Self::insert_rows`] one row at a time.
+    async fn insert_row_by_row(
+        &mut self,
+        type_name: &str,
+        kind: TypeKind,
+        rows: NewRows,
+    ) -> Result<Vec<String>> {
+        let NewRows {
+            ids,
+            endpoints,
+            props,
+        } = rows;
+        let mut columns: Vec<(String, std::vec::IntoIter<Value>)> = props
+            .into_iter()
+            .map(|(name, values)| (name, values.into_iter()))
+            .collect();
+        let mut ends = endpoints.into_iter();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: BTreeMap<String, Value> = columns
+                .iter_mut()
+                .map(|(name, values)| (name.clone(), values.next().unwrap_or(Value::Null)))
+                .collect();
+            out.push(match kind {
+                TypeKind::Node => self.add_node(type_name, row, id, false, None).await?,
+                TypeKind::Edge => {
+                    let (src, dst) = ends.next().unwrap_or_default();
+                    self.add_edge(type_name, &src, &dst, row, id, false, None)
+                        .await?
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Stage a partial update: only the given properties change.

@@ -740,25 +740,54 @@ pub fn records_to_batch(
     type_name: &str,
     records: &[&Record],
 ) -> Result<RecordBatch> {
+    let props = catalog.properties(type_name).unwrap_or_default();
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let endpoints: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            r.endpoints
+                .as_ref()
+                .map_or(("", ""), |e| (e.0.as_str(), e.1.as_str()))
+        })
+        .collect();
+    columns_to_batch(
+        catalog,
+        type_name,
+        &ids,
+        &endpoints,
+        prop_columns(props, records),
+    )
+}
+
+/// Build a record batch in the table's schema from its columns: the ids,
+/// the endpoints (ignored for a node type) and each property's values in
+/// the catalog's order, all of one length.
+pub(crate) fn columns_to_batch(
+    catalog: &Catalog,
+    type_name: &str,
+    ids: &[&str],
+    endpoints: &[(&str, &str)],
+    props: Vec<Vec<&Value>>,
+) -> Result<RecordBatch> {
     let schema = table_schema(catalog, type_name)?;
     let kind = catalog
         .kind_of(type_name)
         .ok_or_else(|| unknown_type(catalog, type_name))?;
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    let text = |f: &dyn Fn(&Record) -> &str| -> ArrayRef {
-        let mut b = StringBuilder::with_capacity(records.len(), records.len() * 16);
-        for r in records {
-            b.append_value(f(r));
+    let text = |values: &mut dyn Iterator<Item = &str>| -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(ids.len(), ids.len() * 16);
+        for v in values {
+            b.append_value(v);
         }
         Arc::new(b.finish())
     };
-    columns.push(text(&|r| r.id.as_str()));
+    columns.push(text(&mut ids.iter().copied()));
     if kind == TypeKind::Edge {
-        columns.push(text(&|r| r.endpoints.as_ref().map_or("", |e| e.0.as_str())));
-        columns.push(text(&|r| r.endpoints.as_ref().map_or("", |e| e.1.as_str())));
+        columns.push(text(&mut endpoints.iter().map(|e| e.0)));
+        columns.push(text(&mut endpoints.iter().map(|e| e.1)));
     }
-    let props = catalog.properties(type_name).unwrap_or_default();
-    for (prop, values) in props.iter().zip(prop_columns(props, records)) {
+    let declared = catalog.properties(type_name).unwrap_or_default();
+    for (prop, values) in declared.iter().zip(props) {
         columns.push(column_array(prop, &values)?);
     }
     Ok(RecordBatch::try_new(schema, columns)?)
@@ -800,7 +829,7 @@ fn prop_columns<'r>(props: &[Property], records: &[&'r Record]) -> Vec<Vec<&'r V
     columns
 }
 
-fn scalar_at(array: &dyn Array, i: usize) -> Value {
+pub(crate) fn scalar_at(array: &dyn Array, i: usize) -> Value {
     if array.is_null(i) {
         return Value::Null;
     }

@@ -147,11 +147,15 @@ async fn required_values_are_checked_when_staged() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spilled_inserts_commit_and_are_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    let g = loaded_graph(dir.path()).await;
-    let spill_dir = dir.path().join("spill");
+/// Whether `e` is a validation error of `kind` about `value`.
+fn is_violation(e: &Error, kind: ViolationKind, value: &str) -> bool {
+    matches!(e, Error::Validation(v) if v.kind == kind && v.value == value)
+}
+
+/// The test graph, opened to spill into a directory of its own (returned).
+async fn graph_spilling_to(dir: &std::path::Path) -> (omnigraph_engine::Graph, std::path::PathBuf) {
+    let g = loaded_graph(dir).await;
+    let spill_dir = dir.join("spill");
     std::fs::create_dir_all(&spill_dir).unwrap();
     let g = omnigraph_engine::Graph::open_with(
         g.uri(),
@@ -162,6 +166,13 @@ async fn spilled_inserts_commit_and_are_checked() {
     )
     .await
     .unwrap();
+    (g, spill_dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spilled_inserts_commit_and_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, spill_dir) = graph_spilling_to(dir.path()).await;
     let mut txn = g.begin("main", "t").await.unwrap();
     // A budget of a few rows: memory stays near it however many are inserted.
     txn.set_staging_memory(2_000);
@@ -248,10 +259,7 @@ async fn spilled_inserts_commit_and_are_checked() {
             .unwrap();
     }
     let e = txn.commit().await.unwrap_err();
-    assert!(
-        matches!(&e, Error::Validation(v) if v.kind == ViolationKind::DuplicateKey && v.value == "S050"),
-        "{e}"
-    );
+    assert!(is_violation(&e, ViolationKind::DuplicateKey, "S050"), "{e}");
     assert_eq!(fingerprint(&g, "main").await, before);
 
     // A spilled edge with a missing endpoint is refused.
@@ -265,7 +273,7 @@ async fn spilled_inserts_commit_and_are_checked() {
     }
     let e = txn.commit().await.unwrap_err();
     assert!(
-        matches!(&e, Error::Validation(v) if v.kind == ViolationKind::DanglingEdge && v.value == "Nobody"),
+        is_violation(&e, ViolationKind::DanglingEdge, "Nobody"),
         "{e}"
     );
     assert_eq!(fingerprint(&g, "main").await, before);
@@ -318,7 +326,7 @@ async fn many_new_ids_are_checked_against_the_table_read_once() {
         let before = fingerprint(&g, "main").await;
         let e = staged("Alice").await.commit().await.unwrap_err();
         assert!(
-            matches!(&e, Error::Validation(v) if v.kind == ViolationKind::DuplicateKey && v.value == "Alice"),
+            is_violation(&e, ViolationKind::DuplicateKey, "Alice"),
             "staging {staging:?}: {e}"
         );
         assert_eq!(fingerprint(&g, "main").await, before);
@@ -433,4 +441,261 @@ async fn changes_staged_for_many_ids_at_once() {
     let got = ages(&g).await;
     assert_eq!(got.len(), expected.len());
     assert_eq!(got, expected);
+}
+
+/// `n` Person rows named `{prefix}{i:04}`, column by column, aged `i`.
+fn people(prefix: &str, range: std::ops::Range<i64>) -> omnigraph_engine::NewRows {
+    omnigraph_engine::NewRows {
+        ids: range.clone().map(|_| None).collect(),
+        endpoints: Vec::new(),
+        props: vec![
+            (
+                "name".to_string(),
+                range
+                    .clone()
+                    .map(|i| s(&format!("{prefix}{i:04}")))
+                    .collect(),
+            ),
+            ("age".to_string(), range.map(Value::Int).collect()),
+        ],
+    }
+}
+
+/// Rows given column by column go as one Arrow batch straight to the
+/// table's spill (nothing held in memory per row), and behave as rows
+/// staged one by one: own reads, changes, savepoints, duplicates, the
+/// checks at staging and at commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_given_by_column_are_staged_as_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, spill_dir) = graph_spilling_to(dir.path()).await;
+    let mut txn = g.begin("main", "t").await.unwrap();
+    let ids = txn
+        .insert_rows("Person", people("P", 0..2000))
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2000);
+    assert_eq!(ids[7], "P0007");
+    assert_eq!(txn.staged_bytes(), 0, "no row is held in memory");
+    assert_eq!(txn.spilled_rows(), 2000);
+    assert_eq!(std::fs::read_dir(&spill_dir).unwrap().count(), 1);
+    let view = txn.view("Person", txn.base()).await.unwrap().unwrap();
+    assert!(view.spill.is_some());
+    // A row of the batch can be changed and deleted.
+    txn.update("Person", "P0005", props(&[("age", Value::Int(500))]))
+        .await
+        .unwrap();
+    txn.delete("Person", "P0006").await.unwrap();
+    // A batch repeating a staged id reports it as the row path does.
+    // (A frontend rolls back the failed statement's rows, as here.)
+    let statement = txn.savepoint();
+    let mut again = people("Q", 0..1100);
+    again.props[0].1[1000] = s("P0007");
+    let e = txn.insert_rows("Person", again).await.unwrap_err();
+    assert!(
+        is_violation(&e, ViolationKind::DuplicateKey, "P0007"),
+        "{e}"
+    );
+    txn.rollback_to(statement).await.unwrap();
+    // A committed row deleted earlier in the transaction is replaced.
+    txn.delete("Person", "Alice").await.unwrap();
+    let mut alice = people("R", 0..1100);
+    alice.props[0].1[3] = s("Alice");
+    alice.props[1].1[3] = Value::Int(99);
+    txn.insert_rows("Person", alice).await.unwrap();
+    // Rows after a savepoint go, even one a later change brought back to memory.
+    let sp = txn.savepoint();
+    txn.insert_rows("Person", people("S", 0..1500))
+        .await
+        .unwrap();
+    txn.update("Person", "S0100", props(&[("age", Value::Int(1))]))
+        .await
+        .unwrap();
+    txn.rollback_to(sp).await.unwrap();
+    // Fewer rows than a batch are staged one by one.
+    txn.insert_rows("Person", people("T", 0..10)).await.unwrap();
+    assert!(txn.staged_bytes() > 0);
+    // Edges by column, endpoints among the batch's nodes.
+    let edges = omnigraph_engine::NewRows {
+        ids: (0..1200).map(|_| None).collect(),
+        endpoints: (0..1200)
+            .map(|i| {
+                (
+                    format!("P{:04}", 10 + i % 900),
+                    format!("R{:04}", 10 + i % 900),
+                )
+            })
+            .collect(),
+        props: Vec::new(),
+    };
+    txn.insert_rows("Knows", edges).await.unwrap();
+    let summary = txn.commit().await.unwrap().unwrap();
+    // 2000 - P0006 + (1100 R rows, Alice among them replacing hers) + 10 T.
+    assert_eq!(summary.tables["Person"].inserted, 1999 + 1099 + 10);
+    assert_eq!(summary.tables["Person"].updated, 1);
+    assert_eq!(summary.tables["Knows"].inserted, 1200);
+    assert_eq!(std::fs::read_dir(&spill_dir).unwrap().count(), 0);
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    let rows = snap
+        .rows_by_id(
+            "Person",
+            &[
+                "P0005", "P0006", "P1999", "Alice", "S0000", "S0100", "T0009", "Q0000",
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows["P0005"].prop("age"), &Value::Int(500));
+    assert_eq!(rows["P1999"].prop("age"), &Value::Int(1999));
+    assert_eq!(rows["Alice"].prop("age"), &Value::Int(99));
+    assert!(rows.contains_key("T0009"));
+    for gone in ["P0006", "S0000", "S0100", "Q0000"] {
+        assert!(!rows.contains_key(gone), "{gone}");
+    }
+
+    // The checks made at staging, for the whole batch.
+    let mut txn = g.begin("main", "t").await.unwrap();
+    let mut bad = people("U", 0..1100);
+    bad.props[1].1[500] = s("old");
+    let e = txn.insert_rows("Person", bad).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Validation(v) if v.kind == ViolationKind::InvalidValue && v.property == "age"),
+        "{e}"
+    );
+    let mut keyless = people("U", 0..1100);
+    keyless.props[0].1[42] = Value::Null;
+    let e = txn.insert_rows("Person", keyless).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Validation(v) if v.kind == ViolationKind::MissingRequired && v.property == "name"),
+        "{e}"
+    );
+    let mut unknown = people("U", 0..1100);
+    unknown
+        .props
+        .push(("height".to_string(), vec![Value::Int(1); 1100]));
+    let e = txn.insert_rows("Person", unknown).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Validation(v) if v.kind == ViolationKind::UnknownProperty && v.property == "height"),
+        "{e}"
+    );
+    let mut ragged = people("U", 0..1100);
+    ragged.props[1].1.pop();
+    assert!(matches!(
+        txn.insert_rows("Person", ragged).await.unwrap_err(),
+        Error::InvalidArgument(_)
+    ));
+    assert!(txn.is_empty(), "a refused batch stages nothing");
+
+    // The checks made at commit: keys on the branch, endpoints.
+    let before = fingerprint(&g, "main").await;
+    let mut txn = g.begin("main", "t").await.unwrap();
+    let mut taken = people("V", 0..1100);
+    taken.props[0].1[700] = s("P0700");
+    txn.insert_rows("Person", taken).await.unwrap();
+    let e = txn.commit().await.unwrap_err();
+    assert!(
+        is_violation(&e, ViolationKind::DuplicateKey, "P0700"),
+        "{e}"
+    );
+    let mut txn = g.begin("main", "t").await.unwrap();
+    let mut dangling = omnigraph_engine::NewRows {
+        ids: (0..1100).map(|_| None).collect(),
+        endpoints: (0..1100)
+            .map(|_| ("P0001".to_string(), "P0002".to_string()))
+            .collect(),
+        props: Vec::new(),
+    };
+    dangling.endpoints[900].1 = "Nobody".to_string();
+    txn.insert_rows("Knows", dangling).await.unwrap();
+    let e = txn.commit().await.unwrap_err();
+    assert!(
+        is_violation(&e, ViolationKind::DanglingEdge, "Nobody"),
+        "{e}"
+    );
+    assert_eq!(fingerprint(&g, "main").await, before);
+}
+
+/// Spilled rows are checked at commit against `@range`, `@check` and
+/// `@unique` reading only those columns (required values were checked
+/// when they were staged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constraints_are_checked_on_rows_staged_by_column() {
+    const SCHEMA: &str = "node Item {\n    code: String @key\n    score: I64?\n    tag: String? @unique\n    label: String?\n    note: String\n    @range(score, 0..100)\n    @check(label, \"[a-z]+\")\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("g").to_string_lossy().into_owned();
+    let g = omnigraph_engine::Graph::create(&uri, SCHEMA, "tester")
+        .await
+        .unwrap();
+    let items = |from: i64, n: i64| omnigraph_engine::NewRows {
+        ids: (0..n).map(|_| None).collect(),
+        endpoints: Vec::new(),
+        props: vec![
+            (
+                "code".to_string(),
+                (from..from + n).map(|i| s(&format!("c{i}"))).collect(),
+            ),
+            (
+                "score".to_string(),
+                (from..from + n).map(|i| Value::Int(i % 100)).collect(),
+            ),
+            (
+                "tag".to_string(),
+                (from..from + n).map(|i| s(&format!("t{i}"))).collect(),
+            ),
+            ("label".to_string(), vec![s("ok"); n as usize]),
+            ("note".to_string(), vec![s("n"); n as usize]),
+        ],
+    };
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.insert_rows("Item", items(0, 1500)).await.unwrap();
+    txn.insert_rows("Item", items(1500, 1500)).await.unwrap();
+    assert_eq!(txn.spilled_rows(), 3000);
+    txn.commit().await.unwrap().unwrap();
+
+    let cases: [(&str, usize, Value, ViolationKind); 3] = [
+        (
+            "score",
+            3,
+            Value::Int(500),
+            ViolationKind::ConstraintViolation,
+        ),
+        ("label", 4, s("BAD"), ViolationKind::ConstraintViolation),
+        ("tag", 2, s("t1100"), ViolationKind::UniqueViolation),
+    ];
+    for (column, at, value, kind) in cases {
+        let before = fingerprint(&g, "main").await;
+        let mut txn = g.begin("main", "t").await.unwrap();
+        let mut rows = items(5000, 1200);
+        let c = rows.props.iter().position(|(n, _)| n == column).unwrap();
+        rows.props[c].1[at] = value.clone();
+        txn.insert_rows("Item", rows).await.unwrap();
+        let e = txn.commit().await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Validation(v) if v.kind == kind && v.property == column),
+            "{column}: {e}"
+        );
+        assert_eq!(fingerprint(&g, "main").await, before);
+    }
+    // Two batches of one transaction holding the same @unique value.
+    let mut txn = g.begin("main", "t").await.unwrap();
+    let mut first = items(7000, 1100);
+    first.props[2].1[10] = s("same");
+    let mut second = items(8100, 1100);
+    second.props[2].1[20] = s("same");
+    txn.insert_rows("Item", first).await.unwrap();
+    txn.insert_rows("Item", second).await.unwrap();
+    let e = txn.commit().await.unwrap_err();
+    assert!(
+        is_violation(&e, ViolationKind::UniqueViolation, "same"),
+        "{e}"
+    );
+    // A required property missing from the batch is refused when staged.
+    let mut txn = g.begin("main", "t").await.unwrap();
+    let mut rows = items(9000, 1100);
+    rows.props.retain(|(n, _)| n != "note");
+    let e = txn.insert_rows("Item", rows).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Validation(v) if v.kind == ViolationKind::MissingRequired && v.property == "note"),
+        "{e}"
+    );
 }

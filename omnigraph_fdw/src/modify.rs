@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use omnigraph_engine::schema::TypeKind;
-use omnigraph_engine::{ReadRef, Value};
+use omnigraph_engine::{NewRows, ReadRef, Value};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, PgRelation, PgSqlErrorCode};
@@ -59,7 +59,60 @@ struct ModifyState {
     deleted: Vec<String>,
     /// Rows are staged in chunks, not one by one (see [`Buffered`]).
     buffered: Option<Buffered>,
+    /// INSERT rows converted and not yet staged.
+    inserts: Inserts,
 }
+
+/// INSERT rows read from their slots, column by column, until they are
+/// staged (`WriteTxn::insert_rows`, which stages a large chunk as one
+/// Arrow batch). When `deferred`, rows wait for [`INSERT_CHUNK`] of them
+/// and the last ones for the end of the statement (the conditions are
+/// those of [`Buffered`]); otherwise each call's rows are staged at once.
+struct Inserts {
+    deferred: bool,
+    ids: Vec<Option<String>>,
+    endpoints: Vec<(String, String)>,
+    /// The properties written, and their values so far.
+    props: Vec<(String, Vec<Value>)>,
+}
+
+impl Inserts {
+    fn new(kind: TypeKind, targets: &[FilterColumn]) -> Inserts {
+        let props = targets
+            .iter()
+            .filter(|c| !is_system_target(kind, &c.graph_name))
+            .map(|c| (c.graph_name.clone(), Vec::new()))
+            .collect();
+        Inserts {
+            deferred: false,
+            ids: Vec::new(),
+            endpoints: Vec::new(),
+            props,
+        }
+    }
+
+    /// The rows so far, leaving the buffer empty.
+    fn take(&mut self) -> NewRows {
+        let props = self
+            .props
+            .iter_mut()
+            .map(|(name, values)| (name.clone(), std::mem::take(values)))
+            .collect();
+        NewRows {
+            ids: std::mem::take(&mut self.ids),
+            endpoints: std::mem::take(&mut self.endpoints),
+            props,
+        }
+    }
+}
+
+/// Whether an INSERT target is the row's id or an endpoint, not a property.
+fn is_system_target(kind: TypeKind, name: &str) -> bool {
+    name == "id" || (kind == TypeKind::Edge && (name == "src" || name == "dst"))
+}
+
+/// Deferred INSERT rows staged at once.
+const INSERT_CHUNK: usize = 16384;
 
 /// UPDATE and DELETE rows waiting to be staged, a chunk at a time: a
 /// chunk's rows that the transaction inserted and spilled come back from
@@ -251,7 +304,7 @@ fn modify_state(
     let def = table_def(relid);
     let branch = writable_branch(&def);
     let kind = kind_of(&def);
-    let targets = def
+    let targets: Vec<FilterColumn> = def
         .columns
         .iter()
         .filter(|c| attnos.contains(&c.attno))
@@ -266,6 +319,7 @@ fn modify_state(
         .iter()
         .find(|c| c.graph_name == "id")
         .map(|c| c.attno);
+    let inserts = Inserts::new(kind, &targets);
     ModifyState {
         def,
         branch,
@@ -276,6 +330,7 @@ fn modify_state(
         junk_id,
         deleted: Vec::new(),
         buffered: None,
+        inserts,
     }
 }
 
@@ -345,8 +400,10 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
             || (*mt).rootRelation != 0
             || writers != 1
     };
-    if plan.op != Op::Insert && !row_by_row {
-        st.buffered = Some(Buffered::default());
+    match plan.op {
+        Op::Insert => st.inserts.deferred = !row_by_row,
+        _ if !row_by_row => st.buffered = Some(Buffered::default()),
+        _ => {}
     }
     install(rinfo, st);
 }
@@ -354,7 +411,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_modify(
 /// BeginForeignInsert: COPY FROM (and rows routed to a partition).
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_foreign_insert(
-    _mtstate: *mut pg_sys::ModifyTableState,
+    mtstate: *mut pg_sys::ModifyTableState,
     rinfo: *mut pg_sys::ResultRelInfo,
 ) {
     // An UPDATE moving a row into this partition, when the partition is
@@ -379,14 +436,20 @@ pub unsafe extern "C-unwind" fn begin_foreign_insert(
         );
     }
     let all: Vec<i16> = table_def(relid).columns.iter().map(|c| c.attno).collect();
-    install(rinfo, modify_state(rinfo, Op::Insert, &all, 0));
-}
-
-/// One row to insert, read from a slot.
-struct NewRow {
-    explicit_id: Option<String>,
-    endpoints: Option<(String, String)>,
-    props: BTreeMap<String, Value>,
+    let mut st = modify_state(rinfo, Op::Insert, &all, 0);
+    // COPY FROM straight into a table without triggers: nothing reads the
+    // table before the COPY ends. COPY passes a ModifyTableState without
+    // a plan; rows routed to a partition (by COPY or INSERT into the
+    // parent, whose statement triggers fire before EndForeignInsert) are
+    // staged as they come.
+    // SAFETY: mtstate is null or a valid ModifyTableState; rinfo is valid;
+    // ri_TrigDesc is null or a valid TriggerDesc.
+    st.inserts.deferred = unsafe {
+        (mtstate.is_null() || (*mtstate).ps.plan.is_null())
+            && (*rinfo).ri_RootResultRelInfo.is_null()
+            && (*rinfo).ri_TrigDesc.is_null()
+    };
+    install(rinfo, st);
 }
 
 /// A column's value as a graph value; an error naming the property when
@@ -440,35 +503,36 @@ unsafe fn deform(slot: *mut pg_sys::TupleTableSlot) {
     }
 }
 
-fn read_new_row(st: &ModifyState, slot: *mut pg_sys::TupleTableSlot) -> NewRow {
+/// Read a new row from its slot into the INSERT buffer.
+fn read_new_row(st: &mut ModifyState, slot: *mut pg_sys::TupleTableSlot) {
     // SAFETY: the executor passes a valid slot with a row of this table.
-    let values = unsafe {
-        deform(slot);
-        slot_values(slot, &st.targets)
-    };
-    let mut row = NewRow {
-        explicit_id: None,
-        endpoints: None,
-        props: BTreeMap::new(),
-    };
-    let (mut src, mut dst) = (None, None);
-    for (name, v) in values {
-        let text = match &v {
-            Value::String(s) => Some(s.clone()),
+    unsafe { deform(slot) };
+    let edge = st.kind == TypeKind::Edge;
+    let (mut id, mut src, mut dst) = (None, None, None);
+    let mut props = st.inserts.props.iter_mut();
+    for c in &st.targets {
+        let i = c.attno as usize - 1;
+        // SAFETY: the slot is deformed; attno is one of its attributes.
+        let v = unsafe { column_value(*(*slot).tts_values.add(i), *(*slot).tts_isnull.add(i), c) };
+        if !is_system_target(st.kind, &c.graph_name) {
+            if let Some((_, values)) = props.next() {
+                values.push(v);
+            }
+            continue;
+        }
+        let text = match v {
+            Value::String(s) => Some(s),
             _ => None,
         };
-        match name.as_str() {
-            "id" => row.explicit_id = text,
-            "src" if st.kind == TypeKind::Edge => src = text,
-            "dst" if st.kind == TypeKind::Edge => dst = text,
-            _ => {
-                row.props.insert(name, v);
-            }
+        match c.graph_name.as_str() {
+            "id" => id = text,
+            "src" => src = text,
+            _ => dst = text,
         }
     }
-    if st.kind == TypeKind::Edge {
+    if edge {
         match (src, dst) {
-            (Some(s), Some(d)) => row.endpoints = Some((s, d)),
+            (Some(s), Some(d)) => st.inserts.endpoints.push((s, d)),
             (s, _) => {
                 let end = if s.is_none() { "src" } else { "dst" };
                 raise(
@@ -486,33 +550,25 @@ fn read_new_row(st: &ModifyState, slot: *mut pg_sys::TupleTableSlot) -> NewRow {
             }
         }
     }
-    row
+    st.inserts.ids.push(id);
 }
 
-/// Stage rows as inserts; returns their ids in order.
-fn insert_rows(st: &ModifyState, rows: Vec<NewRow>) -> Vec<String> {
-    let type_name = st.def.type_name.clone();
+/// Stage the buffered INSERT rows; returns their ids in order.
+fn stage_inserts(st: &mut ModifyState) -> Vec<String> {
+    if st.inserts.ids.is_empty() {
+        return Vec::new();
+    }
+    let rows = st.inserts.take();
+    let type_name = st.def.type_name.as_str();
+    let rel_name = st.def.rel_name.as_str();
     crate::txn::with(
         &st.def.server.name,
         &st.def.server.uri,
         &st.branch,
         async |t| {
-            let mut ids = Vec::with_capacity(rows.len());
-            for r in rows {
-                let id = match r.endpoints {
-                    Some((s, d)) => {
-                        t.add_edge(&type_name, &s, &d, r.props, r.explicit_id, false, None)
-                            .await
-                    }
-                    None => {
-                        t.add_node(&type_name, r.props, r.explicit_id, false, None)
-                            .await
-                    }
-                }
-                .map_err(|e| in_table(e, &st.def.rel_name))?;
-                ids.push(id);
-            }
-            Ok(ids)
+            t.insert_rows(type_name, rows)
+                .await
+                .map_err(|e| in_table(e, rel_name))
         },
     )
 }
@@ -571,7 +627,7 @@ unsafe fn set_returned_id(
     }
 }
 
-/// ExecForeignInsert: stage one row.
+/// ExecForeignInsert: stage one row (or buffer it, for COPY).
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_insert(
     estate: *mut pg_sys::EState,
@@ -580,8 +636,14 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     _plan_slot: *mut pg_sys::TupleTableSlot,
 ) -> *mut pg_sys::TupleTableSlot {
     let Some(st) = state(rinfo) else { return slot };
-    let row = in_tuple_context(estate, || read_new_row(st, slot));
-    let ids = insert_rows(st, vec![row]);
+    in_tuple_context(estate, || read_new_row(st, slot));
+    if st.inserts.deferred {
+        if st.inserts.ids.len() >= INSERT_CHUNK {
+            stage_inserts(st);
+        }
+        return slot;
+    }
+    let ids = stage_inserts(st);
     // SAFETY: rinfo is valid; the slot was deformed by read_new_row.
     unsafe {
         if !(*rinfo).ri_projectReturning.is_null()
@@ -593,7 +655,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     slot
 }
 
-/// ExecForeignBatchInsert: stage a batch of rows at once.
+/// ExecForeignBatchInsert: stage a batch of rows at once (or buffer them).
 #[pg_guard]
 pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
     estate: *mut pg_sys::EState,
@@ -605,13 +667,15 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
     let Some(st) = state(rinfo) else { return slots };
     // SAFETY: num_slots points at the number of slots passed.
     let n = unsafe { *num_slots } as usize;
-    let rows: Vec<NewRow> = in_tuple_context(estate, || {
-        (0..n)
+    in_tuple_context(estate, || {
+        for i in 0..n {
             // SAFETY: the executor passes num_slots valid slots.
-            .map(|i| read_new_row(st, unsafe { *slots.add(i) }))
-            .collect()
+            read_new_row(st, unsafe { *slots.add(i) });
+        }
     });
-    insert_rows(st, rows);
+    if !st.inserts.deferred || st.inserts.ids.len() >= INSERT_CHUNK {
+        stage_inserts(st);
+    }
     slots
 }
 
@@ -836,6 +900,7 @@ pub unsafe extern "C-unwind" fn end_foreign_modify(
     rinfo: *mut pg_sys::ResultRelInfo,
 ) {
     let Some(st) = state(rinfo) else { return };
+    stage_inserts(st);
     flush(st);
     if st.op == Op::Delete && !st.deleted.is_empty() {
         let ids = std::mem::take(&mut st.deleted);

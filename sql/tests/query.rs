@@ -369,6 +369,21 @@ async fn a_large_transaction_spills_and_still_reads_its_rows() {
         rows(&mut other, "SELECT count(*) FROM person").await,
         [["20004"]]
     );
+    // Rows staged by column are checked as rows are: a key the branch
+    // holds fails the statement, which commits nothing.
+    let e = s
+        .run(
+            "INSERT INTO person (slug, name, status)
+             SELECT 'q' || CAST(value AS VARCHAR), 'Q', 'active' FROM generate_series(1, 3000)
+             UNION ALL SELECT 'p7', 'Q', 'active'",
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("'p7' already exists"), "{e}");
+    assert_eq!(
+        rows(&mut other, "SELECT count(*) FROM person").await,
+        [["20004"]]
+    );
     let e = s
         .run("SET omnigraph.staging_memory = '1 parsec'")
         .await

@@ -798,7 +798,14 @@ impl QuerySession {
         };
         let mut n = 0u64;
         let mut deleted = Vec::new();
-        for b in &batches {
+        for b in batches.iter().filter(|_| matches!(op, Op::Insert)) {
+            // Inserted rows go over column by column, a batch at a time.
+            let rows = omnigraph_engine::NewRows::from_batch(&gt.graph_batch(b)?);
+            check_endpoints(&info, &rows.endpoints)?;
+            n += rows.len() as u64;
+            write.insert_rows(&info.type_name, rows).await?;
+        }
+        for b in batches.iter().filter(|_| !matches!(op, Op::Insert)) {
             for r in omnigraph_engine::value::batch_to_records(&gt.graph_batch(b)?)? {
                 n += 1;
                 if matches!(op, Op::Delete) && info.kind == TypeKind::Node {
@@ -980,7 +987,22 @@ enum Op {
     Delete,
 }
 
-/// Stage one row of a DML statement.
+/// Every inserted edge needs both endpoints.
+fn check_endpoints(info: &TableInfo, endpoints: &[(String, String)]) -> Result<(), QueryError> {
+    let Some((src, _)) = endpoints
+        .iter()
+        .find(|(src, dst)| src.is_empty() || dst.is_empty())
+    else {
+        return Ok(());
+    };
+    let end = if src.is_empty() { "src" } else { "dst" };
+    Err(QueryError::Unsupported(format!(
+        "null value in column \"{end}\" of table {} violates not-null constraint: every {} edge needs a {end} node id",
+        info.name, info.type_name
+    )))
+}
+
+/// Stage one row of an UPDATE or DELETE.
 async fn stage(
     write: &mut WriteTxn,
     info: &TableInfo,
@@ -989,29 +1011,8 @@ async fn stage(
 ) -> Result<(), QueryError> {
     let t = info.type_name.as_str();
     match op {
-        Op::Insert => {
-            // An omitted or NULL property is absent (a required one is
-            // then the engine's error, naming it).
-            let props = r.props.into_iter().filter(|(_, v)| !v.is_null()).collect();
-            let id = (!r.id.is_empty()).then_some(r.id);
-            match r.endpoints {
-                Some((src, dst)) if src.is_empty() || dst.is_empty() => {
-                    let end = if src.is_empty() { "src" } else { "dst" };
-                    return Err(QueryError::Unsupported(format!(
-                        "null value in column \"{end}\" of table {} violates not-null constraint: every {t} edge needs a {end} node id",
-                        info.name
-                    )));
-                }
-                Some((src, dst)) => {
-                    write
-                        .add_edge(t, &src, &dst, props, id, false, None)
-                        .await?;
-                }
-                None => {
-                    write.add_node(t, props, id, false, None).await?;
-                }
-            }
-        }
+        // Inserts are staged a batch at a time, by column (`dml`).
+        Op::Insert => {}
         // `SET a = a` changes nothing: stage nothing (no rewrite, no
         // conflict), as Postgres's FDW path does.
         Op::Update(cols) if cols.is_empty() => {}
