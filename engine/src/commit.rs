@@ -805,9 +805,16 @@ impl WriteTxn {
                     }
                     ds = storage.delete_ids_and_append(ds, last, batches).await?;
                 }
-                if let Some(stream) = self.spilled(type_name).await? {
-                    // Streamed from the spill into one new version.
-                    ds = storage.append_stream(ds, stream.into()).await?;
+                if let Some(spilled) = self.spill(type_name).and_then(Spill::dataset) {
+                    // The spill's files become the table's; failing that,
+                    // its rows are streamed into one new version.
+                    ds = match storage.adopt_spill(ds, spilled).await? {
+                        Ok(ds) => ds,
+                        Err(ds) => match self.spilled(type_name).await? {
+                            Some(stream) => storage.append_stream(ds, stream.into()).await?,
+                            None => ds,
+                        },
+                    };
                 }
                 // Part of the commit: the pinned version has few small
                 // fragments and carries the index.

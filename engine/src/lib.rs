@@ -63,8 +63,8 @@ pub use storage::{
     canonical_uri, index_lookup, scanner, take_range,
 };
 pub use txn::{
-    COLUMNAR_MIN_ROWS, CancelCheck, DEFAULT_STAGING_MEMORY, MAX_MESSAGE_BYTES, NewRows, Savepoint,
-    StagedView, WriteTxn,
+    COLUMNAR_MIN_ROWS, CancelCheck, DEFAULT_STAGING_MEMORY, INSERT_CHUNK_ROWS, MAX_MESSAGE_BYTES,
+    NewRows, Savepoint, StagedView, WriteTxn,
 };
 pub use value::{Record, Value};
 

@@ -46,6 +46,42 @@ pub(crate) fn id_hash(id: &str) -> u128 {
     (u128::from(half(1)) << 64) | u128::from(half(2))
 }
 
+/// Builds the hasher of a set of [`id_hash`] values: they are uniform
+/// already, so hashing them again (SipHash, the std default) only costs.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHashState;
+
+impl std::hash::BuildHasher for IdHashState {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+/// The hasher of [`IdHashState`]: folds the 128-bit hash to 64 bits.
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed; any other input is still folded in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+/// A set of [`id_hash`] values.
+pub(crate) type IdHashSet = HashSet<u128, IdHashState>;
+
 /// I/O a stream of the spilled rows queues ahead of its consumer.
 const SPILL_IO_BUFFER_BYTES: u64 = 8 << 20;
 
@@ -54,7 +90,7 @@ pub(crate) struct Spill {
     dir: PathBuf,
     type_name: String,
     ds: Option<Dataset>,
-    ids: HashSet<u128>,
+    ids: IdHashSet,
 }
 
 impl Spill {
@@ -75,7 +111,7 @@ impl Spill {
             dir,
             type_name: type_name.to_string(),
             ds: None,
-            ids: HashSet::new(),
+            ids: IdHashSet::default(),
         })
     }
 
@@ -98,7 +134,12 @@ impl Spill {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.ids.contains(&id_hash(id))
+        self.contains_hash(id_hash(id))
+    }
+
+    /// Whether an id of this [`id_hash`] may be spilled.
+    pub fn contains_hash(&self, hash: u128) -> bool {
+        self.ids.contains(&hash)
     }
 
     pub fn len(&self) -> u64 {
@@ -135,14 +176,20 @@ impl Spill {
     }
 
     /// Append a batch in the table's schema whose rows were all staged by
-    /// one operation, `seq`; `ids` are its rows' ids.
-    pub async fn write_batch(&mut self, batch: RecordBatch, seq: u64, ids: &[&str]) -> Result<()> {
+    /// one operation, `seq`; `hashes` are its rows' [`id_hash`]es.
+    pub async fn write_batch(
+        &mut self,
+        batch: RecordBatch,
+        seq: u64,
+        hashes: &[u128],
+    ) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let seqs = UInt64Array::from_value(seq, batch.num_rows());
         self.append(batch, seqs).await?;
-        self.ids.extend(ids.iter().map(|id| id_hash(id)));
+        self.ids.reserve(hashes.len());
+        self.ids.extend(hashes.iter().copied());
         Ok(())
     }
 

@@ -21,7 +21,7 @@ use lance::Dataset;
 use crate::error::{Error, Result, ViolationKind};
 use crate::graph::{Graph, ID_CHUNK, Snapshot, in_filter};
 use crate::schema::{Catalog, TypeKind};
-use crate::spill::Spill;
+use crate::spill::{IdHashSet, Spill, id_hash};
 use crate::value::{self, Record, Value, coerce, key_id, records_to_batch, unknown_type};
 
 /// A staged change to one row, already merged with earlier changes to the
@@ -189,6 +189,11 @@ impl NewRows {
 /// Fewest rows [`WriteTxn::insert_rows`] stages as one columnar batch (a
 /// fragment of the spill); fewer are staged row by row.
 pub const COLUMNAR_MIN_ROWS: usize = 1024;
+
+/// Rows a bulk writer hands to [`WriteTxn::insert_rows`] at once: a spill
+/// fragment of this size joins the table at COMMIT as it is (smaller ones
+/// are merged by the commit, past a few dozen of them).
+pub const INSERT_CHUNK_ROWS: usize = crate::storage::AUTO_COMPACT_ROWS;
 
 /// What a transaction changed in one table, for reading its own writes:
 /// read the committed rows without `hidden` (or none if `hide_all`), then
@@ -796,13 +801,17 @@ impl WriteTxn {
             return self.insert_row_by_row(type_name, kind, rows).await;
         }
         let (rows, ids) = self.checked_columns(type_name, kind, rows)?;
+        // Each id is hashed once: for the checks here and the spill's set.
+        let hashes: Vec<u128> = ids.iter().map(|id| id_hash(id)).collect();
+        let mut seen = IdHashSet::default();
+        seen.reserve(n);
         let staged = self.tables.get(type_name);
-        let mut seen = HashSet::with_capacity(n);
-        let fresh = ids.iter().all(|id| {
-            seen.insert(id.as_str())
-                && !staged.is_some_and(|t| {
-                    t.rows.contains_key(id) || t.spill.as_ref().is_some_and(|s| s.contains(id))
-                })
+        let in_memory = staged.is_some_and(|t| !t.rows.is_empty());
+        let spill = staged.and_then(|t| t.spill.as_ref());
+        let fresh = ids.iter().zip(&hashes).all(|(id, h)| {
+            seen.insert(*h)
+                && !spill.is_some_and(|s| s.contains_hash(*h))
+                && !(in_memory && staged.is_some_and(|t| t.rows.contains_key(id)))
         });
         if !fresh {
             let rows = NewRows {
@@ -840,7 +849,7 @@ impl WriteTxn {
                 .spill
                 .insert(Spill::create(&self.spill_dir, type_name)?),
         };
-        spill.write_batch(batch, seq, &id_refs).await?;
+        spill.write_batch(batch, seq, &hashes).await?;
         if self.open_savepoints > 0 {
             // A row taken back from the spill by a later change is in
             // memory when a rollback comes: its entry removes it there.

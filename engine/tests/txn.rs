@@ -699,3 +699,133 @@ async fn constraints_are_checked_on_rows_staged_by_column() {
         "{e}"
     );
 }
+
+/// The inodes of the Lance data files under `dir` (any depth).
+fn data_file_inodes(dir: &std::path::Path) -> std::collections::BTreeSet<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(data_file_inodes(&path));
+        } else if path.extension().is_some_and(|x| x == "lance")
+            && path.parent().is_some_and(|p| p.ends_with("data"))
+        {
+            out.insert(e.metadata().unwrap().ino());
+        }
+    }
+    out
+}
+
+/// At COMMIT the spill's data files become the table's (hard links: the
+/// rows are not written again) and read back as staged, for every type
+/// of column. A spill that lost rows to a later change is streamed into
+/// the table instead, with the same result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spilled_files_are_adopted_by_the_table_at_commit() {
+    const SCHEMA: &str = "node Item {\n    code: String @key\n    n: I64?\n    small: U32?\n    f: F64?\n    flag: Bool?\n    day: Date?\n    at: DateTime?\n    tags: [String]?\n    v: Vector(3)?\n    raw: Blob?\n    tier: enum(low, high)?\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("g").to_string_lossy().into_owned();
+    omnigraph_engine::Graph::create(&uri, SCHEMA, "tester")
+        .await
+        .unwrap();
+    let spill_dir = dir.path().join("spill");
+    std::fs::create_dir_all(&spill_dir).unwrap();
+    let g = omnigraph_engine::Graph::open_with(
+        &uri,
+        omnigraph_engine::GraphOptions {
+            spill_dir: Some(spill_dir.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let value = |i: i64, column: &str| -> Value {
+        if i % 7 == 3 {
+            return Value::Null;
+        }
+        match column {
+            "code" => s(&format!("c{i:05}")),
+            "n" => Value::Int(i * 1_000_003),
+            "small" => Value::UInt(i as u64),
+            "f" => Value::Float(i as f64 / 4.0),
+            "flag" => Value::Bool(i % 2 == 0),
+            "day" => Value::Date(i as i32),
+            "at" => Value::DateTime(i * 1_000_000),
+            "tags" => Value::List(vec![s("t"), s(&i.to_string())]),
+            "v" => Value::List(vec![
+                Value::Float(0.5),
+                Value::Float(i as f64),
+                Value::Float(-2.0),
+            ]),
+            "raw" => Value::Bytes(vec![i as u8, 0, 255]),
+            _ => s(if i % 2 == 0 { "low" } else { "high" }),
+        }
+    };
+    let columns = [
+        "code", "n", "small", "f", "flag", "day", "at", "tags", "v", "raw", "tier",
+    ];
+    let rows = |range: std::ops::Range<i64>| omnigraph_engine::NewRows {
+        ids: range.clone().map(|_| None).collect(),
+        endpoints: Vec::new(),
+        props: columns
+            .iter()
+            .map(|c| {
+                let values = range
+                    .clone()
+                    .map(|i| match *c {
+                        "code" => s(&format!("c{i:05}")),
+                        _ => value(i, c),
+                    })
+                    .collect();
+                (c.to_string(), values)
+            })
+            .collect(),
+    };
+    let check = |records: &[omnigraph_engine::Record], range: std::ops::Range<i64>| {
+        for i in range {
+            let id = format!("c{i:05}");
+            let r = records.iter().find(|r| r.id == id).expect("every row");
+            for c in &columns[1..] {
+                assert_eq!(r.prop(c), &value(i, c), "{id}.{c}");
+            }
+        }
+    };
+
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.insert_rows("Item", rows(0..3000)).await.unwrap();
+    let spilled = data_file_inodes(&spill_dir);
+    assert!(!spilled.is_empty());
+    txn.commit().await.unwrap().unwrap();
+    let table = data_file_inodes(std::path::Path::new(&uri));
+    assert!(
+        spilled.is_subset(&table),
+        "the spill's files are the table's: {spilled:?} in {table:?}"
+    );
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    let all = snap.read_all("Item").await.unwrap();
+    assert_eq!(all.len(), 3000);
+    check(&all, 0..3000);
+
+    // A spilled row changed later: the spill has a deletion file, and is
+    // streamed instead.
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.insert_rows("Item", rows(3000..5000)).await.unwrap();
+    txn.update("Item", "c03010", props(&[("n", Value::Int(7))]))
+        .await
+        .unwrap();
+    let spilled = data_file_inodes(&spill_dir);
+    txn.commit().await.unwrap().unwrap();
+    let table = data_file_inodes(std::path::Path::new(&uri));
+    assert!(spilled.is_disjoint(&table), "rows rewritten, not adopted");
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    let all = snap.read_all("Item").await.unwrap();
+    assert_eq!(all.len(), 5000);
+    let c03010 = all.iter().find(|r| r.id == "c03010").unwrap();
+    assert_eq!(c03010.prop("n"), &Value::Int(7));
+    check(&all, 0..3010);
+    check(&all, 3011..5000);
+}

@@ -112,7 +112,7 @@ fn is_system_target(kind: TypeKind, name: &str) -> bool {
 }
 
 /// Deferred INSERT rows staged at once.
-const INSERT_CHUNK: usize = 16384;
+const INSERT_CHUNK: usize = omnigraph_engine::INSERT_CHUNK_ROWS;
 
 /// UPDATE and DELETE rows waiting to be staged, a chunk at a time: a
 /// chunk's rows that the transaction inserted and spilled come back from

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod adopt;
 mod durable;
 mod local_reads;
 mod lru;

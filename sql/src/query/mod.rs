@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use omnigraph_engine::deps::arrow_array::RecordBatch;
 use omnigraph_engine::deps::arrow_schema::{DataType, SchemaRef};
+use omnigraph_engine::deps::lance::deps::datafusion::arrow::compute::concat_batches;
 use omnigraph_engine::deps::lance::deps::datafusion::common::Column as DfColumn;
 use omnigraph_engine::deps::lance::deps::datafusion::common::DataFusionError;
 use omnigraph_engine::deps::lance::deps::datafusion::common::ParamValues;
@@ -798,12 +799,26 @@ impl QuerySession {
         };
         let mut n = 0u64;
         let mut deleted = Vec::new();
-        for b in batches.iter().filter(|_| matches!(op, Op::Insert)) {
-            // Inserted rows go over column by column, a batch at a time.
-            let rows = omnigraph_engine::NewRows::from_batch(&gt.graph_batch(b)?);
-            check_endpoints(&info, &rows.endpoints)?;
-            n += rows.len() as u64;
-            write.insert_rows(&info.type_name, rows).await?;
+        if matches!(op, Op::Insert) {
+            // Inserted rows go over column by column, a chunk of the
+            // engine's size at a time.
+            let mut chunk: Vec<RecordBatch> = Vec::new();
+            let mut chunk_rows = 0;
+            for (i, b) in batches.iter().enumerate() {
+                chunk.push(gt.graph_batch(b)?);
+                chunk_rows += b.num_rows();
+                if chunk_rows < omnigraph_engine::INSERT_CHUNK_ROWS && i + 1 < batches.len() {
+                    continue;
+                }
+                let schema = chunk[0].schema();
+                let whole = concat_batches(&schema, &std::mem::take(&mut chunk))
+                    .map_err(|e| QueryError::DataFusion(e.into()))?;
+                chunk_rows = 0;
+                let rows = omnigraph_engine::NewRows::from_batch(&whole);
+                check_endpoints(&info, &rows.endpoints)?;
+                n += rows.len() as u64;
+                write.insert_rows(&info.type_name, rows).await?;
+            }
         }
         for b in batches.iter().filter(|_| !matches!(op, Op::Insert)) {
             for r in omnigraph_engine::value::batch_to_records(&gt.graph_batch(b)?)? {

@@ -1,0 +1,172 @@
+//! Publishing a transaction's spilled rows without writing them again: the
+//! spill's data files become the table's.
+//!
+//! A spill is a local Lance dataset with the table's columns plus columns
+//! of its own (the staging sequence number). At COMMIT its fragments can
+//! join the table as they are: each data file is hard-linked into the
+//! table's `data/` directory, fsynced there, and committed as a new
+//! fragment whose field ids are the table's (matched by column path and
+//! type). The spill's own columns stay in the files, as columns no field
+//! names: Lance reads a data file's columns through the fragment's field
+//! list, and a v2 file may hold columns beyond it (as after a dropped
+//! column). A fragment that lost rows (a deletion file), a file in the
+//! legacy format, or anything not on one local filesystem is not adopted:
+//! the caller streams the rows instead.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_schema::DataType;
+use lance::Dataset;
+use lance::dataset::transaction::{Operation, Transaction};
+use lance::datatypes::{Field, Schema};
+use lance_table::format::{DataFile, Fragment};
+
+use super::Storage;
+use crate::error::Result;
+
+/// Every field of a schema (children included) by its path, `a` or
+/// `a.item`, with its id and type.
+fn fields_by_path(schema: &Schema) -> HashMap<String, (i32, DataType)> {
+    fn walk(prefix: &str, fields: &[Field], out: &mut HashMap<String, (i32, DataType)>) {
+        for f in fields {
+            let path = match prefix {
+                "" => f.name.clone(),
+                p => format!("{p}.{}", f.name),
+            };
+            out.insert(path.clone(), (f.id, f.data_type()));
+            walk(&path, &f.children, out);
+        }
+    }
+    let mut out = HashMap::new();
+    walk("", &schema.fields, &mut out);
+    out
+}
+
+/// The table's field id for each field id of the spill, for every field
+/// of the table; `None` when a table field has no spill field of the same
+/// path and type.
+fn field_map(table: &Schema, spill: &Schema) -> Option<HashMap<i32, i32>> {
+    let spilled = fields_by_path(spill);
+    let mut map = HashMap::new();
+    for (path, (id, ty)) in fields_by_path(table) {
+        let (spill_id, spill_ty) = spilled.get(&path)?;
+        if *spill_ty != ty {
+            return None;
+        }
+        map.insert(*spill_id, id);
+    }
+    Some(map)
+}
+
+/// A spill fragment's metadata as a new fragment of the table, or `None`
+/// when it cannot be adopted as it is.
+fn adopted(f: &Fragment, ids: &HashMap<i32, i32>) -> Option<Fragment> {
+    if f.deletion_file.is_some() || !f.overlays.is_empty() {
+        return None;
+    }
+    let mut files = Vec::with_capacity(f.files.len());
+    for file in &f.files {
+        if file.file_major_version < 2 || file.base_id.is_some() {
+            return None;
+        }
+        // Keep the table's fields, each at its column; the spill's own
+        // columns lose their field and stay in the file unnamed.
+        let (fields, columns): (Vec<i32>, Vec<i32>) = file
+            .fields
+            .iter()
+            .zip(file.column_indices.iter())
+            .filter_map(|(field, column)| ids.get(field).map(|id| (*id, *column)))
+            .unzip();
+        let version = file.file_version().ok()?;
+        let size = file.file_size_bytes.get();
+        files.push(DataFile::new(
+            file.path.clone(),
+            fields,
+            columns,
+            version,
+            size,
+            None,
+        ));
+    }
+    Some(Fragment {
+        // Fragment 0 is given the table's next id at commit.
+        id: 0,
+        files,
+        overlays: Vec::new(),
+        deletion_file: None,
+        row_id_meta: None,
+        physical_rows: f.physical_rows,
+        last_updated_at_version_meta: None,
+        created_at_version_meta: None,
+    })
+}
+
+/// Hard-link each of `names` from `from` into `to` and fsync it there,
+/// then `to`. On an error the links made are removed.
+fn link_files(from: &Path, to: &Path, names: &[&str]) -> std::io::Result<()> {
+    let mut made: Vec<PathBuf> = Vec::with_capacity(names.len());
+    let result = (|| {
+        std::fs::create_dir_all(to)?;
+        for name in names {
+            let target = to.join(name);
+            std::fs::hard_link(from.join(name), &target)?;
+            made.push(target.clone());
+            // The spill never synced its files.
+            std::fs::File::open(&target)?.sync_all()?;
+        }
+        std::fs::File::open(to)?.sync_all()
+    })();
+    if result.is_err() {
+        for m in &made {
+            let _ = std::fs::remove_file(m);
+        }
+    }
+    result
+}
+
+impl Storage {
+    /// Append every row of a spill dataset to a table as one new version,
+    /// adopting the spill's data files (see the module docs). `Err` gives
+    /// the table back untouched when the spill cannot be adopted whole; the
+    /// caller then streams its rows.
+    pub async fn adopt_spill(
+        &self,
+        ds: Dataset,
+        spill: &Dataset,
+    ) -> Result<std::result::Result<Dataset, Dataset>> {
+        let local = |uri: &str| uri.starts_with('/').then(|| Path::new(uri).join("data"));
+        let (Some(table_data), Some(spill_data)) = (local(ds.uri()), local(spill.uri())) else {
+            return Ok(Err(ds));
+        };
+        let Some(ids) = field_map(ds.schema(), spill.schema()) else {
+            return Ok(Err(ds));
+        };
+        let Some(fragments) = spill
+            .get_fragments()
+            .iter()
+            .map(|f| adopted(f.metadata(), &ids))
+            .collect::<Option<Vec<Fragment>>>()
+        else {
+            return Ok(Err(ds));
+        };
+        if fragments.is_empty() {
+            return Ok(Ok(ds));
+        }
+        let names: Vec<&str> = fragments
+            .iter()
+            .flat_map(|f| f.files.iter().map(|file| file.path.as_str()))
+            .collect();
+        // Another filesystem (no hard links) or any other failure to link:
+        // nothing was adopted.
+        if link_files(&spill_data, &table_data, &names).is_err() {
+            return Ok(Err(ds));
+        }
+        let append = Operation::Append { fragments };
+        let transaction = Transaction::new(ds.manifest().version, append, None);
+        Ok(Ok(lance::dataset::CommitBuilder::new(Arc::new(ds))
+            .execute(transaction)
+            .await?))
+    }
+}
