@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 from psycopg2 import errors
 
-from conftest import reconnect
+from conftest import graph_dir, reconnect
 
 
 def commits(cur, server, branch="main"):
@@ -173,13 +173,28 @@ def backend_rss_peak_kib(pid):
     return 0
 
 
+def spill_root(cur):
+    """The server's temporary directory, where spills live."""
+    cur.execute("SHOW data_directory")
+    return os.path.join(cur.fetchone()[0], "base", "pgsql_tmp")
+
+
 def spill_dirs(cur, pid):
     """The spill directories backend `pid` holds under base/pgsql_tmp."""
-    cur.execute("SHOW data_directory")
-    tmp = os.path.join(cur.fetchone()[0], "base", "pgsql_tmp")
+    tmp = spill_root(cur)
     if not os.path.isdir(tmp):
         return []
     return [d for d in os.listdir(tmp) if d.startswith(f"pgsql_tmp_omnigraph_{pid}_")]
+
+
+def data_file_inodes(*roots):
+    """The inodes of the Lance data files (`data/*.lance`) under `roots`."""
+    found = set()
+    for root in roots:
+        for parent, _, files in os.walk(root):
+            if os.path.basename(parent) == "data":
+                found |= {os.stat(os.path.join(parent, f)).st_ino for f in files if f.endswith(".lance")}
+    return found
 
 
 def test_bulk_insert_spills_and_memory_stays_bounded(graph):
@@ -592,9 +607,13 @@ def test_bulk_inserts_are_staged_by_column_in_one_commit(graph):
         )
     cur.execute("ROLLBACK TO SAVEPOINT d")
     # COPY: rows staged in chunks too, landing with the rest.
+    spill_files = lambda: data_file_inodes(*[os.path.join(spill_root(cur), d) for d in spill_dirs(cur, pid)])
+    before_copy = spill_files()
     lines = "".join(f"copy{i}\tC{i}\tretired\t{i % 50}\n" for i in range(5000))
     cur.copy_expert(f"COPY {t} (slug, name, status, age) FROM STDIN", io.StringIO(lines))
     assert cur.rowcount == 5000
+    copied = spill_files() - before_copy
+    assert before_copy and copied
     cur.execute(
         f"SELECT count(*), sum(age), sum(score), count(*) FILTER (WHERE status = 'retired') "
         f"FROM {t} WHERE slug LIKE 'bulk%%' OR slug LIKE 'copy%%' OR slug LIKE 'later%%'"
@@ -603,6 +622,12 @@ def test_bulk_inserts_are_staged_by_column_in_one_commit(graph):
     conn.commit()
     assert commits(obs, server) == before + 1
     assert spill_dirs(cur, pid) == []
+    # The COPY's spilled file became the graph's (its rows were not written
+    # again); the INSERT's, which lost rows to the UPDATE and DELETE, and
+    # the rolled-back one were not adopted.
+    graph_files = data_file_inodes(graph_dir(obs, server))
+    assert copied <= graph_files
+    assert not before_copy & graph_files
     ages = [i % 90 for i in range(1, 40001) if i != 18]
     ages[16] = 500  # bulk17
     expected = (

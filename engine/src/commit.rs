@@ -211,7 +211,7 @@ impl WriteTxn {
         type_name: &str,
     ) -> Result<Option<lance::dataset::scanner::DatasetRecordBatchStream>> {
         match self.spill(type_name) {
-            Some(spill) => spill.stream(&table_columns(self, type_name)?).await,
+            Some(spill) => spill.stream(&table_columns(self, type_name)?, None).await,
             None => Ok(None),
         }
     }
@@ -275,7 +275,7 @@ impl WriteTxn {
         type_name: &str,
         spill: &Spill,
     ) -> Result<Option<String>> {
-        let Some(mut stream) = spill.stream(&["id".to_string()]).await? else {
+        let Some(mut stream) = spill.stream(&["id".to_string()], None).await? else {
             return Ok(None);
         };
         while let Some(batch) = stream.try_next().await? {
@@ -461,7 +461,7 @@ impl WriteTxn {
             let Some(spill) = self.spill(type_name) else {
                 continue;
             };
-            if let Some(mut stream) = spill.stream(&columns).await? {
+            if let Some(mut stream) = spill.stream(&columns, None).await? {
                 while let Some(batch) = stream.try_next().await? {
                     let records = batch_to_records(&batch)?;
                     let rows: Vec<(&Record, Option<usize>)> =
@@ -805,16 +805,20 @@ impl WriteTxn {
                     }
                     ds = storage.delete_ids_and_append(ds, last, batches).await?;
                 }
-                if let Some(spilled) = self.spill(type_name).and_then(Spill::dataset) {
-                    // The spill's files become the table's; failing that,
-                    // its rows are streamed into one new version.
-                    ds = match storage.adopt_spill(ds, spilled).await? {
-                        Ok(ds) => ds,
-                        Err(ds) => match self.spilled(type_name).await? {
-                            Some(stream) => storage.append_stream(ds, stream.into()).await?,
-                            None => ds,
-                        },
-                    };
+                if let Some(spill) = self.spill(type_name)
+                    && let Some(spilled) = spill.dataset()
+                {
+                    // The spill's files become the table's; the rows of
+                    // fragments that cannot are streamed into one more
+                    // version.
+                    let (adopted, rest) = storage.adopt_spill(ds, spilled).await?;
+                    ds = adopted;
+                    if !rest.is_empty() {
+                        let columns = table_columns(self, type_name)?;
+                        if let Some(stream) = spill.stream(&columns, Some(rest)).await? {
+                            ds = storage.append_stream(ds, stream.into()).await?;
+                        }
+                    }
                 }
                 // Part of the commit: the pinned version has few small
                 // fragments and carries the index.

@@ -313,16 +313,21 @@ impl Spill {
         Ok(())
     }
 
-    /// The spilled rows, batch by batch, without the `_omnigraph_seq` column.
+    /// The spilled rows (of `fragments` only, if given), batch by batch,
+    /// in `columns`.
     pub async fn stream(
         &self,
         columns: &[String],
+        fragments: Option<Vec<lance_table::format::Fragment>>,
     ) -> Result<Option<lance::dataset::scanner::DatasetRecordBatchStream>> {
         let Some(ds) = &self.ds else {
             return Ok(None);
         };
         let mut scan = crate::storage::scanner(ds);
         scan.project(columns)?;
+        if let Some(fragments) = fragments {
+            scan.with_fragments(fragments);
+        }
         scan.batch_size(8192);
         // Read ahead of a commit appending the rows only as far as the
         // append needs: the scan's usual 64 MiB would fill while Lance

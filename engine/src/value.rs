@@ -63,7 +63,7 @@ impl PartialEq for Value {
 
 impl Value {
     /// Heap memory this value owns beyond its own size.
-    pub(crate) fn heap_bytes(&self) -> usize {
+    pub fn heap_bytes(&self) -> usize {
         match self {
             Value::String(s) => approx_string_bytes(s),
             Value::Bytes(b) => approx_alloc(b.len()),

@@ -722,8 +722,8 @@ fn data_file_inodes(dir: &std::path::Path) -> std::collections::BTreeSet<u64> {
 
 /// At COMMIT the spill's data files become the table's (hard links: the
 /// rows are not written again) and read back as staged, for every type
-/// of column. A spill that lost rows to a later change is streamed into
-/// the table instead, with the same result.
+/// of column. A spill fragment that lost rows to a later change is
+/// streamed into the table instead, with the same result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spilled_files_are_adopted_by_the_table_at_commit() {
     const SCHEMA: &str = "node Item {\n    code: String @key\n    n: I64?\n    small: U32?\n    f: F64?\n    flag: Bool?\n    day: Date?\n    at: DateTime?\n    tags: [String]?\n    v: Vector(3)?\n    raw: Blob?\n    tier: enum(low, high)?\n}\n";
@@ -810,22 +810,34 @@ async fn spilled_files_are_adopted_by_the_table_at_commit() {
     assert_eq!(all.len(), 3000);
     check(&all, 0..3000);
 
-    // A spilled row changed later: the spill has a deletion file, and is
-    // streamed instead.
+    // A spilled row changed later: its fragment has a deletion file, and
+    // its rows are written again; the other fragment is still adopted.
     let mut txn = g.begin("main", "t").await.unwrap();
     txn.insert_rows("Item", rows(3000..5000)).await.unwrap();
+    let changed = data_file_inodes(&spill_dir);
+    txn.insert_rows("Item", rows(5000..7000)).await.unwrap();
+    let clean: std::collections::BTreeSet<u64> = data_file_inodes(&spill_dir)
+        .difference(&changed)
+        .copied()
+        .collect();
     txn.update("Item", "c03010", props(&[("n", Value::Int(7))]))
         .await
         .unwrap();
-    let spilled = data_file_inodes(&spill_dir);
     txn.commit().await.unwrap().unwrap();
     let table = data_file_inodes(std::path::Path::new(&uri));
-    assert!(spilled.is_disjoint(&table), "rows rewritten, not adopted");
+    assert!(
+        !changed.is_empty() && changed.is_disjoint(&table),
+        "rows rewritten, not adopted"
+    );
+    assert!(
+        !clean.is_empty() && clean.is_subset(&table),
+        "clean fragment adopted"
+    );
     let snap = g.snapshot(&ReadRef::main()).await.unwrap();
     let all = snap.read_all("Item").await.unwrap();
-    assert_eq!(all.len(), 5000);
+    assert_eq!(all.len(), 7000);
     let c03010 = all.iter().find(|r| r.id == "c03010").unwrap();
     assert_eq!(c03010.prop("n"), &Value::Int(7));
     check(&all, 0..3010);
-    check(&all, 3011..5000);
+    check(&all, 3011..7000);
 }

@@ -65,15 +65,19 @@ struct ModifyState {
 
 /// INSERT rows read from their slots, column by column, until they are
 /// staged (`WriteTxn::insert_rows`, which stages a large chunk as one
-/// Arrow batch). When `deferred`, rows wait for [`INSERT_CHUNK`] of them
-/// and the last ones for the end of the statement (the conditions are
-/// those of [`Buffered`]); otherwise each call's rows are staged at once.
+/// Arrow batch). When `deferred`, rows wait until there are
+/// [`INSERT_CHUNK`] of them or they hold the staging budget
+/// (`omnigraph.staging_memory`), and the last ones for the end of the
+/// statement (the conditions are those of [`Buffered`]); otherwise each
+/// call's rows are staged at once.
 struct Inserts {
     deferred: bool,
     ids: Vec<Option<String>>,
     endpoints: Vec<(String, String)>,
     /// The properties written, and their values so far.
     props: Vec<(String, Vec<Value>)>,
+    /// Estimated memory the values hold.
+    bytes: usize,
 }
 
 impl Inserts {
@@ -88,11 +92,18 @@ impl Inserts {
             ids: Vec::new(),
             endpoints: Vec::new(),
             props,
+            bytes: 0,
         }
+    }
+
+    /// Whether the deferred rows are due to be staged.
+    fn full(&self) -> bool {
+        self.ids.len() >= INSERT_CHUNK || self.bytes >= crate::staging_memory()
     }
 
     /// The rows so far, leaving the buffer empty.
     fn take(&mut self) -> NewRows {
+        self.bytes = 0;
         let props = self
             .props
             .iter_mut()
@@ -514,6 +525,7 @@ fn read_new_row(st: &mut ModifyState, slot: *mut pg_sys::TupleTableSlot) {
         let i = c.attno as usize - 1;
         // SAFETY: the slot is deformed; attno is one of its attributes.
         let v = unsafe { column_value(*(*slot).tts_values.add(i), *(*slot).tts_isnull.add(i), c) };
+        st.inserts.bytes += std::mem::size_of::<Value>() + v.heap_bytes();
         if !is_system_target(st.kind, &c.graph_name) {
             if let Some((_, values)) = props.next() {
                 values.push(v);
@@ -638,7 +650,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     let Some(st) = state(rinfo) else { return slot };
     in_tuple_context(estate, || read_new_row(st, slot));
     if st.inserts.deferred {
-        if st.inserts.ids.len() >= INSERT_CHUNK {
+        if st.inserts.full() {
             stage_inserts(st);
         }
         return slot;
@@ -673,7 +685,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
             read_new_row(st, unsafe { *slots.add(i) });
         }
     });
-    if !st.inserts.deferred || st.inserts.ids.len() >= INSERT_CHUNK {
+    if !st.inserts.deferred || st.inserts.full() {
         stage_inserts(st);
     }
     slots

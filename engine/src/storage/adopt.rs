@@ -9,9 +9,10 @@
 //! type). The spill's own columns stay in the files, as columns no field
 //! names: Lance reads a data file's columns through the fragment's field
 //! list, and a v2 file may hold columns beyond it (as after a dropped
-//! column). A fragment that lost rows (a deletion file), a file in the
-//! legacy format, or anything not on one local filesystem is not adopted:
-//! the caller streams the rows instead.
+//! column). A fragment that lost rows (a deletion file) or holds a file in
+//! the legacy format is not adopted, nor is any fragment when the spill
+//! and the table are not on one local filesystem: the caller streams
+//! those fragments' rows instead.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -108,7 +109,12 @@ fn adopted(f: &Fragment, ids: &HashMap<i32, i32>) -> Option<Fragment> {
 fn link_files(from: &Path, to: &Path, names: &[&str]) -> std::io::Result<()> {
     let mut made: Vec<PathBuf> = Vec::with_capacity(names.len());
     let result = (|| {
-        std::fs::create_dir_all(to)?;
+        if !to.exists() {
+            std::fs::create_dir_all(to)?;
+            if let Some(parent) = to.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+        }
         for name in names {
             let target = to.join(name);
             std::fs::hard_link(from.join(name), &target)?;
@@ -127,32 +133,42 @@ fn link_files(from: &Path, to: &Path, names: &[&str]) -> std::io::Result<()> {
 }
 
 impl Storage {
-    /// Append every row of a spill dataset to a table as one new version,
-    /// adopting the spill's data files (see the module docs). `Err` gives
-    /// the table back untouched when the spill cannot be adopted whole; the
-    /// caller then streams its rows.
+    /// Append a spill dataset's rows to a table as one new version by
+    /// adopting the spill's data files (see the module docs). Returns the
+    /// table and the spill fragments it did not adopt (all of them when
+    /// the spill cannot be adopted at all), whose rows the caller streams.
     pub async fn adopt_spill(
         &self,
         ds: Dataset,
         spill: &Dataset,
-    ) -> Result<std::result::Result<Dataset, Dataset>> {
-        let local = |uri: &str| uri.starts_with('/').then(|| Path::new(uri).join("data"));
-        let (Some(table_data), Some(spill_data)) = (local(ds.uri()), local(spill.uri())) else {
-            return Ok(Err(ds));
-        };
-        let Some(ids) = field_map(ds.schema(), spill.schema()) else {
-            return Ok(Err(ds));
-        };
-        let Some(fragments) = spill
+    ) -> Result<(Dataset, Vec<Fragment>)> {
+        let all: Vec<Fragment> = spill
             .get_fragments()
             .iter()
-            .map(|f| adopted(f.metadata(), &ids))
-            .collect::<Option<Vec<Fragment>>>()
-        else {
-            return Ok(Err(ds));
+            .map(|f| f.metadata().clone())
+            .collect();
+        let local = |uri: &str| {
+            (!uri.contains("://"))
+                .then(|| std::path::absolute(uri).ok())
+                .flatten()
+                .map(|p| p.join("data"))
         };
+        let (Some(table_data), Some(spill_data)) = (local(ds.uri()), local(spill.uri())) else {
+            return Ok((ds, all));
+        };
+        let Some(ids) = field_map(ds.schema(), spill.schema()) else {
+            return Ok((ds, all));
+        };
+        let mut fragments = Vec::new();
+        let mut rest = Vec::new();
+        for f in all {
+            match adopted(&f, &ids) {
+                Some(a) => fragments.push(a),
+                None => rest.push(f),
+            }
+        }
         if fragments.is_empty() {
-            return Ok(Ok(ds));
+            return Ok((ds, rest));
         }
         let names: Vec<&str> = fragments
             .iter()
@@ -161,12 +177,18 @@ impl Storage {
         // Another filesystem (no hard links) or any other failure to link:
         // nothing was adopted.
         if link_files(&spill_data, &table_data, &names).is_err() {
-            return Ok(Err(ds));
+            let all = spill
+                .get_fragments()
+                .iter()
+                .map(|f| f.metadata().clone())
+                .collect();
+            return Ok((ds, all));
         }
         let append = Operation::Append { fragments };
         let transaction = Transaction::new(ds.manifest().version, append, None);
-        Ok(Ok(lance::dataset::CommitBuilder::new(Arc::new(ds))
+        let ds = lance::dataset::CommitBuilder::new(Arc::new(ds))
             .execute(transaction)
-            .await?))
+            .await?;
+        Ok((ds, rest))
     }
 }
