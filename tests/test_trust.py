@@ -109,7 +109,12 @@ def joined_syscalls(lines):
     return out
 
 
-def test_every_file_a_commit_creates_is_fsynced_before_commit_returns(graph, tmp_path):
+@pytest.mark.parametrize("rows", [1, 3000], ids=["one row", "a spilled bulk insert"])
+def test_every_file_a_commit_creates_is_fsynced_before_commit_returns(graph, tmp_path, rows):
+    """A commit of one row, and of a bulk insert whose spill files the
+    table adopts (hard links from the spill): every file it creates or
+    links into the graph is durable before it appears, and its directory
+    after."""
     if shutil.which("strace") is None:
         pytest.fail("strace is not installed (scripts/lib.sh installs it)")
     server, schema, connect = graph
@@ -132,7 +137,11 @@ def test_every_file_a_commit_creates_is_fsynced_before_commit_returns(graph, tmp
         return True
 
     wait_until(traced, "strace to attach to every thread of the backend")
-    cur.execute(f"INSERT INTO {schema}.person (slug, name, status) VALUES ('durable', 'D', 'active')")
+    cur.execute(
+        f"INSERT INTO {schema}.person (slug, name, status) "
+        f"SELECT CASE WHEN i = 1 THEN 'durable' ELSE 'durable' || i END, 'D', 'active' "
+        f"FROM generate_series(1, {rows}) i"
+    )
     # A marker the backend reads only after COMMIT returned to us; strace
     # writes everything before it on detach.
     cur.execute("SELECT 'omnigraph-after-commit'")
@@ -181,6 +190,9 @@ def test_every_file_a_commit_creates_is_fsynced_before_commit_returns(graph, tmp
     assert any(re.search(r"/nodes/Person/.*data/.*\.lance$", p) for p in names), names
     assert any(re.search(r"/nodes/Person/.*_versions/.*\.manifest$", p) for p in names), names
     assert any(re.search(r"/_graph/branches/main/\d{20}\.json$", p) for p in names), names
+    if rows > 1:
+        adopted = [p for _, p, staged in published if "/pgsql_tmp/" in staged]
+        assert any(re.search(r"/nodes/Person/.*data/.*\.lance$", p) for p in adopted), published
     for i, final, staged in published:
         if "/_graph/locks/" in final or hint(final):
             continue

@@ -104,8 +104,8 @@ fn adopted(f: &Fragment, ids: &HashMap<i32, i32>) -> Option<Fragment> {
     })
 }
 
-/// Hard-link each of `names` from `from` into `to` and fsync it there,
-/// then `to`. On an error the links made are removed.
+/// fsync each of `names` in `from` and hard-link it into `to`, then fsync
+/// `to`. On an error the links made are removed.
 fn link_files(from: &Path, to: &Path, names: &[&str]) -> std::io::Result<()> {
     let mut made: Vec<PathBuf> = Vec::with_capacity(names.len());
     let result = (|| {
@@ -116,11 +116,13 @@ fn link_files(from: &Path, to: &Path, names: &[&str]) -> std::io::Result<()> {
             }
         }
         for name in names {
+            // Durable before it appears in the table (the spill never
+            // synced its files), as every file a commit publishes.
+            let source = from.join(name);
+            std::fs::File::open(&source)?.sync_all()?;
             let target = to.join(name);
-            std::fs::hard_link(from.join(name), &target)?;
-            made.push(target.clone());
-            // The spill never synced its files.
-            std::fs::File::open(&target)?.sync_all()?;
+            std::fs::hard_link(&source, &target)?;
+            made.push(target);
         }
         std::fs::File::open(to)?.sync_all()
     })();
