@@ -279,7 +279,7 @@ impl WriteTxn {
             return Ok(None);
         };
         while let Some(batch) = stream.try_next().await? {
-            let rows = batch_to_records(&batch)?;
+            let rows = batch_to_records(&batch, self.kind(type_name)?)?;
             let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
             let taken = head.existing_ids(type_name, &ids).await?;
             if let Some(id) = ids.iter().find(|id| taken.contains(**id)) {
@@ -463,7 +463,7 @@ impl WriteTxn {
             };
             if let Some(mut stream) = spill.stream(&columns, None).await? {
                 while let Some(batch) = stream.try_next().await? {
-                    let records = batch_to_records(&batch)?;
+                    let records = batch_to_records(&batch, self.kind(type_name)?)?;
                     let rows: Vec<(&Record, Option<usize>)> =
                         records.iter().map(|r| (r, None)).collect();
                     let whole = false;
@@ -979,7 +979,11 @@ impl WriteTxn {
         );
         if let Some(mut stream) = self.spilled(type_name).await? {
             while let Some(batch) = stream.try_next().await? {
-                count_sources(&mut degree, batch_to_records(&batch)?.iter(), true);
+                count_sources(
+                    &mut degree,
+                    batch_to_records(&batch, self.kind(type_name)?)?.iter(),
+                    true,
+                );
             }
         }
         let from = self

@@ -632,6 +632,14 @@ pub struct Snapshot {
 pub(crate) const ID_CHUNK: usize = 4096;
 
 impl Snapshot {
+    /// Whether `type_name` is a node or an edge type.
+    fn kind(&self, type_name: &str) -> Result<TypeKind> {
+        let catalog = self.graph.catalog();
+        catalog
+            .kind_of(type_name)
+            .ok_or_else(|| unknown_type(catalog, type_name))
+    }
+
     /// The branch read, or `None` for a snapshot pinned to a commit.
     pub fn branch(&self) -> Option<&str> {
         self.branch.as_deref()
@@ -723,8 +731,9 @@ impl Snapshot {
         let columns = self.columns(type_name)?;
         let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
         let mut out = Vec::new();
+        let kind = self.kind(type_name)?;
         for b in self.scan(type_name, &cols, filter).await? {
-            out.extend(batch_to_records(&b)?);
+            out.extend(batch_to_records(&b, kind)?);
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
@@ -804,7 +813,11 @@ impl Snapshot {
         let mut out = HashSet::new();
         for chunk in ids.chunks(ID_CHUNK) {
             for b in self.by_ids(type_name, &["id"], chunk).await? {
-                out.extend(batch_to_records(&b)?.into_iter().map(|r| r.id));
+                out.extend(
+                    batch_to_records(&b, TypeKind::Node)?
+                        .into_iter()
+                        .map(|r| r.id),
+                );
             }
         }
         Ok(out)
@@ -819,9 +832,10 @@ impl Snapshot {
         let columns = self.columns(type_name)?;
         let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
         let mut out = HashMap::new();
+        let kind = self.kind(type_name)?;
         for chunk in ids.chunks(ID_CHUNK) {
             for b in self.by_ids(type_name, &cols, chunk).await? {
-                for r in batch_to_records(&b)? {
+                for r in batch_to_records(&b, kind)? {
                     out.insert(r.id.clone(), r);
                 }
             }

@@ -13,7 +13,7 @@
 //! `base/pgsql_tmp`, the server removes it at its next start.
 
 use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ use lance::Dataset;
 use lance::dataset::WriteMode;
 
 use crate::error::{Error, Result};
-use crate::schema::Catalog;
+use crate::schema::{Catalog, TypeKind};
 use crate::value::{Record, batch_to_records, records_to_batch};
 
 /// The column holding a spilled row's staging sequence number.
@@ -32,13 +32,17 @@ use crate::value::{Record, batch_to_records, records_to_batch};
 /// collide with a property.
 pub(crate) const SEQ: &str = "_omnigraph_seq";
 
-/// A 128-bit hash of an id: two independent SipHash values. A collision
+/// A 128-bit hash of an id: two SipHash values under keys drawn at random
+/// once per process (ids chosen to collide cannot be computed ahead, so
+/// the sets of these hashes may use them as they are). A collision
 /// between two distinct ids of one transaction is vanishingly unlikely
 /// (about 2^-88 for a billion rows), and would only make a row be read
-/// back from the spill needlessly.
+/// back from the spill needlessly. Hashes mean nothing across processes.
 pub(crate) fn id_hash(id: &str) -> u128 {
+    static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(std::hash::RandomState::new);
     let half = |salt: u8| {
-        let mut h = std::hash::DefaultHasher::new();
+        let mut h = keys.build_hasher();
         salt.hash(&mut h);
         id.hash(&mut h);
         h.finish()
@@ -51,7 +55,7 @@ pub(crate) fn id_hash(id: &str) -> u128 {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct IdHashState;
 
-impl std::hash::BuildHasher for IdHashState {
+impl BuildHasher for IdHashState {
     type Hasher = IdHasher;
 
     fn build_hasher(&self) -> IdHasher {
@@ -89,13 +93,14 @@ const SPILL_IO_BUFFER_BYTES: u64 = 8 << 20;
 pub(crate) struct Spill {
     dir: PathBuf,
     type_name: String,
+    kind: TypeKind,
     ds: Option<Dataset>,
     ids: IdHashSet,
 }
 
 impl Spill {
     /// A new, empty spill in a fresh directory under `parent`.
-    pub fn create(parent: &Path, type_name: &str) -> Result<Spill> {
+    pub fn create(parent: &Path, type_name: &str, kind: TypeKind) -> Result<Spill> {
         let dir = parent.join(format!(
             "pgsql_tmp_omnigraph_{}_{}",
             std::process::id(),
@@ -110,6 +115,7 @@ impl Spill {
         Ok(Spill {
             dir,
             type_name: type_name.to_string(),
+            kind,
             ds: None,
             ids: IdHashSet::default(),
         })
@@ -218,11 +224,12 @@ impl Spill {
         Ok(())
     }
 
-    /// Remove the spilled rows of `ids` and return them (in no order);
+    /// Remove the spilled rows of `ids` and return them (in no order), each
+    /// with the sequence number of the operation that staged it;
     /// ids that are not spilled are skipped. One read and one delete of
     /// the spill, so callers pass a chunk of ids (`ID_CHUNK`) at a time.
     /// On an error nothing was removed.
-    pub async fn take(&mut self, ids: &[&str]) -> Result<Vec<Record>> {
+    pub async fn take(&mut self, ids: &[&str]) -> Result<Vec<(Record, u64)>> {
         let wanted: Vec<&str> = ids
             .iter()
             .copied()
@@ -240,11 +247,18 @@ impl Spill {
         let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
         let mut found = Vec::new();
         for b in &batches {
-            found.extend(batch_to_records(b)?);
+            let seqs = b
+                .column_by_name(SEQ)
+                .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+                .ok_or_else(|| {
+                    Error::Internal("a spill batch without its sequence column".into())
+                })?;
+            let records = batch_to_records(b, self.kind)?;
+            found.extend(records.into_iter().zip(seqs.values().iter().copied()));
         }
         if !found.is_empty() {
             ds.delete(&filter).await?;
-            for r in &found {
+            for (r, _) in &found {
                 self.ids.remove(&id_hash(&r.id));
             }
         }
@@ -269,7 +283,7 @@ impl Spill {
         let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
         let mut out = Vec::new();
         for b in &batches {
-            out.extend(batch_to_records(b)?);
+            out.extend(batch_to_records(b, self.kind)?);
         }
         Ok(out)
     }
@@ -285,7 +299,7 @@ impl Spill {
         let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
         let mut out = Vec::new();
         for b in &batches {
-            out.extend(batch_to_records(b)?.into_iter().map(|r| r.id));
+            out.extend(batch_to_records(b, self.kind)?.into_iter().map(|r| r.id));
         }
         Ok(out)
     }
@@ -302,7 +316,7 @@ impl Spill {
         let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
         let mut any = false;
         for b in &batches {
-            for r in batch_to_records(b)? {
+            for r in batch_to_records(b, self.kind)? {
                 self.ids.remove(&id_hash(&r.id));
                 any = true;
             }

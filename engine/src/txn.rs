@@ -8,8 +8,10 @@
 //! checked at commit.
 //!
 //! Staged rows live in memory, except that past a threshold the plain
-//! inserts of a table spill to local Lance files ([`crate::spill`]).
-//! While a savepoint is open every change records how to undo it, so
+//! inserts of a table spill to local Lance files ([`crate::spill`]), and
+//! that bulk inserts ([`WriteTxn::insert_rows`]) go there at once as
+//! Arrow batches. While a savepoint is open every change records how to
+//! undo it (a batch by its sequence number), so
 //! [`WriteTxn::rollback_to`] discards exactly the changes made after it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -146,32 +148,72 @@ impl NewRows {
         self.ids.is_empty()
     }
 
-    /// The rows of a batch of a node or edge table's columns (any subset
-    /// holding the endpoints, for an edge type). A NULL or empty `id`
-    /// (or a batch without one) leaves the id to the key or a new ULID;
-    /// a NULL endpoint is an empty one.
-    pub fn from_batch(batch: &RecordBatch) -> NewRows {
+    /// The rows where `mask` is false, and those where it is true, each in
+    /// their order.
+    fn split(self, mask: &[bool]) -> (NewRows, NewRows) {
+        fn parts<T>(values: Vec<T>, mask: &[bool]) -> (Vec<T>, Vec<T>) {
+            let (mut no, mut yes) = (Vec::new(), Vec::new());
+            for (v, m) in values.into_iter().zip(mask) {
+                match m {
+                    false => no.push(v),
+                    true => yes.push(v),
+                }
+            }
+            (no, yes)
+        }
+        let (ids_no, ids_yes) = parts(self.ids, mask);
+        let (ends_no, ends_yes) = parts(self.endpoints, mask);
+        let (mut props_no, mut props_yes) = (Vec::new(), Vec::new());
+        for (name, values) in self.props {
+            let (no, yes) = parts(values, mask);
+            props_no.push((name.clone(), no));
+            props_yes.push((name, yes));
+        }
+        (
+            NewRows {
+                ids: ids_no,
+                endpoints: ends_no,
+                props: props_no,
+            },
+            NewRows {
+                ids: ids_yes,
+                endpoints: ends_yes,
+                props: props_yes,
+            },
+        )
+    }
+
+    /// The rows of a batch of a `kind` table's columns (any subset). A NULL
+    /// or empty `id` (or a batch without one) leaves the id to the key or a
+    /// new ULID; an edge's missing or NULL endpoint is an empty one (the
+    /// caller refuses it). `src` and `dst` are properties of a node type.
+    pub fn from_batch(batch: &RecordBatch, kind: TypeKind) -> NewRows {
         let n = batch.num_rows();
         let schema = batch.schema();
-        let text = |i: usize, row: usize| match value::scalar_at(batch.column(i).as_ref(), row) {
-            Value::String(s) => s,
+        let text = |c: Option<usize>, row: usize| match c
+            .map(|c| value::scalar_at(batch.column(c).as_ref(), row))
+        {
+            Some(Value::String(s)) => s,
             _ => String::new(),
         };
-        let ids = match schema.index_of("id") {
-            Ok(c) => (0..n)
-                .map(|row| Some(text(c, row)).filter(|id| !id.is_empty()))
-                .collect(),
-            Err(_) => vec![None; n],
+        let column = |name: &str| schema.index_of(name).ok();
+        let id = column("id");
+        let ids = (0..n)
+            .map(|row| Some(text(id, row)).filter(|id| !id.is_empty()))
+            .collect();
+        let endpoints = match kind {
+            TypeKind::Edge => {
+                let (src, dst) = (column("src"), column("dst"));
+                (0..n).map(|row| (text(src, row), text(dst, row))).collect()
+            }
+            TypeKind::Node => Vec::new(),
         };
-        let endpoints = match (schema.index_of("src"), schema.index_of("dst")) {
-            (Ok(s), Ok(d)) => (0..n).map(|row| (text(s, row), text(d, row))).collect(),
-            _ => Vec::new(),
-        };
+        let system = value::system_columns(kind);
         let props = schema
             .fields()
             .iter()
             .enumerate()
-            .filter(|(_, f)| !matches!(f.name().as_str(), "id" | "src" | "dst"))
+            .filter(|(_, f)| !system.contains(&f.name().as_str()))
             .map(|(c, f)| {
                 let column = batch.column(c).as_ref();
                 let values = (0..n).map(|row| value::scalar_at(column, row)).collect();
@@ -409,7 +451,7 @@ impl WriteTxn {
         self.graph.catalog()
     }
 
-    fn kind(&self, type_name: &str) -> Result<TypeKind> {
+    pub(crate) fn kind(&self, type_name: &str) -> Result<TypeKind> {
         self.catalog()
             .kind_of(type_name)
             .ok_or_else(|| unknown_type(self.catalog(), type_name))
@@ -616,6 +658,10 @@ impl WriteTxn {
             return Ok(());
         }
         for (type_name, table) in self.tables.iter_mut() {
+            let catalog = self.graph.catalog();
+            let kind = catalog
+                .kind_of(type_name)
+                .ok_or_else(|| unknown_type(catalog, type_name))?;
             let ids: Vec<String> = table
                 .rows
                 .iter()
@@ -630,7 +676,7 @@ impl WriteTxn {
                 Some(s) => s,
                 None => table
                     .spill
-                    .insert(Spill::create(&self.spill_dir, type_name)?),
+                    .insert(Spill::create(&self.spill_dir, type_name, kind)?),
             };
             let rows: Vec<(&Record, u64)> = moved
                 .iter()
@@ -783,9 +829,10 @@ impl WriteTxn {
     ///
     /// With at least [`COLUMNAR_MIN_ROWS`] rows, the values are checked a
     /// column at a time and the rows go as one Arrow batch straight to the
-    /// table's spill: no per-row object is built. Fewer rows, or rows
-    /// whose ids this transaction staged already (or that repeat an id),
-    /// are staged row by row, which merges them or reports the duplicate.
+    /// table's spill: no per-row object is built. Rows whose ids this
+    /// transaction staged already (or that repeat an id of the chunk) are
+    /// then staged row by row, which merges them or reports the duplicate;
+    /// so is the whole chunk when fewer rows would be left for the batch.
     /// Returns the rows' ids in order.
     pub async fn insert_rows(&mut self, type_name: &str, rows: NewRows) -> Result<Vec<String>> {
         let kind = self.kind(type_name)?;
@@ -808,19 +855,56 @@ impl WriteTxn {
         let staged = self.tables.get(type_name);
         let in_memory = staged.is_some_and(|t| !t.rows.is_empty());
         let spill = staged.and_then(|t| t.spill.as_ref());
-        let fresh = ids.iter().zip(&hashes).all(|(id, h)| {
-            seen.insert(*h)
-                && !spill.is_some_and(|s| s.contains_hash(*h))
-                && !(in_memory && staged.is_some_and(|t| t.rows.contains_key(id)))
-        });
-        if !fresh {
-            let rows = NewRows {
-                ids: ids.into_iter().map(Some).collect(),
-                ..rows
-            };
-            return self.insert_row_by_row(type_name, kind, rows).await;
+        let staged_before: Vec<bool> = ids
+            .iter()
+            .zip(&hashes)
+            .map(|(id, h)| {
+                !seen.insert(*h)
+                    || spill.is_some_and(|s| s.contains_hash(*h))
+                    || (in_memory && staged.is_some_and(|t| t.rows.contains_key(id)))
+            })
+            .collect();
+        let rows = NewRows {
+            ids: ids.iter().cloned().map(Some).collect(),
+            ..rows
+        };
+        let again = staged_before.iter().filter(|s| **s).count();
+        if n - again < COLUMNAR_MIN_ROWS {
+            self.insert_row_by_row(type_name, kind, rows).await?;
+            return Ok(ids);
         }
-        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        // Rows whose ids were staged before (or repeat one of the chunk)
+        // are merged with them, or refused, row by row once the rest is
+        // staged.
+        let (fresh, again) = rows.split(&staged_before);
+        let hashes: Vec<u128> = hashes
+            .into_iter()
+            .zip(&staged_before)
+            .filter(|(_, s)| !**s)
+            .map(|(h, _)| h)
+            .collect();
+        self.stage_batch(type_name, kind, fresh, &hashes).await?;
+        if !again.is_empty() {
+            self.insert_row_by_row(type_name, kind, again).await?;
+        }
+        Ok(ids)
+    }
+
+    /// Write checked rows, whose ids are all given and new to the
+    /// transaction, as one batch to the table's spill.
+    async fn stage_batch(
+        &mut self,
+        type_name: &str,
+        kind: TypeKind,
+        rows: NewRows,
+        hashes: &[u128],
+    ) -> Result<()> {
+        let n = rows.len();
+        let id_refs: Vec<&str> = rows
+            .ids
+            .iter()
+            .map(|id| id.as_deref().unwrap_or(""))
+            .collect();
         let ends: Vec<(&str, &str)> = rows
             .endpoints
             .iter()
@@ -847,20 +931,13 @@ impl WriteTxn {
             Some(s) => s,
             None => table
                 .spill
-                .insert(Spill::create(&self.spill_dir, type_name)?),
+                .insert(Spill::create(&self.spill_dir, type_name, kind)?),
         };
-        spill.write_batch(batch, seq, &hashes).await?;
-        if self.open_savepoints > 0 {
-            // A row taken back from the spill by a later change is in
-            // memory when a rollback comes: its entry removes it there.
-            self.undo.extend(ids.iter().map(|id| Undo::Row {
-                type_name: type_name.to_string(),
-                id: id.clone(),
-                previous: None,
-            }));
-        }
-        self.check_spill_limit()?;
-        Ok(ids)
+        spill.write_batch(batch, seq, hashes).await?;
+        // No undo record per row: a rollback truncates the spill by the
+        // batch's sequence number, and drops rows a later change brought
+        // back to memory by the same number (`rollback_to`).
+        self.check_spill_limit()
     }
 
     /// Coerce the columns to their declared types and work out each row's
@@ -1130,15 +1207,15 @@ impl WriteTxn {
             return Ok(());
         }
         let table = self.tables.entry(type_name.to_string()).or_default();
-        for r in unspilled {
-            // Its own undo entry (if it was inserted after an open
-            // savepoint) is earlier in the log, so a rollback removes it.
+        for (r, seq) in unspilled {
+            // It keeps the sequence number it was staged with: a rollback
+            // to a savepoint taken before that drops it (`rollback_to`).
             table.put(
                 r.id.clone(),
                 Staged {
                     change: Pending::Insert(r),
                     line,
-                    seq: 0,
+                    seq,
                 },
             );
         }
@@ -1286,6 +1363,19 @@ impl WriteTxn {
         for table in self.tables.values_mut() {
             if let Some(spill) = table.spill.as_mut() {
                 spill.truncate_from(sp.seq).await?;
+            }
+            // Inserts staged after the savepoint without an undo record
+            // (batches straight to the spill) that a later change brought
+            // back to memory; every other row is as it was at `sp` now, so
+            // no insert staged before it carries a later number.
+            let later: Vec<String> = table
+                .rows
+                .iter()
+                .filter(|(_, s)| matches!(s.change, Pending::Insert(_)) && s.seq >= sp.seq)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in later {
+                table.take(&id);
             }
         }
         self.release(sp);

@@ -869,22 +869,26 @@ pub(crate) fn scalar_at(array: &dyn Array, i: usize) -> Value {
     }
 }
 
-/// Read records back from a batch of a node or edge table (any projection
-/// that includes `id`; edges also need `src` and `dst`).
-pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<Record>> {
+/// Read records back from a batch of a node or edge table of `kind` (any
+/// projection that includes `id`; edges also need `src` and `dst`, which
+/// are properties like any other of a node type).
+pub fn batch_to_records(batch: &RecordBatch, kind: TypeKind) -> Result<Vec<Record>> {
     let schema = batch.schema();
     let col = |name: &str| schema.index_of(name).ok().map(|i| batch.column(i).clone());
     let id = col("id").ok_or_else(|| Error::Internal("batch without an id column".into()))?;
-    let (src, dst) = (col("src"), col("dst"));
+    let edge = kind == TypeKind::Edge;
+    let (src, dst) = match edge {
+        true => (col("src"), col("dst")),
+        false => (None, None),
+    };
+    let system = system_columns(kind);
     let props: Vec<(String, ArrayRef)> = schema
         .fields()
         .iter()
         .zip(batch.columns())
         // Every other column is a property, `_`-prefixed names included;
         // only a spill's sequence column (a reserved name) is not.
-        .filter(|(f, _)| {
-            !matches!(f.name().as_str(), "id" | "src" | "dst") && f.name() != crate::spill::SEQ
-        })
+        .filter(|(f, _)| !system.contains(&f.name().as_str()) && f.name() != crate::spill::SEQ)
         .map(|(f, c)| (f.name().clone(), c.clone()))
         .collect();
     let mut out = Vec::with_capacity(batch.num_rows());
@@ -1117,7 +1121,7 @@ mod tests {
             props,
         };
         let batch = records_to_batch(&c, "Person", &[&r]).unwrap();
-        let back = batch_to_records(&batch).unwrap();
+        let back = batch_to_records(&batch, TypeKind::Edge).unwrap();
         assert_eq!(back[0].id, "alice");
         assert_eq!(back[0].prop("tags"), r.prop("tags"));
         assert_eq!(back[0].prop("age"), &Value::Int(30));

@@ -97,7 +97,11 @@ async fn view_shows_inserts_updates_and_hides_deletes() {
         v
     };
     assert_eq!(hidden, ["Alice", "Bob", "New"]);
-    let rows = omnigraph_engine::value::batch_to_records(&view.rows.unwrap()).unwrap();
+    let rows = omnigraph_engine::value::batch_to_records(
+        &view.rows.unwrap(),
+        omnigraph_engine::schema::TypeKind::Node,
+    )
+    .unwrap();
     let by_id: BTreeMap<&str, &omnigraph_engine::Record> =
         rows.iter().map(|r| (r.id.as_str(), r)).collect();
     assert_eq!(by_id.len(), 2);
@@ -502,13 +506,24 @@ async fn rows_given_by_column_are_staged_as_one_batch() {
     let mut alice = people("R", 0..1100);
     alice.props[0].1[3] = s("Alice");
     alice.props[1].1[3] = Value::Int(99);
+    let spilled = txn.spilled_rows();
     txn.insert_rows("Person", alice).await.unwrap();
+    assert_eq!(
+        txn.spilled_rows(),
+        spilled + 1099,
+        "the rest of the chunk is still one batch"
+    );
     // Rows after a savepoint go, even one a later change brought back to memory.
     let sp = txn.savepoint();
     txn.insert_rows("Person", people("S", 0..1500))
         .await
         .unwrap();
     txn.update("Person", "S0100", props(&[("age", Value::Int(1))]))
+        .await
+        .unwrap();
+    // A row of an earlier batch changed after the savepoint comes back as
+    // it was.
+    txn.update("Person", "P0009", props(&[("age", Value::Int(1))]))
         .await
         .unwrap();
     txn.rollback_to(sp).await.unwrap();
@@ -540,12 +555,13 @@ async fn rows_given_by_column_are_staged_as_one_batch() {
         .rows_by_id(
             "Person",
             &[
-                "P0005", "P0006", "P1999", "Alice", "S0000", "S0100", "T0009", "Q0000",
+                "P0005", "P0006", "P0009", "P1999", "Alice", "S0000", "S0100", "T0009", "Q0000",
             ],
         )
         .await
         .unwrap();
     assert_eq!(rows["P0005"].prop("age"), &Value::Int(500));
+    assert_eq!(rows["P0009"].prop("age"), &Value::Int(9));
     assert_eq!(rows["P1999"].prop("age"), &Value::Int(1999));
     assert_eq!(rows["Alice"].prop("age"), &Value::Int(99));
     assert!(rows.contains_key("T0009"));
@@ -840,4 +856,49 @@ async fn spilled_files_are_adopted_by_the_table_at_commit() {
     assert_eq!(c03010.prop("n"), &Value::Int(7));
     check(&all, 0..3010);
     check(&all, 3011..7000);
+}
+
+/// A node type may have properties named `src` and `dst`: they stay
+/// properties through the spill, a change of a spilled row, and COMMIT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_properties_named_like_endpoints_survive_the_spill() {
+    const SCHEMA: &str =
+        "node Wire {\n    code: String @key\n    src: String\n    dst: String?\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("g").to_string_lossy().into_owned();
+    let g = omnigraph_engine::Graph::create(&uri, SCHEMA, "tester")
+        .await
+        .unwrap();
+    let mut txn = g.begin("main", "t").await.unwrap();
+    let rows = omnigraph_engine::NewRows {
+        ids: vec![None; 1500],
+        endpoints: Vec::new(),
+        props: vec![
+            (
+                "code".to_string(),
+                (0..1500).map(|i| s(&format!("w{i}"))).collect(),
+            ),
+            (
+                "src".to_string(),
+                (0..1500).map(|i| s(&format!("from{i}"))).collect(),
+            ),
+            (
+                "dst".to_string(),
+                (0..1500).map(|i| s(&format!("to{i}"))).collect(),
+            ),
+        ],
+    };
+    txn.insert_rows("Wire", rows).await.unwrap();
+    assert_eq!(txn.spilled_rows(), 1500);
+    txn.update("Wire", "w7", props(&[("dst", s("changed"))]))
+        .await
+        .unwrap();
+    txn.commit().await.unwrap().unwrap();
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    let rows = snap.rows_by_id("Wire", &["w7", "w8"]).await.unwrap();
+    assert_eq!(rows["w7"].prop("src"), &s("from7"));
+    assert_eq!(rows["w7"].prop("dst"), &s("changed"));
+    assert_eq!(rows["w8"].prop("src"), &s("from8"));
+    assert_eq!(rows["w8"].prop("dst"), &s("to8"));
+    assert_eq!(rows["w8"].endpoints, None);
 }

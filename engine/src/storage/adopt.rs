@@ -26,6 +26,7 @@ use lance_table::format::{DataFile, Fragment};
 
 use super::Storage;
 use crate::error::Result;
+use crate::spill::SEQ;
 
 /// Every field of a schema (children included) by its path, `a` or
 /// `a.item`, with its id and type.
@@ -45,9 +46,9 @@ fn fields_by_path(schema: &Schema) -> HashMap<String, (i32, DataType)> {
     out
 }
 
-/// The table's field id for each field id of the spill, for every field
-/// of the table; `None` when a table field has no spill field of the same
-/// path and type.
+/// The table's field id for each field id of the spill: every field of
+/// either but the spill's sequence column has a field of the same path
+/// and type in the other; `None` otherwise.
 fn field_map(table: &Schema, spill: &Schema) -> Option<HashMap<i32, i32>> {
     let spilled = fields_by_path(spill);
     let mut map = HashMap::new();
@@ -58,7 +59,11 @@ fn field_map(table: &Schema, spill: &Schema) -> Option<HashMap<i32, i32>> {
         }
         map.insert(*spill_id, id);
     }
-    Some(map)
+    let own = spilled
+        .keys()
+        .filter(|path| path.as_str() == SEQ || path.starts_with(&format!("{SEQ}.")))
+        .count();
+    (map.len() + own == spilled.len()).then_some(map)
 }
 
 /// A spill fragment's metadata as a new fragment of the table, or `None`
@@ -106,7 +111,7 @@ fn adopted(f: &Fragment, ids: &HashMap<i32, i32>) -> Option<Fragment> {
 
 /// fsync each of `names` in `from` and hard-link it into `to`, then fsync
 /// `to`. On an error the links made are removed.
-fn link_files(from: &Path, to: &Path, names: &[&str]) -> std::io::Result<()> {
+fn link_files(from: &Path, to: &Path, names: &[String]) -> std::io::Result<()> {
     let mut made: Vec<PathBuf> = Vec::with_capacity(names.len());
     let result = (|| {
         if !to.exists() {
@@ -158,7 +163,8 @@ impl Storage {
         let (Some(table_data), Some(spill_data)) = (local(ds.uri()), local(spill.uri())) else {
             return Ok((ds, all));
         };
-        let Some(ids) = field_map(ds.schema(), spill.schema()) else {
+        let same_format = ds.manifest().data_storage_format == spill.manifest().data_storage_format;
+        let Some(ids) = field_map(ds.schema(), spill.schema()).filter(|_| same_format) else {
             return Ok((ds, all));
         };
         let mut fragments = Vec::new();
@@ -172,9 +178,9 @@ impl Storage {
         if fragments.is_empty() {
             return Ok((ds, rest));
         }
-        let names: Vec<&str> = fragments
+        let names: Vec<String> = fragments
             .iter()
-            .flat_map(|f| f.files.iter().map(|file| file.path.as_str()))
+            .flat_map(|f| f.files.iter().map(|file| file.path.clone()))
             .collect();
         // Another filesystem (no hard links) or any other failure to link:
         // nothing was adopted.
@@ -188,9 +194,18 @@ impl Storage {
         }
         let append = Operation::Append { fragments };
         let transaction = Transaction::new(ds.manifest().version, append, None);
-        let ds = lance::dataset::CommitBuilder::new(Arc::new(ds))
+        match lance::dataset::CommitBuilder::new(Arc::new(ds))
             .execute(transaction)
-            .await?;
-        Ok((ds, rest))
+            .await
+        {
+            Ok(ds) => Ok((ds, rest)),
+            Err(e) => {
+                // Nothing names the links: take them back (cleanup would).
+                for name in &names {
+                    let _ = std::fs::remove_file(table_data.join(name));
+                }
+                Err(e.into())
+            }
+        }
     }
 }

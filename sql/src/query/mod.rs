@@ -814,14 +814,14 @@ impl QuerySession {
                 let whole = concat_batches(&schema, &std::mem::take(&mut chunk))
                     .map_err(|e| QueryError::DataFusion(e.into()))?;
                 chunk_rows = 0;
-                let rows = omnigraph_engine::NewRows::from_batch(&whole);
+                let rows = omnigraph_engine::NewRows::from_batch(&whole, info.kind);
                 check_endpoints(&info, &rows.endpoints)?;
                 n += rows.len() as u64;
                 write.insert_rows(&info.type_name, rows).await?;
             }
         }
         for b in batches.iter().filter(|_| !matches!(op, Op::Insert)) {
-            for r in omnigraph_engine::value::batch_to_records(&gt.graph_batch(b)?)? {
+            for r in omnigraph_engine::value::batch_to_records(&gt.graph_batch(b)?, info.kind)? {
                 n += 1;
                 if matches!(op, Op::Delete) && info.kind == TypeKind::Node {
                     deleted.push(r.id.clone());
