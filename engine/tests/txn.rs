@@ -156,6 +156,12 @@ fn is_violation(e: &Error, kind: ViolationKind, value: &str) -> bool {
     matches!(e, Error::Validation(v) if v.kind == kind && v.value == value)
 }
 
+/// Commit `txn`, which must fail with a violation of `kind` about `value`.
+async fn commit_refused(txn: omnigraph_engine::WriteTxn, kind: ViolationKind, value: &str) {
+    let e = txn.commit().await.unwrap_err();
+    assert!(is_violation(&e, kind, value), "{e}");
+}
+
 /// The test graph, opened to spill into a directory of its own (returned).
 async fn graph_spilling_to(dir: &std::path::Path) -> (omnigraph_engine::Graph, std::path::PathBuf) {
     let g = loaded_graph(dir).await;
@@ -275,11 +281,7 @@ async fn spilled_inserts_commit_and_are_checked() {
             .await
             .unwrap();
     }
-    let e = txn.commit().await.unwrap_err();
-    assert!(
-        is_violation(&e, ViolationKind::DanglingEdge, "Nobody"),
-        "{e}"
-    );
+    commit_refused(txn, ViolationKind::DanglingEdge, "Nobody").await;
     assert_eq!(fingerprint(&g, "main").await, before);
 }
 
@@ -608,11 +610,7 @@ async fn rows_given_by_column_are_staged_as_one_batch() {
     let mut taken = people("V", 0..1100);
     taken.props[0].1[700] = s("P0700");
     txn.insert_rows("Person", taken).await.unwrap();
-    let e = txn.commit().await.unwrap_err();
-    assert!(
-        is_violation(&e, ViolationKind::DuplicateKey, "P0700"),
-        "{e}"
-    );
+    commit_refused(txn, ViolationKind::DuplicateKey, "P0700").await;
     let mut txn = g.begin("main", "t").await.unwrap();
     let mut dangling = omnigraph_engine::NewRows {
         ids: (0..1100).map(|_| None).collect(),
@@ -623,11 +621,7 @@ async fn rows_given_by_column_are_staged_as_one_batch() {
     };
     dangling.endpoints[900].1 = "Nobody".to_string();
     txn.insert_rows("Knows", dangling).await.unwrap();
-    let e = txn.commit().await.unwrap_err();
-    assert!(
-        is_violation(&e, ViolationKind::DanglingEdge, "Nobody"),
-        "{e}"
-    );
+    commit_refused(txn, ViolationKind::DanglingEdge, "Nobody").await;
     assert_eq!(fingerprint(&g, "main").await, before);
 }
 
@@ -700,11 +694,7 @@ async fn constraints_are_checked_on_rows_staged_by_column() {
     second.props[2].1[20] = s("same");
     txn.insert_rows("Item", first).await.unwrap();
     txn.insert_rows("Item", second).await.unwrap();
-    let e = txn.commit().await.unwrap_err();
-    assert!(
-        is_violation(&e, ViolationKind::UniqueViolation, "same"),
-        "{e}"
-    );
+    commit_refused(txn, ViolationKind::UniqueViolation, "same").await;
     // A required property missing from the batch is refused when staged.
     let mut txn = g.begin("main", "t").await.unwrap();
     let mut rows = items(9000, 1100);
