@@ -16,7 +16,7 @@ use crate::schema::{Catalog, TypeKind, parse_schema};
 use crate::storage::{Storage, TableEntry};
 use crate::txn::WriteTxn;
 use crate::value::{
-    Record, batch_to_records, quote_ident, sql_literal, table_schema, unknown_type,
+    Record, batch_to_records, kind_of, quote_ident, sql_literal, table_schema, unknown_type,
 };
 
 /// What to read: the head of a branch, or the state a commit published.
@@ -632,14 +632,6 @@ pub struct Snapshot {
 pub(crate) const ID_CHUNK: usize = 4096;
 
 impl Snapshot {
-    /// Whether `type_name` is a node or an edge type.
-    fn kind(&self, type_name: &str) -> Result<TypeKind> {
-        let catalog = self.graph.catalog();
-        catalog
-            .kind_of(type_name)
-            .ok_or_else(|| unknown_type(catalog, type_name))
-    }
-
     /// The branch read, or `None` for a snapshot pinned to a commit.
     pub fn branch(&self) -> Option<&str> {
         self.branch.as_deref()
@@ -731,7 +723,7 @@ impl Snapshot {
         let columns = self.columns(type_name)?;
         let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
         let mut out = Vec::new();
-        let kind = self.kind(type_name)?;
+        let kind = kind_of(self.graph.catalog(), type_name)?;
         for b in self.scan(type_name, &cols, filter).await? {
             out.extend(batch_to_records(&b, kind)?);
         }
@@ -832,7 +824,7 @@ impl Snapshot {
         let columns = self.columns(type_name)?;
         let cols: Vec<&str> = columns.iter().map(String::as_str).collect();
         let mut out = HashMap::new();
-        let kind = self.kind(type_name)?;
+        let kind = kind_of(self.graph.catalog(), type_name)?;
         for chunk in ids.chunks(ID_CHUNK) {
             for b in self.by_ids(type_name, &cols, chunk).await? {
                 for r in batch_to_records(&b, kind)? {

@@ -73,6 +73,21 @@ impl TableChanges {
         old
     }
 
+    /// The table's spill, created in a new directory under `dir` first.
+    fn spill(
+        &mut self,
+        dir: &std::path::Path,
+        type_name: &str,
+        kind: TypeKind,
+    ) -> Result<&mut Spill> {
+        if self.spill.is_none() {
+            self.spill = Some(Spill::create(dir, type_name, kind)?);
+        }
+        self.spill
+            .as_mut()
+            .ok_or_else(|| Error::Internal("a spill vanished as it was made".into()))
+    }
+
     fn take(&mut self, id: &str) -> Option<Staged> {
         let old = self.rows.remove(id);
         if let Some(o) = &old {
@@ -452,9 +467,7 @@ impl WriteTxn {
     }
 
     pub(crate) fn kind(&self, type_name: &str) -> Result<TypeKind> {
-        self.catalog()
-            .kind_of(type_name)
-            .ok_or_else(|| unknown_type(self.catalog(), type_name))
+        value::kind_of(self.catalog(), type_name)
     }
 
     /// Coerce staged properties to their declared types; unknown names are errors.
@@ -658,10 +671,7 @@ impl WriteTxn {
             return Ok(());
         }
         for (type_name, table) in self.tables.iter_mut() {
-            let catalog = self.graph.catalog();
-            let kind = catalog
-                .kind_of(type_name)
-                .ok_or_else(|| unknown_type(catalog, type_name))?;
+            let kind = value::kind_of(self.graph.catalog(), type_name)?;
             let ids: Vec<String> = table
                 .rows
                 .iter()
@@ -672,12 +682,7 @@ impl WriteTxn {
                 continue;
             }
             let moved: Vec<Staged> = ids.iter().filter_map(|id| table.take(id)).collect();
-            let spill = match &mut table.spill {
-                Some(s) => s,
-                None => table
-                    .spill
-                    .insert(Spill::create(&self.spill_dir, type_name, kind)?),
-            };
+            let spill = table.spill(&self.spill_dir, type_name, kind)?;
             let rows: Vec<(&Record, u64)> = moved
                 .iter()
                 .filter_map(|s| match &s.change {
@@ -927,12 +932,7 @@ impl WriteTxn {
         self.seq += 1;
         let seq = self.seq;
         let table = self.tables.entry(type_name.to_string()).or_default();
-        let spill = match &mut table.spill {
-            Some(s) => s,
-            None => table
-                .spill
-                .insert(Spill::create(&self.spill_dir, type_name, kind)?),
-        };
+        let spill = table.spill(&self.spill_dir, type_name, kind)?;
         spill.write_batch(batch, seq, hashes).await?;
         // No undo record per row: a rollback truncates the spill by the
         // batch's sequence number, and drops rows a later change brought
@@ -965,11 +965,28 @@ impl WriteTxn {
             }
         }
         let column = |name: &str| props.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        // The key's columns, found once for the chunk (a key has one or
+        // a few).
+        let key: Vec<(&str, Option<&Vec<Value>>)> = self
+            .catalog()
+            .node(type_name)
+            .and_then(|n| n.key.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|k| (k.as_str(), column(k)))
+            .collect();
         let ids = match kind {
             TypeKind::Node => explicit
                 .iter()
                 .enumerate()
-                .map(|(i, e)| self.node_id(type_name, |k| column(k).map(|c| &c[i]), e.clone()))
+                .map(|(i, e)| {
+                    let part = |k: &str| {
+                        key.iter()
+                            .find(|(name, _)| *name == k)
+                            .and_then(|(_, values)| values.map(|v| &v[i]))
+                    };
+                    self.node_id(type_name, part, e.clone())
+                })
                 .collect::<Result<Vec<String>>>()?,
             TypeKind::Edge => explicit
                 .iter()

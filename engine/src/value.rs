@@ -582,9 +582,7 @@ pub fn system_columns(kind: TypeKind) -> &'static [&'static str] {
 
 /// The Arrow schema of a node or edge table.
 pub fn table_schema(catalog: &Catalog, type_name: &str) -> Result<SchemaRef> {
-    let kind = catalog
-        .kind_of(type_name)
-        .ok_or_else(|| unknown_type(catalog, type_name))?;
+    let kind = kind_of(catalog, type_name)?;
     let props = catalog.properties(type_name).unwrap_or_default();
     let mut fields: Vec<Field> = system_columns(kind)
         .iter()
@@ -596,6 +594,14 @@ pub fn table_schema(catalog: &Catalog, type_name: &str) -> Result<SchemaRef> {
             .map(|p| Field::new(&p.name, data_type(&p.ty), p.nullable)),
     );
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Whether `type_name` is a node or an edge type; an error naming it (with
+/// a hint) when the catalog has no such type.
+pub(crate) fn kind_of(catalog: &Catalog, type_name: &str) -> Result<TypeKind> {
+    catalog
+        .kind_of(type_name)
+        .ok_or_else(|| unknown_type(catalog, type_name))
 }
 
 pub(crate) fn unknown_type(catalog: &Catalog, name: &str) -> Error {
@@ -770,9 +776,7 @@ pub(crate) fn columns_to_batch(
     props: Vec<Vec<&Value>>,
 ) -> Result<RecordBatch> {
     let schema = table_schema(catalog, type_name)?;
-    let kind = catalog
-        .kind_of(type_name)
-        .ok_or_else(|| unknown_type(catalog, type_name))?;
+    let kind = kind_of(catalog, type_name)?;
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     let text = |values: &mut dyn Iterator<Item = &str>| -> ArrayRef {
         let mut b = StringBuilder::with_capacity(ids.len(), ids.len() * 16);

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::report;
 use crate::graphs;
 use crate::modify::{
-    check_updatable, column_value, delete_incident_edges, in_table, kind_of, writable_branch,
+    check_updatable, column_value, delete_incident_edges, kind_of, table_txn, writable_branch,
 };
 use crate::pg::raise;
 use crate::plan::{ScanPlan, TableDef, json_private, read_json_private, scan_plan, table_def};
@@ -308,15 +308,10 @@ fn run(node: *mut pg_sys::ForeignScanState, st: &DirectState) -> usize {
         Change::Update => Some(assigned_values(node, st)),
         Change::Delete => None,
     };
-    let (server, uri) = (&st.def.server.name, &st.def.server.uri);
     let type_name = st.def.type_name.as_str();
-    let rel_name = st.def.rel_name.as_str();
-    crate::txn::with(server, uri, &branch, async |t| {
-        match props {
-            Some(props) => t.update_ids(type_name, &ids, props).await,
-            None => t.delete_ids(type_name, &ids).await,
-        }
-        .map_err(|e| in_table(e, rel_name))
+    table_txn(&st.def, &branch, async |t| match props {
+        Some(props) => t.update_ids(type_name, &ids, props).await,
+        None => t.delete_ids(type_name, &ids).await,
     });
     let n = ids.len();
     if st.plan.change == Change::Delete && kind_of(&st.def) == TypeKind::Node {

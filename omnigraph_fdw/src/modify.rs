@@ -572,17 +572,21 @@ fn stage_inserts(st: &mut ModifyState) -> Vec<String> {
     }
     let rows = st.inserts.take();
     let type_name = st.def.type_name.as_str();
-    let rel_name = st.def.rel_name.as_str();
-    crate::txn::with(
-        &st.def.server.name,
-        &st.def.server.uri,
-        &st.branch,
-        async |t| {
-            t.insert_rows(type_name, rows)
-                .await
-                .map_err(|e| in_table(e, rel_name))
-        },
-    )
+    table_txn(&st.def, &st.branch, async |t| {
+        t.insert_rows(type_name, rows).await
+    })
+}
+
+/// Run `f` in the graph transaction of `def`'s table on `branch`; its
+/// errors name the foreign table.
+pub(crate) fn table_txn<T>(
+    def: &TableDef,
+    branch: &str,
+    f: impl AsyncFnOnce(&mut omnigraph_engine::WriteTxn) -> omnigraph_engine::Result<T>,
+) -> T {
+    crate::txn::with(&def.server.name, &def.server.uri, branch, async |t| {
+        f(t).await.map_err(|e| in_table(e, &def.rel_name))
+    })
 }
 
 /// Name the foreign table in a row error.
@@ -765,17 +769,10 @@ pub unsafe extern "C-unwind" fn exec_foreign_update(
         }
         return slot;
     }
-    let type_name = st.def.type_name.clone();
-    crate::txn::with(
-        &st.def.server.name,
-        &st.def.server.uri,
-        &st.branch,
-        async |t| {
-            t.update(&type_name, &id, props)
-                .await
-                .map_err(|e| in_table(e, &st.def.rel_name))
-        },
-    );
+    let type_name = st.def.type_name.as_str();
+    table_txn(&st.def, &st.branch, async |t| {
+        t.update(type_name, &id, props).await
+    });
     slot
 }
 
@@ -799,16 +796,9 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
             &st.def.server.uri,
             &st.def.read.to_ref(),
         );
-        let row = crate::txn::with(
-            &st.def.server.name,
-            &st.def.server.uri,
-            &st.branch,
-            async |t| {
-                t.delete_returning(&type_name, &id, &at)
-                    .await
-                    .map_err(|e| in_table(e, &st.def.rel_name))
-            },
-        );
+        let row = table_txn(&st.def, &st.branch, async |t| {
+            t.delete_returning(&type_name, &id, &at).await
+        });
         if let Some(r) = row {
             // SAFETY: slot is the executor's returning slot of this table.
             unsafe { store_row(estate, st, slot, &r) };
@@ -819,16 +809,9 @@ pub unsafe extern "C-unwind" fn exec_foreign_delete(
             flush(st);
         }
     } else {
-        crate::txn::with(
-            &st.def.server.name,
-            &st.def.server.uri,
-            &st.branch,
-            async |t| {
-                t.delete(&type_name, &id)
-                    .await
-                    .map_err(|e| in_table(e, &st.def.rel_name))
-            },
-        );
+        table_txn(&st.def, &st.branch, async |t| {
+            t.delete(&type_name, &id).await
+        });
     }
     if st.kind == TypeKind::Node {
         st.deleted.push(id);
@@ -845,20 +828,10 @@ fn flush(st: &mut ModifyState) {
         return;
     }
     let type_name = st.def.type_name.as_str();
-    let rel_name = st.def.rel_name.as_str();
-    crate::txn::with(
-        &st.def.server.name,
-        &st.def.server.uri,
-        &st.branch,
-        async |t| {
-            if let Err(e) = t.update_rows(type_name, updates).await {
-                return Err(in_table(e, rel_name));
-            }
-            t.delete_ids(type_name, &deletes)
-                .await
-                .map_err(|e| in_table(e, rel_name))
-        },
-    );
+    table_txn(&st.def, &st.branch, async |t| {
+        t.update_rows(type_name, updates).await?;
+        t.delete_ids(type_name, &deletes).await
+    });
 }
 
 /// Store a graph row into a slot of its table (every column the table

@@ -799,34 +799,19 @@ impl QuerySession {
         };
         let mut n = 0u64;
         let mut deleted = Vec::new();
-        if matches!(op, Op::Insert) {
-            // Inserted rows go over column by column, a chunk of the
-            // engine's size at a time.
-            let mut chunk: Vec<RecordBatch> = Vec::new();
-            let mut chunk_rows = 0;
-            for (i, b) in batches.iter().enumerate() {
-                chunk.push(gt.graph_batch(b)?);
-                chunk_rows += b.num_rows();
-                if chunk_rows < omnigraph_engine::INSERT_CHUNK_ROWS && i + 1 < batches.len() {
-                    continue;
+        match op {
+            Op::Insert => n = insert_by_column(write, &gt, &info, &batches).await?,
+            _ => {
+                for b in &batches {
+                    let graph = gt.graph_batch(b)?;
+                    for r in omnigraph_engine::value::batch_to_records(&graph, info.kind)? {
+                        n += 1;
+                        if matches!(op, Op::Delete) && info.kind == TypeKind::Node {
+                            deleted.push(r.id.clone());
+                        }
+                        stage(write, &info, r, &op).await?;
+                    }
                 }
-                let schema = chunk[0].schema();
-                let whole = concat_batches(&schema, &std::mem::take(&mut chunk))
-                    .map_err(|e| QueryError::DataFusion(e.into()))?;
-                chunk_rows = 0;
-                let rows = omnigraph_engine::NewRows::from_batch(&whole, info.kind);
-                check_endpoints(&info, &rows.endpoints)?;
-                n += rows.len() as u64;
-                write.insert_rows(&info.type_name, rows).await?;
-            }
-        }
-        for b in batches.iter().filter(|_| !matches!(op, Op::Insert)) {
-            for r in omnigraph_engine::value::batch_to_records(&gt.graph_batch(b)?, info.kind)? {
-                n += 1;
-                if matches!(op, Op::Delete) && info.kind == TypeKind::Node {
-                    deleted.push(r.id.clone());
-                }
-                stage(write, &info, r, &op).await?;
             }
         }
         let mut c = Command::new(format!("{tag} {n}"));
@@ -1002,6 +987,35 @@ enum Op {
     Delete,
 }
 
+/// Stage an INSERT's rows column by column, a chunk of the engine's size
+/// (`INSERT_CHUNK_ROWS`) at a time; returns how many.
+async fn insert_by_column(
+    write: &mut WriteTxn,
+    gt: &GraphTable,
+    info: &TableInfo,
+    batches: &[RecordBatch],
+) -> Result<u64, QueryError> {
+    let mut n = 0;
+    let mut chunk: Vec<RecordBatch> = Vec::new();
+    let mut chunk_rows = 0;
+    for (i, b) in batches.iter().enumerate() {
+        chunk.push(gt.graph_batch(b)?);
+        chunk_rows += b.num_rows();
+        if chunk_rows < omnigraph_engine::INSERT_CHUNK_ROWS && i + 1 < batches.len() {
+            continue;
+        }
+        let schema = chunk[0].schema();
+        let whole = concat_batches(&schema, &std::mem::take(&mut chunk))
+            .map_err(|e| QueryError::DataFusion(e.into()))?;
+        chunk_rows = 0;
+        let rows = omnigraph_engine::NewRows::from_batch(&whole, info.kind);
+        check_endpoints(info, &rows.endpoints)?;
+        n += rows.len() as u64;
+        write.insert_rows(&info.type_name, rows).await?;
+    }
+    Ok(n)
+}
+
 /// Every inserted edge needs both endpoints.
 fn check_endpoints(info: &TableInfo, endpoints: &[(String, String)]) -> Result<(), QueryError> {
     let Some((src, _)) = endpoints
@@ -1026,7 +1040,7 @@ async fn stage(
 ) -> Result<(), QueryError> {
     let t = info.type_name.as_str();
     match op {
-        // Inserts are staged a batch at a time, by column (`dml`).
+        // Inserts are staged by column (`insert_by_column`).
         Op::Insert => {}
         // `SET a = a` changes nothing: stage nothing (no rewrite, no
         // conflict), as Postgres's FDW path does.
