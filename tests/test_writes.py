@@ -569,6 +569,75 @@ def test_statements_with_other_writers_stage_row_by_row(graph):
         cur.execute("DROP TABLE people")
 
 
+def test_a_chunk_staged_in_the_background_belongs_to_its_statement(graph):
+    """A bulk INSERT hands each full chunk (65,536 rows) to a worker thread
+    and goes on reading rows. The chunk is still the statement's: its error
+    fails that statement, with the row path's message, and undoes only it;
+    subtransactions started inside the statement (a PL/pgSQL exception
+    block per row) wait for the chunk in flight, and keep its error for the
+    statement; a cancel mid-statement leaves the transaction usable; the
+    rows commit once."""
+    server, schema, connect = graph
+    t = f"{schema}.person"
+    conn = connect(autocommit=False)
+    cur = conn.cursor()
+    obs = connect().cursor()
+    before = commits(obs, server)
+    cur.execute(f"INSERT INTO {t} (slug, name, status) VALUES ('kept', 'K', 'active')")
+    n = 70000  # a chunk staged in the background, and the rest at the end
+
+    # Row 100 is in the first chunk; the statement reads past it.
+    cur.execute("SAVEPOINT s")
+    with pytest.raises(errors.NotNullViolation, match="bg100") as e:
+        cur.execute(
+            f"INSERT INTO {t} (slug, name, status) "
+            "SELECT 'bg' || i, CASE WHEN i <> 100 THEN 'B' END, 'active' "
+            f"FROM generate_series(1, {n}) i"
+        )
+    assert "person" in e.value.pgerror
+    cur.execute("ROLLBACK TO SAVEPOINT s")
+    assert count(cur, f"SELECT count(*) FROM {t} WHERE slug LIKE 'bg%%'") == 0
+
+    # A subtransaction per row: each one's start waits for the chunk in
+    # flight; one of them fails and is caught.
+    cur.execute(
+        "CREATE FUNCTION pg_temp.guarded(i int) RETURNS text LANGUAGE plpgsql AS $$ "
+        "BEGIN IF i = 66000 THEN PERFORM 1 / 0; END IF; RETURN 'sub' || i; "
+        "EXCEPTION WHEN division_by_zero THEN RETURN 'caught' || i; END $$"
+    )
+    cur.execute("SAVEPOINT g")
+    with pytest.raises(errors.NotNullViolation, match="sub7"):
+        cur.execute(
+            f"INSERT INTO {t} (slug, name, status) "
+            "SELECT pg_temp.guarded(i), CASE WHEN i <> 7 THEN 'S' END, 'active' "
+            f"FROM generate_series(1, {n}) i"
+        )
+    cur.execute("ROLLBACK TO SAVEPOINT g")
+    cur.execute(
+        f"INSERT INTO {t} (slug, name, status, age) "
+        f"SELECT pg_temp.guarded(i), 'S', 'active', i % 60 FROM generate_series(1, {n}) i"
+    )
+    assert cur.rowcount == n
+
+    # Cancelled mid-statement, with a chunk in flight or about to be.
+    cur.execute("SAVEPOINT c")
+    cur.execute("SET LOCAL statement_timeout = '1s'")
+    with pytest.raises(errors.QueryCanceled):
+        cur.execute(
+            f"INSERT INTO {t} (slug, name, status) "
+            "SELECT 'cx' || i, 'C', 'active' FROM generate_series(1, 50000000) i"
+        )
+    cur.execute("ROLLBACK TO SAVEPOINT c")
+    conn.commit()
+    assert commits(obs, server) == before + 1
+    obs.execute(
+        f"SELECT count(*) FILTER (WHERE slug LIKE 'sub%%'), sum(age) FILTER (WHERE slug LIKE 'sub%%'), "
+        f"count(*) FILTER (WHERE slug = 'caught66000'), count(*) FILTER (WHERE slug = 'kept'), "
+        f"count(*) FILTER (WHERE slug LIKE 'bg%%' OR slug LIKE 'cx%%') FROM {t}"
+    )
+    assert obs.fetchone() == (n - 1, sum(i % 60 for i in range(1, n + 1) if i != 66000), 1, 1, 0)
+
+
 def test_bulk_inserts_are_staged_by_column_in_one_commit(graph):
     """INSERT ... SELECT and COPY hand rows over column by column: a chunk
     of them goes as one Arrow batch straight to the spill (with the

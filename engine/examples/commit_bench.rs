@@ -3,7 +3,7 @@
 //! append", goal: at most 1.5x for 1, 1,000 and 100,000 rows).
 //!
 //! The graph side is what a frontend pays: `begin`, `insert_rows` of the
-//! N rows given column by column (as the FDW's INSERT and COPY hand them
+//! N rows given as Arrow arrays (as the FDW's INSERT and COPY hand them
 //! over; a batch of 1,024 rows or more is staged as one Arrow batch), and
 //! `commit` (validation, the Lance writes with their fsyncs, the small
 //! fragments merged, the `id` index kept, the manifest published). The
@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use omnigraph_engine::deps::arrow_array::RecordBatchIterator;
+use omnigraph_engine::deps::arrow_array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatchIterator, StringArray,
+};
 use omnigraph_engine::deps::lance::Dataset;
 use omnigraph_engine::deps::lance::dataset::{InsertBuilder, WriteMode, WriteParams};
 use omnigraph_engine::value::{Record, records_to_batch};
@@ -110,18 +112,32 @@ async fn main() {
             let refs: Vec<&Record> = peer_records.iter().collect();
             let peer_batch = records_to_batch(g.catalog(), "Item", &refs).expect("a batch");
             // The graph's rows as a bulk writer hands them over (the FDW's
-            // INSERT and COPY), column by column, built before the clock
-            // starts as the peer's batch is.
-            let mut columns: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-            for code in start..start + n {
-                for (name, v) in props(code) {
-                    columns.entry(name).or_default().push(v);
-                }
-            }
+            // INSERT and COPY): Arrow arrays of the properties' types, built
+            // before the clock starts as the peer's batch is.
+            let codes = start..start + n;
+            let arrays: Vec<(String, ArrayRef)> = vec![
+                (
+                    "code".into(),
+                    Arc::new(Int64Array::from_iter_values(codes.clone())),
+                ),
+                (
+                    "name".into(),
+                    Arc::new(StringArray::from_iter_values(
+                        codes.clone().map(|c| format!("item {c}")),
+                    )),
+                ),
+                (
+                    "score".into(),
+                    Arc::new(Float64Array::from_iter_values(
+                        codes.map(|c| c as f64 / 7.0),
+                    )),
+                ),
+            ];
             let new_rows = NewRows {
                 ids: vec![None; n as usize],
                 endpoints: Vec::new(),
-                props: columns.into_iter().collect(),
+                props: Vec::new(),
+                arrays,
             };
             let graph = async {
                 let t = Instant::now();

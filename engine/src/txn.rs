@@ -17,14 +17,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 
-use arrow_array::RecordBatch;
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use lance::Dataset;
 
 use crate::error::{Error, Result, ViolationKind};
 use crate::graph::{Graph, ID_CHUNK, Snapshot, in_filter};
 use crate::schema::{Catalog, TypeKind};
 use crate::spill::{IdHashSet, Spill, id_hash};
-use crate::value::{self, Record, Value, coerce, key_id, records_to_batch, unknown_type};
+use crate::value::{
+    self, PropColumn, Record, Value, coerce, key_id, records_to_batch, unknown_type,
+};
 
 /// A staged change to one row, already merged with earlier changes to the
 /// same id in this transaction.
@@ -151,6 +153,11 @@ pub struct NewRows {
     pub endpoints: Vec<(String, String)>,
     /// Property values by name, one per row.
     pub props: Vec<(String, Vec<Value>)>,
+    /// Property columns by name as Arrow arrays, one value per row. An
+    /// array of the property's stored type ([`value::data_type`]) is
+    /// checked and staged as it is, with no value built per row; one of
+    /// another type is converted to values first.
+    pub arrays: Vec<(String, ArrayRef)>,
 }
 
 impl NewRows {
@@ -166,6 +173,10 @@ impl NewRows {
     /// The rows where `mask` is false, and those where it is true, each in
     /// their order.
     fn split(self, mask: &[bool]) -> (NewRows, NewRows) {
+        if !mask.contains(&true) {
+            return (self, NewRows::default());
+        }
+        let this = self.into_values();
         fn parts<T>(values: Vec<T>, mask: &[bool]) -> (Vec<T>, Vec<T>) {
             let (mut no, mut yes) = (Vec::new(), Vec::new());
             for (v, m) in values.into_iter().zip(mask) {
@@ -176,10 +187,10 @@ impl NewRows {
             }
             (no, yes)
         }
-        let (ids_no, ids_yes) = parts(self.ids, mask);
-        let (ends_no, ends_yes) = parts(self.endpoints, mask);
+        let (ids_no, ids_yes) = parts(this.ids, mask);
+        let (ends_no, ends_yes) = parts(this.endpoints, mask);
         let (mut props_no, mut props_yes) = (Vec::new(), Vec::new());
-        for (name, values) in self.props {
+        for (name, values) in this.props {
             let (no, yes) = parts(values, mask);
             props_no.push((name.clone(), no));
             props_yes.push((name, yes));
@@ -189,13 +200,26 @@ impl NewRows {
                 ids: ids_no,
                 endpoints: ends_no,
                 props: props_no,
+                arrays: Vec::new(),
             },
             NewRows {
                 ids: ids_yes,
                 endpoints: ends_yes,
                 props: props_yes,
+                arrays: Vec::new(),
             },
         )
+    }
+
+    /// The same rows with every column as values.
+    fn into_values(mut self) -> NewRows {
+        for (name, array) in std::mem::take(&mut self.arrays) {
+            let values = (0..array.len())
+                .map(|i| value::scalar_at(array.as_ref(), i))
+                .collect();
+            self.props.push((name, values));
+        }
+        self
     }
 
     /// The rows of a batch of a `kind` table's columns (any subset). A NULL
@@ -239,6 +263,7 @@ impl NewRows {
             ids,
             endpoints,
             props,
+            arrays: Vec::new(),
         }
     }
 }
@@ -843,14 +868,17 @@ impl WriteTxn {
         let kind = self.kind(type_name)?;
         let n = rows.len();
         let ragged = (kind == TypeKind::Edge && rows.endpoints.len() != n)
-            || rows.props.iter().any(|(_, values)| values.len() != n);
+            || rows.props.iter().any(|(_, values)| values.len() != n)
+            || rows.arrays.iter().any(|(_, array)| array.len() != n);
         if ragged {
             return Err(Error::InvalidArgument(format!(
                 "insert_rows into {type_name}: every column needs one value per row"
             )));
         }
         if n < COLUMNAR_MIN_ROWS {
-            return self.insert_row_by_row(type_name, kind, rows).await;
+            return self
+                .insert_row_by_row(type_name, kind, rows.into_values())
+                .await;
         }
         let (rows, ids) = self.checked_columns(type_name, kind, rows)?;
         // Each id is hashed once: for the checks here and the spill's set.
@@ -869,66 +897,77 @@ impl WriteTxn {
                     || (in_memory && staged.is_some_and(|t| t.rows.contains_key(id)))
             })
             .collect();
-        let rows = NewRows {
-            ids: ids.iter().cloned().map(Some).collect(),
-            ..rows
-        };
         let again = staged_before.iter().filter(|s| **s).count();
         if n - again < COLUMNAR_MIN_ROWS {
+            let rows = NewRows {
+                ids: ids.iter().cloned().map(Some).collect(),
+                ..rows.into_values()
+            };
             self.insert_row_by_row(type_name, kind, rows).await?;
             return Ok(ids);
         }
         // Rows whose ids were staged before (or repeat one of the chunk)
         // are merged with them, or refused, row by row once the rest is
         // staged.
-        let (fresh, again) = rows.split(&staged_before);
-        let hashes: Vec<u128> = hashes
-            .into_iter()
-            .zip(&staged_before)
-            .filter(|(_, s)| !**s)
-            .map(|(h, _)| h)
-            .collect();
-        self.stage_batch(type_name, kind, fresh, &hashes).await?;
+        let (fresh, mut again) = rows.split(&staged_before);
+        // The row path gets the ids worked out here (an edge's new ULID
+        // among them), not the explicit ones.
+        again.ids.clear();
+        let (mut fresh_ids, mut fresh_hashes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for ((id, h), staged) in ids.iter().zip(hashes).zip(&staged_before) {
+            match staged {
+                false => {
+                    fresh_ids.push(id.as_str());
+                    fresh_hashes.push(h);
+                }
+                true => again.ids.push(Some(id.clone())),
+            }
+        }
+        self.stage_batch(type_name, kind, fresh, &fresh_ids, &fresh_hashes)
+            .await?;
         if !again.is_empty() {
             self.insert_row_by_row(type_name, kind, again).await?;
         }
         Ok(ids)
     }
 
-    /// Write checked rows, whose ids are all given and new to the
-    /// transaction, as one batch to the table's spill.
+    /// Write checked rows, with their ids (new to the transaction) and
+    /// the ids' hashes, as one batch to the table's spill.
     async fn stage_batch(
         &mut self,
         type_name: &str,
         kind: TypeKind,
         rows: NewRows,
+        ids: &[&str],
         hashes: &[u128],
     ) -> Result<()> {
-        let n = rows.len();
-        let id_refs: Vec<&str> = rows
-            .ids
-            .iter()
-            .map(|id| id.as_deref().unwrap_or(""))
-            .collect();
+        let n = ids.len();
         let ends: Vec<(&str, &str)> = rows
             .endpoints
             .iter()
             .map(|(s, d)| (s.as_str(), d.as_str()))
             .collect();
         let null = Value::Null;
-        let columns: Vec<Vec<&Value>> = self
+        let columns: Vec<PropColumn> = self
             .catalog()
             .properties(type_name)
             .unwrap_or_default()
             .iter()
-            .map(
-                |p| match rows.props.iter().find(|(name, _)| *name == p.name) {
-                    Some((_, values)) => values.iter().collect(),
-                    None => vec![&null; n],
-                },
-            )
+            .map(|p| {
+                if let Some((_, array)) = rows.arrays.iter().find(|(name, _)| *name == p.name) {
+                    return PropColumn::Array(array.clone());
+                }
+                match rows.props.iter().find(|(name, _)| *name == p.name) {
+                    Some((_, values)) => PropColumn::Values(values.iter().collect()),
+                    None => PropColumn::Values(vec![&null; n]),
+                }
+            })
             .collect();
-        let batch = value::columns_to_batch(self.catalog(), type_name, &id_refs, &ends, columns)?;
+        let batch = value::columns_to_batch(self.catalog(), type_name, ids, &ends, columns)?;
+        // The values are in the batch now: free them before the spill
+        // write's encoders take their buffers.
+        drop(ends);
+        drop(rows);
         self.seq += 1;
         let seq = self.seq;
         let table = self.tables.entry(type_name.to_string()).or_default();
@@ -953,8 +992,28 @@ impl WriteTxn {
             ids: explicit,
             endpoints,
             mut props,
+            arrays: given,
         } = rows;
         let declared = self.catalog().properties(type_name).unwrap_or_default();
+        let mut arrays = Vec::with_capacity(given.len());
+        for (name, array) in given {
+            let Some(p) = declared.iter().find(|p| p.name == name) else {
+                let first = match array.is_empty() {
+                    true => Value::Null,
+                    false => value::scalar_at(array.as_ref(), 0),
+                };
+                return Err(unknown_property(type_name, &name, &first, declared));
+            };
+            match value::coerce_array(type_name, p, array.clone())? {
+                Some(checked) => arrays.push((name, checked)),
+                None => {
+                    let values = (0..array.len())
+                        .map(|i| value::scalar_at(array.as_ref(), i))
+                        .collect();
+                    props.push((name, values));
+                }
+            }
+        }
         for (name, values) in props.iter_mut() {
             let Some(p) = declared.iter().find(|p| p.name == *name) else {
                 let first = values.first().cloned().unwrap_or(Value::Null);
@@ -965,15 +1024,31 @@ impl WriteTxn {
             }
         }
         let column = |name: &str| props.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        let array = |name: &str| arrays.iter().find(|(n, _)| n == name).map(|(_, a)| a);
         // The key's columns, found once for the chunk (a key has one or
-        // a few).
-        let key: Vec<(&str, Option<&Vec<Value>>)> = self
+        // a few); given as arrays, their values are read out once.
+        let key_names: Vec<&str> = self
             .catalog()
             .node(type_name)
             .and_then(|n| n.key.as_ref())
             .into_iter()
             .flatten()
-            .map(|k| (k.as_str(), column(k)))
+            .map(String::as_str)
+            .collect();
+        let key_read: Vec<Option<Vec<Value>>> = key_names
+            .iter()
+            .map(|k| {
+                array(k).map(|a| {
+                    (0..a.len())
+                        .map(|i| value::scalar_at(a.as_ref(), i))
+                        .collect()
+                })
+            })
+            .collect();
+        let key: Vec<(&str, Option<&Vec<Value>>)> = key_names
+            .iter()
+            .zip(&key_read)
+            .map(|(k, read)| (*k, read.as_ref().or_else(|| column(k))))
             .collect();
         let ids = match kind {
             TypeKind::Node => explicit
@@ -994,9 +1069,11 @@ impl WriteTxn {
                 .collect(),
         };
         for p in declared.iter().filter(|p| !p.nullable) {
-            let first_null = match column(&p.name) {
-                Some(values) => values.iter().position(Value::is_null),
-                None => Some(0),
+            let first_null = match (column(&p.name), array(&p.name)) {
+                (Some(values), _) => values.iter().position(Value::is_null),
+                (None, Some(a)) if a.null_count() == 0 => None,
+                (None, Some(a)) => (0..a.len()).position(|i| a.is_null(i)),
+                (None, None) => Some(0),
             };
             if let Some(i) = first_null {
                 return Err(missing_required(type_name, p, &ids[i]));
@@ -1006,6 +1083,7 @@ impl WriteTxn {
             ids: explicit,
             endpoints,
             props,
+            arrays,
         };
         Ok((rows, ids))
     }
@@ -1021,7 +1099,8 @@ impl WriteTxn {
             ids,
             endpoints,
             props,
-        } = rows;
+            arrays: _,
+        } = rows.into_values();
         let mut columns: Vec<(String, std::vec::IntoIter<Value>)> = props
             .into_iter()
             .map(|(name, values)| (name, values.into_iter()))

@@ -419,6 +419,81 @@ pub fn coerce(type_name: &str, prop: &Property, v: Value) -> Result<Value> {
     }
 }
 
+/// [`coerce`] for a whole column given as an Arrow array of the
+/// property's stored type ([`data_type`]): the same checks, and the same
+/// errors (the first failing value is coerced alone for its message), with
+/// no value built per row. `Ok(None)`: the array is of another type, and
+/// its values are to be coerced one by one.
+pub(crate) fn coerce_array(
+    type_name: &str,
+    prop: &Property,
+    array: ArrayRef,
+) -> Result<Option<ArrayRef>> {
+    if array.data_type() != &data_type(&prop.ty) {
+        return Ok(None);
+    }
+    let refused = |i: usize| match coerce(type_name, prop, scalar_at(array.as_ref(), i)) {
+        Err(e) => e,
+        Ok(_) => Error::Internal(format!(
+            "{type_name}.{}: a value refused by column was accepted alone",
+            prop.name
+        )),
+    };
+    match &prop.ty {
+        PropType::Scalar(ScalarType::String) | PropType::Enum(_) => {
+            let allowed = match &prop.ty {
+                PropType::Enum(values) => Some(values),
+                _ => None,
+            };
+            let strings = array.as_string::<i32>();
+            // Postgres text cannot hold NUL (see `coerce`).
+            let any_nul = strings.values().contains(&0);
+            if any_nul || allowed.is_some() {
+                for (i, v) in strings.iter().enumerate() {
+                    let Some(v) = v else { continue };
+                    let bad = v.contains('\0')
+                        || allowed
+                            .is_some_and(|a| a.binary_search_by(|x| x.as_str().cmp(v)).is_err());
+                    if bad {
+                        return Err(refused(i));
+                    }
+                }
+            }
+            Ok(Some(array))
+        }
+        // One NaN, as `coerce` makes it.
+        PropType::Scalar(ScalarType::F64) => {
+            let floats = array.as_primitive::<Float64Type>();
+            if floats
+                .values()
+                .iter()
+                .any(|f| f.is_nan() && f.to_bits() != f64::NAN.to_bits())
+            {
+                let one: arrow_array::Float64Array =
+                    floats.unary(|f| if f.is_nan() { f64::NAN } else { f });
+                return Ok(Some(Arc::new(one)));
+            }
+            Ok(Some(array))
+        }
+        PropType::Scalar(ScalarType::F32) => {
+            let floats = array.as_primitive::<Float32Type>();
+            if floats
+                .values()
+                .iter()
+                .any(|f| f.is_nan() && f.to_bits() != f32::NAN.to_bits())
+            {
+                let one: arrow_array::Float32Array =
+                    floats.unary(|f| if f.is_nan() { f32::NAN } else { f });
+                return Ok(Some(Arc::new(one)));
+            }
+            Ok(Some(array))
+        }
+        // Lists and vectors are checked element by element.
+        PropType::List(_) | PropType::Vector(_) => Ok(None),
+        PropType::Scalar(_) => Ok(Some(array)),
+    }
+}
+
 /// The canonical text of a single `@key` value.
 pub fn key_text(v: &Value) -> Result<String> {
     match v {
@@ -756,24 +831,29 @@ pub fn records_to_batch(
                 .map_or(("", ""), |e| (e.0.as_str(), e.1.as_str()))
         })
         .collect();
-    columns_to_batch(
-        catalog,
-        type_name,
-        &ids,
-        &endpoints,
-        prop_columns(props, records),
-    )
+    let props = prop_columns(props, records)
+        .into_iter()
+        .map(PropColumn::Values)
+        .collect();
+    columns_to_batch(catalog, type_name, &ids, &endpoints, props)
+}
+
+/// A property's column on its way into a batch.
+pub(crate) enum PropColumn<'v> {
+    Values(Vec<&'v Value>),
+    /// Already of the property's stored type, and checked.
+    Array(ArrayRef),
 }
 
 /// Build a record batch in the table's schema from its columns: the ids,
-/// the endpoints (ignored for a node type) and each property's values in
+/// the endpoints (ignored for a node type) and each property's column in
 /// the catalog's order, all of one length.
 pub(crate) fn columns_to_batch(
     catalog: &Catalog,
     type_name: &str,
     ids: &[&str],
     endpoints: &[(&str, &str)],
-    props: Vec<Vec<&Value>>,
+    props: Vec<PropColumn<'_>>,
 ) -> Result<RecordBatch> {
     let schema = table_schema(catalog, type_name)?;
     let kind = kind_of(catalog, type_name)?;
@@ -791,8 +871,11 @@ pub(crate) fn columns_to_batch(
         columns.push(text(&mut endpoints.iter().map(|e| e.1)));
     }
     let declared = catalog.properties(type_name).unwrap_or_default();
-    for (prop, values) in declared.iter().zip(props) {
-        columns.push(column_array(prop, &values)?);
+    for (prop, column) in declared.iter().zip(props) {
+        columns.push(match column {
+            PropColumn::Values(values) => column_array(prop, &values)?,
+            PropColumn::Array(array) => array,
+        });
     }
     Ok(RecordBatch::try_new(schema, columns)?)
 }

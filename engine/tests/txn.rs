@@ -452,6 +452,7 @@ async fn changes_staged_for_many_ids_at_once() {
 /// `n` Person rows named `{prefix}{i:04}`, column by column, aged `i`.
 fn people(prefix: &str, range: std::ops::Range<i64>) -> omnigraph_engine::NewRows {
     omnigraph_engine::NewRows {
+        arrays: Vec::new(),
         ids: range.clone().map(|_| None).collect(),
         endpoints: Vec::new(),
         props: vec![
@@ -534,6 +535,7 @@ async fn rows_given_by_column_are_staged_as_one_batch() {
     assert!(txn.staged_bytes() > 0);
     // Edges by column, endpoints among the batch's nodes.
     let edges = omnigraph_engine::NewRows {
+        arrays: Vec::new(),
         ids: (0..1200).map(|_| None).collect(),
         endpoints: (0..1200)
             .map(|i| {
@@ -613,6 +615,7 @@ async fn rows_given_by_column_are_staged_as_one_batch() {
     commit_refused(txn, ViolationKind::DuplicateKey, "P0700").await;
     let mut txn = g.begin("main", "t").await.unwrap();
     let mut dangling = omnigraph_engine::NewRows {
+        arrays: Vec::new(),
         ids: (0..1100).map(|_| None).collect(),
         endpoints: (0..1100)
             .map(|_| ("P0001".to_string(), "P0002".to_string()))
@@ -637,6 +640,7 @@ async fn constraints_are_checked_on_rows_staged_by_column() {
         .await
         .unwrap();
     let items = |from: i64, n: i64| omnigraph_engine::NewRows {
+        arrays: Vec::new(),
         ids: (0..n).map(|_| None).collect(),
         endpoints: Vec::new(),
         props: vec![
@@ -775,6 +779,7 @@ async fn spilled_files_are_adopted_by_the_table_at_commit() {
         "code", "n", "small", "f", "flag", "day", "at", "tags", "v", "raw", "tier",
     ];
     let rows = |range: std::ops::Range<i64>| omnigraph_engine::NewRows {
+        arrays: Vec::new(),
         ids: range.clone().map(|_| None).collect(),
         endpoints: Vec::new(),
         props: columns
@@ -861,6 +866,7 @@ async fn node_properties_named_like_endpoints_survive_the_spill() {
         .unwrap();
     let mut txn = g.begin("main", "t").await.unwrap();
     let rows = omnigraph_engine::NewRows {
+        arrays: Vec::new(),
         ids: vec![None; 1500],
         endpoints: Vec::new(),
         props: vec![
@@ -891,4 +897,219 @@ async fn node_properties_named_like_endpoints_survive_the_spill() {
     assert_eq!(rows["w8"].prop("src"), &s("from8"));
     assert_eq!(rows["w8"].prop("dst"), &s("to8"));
     assert_eq!(rows["w8"].endpoints, None);
+}
+
+/// Columns given as Arrow arrays of the properties' stored types (as the
+/// FDW's INSERT and COPY hand them over) are checked as a whole and staged
+/// as they are: the rows committed, and every error, are those of the same
+/// columns given as values. An array of another type is taken as values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_given_as_arrow_arrays_act_as_the_same_values() {
+    use omnigraph_engine::deps::arrow_array::builder::TimestampMicrosecondBuilder;
+    use omnigraph_engine::deps::arrow_array::{
+        Array, ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array, Int64Array,
+        StringArray,
+    };
+    use std::sync::Arc;
+
+    const SCHEMA: &str = "node Item {\n    code: I64 @key\n    name: String\n    tier: enum(gold, silver)?\n    score: F64?\n    small: F32?\n    n32: I32?\n    flag: Bool?\n    day: Date?\n    at: DateTime?\n}\n";
+    const N: usize = 1500;
+    let odd_nan = f64::from_bits(0x7ff8_0000_0000_0001);
+    let name = |i: usize| match i {
+        7 => None,
+        i => Some(format!("n{i}")),
+    };
+    let tier = |i: usize| [Some("gold"), Some("silver"), None][i % 3];
+    let score = |i: usize| match i % 5 {
+        0 => None,
+        1 => Some(odd_nan),
+        2 => Some(-f64::NAN),
+        _ => Some(i as f64 / 3.0),
+    };
+    let small =
+        |i: usize| (!i.is_multiple_of(4)).then(|| if i % 4 == 1 { -f32::NAN } else { i as f32 });
+    // As arrays, and as the same values.
+    let arrays = |name: &dyn Fn(usize) -> Option<String>,
+                  tier: &dyn Fn(usize) -> Option<&'static str>| {
+        let mut at = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        for i in 0..N {
+            at.append_option((i % 2 == 0).then_some(i as i64 * 1_000_000));
+        }
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("code", Arc::new(Int64Array::from_iter_values(0..N as i64))),
+            ("name", Arc::new((0..N).map(name).collect::<StringArray>())),
+            ("tier", Arc::new((0..N).map(tier).collect::<StringArray>())),
+            (
+                "score",
+                Arc::new((0..N).map(score).collect::<Float64Array>()),
+            ),
+            (
+                "small",
+                Arc::new((0..N).map(small).collect::<Float32Array>()),
+            ),
+            // Not the stored type (I32 is Int32): taken as values.
+            (
+                "n32",
+                Arc::new(Int64Array::from_iter_values((0..N).map(|i| i as i64 - 700))),
+            ),
+            (
+                "flag",
+                Arc::new((0..N).map(|i| Some(i % 2 == 0)).collect::<BooleanArray>()),
+            ),
+            (
+                "day",
+                Arc::new(Date32Array::from_iter_values((0..N).map(|i| i as i32))),
+            ),
+            ("at", Arc::new(at.finish())),
+        ];
+        omnigraph_engine::NewRows {
+            ids: vec![None; N],
+            endpoints: Vec::new(),
+            props: Vec::new(),
+            arrays: columns
+                .into_iter()
+                .map(|(n, a)| (n.to_string(), a))
+                .collect(),
+        }
+    };
+    let as_values = |rows: omnigraph_engine::NewRows| omnigraph_engine::NewRows {
+        props: rows
+            .arrays
+            .iter()
+            .map(|(n, a)| {
+                let values = (0..a.len())
+                    .map(|i| match a.is_null(i) {
+                        true => Value::Null,
+                        false => omnigraph_engine::value::batch_to_records(
+                            &omnigraph_engine::deps::arrow_array::RecordBatch::try_from_iter([
+                                ("id", Arc::new(StringArray::from(vec!["x"])) as ArrayRef),
+                                (n.as_str(), a.slice(i, 1)),
+                            ])
+                            .unwrap(),
+                            omnigraph_engine::schema::TypeKind::Node,
+                        )
+                        .unwrap()[0]
+                            .prop(n)
+                            .clone(),
+                    })
+                    .collect();
+                (n.clone(), values)
+            })
+            .collect(),
+        arrays: Vec::new(),
+        ..rows
+    };
+    let named = |i: usize| Some(format!("n{i}"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut graphs = Vec::new();
+    for (k, by_array) in [false, true].into_iter().enumerate() {
+        let uri = dir
+            .path()
+            .join(format!("g{k}"))
+            .to_string_lossy()
+            .into_owned();
+        let g = omnigraph_engine::Graph::create(&uri, SCHEMA, "tester")
+            .await
+            .unwrap();
+        let given = |rows: omnigraph_engine::NewRows| match by_array {
+            true => rows,
+            false => as_values(rows),
+        };
+        // The same errors, each refusing the whole chunk.
+        let mut errors = Vec::new();
+        let nul = |i: usize| {
+            Some(if i == 9 {
+                "a\0b".to_string()
+            } else {
+                format!("n{i}")
+            })
+        };
+        let bronze = |i: usize| if i == 11 { Some("bronze") } else { tier(i) };
+        let mut unknown = arrays(&named, &tier);
+        unknown.arrays.push((
+            "nope".into(),
+            Arc::new(Int64Array::from_iter_values(0..N as i64)),
+        ));
+        let mut wide = arrays(&named, &tier);
+        wide.arrays[5].1 = Arc::new(Int64Array::from_iter_values(
+            (0..N).map(|i| i as i64 * (1 << 33)),
+        ));
+        for rows in [
+            arrays(&name, &tier),
+            arrays(&nul, &tier),
+            arrays(&named, &bronze),
+            unknown,
+            wide,
+        ] {
+            let mut txn = g.begin("main", "t").await.unwrap();
+            errors.push(
+                txn.insert_rows("Item", given(rows))
+                    .await
+                    .unwrap_err()
+                    .to_string(),
+            );
+            assert_eq!(txn.spilled_rows(), 0);
+        }
+        let mut txn = g.begin("main", "t").await.unwrap();
+        txn.insert_rows("Item", given(arrays(&named, &tier)))
+            .await
+            .unwrap();
+        assert_eq!(txn.spilled_rows(), N as u64);
+        txn.commit().await.unwrap().unwrap();
+        graphs.push((g, errors));
+    }
+    let (b, b_errors) = graphs.pop().unwrap();
+    let (a, a_errors) = graphs.pop().unwrap();
+    assert_eq!(a_errors, b_errors);
+    assert!(
+        a_errors[0].contains("'7'") && a_errors[0].contains("name"),
+        "{}",
+        a_errors[0]
+    );
+    assert!(a_errors[1].contains("\\u0000"), "{}", a_errors[1]);
+    assert!(a_errors[2].contains("bronze"), "{}", a_errors[2]);
+    assert!(a_errors[3].contains("nope"), "{}", a_errors[3]);
+    assert!(a_errors[4].contains("n32"), "{}", a_errors[4]);
+    let rows = |g: omnigraph_engine::Graph| async move {
+        let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+        let all = snap.read_all("Item").await.unwrap();
+        let ds = snap.dataset("Item").await.unwrap();
+        let batch = ds
+            .scan()
+            .project(&["score", "small"])
+            .unwrap()
+            .try_into_batch()
+            .await
+            .unwrap();
+        let bits: Vec<(Option<u64>, Option<u32>)> = (0..batch.num_rows())
+            .map(|i| {
+                let f = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .unwrap();
+                let g = batch
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .unwrap();
+                (
+                    (!f.is_null(i)).then(|| f.value(i).to_bits()),
+                    (!g.is_null(i)).then(|| g.value(i).to_bits()),
+                )
+            })
+            .collect();
+        (format!("{all:?}"), bits)
+    };
+    let (a_rows, a_bits) = rows(a).await;
+    let (b_rows, b_bits) = rows(b).await;
+    assert_eq!(a_rows, b_rows);
+    assert_eq!(a_bits, b_bits);
+    // One NaN, whatever bits it was given with.
+    let nans: std::collections::BTreeSet<u64> = a_bits
+        .iter()
+        .filter_map(|(f, _)| f.filter(|f| f64::from_bits(*f).is_nan()))
+        .collect();
+    assert_eq!(nans, [f64::NAN.to_bits()].into());
+    assert!(a_bits.iter().any(|(_, g)| *g == Some(f32::NAN.to_bits())));
 }

@@ -19,6 +19,7 @@ use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, PgRelation, PgSqlErrorCode};
 use serde::{Deserialize, Serialize};
 
+use crate::columns::{Column, Taken};
 use crate::datum::{TEXT, graph_value};
 use crate::pg::raise;
 use crate::plan::{TableDef, json_private, read_json_private, table_def};
@@ -68,24 +69,33 @@ struct ModifyState {
 /// Arrow batch). When `deferred`, rows wait until there are
 /// [`INSERT_CHUNK`] of them or they hold the staging budget
 /// (`omnigraph.staging_memory`), and the last ones for the end of the
-/// statement (the conditions are those of [`Buffered`]); otherwise each
-/// call's rows are staged at once.
+/// statement (the conditions are those of [`Buffered`]); a full buffer is
+/// staged on a worker thread while the executor fills the next.
+/// Otherwise each call's rows are staged at once.
 struct Inserts {
     deferred: bool,
     ids: Vec<Option<String>>,
     endpoints: Vec<(String, String)>,
     /// The properties written, and their values so far.
-    props: Vec<(String, Vec<Value>)>,
+    props: Vec<(String, Column)>,
     /// Estimated memory the values hold.
     bytes: usize,
 }
 
 impl Inserts {
-    fn new(kind: TypeKind, targets: &[FilterColumn]) -> Inserts {
+    fn new(def: &TableDef, kind: TypeKind, targets: &[FilterColumn]) -> Inserts {
+        let graph = crate::graphs::graph(&def.server.name, &def.server.uri);
+        let declared = graph
+            .catalog()
+            .properties(&def.type_name)
+            .unwrap_or_default();
         let props = targets
             .iter()
             .filter(|c| !is_system_target(kind, &c.graph_name))
-            .map(|c| (c.graph_name.clone(), Vec::new()))
+            .map(|c| {
+                let prop = declared.iter().find(|p| p.name == c.graph_name);
+                (c.graph_name.clone(), Column::new(c, prop.map(|p| &p.ty)))
+            })
             .collect();
         Inserts {
             deferred: false,
@@ -101,18 +111,23 @@ impl Inserts {
         self.ids.len() >= INSERT_CHUNK || self.bytes >= crate::staging_memory()
     }
 
-    /// The rows so far, leaving the buffer empty.
+    /// The rows so far, leaving the buffer empty (with room for as many).
     fn take(&mut self) -> NewRows {
         self.bytes = 0;
-        let props = self
-            .props
-            .iter_mut()
-            .map(|(name, values)| (name.clone(), std::mem::take(values)))
-            .collect();
+        let n = self.ids.len();
+        let (mut props, mut arrays) = (Vec::new(), Vec::new());
+        for (name, column) in &mut self.props {
+            match column.take() {
+                Taken::Values(values) => props.push((name.clone(), values)),
+                Taken::Array(array) => arrays.push((name.clone(), array)),
+            }
+        }
+        let ends = if self.endpoints.is_empty() { 0 } else { n };
         NewRows {
-            ids: std::mem::take(&mut self.ids),
-            endpoints: std::mem::take(&mut self.endpoints),
+            ids: std::mem::replace(&mut self.ids, Vec::with_capacity(n)),
+            endpoints: std::mem::replace(&mut self.endpoints, Vec::with_capacity(ends)),
             props,
+            arrays,
         }
     }
 }
@@ -330,7 +345,7 @@ fn modify_state(
         .iter()
         .find(|c| c.graph_name == "id")
         .map(|c| c.attno);
-    let inserts = Inserts::new(kind, &targets);
+    let inserts = Inserts::new(&def, kind, &targets);
     ModifyState {
         def,
         branch,
@@ -524,14 +539,18 @@ fn read_new_row(st: &mut ModifyState, slot: *mut pg_sys::TupleTableSlot) {
     for c in &st.targets {
         let i = c.attno as usize - 1;
         // SAFETY: the slot is deformed; attno is one of its attributes.
-        let v = unsafe { column_value(*(*slot).tts_values.add(i), *(*slot).tts_isnull.add(i), c) };
-        st.inserts.bytes += std::mem::size_of::<Value>() + v.heap_bytes();
+        let (d, isnull) = unsafe { (*(*slot).tts_values.add(i), *(*slot).tts_isnull.add(i)) };
         if !is_system_target(st.kind, &c.graph_name) {
-            if let Some((_, values)) = props.next() {
-                values.push(v);
+            if let Some((_, column)) = props.next() {
+                // SAFETY: d is the slot's value of c, read in the per-tuple
+                // context (in_tuple_context), before it is reset.
+                st.inserts.bytes += unsafe { column.push(d, isnull, c) };
             }
             continue;
         }
+        // SAFETY: as above.
+        let v = unsafe { column_value(d, isnull, c) };
+        st.inserts.bytes += std::mem::size_of::<Value>() + v.heap_bytes();
         let text = match v {
             Value::String(s) => Some(s),
             _ => None,
@@ -563,6 +582,20 @@ fn read_new_row(st: &mut ModifyState, slot: *mut pg_sys::TupleTableSlot) {
         }
     }
     st.inserts.ids.push(id);
+}
+
+/// Stage a full buffer of deferred INSERT rows on a worker thread, while
+/// the executor produces the next ones (see [`crate::txn::insert_in_background`]).
+fn stage_full_inserts(st: &mut ModifyState) {
+    let rows = st.inserts.take();
+    crate::txn::insert_in_background(
+        &st.def.server.name,
+        &st.def.server.uri,
+        &st.branch,
+        st.def.type_name.clone(),
+        st.def.rel_name.clone(),
+        rows,
+    );
 }
 
 /// Stage the buffered INSERT rows; returns their ids in order.
@@ -655,7 +688,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
     in_tuple_context(estate, || read_new_row(st, slot));
     if st.inserts.deferred {
         if st.inserts.full() {
-            stage_inserts(st);
+            stage_full_inserts(st);
         }
         return slot;
     }
@@ -689,8 +722,10 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
             read_new_row(st, unsafe { *slots.add(i) });
         }
     });
-    if !st.inserts.deferred || st.inserts.full() {
+    if !st.inserts.deferred {
         stage_inserts(st);
+    } else if st.inserts.full() {
+        stage_full_inserts(st);
     }
     slots
 }

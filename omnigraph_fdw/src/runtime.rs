@@ -123,6 +123,17 @@ pub fn block_on_uninterruptible<F: Future>(fut: F) -> F::Output {
     backend().block_on(fut)
 }
 
+/// Run `fut` on a worker thread, while the backend goes on; its result
+/// is waited for through the handle (with [`block_on_uninterruptible`]).
+/// The future may not call Postgres.
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    workers().spawn(fut)
+}
+
 /// Items produced ahead on the runtime by a task, while the backend
 /// thread consumes earlier ones: a foreign scan's next batches are decoded
 /// while Postgres turns the current one into tuples. Dropping the feed

@@ -26,6 +26,16 @@
 //!
 //! `PREPARE TRANSACTION` is refused.
 //!
+//! Staging in the background: a bulk INSERT or COPY whose rows wait in a
+//! buffer hands each full chunk to a worker thread ([`insert_in_background`])
+//! and goes on reading rows, so the chunk's checks, its Arrow batch and
+//! its spill write overlap the executor producing the next one. The open
+//! transaction belongs to that task until it is *settled*: every entry
+//! point here waits for it first, and reports its error (the statement's
+//! end, EndForeignModify, is the last such point of the statement). A
+//! subtransaction's start cannot raise; it settles and keeps the error for
+//! the next point that can, unless a rollback undoes the chunk.
+//!
 //! Savepoints: at the start of every subtransaction each open graph
 //! transaction takes an engine savepoint; `ROLLBACK TO SAVEPOINT` (and a
 //! failed PL/pgSQL exception block) rolls back to it, releasing keeps the
@@ -76,8 +86,32 @@ struct PendingOp {
     created_sub: SubTransactionId,
 }
 
+/// A chunk of rows being staged on a worker thread: the open transaction
+/// (taken out of `OPEN` at `index`) is the task's until it is settled.
+struct Staging {
+    index: usize,
+    ctx: String,
+    /// The subtransaction the chunk was staged in.
+    sub: SubTransactionId,
+    task: tokio::task::JoinHandle<(Open, omnigraph_engine::Result<()>)>,
+}
+
+/// The error of a chunk staged in the background, settled where nothing
+/// may raise, kept for the next point that can.
+struct Failed {
+    ctx: String,
+    sub: SubTransactionId,
+    error: omnigraph_engine::Error,
+}
+
 thread_local! {
     static OPEN: RefCell<Vec<Open>> = const { RefCell::new(Vec::new()) };
+    static STAGING: RefCell<Option<Staging>> = const { RefCell::new(None) };
+    static FAILED: RefCell<Option<Failed>> = const { RefCell::new(None) };
+    /// Set when a background staging task was lost with the open
+    /// transaction it held: what that transaction staged is gone, so the
+    /// Postgres transaction may not commit.
+    static LOST: RefCell<Option<String>> = const { RefCell::new(None) };
     /// Branch operations, in the order they were made.
     static BRANCH_OPS: RefCell<Vec<PendingOp>> = const { RefCell::new(Vec::new()) };
     /// Commits prepared at pre-commit, published at commit, with their context.
@@ -187,6 +221,7 @@ pub fn uncreate(uri: &str, branch: &str) -> bool {
     if found.is_none() {
         return false;
     }
+    settle();
     OPEN.with(|o| {
         o.borrow_mut()
             .retain(|e| !(e.uri == uri && e.txn.branch() == branch))
@@ -194,9 +229,121 @@ pub fn uncreate(uri: &str, branch: &str) -> bool {
     true
 }
 
+/// Wait for the chunk staged in the background, if any, and put its
+/// transaction back in `OPEN`; never raises. A failure is kept in `FAILED`
+/// (the first one wins) for [`settle_or_report`].
+fn settle() {
+    let Some(staging) = STAGING.with(|s| s.borrow_mut().take()) else {
+        return;
+    };
+    let error = match block_on_uninterruptible(staging.task) {
+        Ok((open, result)) => {
+            OPEN.with(|o| {
+                let mut o = o.borrow_mut();
+                let i = staging.index.min(o.len());
+                o.insert(i, open);
+            });
+            result.err()
+        }
+        Err(join) => {
+            let why = format!("staging rows on a worker thread failed: {join}");
+            LOST.with(|l| l.borrow_mut().get_or_insert(why.clone()).clone());
+            Some(omnigraph_engine::Error::Internal(why))
+        }
+    };
+    if let Some(error) = error {
+        FAILED.with(|f| {
+            f.borrow_mut().get_or_insert(Failed {
+                ctx: staging.ctx,
+                sub: staging.sub,
+                error,
+            });
+        });
+    }
+}
+
+/// [`settle`], then report a failure of background staging, and refuse a
+/// transaction whose staged state was lost.
+fn settle_or_report() {
+    settle();
+    if let Some(f) = FAILED.with(|f| f.borrow_mut().take()) {
+        report(f.error, &f.ctx);
+    }
+    if let Some(why) = LOST.with(|l| l.borrow().clone()) {
+        raise(
+            PgSqlErrorCode::ERRCODE_IN_FAILED_SQL_TRANSACTION,
+            format!("the transaction cannot write to the graph or commit: {why}"),
+            None,
+            Some("Roll back the whole transaction and run it again.".into()),
+        );
+    }
+}
+
+/// Settle, and forget what the abort of subtransaction `sub` (or of the
+/// whole transaction, `None`) undoes: a failure of a chunk staged inside
+/// it. Never raises.
+fn settle_for_abort(sub: Option<SubTransactionId>) {
+    settle();
+    FAILED.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.as_ref().is_some_and(|x| sub.is_none_or(|s| x.sub >= s)) {
+            *f = None;
+        }
+    });
+    if sub.is_none() {
+        LOST.with(|l| *l.borrow_mut() = None);
+    }
+}
+
+/// Stage `rows` into `type_name` on a worker thread, while the backend
+/// goes on: the bulk path of INSERT and COPY. The transaction is the
+/// task's until the next entry point here settles it (at the latest the
+/// statement's EndForeignModify), which reports the task's error.
+pub fn insert_in_background(
+    server: &str,
+    uri: &str,
+    branch: &str,
+    type_name: String,
+    rel_name: String,
+    rows: omnigraph_engine::NewRows,
+) {
+    let index = ensure_open(server, uri, branch);
+    let Some(mut open) = OPEN.with(|o| {
+        let mut o = o.borrow_mut();
+        (index < o.len()).then(|| o.remove(index))
+    }) else {
+        return;
+    };
+    let ctx = context(server, branch);
+    if let Some(why) = open.poisoned.clone() {
+        OPEN.with(|o| o.borrow_mut().insert(index, open));
+        report(omnigraph_engine::Error::InvalidArgument(why), &ctx);
+    }
+    open.txn.set_staging_memory(crate::staging_memory());
+    open.txn.set_spill_limit(crate::temp_file_limit());
+    let task = crate::runtime::spawn(async move {
+        let result = open
+            .txn
+            .insert_rows(&type_name, rows)
+            .await
+            .map(drop)
+            .map_err(|e| crate::modify::in_table(e, &rel_name));
+        (open, result)
+    });
+    STAGING.with(|s| {
+        *s.borrow_mut() = Some(Staging {
+            index,
+            ctx,
+            sub: current_sub(),
+            task,
+        })
+    });
+}
+
 /// The index in `OPEN` of the write transaction of `branch`, opened first
 /// if need be.
 fn ensure_open(server: &str, uri: &str, branch: &str) -> usize {
+    settle_or_report();
     let ctx = context(server, branch);
     let merged = BRANCH_OPS.with(|ops| {
         ops.borrow()
@@ -367,6 +514,7 @@ struct TakeAll {
 
 impl TakeAll {
     fn new() -> TakeAll {
+        settle_or_report();
         TakeAll {
             open: OPEN.with(|o| std::mem::take(&mut *o.borrow_mut())),
             writing: None,
@@ -431,6 +579,7 @@ impl Drop for PutBack {
 /// The current transaction's changes to `type_name` on `branch`, as seen
 /// by a read of `at`; `None` when it wrote nothing there.
 pub fn view(uri: &str, branch: &str, type_name: &str, at: &Snapshot) -> Option<StagedView> {
+    settle_or_report();
     let (index, server) = OPEN.with(|o| {
         o.borrow()
             .iter()
@@ -473,6 +622,7 @@ fn trim_heap() {
 
 /// Prepare every open transaction; called at pre-commit.
 fn prepare_all() {
+    settle_or_report();
     let mut open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
     // Writes to a branch this transaction deletes go with it.
     open.retain(|e| {
@@ -558,6 +708,7 @@ fn publish_all() {
 
 /// Drop everything this transaction staged or prepared; never raises.
 fn abandon_all() {
+    settle_for_abort(None);
     let open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
     let prepared = PREPARED.with(|p| std::mem::take(&mut *p.borrow_mut()));
     // Pending branches and deletions release their locks; nothing was published.
@@ -582,7 +733,8 @@ unsafe extern "C-unwind" fn on_xact_event(
         pg_sys::XactEvent::XACT_EVENT_COMMIT => publish_all(),
         pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT => {}
         pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE
-            if OPEN.with(|o| !o.borrow().is_empty())
+            if STAGING.with(|s| s.borrow().is_some())
+                || OPEN.with(|o| !o.borrow().is_empty())
                 || BRANCH_OPS.with(|o| !o.borrow().is_empty()) =>
         {
             raise(
@@ -609,13 +761,18 @@ unsafe extern "C-unwind" fn on_subxact_event(
     _arg: *mut std::ffi::c_void,
 ) {
     match event {
-        pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => OPEN.with(|o| {
-            for e in o.borrow_mut().iter_mut() {
-                let sp = e.txn.savepoint();
-                e.savepoints.push((my_subid, sp));
-            }
-        }),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => {
+            // The savepoint follows the chunk in flight.
+            settle();
+            OPEN.with(|o| {
+                for e in o.borrow_mut().iter_mut() {
+                    let sp = e.txn.savepoint();
+                    e.savepoints.push((my_subid, sp));
+                }
+            })
+        }
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => OPEN.with(|o| {
+            settle();
             BRANCH_OPS.with(|ops| {
                 for p in ops.borrow_mut().iter_mut() {
                     if p.created_sub == my_subid {
@@ -635,6 +792,7 @@ unsafe extern "C-unwind" fn on_subxact_event(
         }),
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
             // Never raise here: failures poison the transaction instead.
+            settle_for_abort(Some(my_subid));
             BRANCH_OPS.with(|ops| ops.borrow_mut().retain(|p| p.created_sub < my_subid));
             let mut open = OPEN.with(|o| std::mem::take(&mut *o.borrow_mut()));
             open.retain(|e| e.created_sub < my_subid);
