@@ -247,23 +247,21 @@ impl NewRows {
             }
             TypeKind::Node => Vec::new(),
         };
+        // The properties stay Arrow arrays: staged as they are when of the
+        // stored types.
         let system = value::system_columns(kind);
-        let props = schema
+        let arrays = schema
             .fields()
             .iter()
-            .enumerate()
-            .filter(|(_, f)| !system.contains(&f.name().as_str()))
-            .map(|(c, f)| {
-                let column = batch.column(c).as_ref();
-                let values = (0..n).map(|row| value::scalar_at(column, row)).collect();
-                (f.name().clone(), values)
-            })
+            .zip(batch.columns())
+            .filter(|(f, _)| !system.contains(&f.name().as_str()))
+            .map(|(f, column)| (f.name().clone(), column.clone()))
             .collect();
         NewRows {
             ids,
             endpoints,
-            props,
-            arrays: Vec::new(),
+            props: Vec::new(),
+            arrays,
         }
     }
 }
