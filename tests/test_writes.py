@@ -602,7 +602,7 @@ def test_a_chunk_staged_in_the_background_belongs_to_its_statement(graph):
     # flight; one of them fails and is caught.
     cur.execute(
         "CREATE FUNCTION pg_temp.guarded(i int) RETURNS text LANGUAGE plpgsql AS $$ "
-        "BEGIN IF i = 66000 THEN PERFORM 1 / 0; END IF; RETURN 'sub' || i; "
+        "BEGIN IF i = 69000 THEN PERFORM 1 / 0; END IF; RETURN 'sub' || i; "
         "EXCEPTION WHEN division_by_zero THEN RETURN 'caught' || i; END $$"
     )
     cur.execute("SAVEPOINT g")
@@ -632,10 +632,10 @@ def test_a_chunk_staged_in_the_background_belongs_to_its_statement(graph):
     assert commits(obs, server) == before + 1
     obs.execute(
         f"SELECT count(*) FILTER (WHERE slug LIKE 'sub%%'), sum(age) FILTER (WHERE slug LIKE 'sub%%'), "
-        f"count(*) FILTER (WHERE slug = 'caught66000'), count(*) FILTER (WHERE slug = 'kept'), "
+        f"count(*) FILTER (WHERE slug = 'caught69000'), count(*) FILTER (WHERE slug = 'kept'), "
         f"count(*) FILTER (WHERE slug LIKE 'bg%%' OR slug LIKE 'cx%%') FROM {t}"
     )
-    assert obs.fetchone() == (n - 1, sum(i % 60 for i in range(1, n + 1) if i != 66000), 1, 1, 0)
+    assert obs.fetchone() == (n - 1, sum(i % 60 for i in range(1, n + 1) if i != 69000), 1, 1, 0)
 
 
 def test_bulk_inserts_are_staged_by_column_in_one_commit(graph):
