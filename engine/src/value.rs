@@ -14,7 +14,7 @@ use arrow_array::types::{
     Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
     UInt32Type, UInt64Type,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{Array, ArrayRef, ArrowNativeTypeOp, ArrowPrimitiveType, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
@@ -462,36 +462,26 @@ pub(crate) fn coerce_array(
             Ok(Some(array))
         }
         // One NaN, as `coerce` makes it.
-        PropType::Scalar(ScalarType::F64) => {
-            let floats = array.as_primitive::<Float64Type>();
-            if floats
-                .values()
-                .iter()
-                .any(|f| f.is_nan() && f.to_bits() != f64::NAN.to_bits())
-            {
-                let one: arrow_array::Float64Array =
-                    floats.unary(|f| if f.is_nan() { f64::NAN } else { f });
-                return Ok(Some(Arc::new(one)));
-            }
-            Ok(Some(array))
-        }
-        PropType::Scalar(ScalarType::F32) => {
-            let floats = array.as_primitive::<Float32Type>();
-            if floats
-                .values()
-                .iter()
-                .any(|f| f.is_nan() && f.to_bits() != f32::NAN.to_bits())
-            {
-                let one: arrow_array::Float32Array =
-                    floats.unary(|f| if f.is_nan() { f32::NAN } else { f });
-                return Ok(Some(Arc::new(one)));
-            }
-            Ok(Some(array))
-        }
+        PropType::Scalar(ScalarType::F64) => Ok(Some(one_nan::<Float64Type>(array, f64::NAN))),
+        PropType::Scalar(ScalarType::F32) => Ok(Some(one_nan::<Float32Type>(array, f32::NAN))),
         // Lists and vectors are checked element by element.
         PropType::List(_) | PropType::Vector(_) => Ok(None),
         PropType::Scalar(_) => Ok(Some(array)),
     }
+}
+
+/// `array` of floats with every NaN as `nan` (a sign or payload bit would
+/// order differently in Arrow; Postgres has one NaN). The array itself
+/// when it has no other NaN.
+fn one_nan<T: ArrowPrimitiveType>(array: ArrayRef, nan: T::Native) -> ArrayRef {
+    #[allow(clippy::eq_op)] // x != x: NaN
+    let is_nan = |x: T::Native| x != x;
+    let floats = array.as_primitive::<T>();
+    // `is_eq` compares floats by total order: by their bits.
+    if !floats.values().iter().any(|x| is_nan(*x) && !x.is_eq(nan)) {
+        return array;
+    }
+    Arc::new(floats.unary::<_, T>(|x| if is_nan(x) { nan } else { x }))
 }
 
 /// The canonical text of a single `@key` value.
