@@ -613,6 +613,27 @@ def test_a_chunk_staged_in_the_background_belongs_to_its_statement(graph):
             f"FROM generate_series(1, {n}) i"
         )
     cur.execute("ROLLBACK TO SAVEPOINT g")
+    # The chunk's error raised inside the statement by a read of the table,
+    # and caught there, still fails the statement.
+    cur.execute(
+        "CREATE FUNCTION pg_temp.peeking(i int, t text) RETURNS text LANGUAGE plpgsql AS $$ "
+        "BEGIN IF i = 69000 THEN EXECUTE 'SELECT count(*) FROM ' || t; END IF; RETURN 'sub' || i; "
+        "EXCEPTION WHEN not_null_violation THEN RETURN 'caught' || i; END $$"
+    )
+    with pytest.raises(errors.NotNullViolation, match="sub7"):
+        cur.execute(
+            f"INSERT INTO {t} (slug, name, status) "
+            "SELECT pg_temp.peeking(i, %s), CASE WHEN i <> 7 THEN 'S' END, 'active' "
+            f"FROM generate_series(1, {n}) i",
+            (t,),
+        )
+    cur.execute("ROLLBACK TO SAVEPOINT g")
+    # Exactly one chunk: it is staged in the background and the statement
+    # ends with nothing left to stage, and still fails with it.
+    lines = "".join(f"one{i}\t{'' if i == 10 else 'O'}\tactive\n" for i in range(65536))
+    with pytest.raises(errors.NotNullViolation, match="one10"):
+        cur.copy_expert(f"COPY {t} (slug, name, status) FROM STDIN NULL ''", io.StringIO(lines))
+    cur.execute("ROLLBACK TO SAVEPOINT g")
     cur.execute(
         f"INSERT INTO {t} (slug, name, status, age) "
         f"SELECT pg_temp.guarded(i), 'S', 'active', i % 60 FROM generate_series(1, {n}) i"
@@ -633,7 +654,7 @@ def test_a_chunk_staged_in_the_background_belongs_to_its_statement(graph):
     obs.execute(
         f"SELECT count(*) FILTER (WHERE slug LIKE 'sub%%'), sum(age) FILTER (WHERE slug LIKE 'sub%%'), "
         f"count(*) FILTER (WHERE slug = 'caught69000'), count(*) FILTER (WHERE slug = 'kept'), "
-        f"count(*) FILTER (WHERE slug LIKE 'bg%%' OR slug LIKE 'cx%%') FROM {t}"
+        f"count(*) FILTER (WHERE slug LIKE 'bg%%' OR slug LIKE 'cx%%' OR slug LIKE 'one%%') FROM {t}"
     )
     assert obs.fetchone() == (n - 1, sum(i % 60 for i in range(1, n + 1) if i != 69000), 1, 1, 0)
 

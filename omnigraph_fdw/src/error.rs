@@ -41,18 +41,48 @@ pub fn code(sqlstate: &str) -> C {
     C::from(packed)
 }
 
+/// An engine error as the ERROR [`report`] raises, kept to be raised later
+/// (and again).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub code: C,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl Rendered {
+    pub fn new(e: &Error, context: &str) -> Rendered {
+        let (code, detail, hint) = classify(e);
+        let message = match e {
+            // The schema error's rendering (with the caret) goes in the detail.
+            Error::Schema(s) => format!(
+                "{context}: schema error at line {}, column {}: {}",
+                s.line, s.col, s.message
+            ),
+            e => format!("{context}: {e}"),
+        };
+        Rendered {
+            code,
+            message,
+            detail,
+            hint,
+        }
+    }
+
+    pub fn raise(&self) -> ! {
+        raise(
+            self.code,
+            self.message.clone(),
+            self.detail.clone(),
+            self.hint.clone(),
+        )
+    }
+}
+
 /// Report an engine error as an ERROR; `context` names the object acted on.
 pub fn report(e: Error, context: &str) -> ! {
-    let (code, detail, hint) = classify(&e);
-    let message = match &e {
-        // The schema error's rendering (with the caret) goes in the detail.
-        Error::Schema(s) => format!(
-            "{context}: schema error at line {}, column {}: {}",
-            s.line, s.col, s.message
-        ),
-        e => format!("{context}: {e}"),
-    };
-    raise(code, message, detail, hint)
+    Rendered::new(&e, context).raise()
 }
 
 /// Unwrap an engine result or report it.

@@ -108,7 +108,7 @@ impl Inserts {
 
     /// Whether the deferred rows are due to be staged.
     fn full(&self) -> bool {
-        self.ids.len() >= INSERT_CHUNK || self.bytes >= crate::staging_memory()
+        self.ids.len() >= INSERT_CHUNK || self.bytes >= crate::staging_memory().min(MAX_CHUNK_BYTES)
     }
 
     /// The rows so far, leaving the buffer empty (with room for as many).
@@ -139,6 +139,11 @@ fn is_system_target(kind: TypeKind, name: &str) -> bool {
 
 /// Deferred INSERT rows staged at once.
 const INSERT_CHUNK: usize = omnigraph_engine::INSERT_CHUNK_ROWS;
+
+/// Most bytes of values a deferred chunk holds, whatever the staging
+/// budget: an Arrow text column of one chunk addresses at most 2 GiB (and
+/// one value is at most 1 GB).
+const MAX_CHUNK_BYTES: usize = 1 << 30;
 
 /// UPDATE and DELETE rows waiting to be staged, a chunk at a time: a
 /// chunk's rows that the transaction inserted and spilled come back from
@@ -920,6 +925,9 @@ pub unsafe extern "C-unwind" fn end_foreign_modify(
     rinfo: *mut pg_sys::ResultRelInfo,
 ) {
     let Some(st) = state(rinfo) else { return };
+    // A chunk staged in the background is this statement's: its error is
+    // raised here, even when no rows are left to stage.
+    crate::txn::settle_or_report();
     stage_inserts(st);
     flush(st);
     if st.op == Op::Delete && !st.deleted.is_empty() {

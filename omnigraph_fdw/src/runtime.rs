@@ -5,7 +5,9 @@
 //!   thread: a wait and every task it spawns run there, so a short read
 //!   (a snapshot, an index lookup, a few rows) costs no thread hand-offs;
 //! - a runtime with two worker threads for [`Feed`] tasks, which read a
-//!   scan's next batches while the backend converts the current one.
+//!   scan's next batches while the backend converts the current one, and
+//!   for [`spawn`]ed ones, such as a bulk INSERT's chunk staged while the
+//!   backend reads the next rows.
 //!
 //! Every thread either starts (workers, blocking-I/O threads) blocks every
 //! signal, so SIGINT, SIGALRM and SIGUSR1 are always delivered to the
@@ -50,7 +52,13 @@ fn built(which: &str, built: std::io::Result<tokio::runtime::Runtime>) -> tokio:
     }
 }
 
-/// The runtime of read-ahead tasks.
+/// Start the worker runtime if it is not running yet (raising if it
+/// cannot start), so a later [`spawn`] cannot fail.
+pub fn start_workers() {
+    workers();
+}
+
+/// The runtime of read-ahead and background staging tasks.
 fn workers() -> &'static tokio::runtime::Runtime {
     WORKERS.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_multi_thread()

@@ -31,10 +31,12 @@
 //! and goes on reading rows, so the chunk's checks, its Arrow batch and
 //! its spill write overlap the executor producing the next one. The open
 //! transaction belongs to that task until it is *settled*: every entry
-//! point here waits for it first, and reports its error (the statement's
-//! end, EndForeignModify, is the last such point of the statement). A
-//! subtransaction's start cannot raise; it settles and keeps the error for
-//! the next point that can, unless a rollback undoes the chunk.
+//! point here waits for it first, and raises its error (EndForeignModify
+//! settles unconditionally, so the statement fails with its chunk). A
+//! subtransaction's start and commit, and `uncreate`, settle without
+//! raising. The error is kept, and raised by every point that may raise,
+//! until an abort undoes the chunk: a PL/pgSQL exception block inside the
+//! statement may catch it, and the statement must still fail.
 //!
 //! Savepoints: at the start of every subtransaction each open graph
 //! transaction takes an engine savepoint; `ROLLBACK TO SAVEPOINT` (and a
@@ -50,7 +52,7 @@ use omnigraph_engine::{
 use pgrx::pg_sys::{self, SubTransactionId};
 use pgrx::{PgSqlErrorCode, pg_guard};
 
-use crate::error::report;
+use crate::error::{Rendered, report};
 use crate::pg::raise;
 use crate::runtime::{block_on, block_on_uninterruptible};
 
@@ -96,12 +98,14 @@ struct Staging {
     task: tokio::task::JoinHandle<(Open, omnigraph_engine::Result<()>)>,
 }
 
-/// The error of a chunk staged in the background, settled where nothing
-/// may raise, kept for the next point that can.
+/// The error of a chunk staged in the background. It is raised by every
+/// entry point that may raise (a PL/pgSQL exception block inside the
+/// statement may catch it once; the statement must still fail) until an
+/// abort undoes the chunk.
 struct Failed {
-    ctx: String,
+    /// The subtransaction the chunk was staged in.
     sub: SubTransactionId,
-    error: omnigraph_engine::Error,
+    error: Rendered,
 }
 
 thread_local! {
@@ -232,6 +236,9 @@ pub fn uncreate(uri: &str, branch: &str) -> bool {
 /// Wait for the chunk staged in the background, if any, and put its
 /// transaction back in `OPEN`; never raises. A failure is kept in `FAILED`
 /// (the first one wins) for [`settle_or_report`].
+///
+/// The wait is uninterruptible: it is bounded by one chunk, and giving it
+/// up would detach the task with the open transaction in it.
 fn settle() {
     let Some(staging) = STAGING.with(|s| s.borrow_mut().take()) else {
         return;
@@ -254,20 +261,19 @@ fn settle() {
     if let Some(error) = error {
         FAILED.with(|f| {
             f.borrow_mut().get_or_insert(Failed {
-                ctx: staging.ctx,
                 sub: staging.sub,
-                error,
+                error: Rendered::new(&error, &staging.ctx),
             });
         });
     }
 }
 
-/// [`settle`], then report a failure of background staging, and refuse a
-/// transaction whose staged state was lost.
-fn settle_or_report() {
+/// [`settle`], then raise a failure of background staging (it stays, see
+/// [`Failed`]), and refuse a transaction whose staged state was lost.
+pub fn settle_or_report() {
     settle();
-    if let Some(f) = FAILED.with(|f| f.borrow_mut().take()) {
-        report(f.error, &f.ctx);
+    if let Some(error) = FAILED.with(|f| f.borrow().as_ref().map(|f| f.error.clone())) {
+        error.raise();
     }
     if let Some(why) = LOST.with(|l| l.borrow().clone()) {
         raise(
@@ -308,13 +314,19 @@ pub fn insert_in_background(
     rows: omnigraph_engine::NewRows,
 ) {
     let index = ensure_open(server, uri, branch);
+    let ctx = context(server, branch);
+    // Started first: once the transaction is out of `OPEN`, nothing may
+    // raise before the task holds it.
+    crate::runtime::start_workers();
     let Some(mut open) = OPEN.with(|o| {
         let mut o = o.borrow_mut();
         (index < o.len()).then(|| o.remove(index))
     }) else {
-        return;
+        report(
+            omnigraph_engine::Error::Internal("write transaction vanished".into()),
+            &ctx,
+        );
     };
-    let ctx = context(server, branch);
     if let Some(why) = open.poisoned.clone() {
         OPEN.with(|o| o.borrow_mut().insert(index, open));
         report(omnigraph_engine::Error::InvalidArgument(why), &ctx);
@@ -771,7 +783,7 @@ unsafe extern "C-unwind" fn on_subxact_event(
                 }
             })
         }
-        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => OPEN.with(|o| {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
             settle();
             BRANCH_OPS.with(|ops| {
                 for p in ops.borrow_mut().iter_mut() {
@@ -780,16 +792,18 @@ unsafe extern "C-unwind" fn on_subxact_event(
                     }
                 }
             });
-            for e in o.borrow_mut().iter_mut() {
-                if e.created_sub == my_subid {
-                    e.created_sub = parent_subid;
+            OPEN.with(|o| {
+                for e in o.borrow_mut().iter_mut() {
+                    if e.created_sub == my_subid {
+                        e.created_sub = parent_subid;
+                    }
+                    if let Some(pos) = e.savepoints.iter().position(|(s, _)| *s == my_subid) {
+                        let (_, sp) = e.savepoints.remove(pos);
+                        e.txn.release(sp);
+                    }
                 }
-                if let Some(pos) = e.savepoints.iter().position(|(s, _)| *s == my_subid) {
-                    let (_, sp) = e.savepoints.remove(pos);
-                    e.txn.release(sp);
-                }
-            }
-        }),
+            })
+        }
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
             // Never raise here: failures poison the transaction instead.
             settle_for_abort(Some(my_subid));
