@@ -254,7 +254,9 @@ fn settle() {
         }
         Err(join) => {
             let why = format!("staging rows on a worker thread failed: {join}");
-            LOST.with(|l| l.borrow_mut().get_or_insert(why.clone()).clone());
+            LOST.with(|l| {
+                l.borrow_mut().get_or_insert(why.clone());
+            });
             Some(omnigraph_engine::Error::Internal(why))
         }
     };
