@@ -634,11 +634,25 @@ def test_a_chunk_staged_in_the_background_belongs_to_its_statement(graph):
     with pytest.raises(errors.NotNullViolation, match="one10"):
         cur.copy_expert(f"COPY {t} (slug, name, status) FROM STDIN NULL ''", io.StringIO(lines))
     cur.execute("ROLLBACK TO SAVEPOINT g")
+    # Columns read as Arrow arrays (text, integer, date, double) beside
+    # one read as values (a list), then edges with endpoints; the
+    # transaction reads and changes rows of the chunk staged in the
+    # background.
     cur.execute(
-        f"INSERT INTO {t} (slug, name, status, age) "
-        f"SELECT pg_temp.guarded(i), 'S', 'active', i % 60 FROM generate_series(1, {n}) i"
+        f"INSERT INTO {t} (slug, name, status, age, joined_on, score, tags) "
+        "SELECT pg_temp.guarded(i), 'S', 'active', i % 60, date '2020-01-01' + i % 100, i * 0.5, "
+        f"ARRAY['t' || i % 3] FROM generate_series(1, {n}) i"
     )
     assert cur.rowcount == n
+    cur.execute(
+        f"INSERT INTO {schema}.knows (src, dst, since) "
+        "SELECT 'sub' || i, 'sub' || (i + 1), date '2021-01-01' + i % 10 FROM generate_series(1, 68000) i"
+    )
+    assert cur.rowcount == 68000
+    cur.execute(f"UPDATE {t} SET age = 59 WHERE slug = 'sub5'")
+    cur.execute(f"SELECT age, joined_on, score, tags FROM {t} WHERE slug IN ('sub5', 'sub66001') ORDER BY slug")
+    staged = cur.fetchall()
+    assert [r[0] for r in staged] == [59, 66001 % 60]
 
     # Cancelled mid-statement, with a chunk in flight or about to be.
     cur.execute("SAVEPOINT c")
@@ -656,7 +670,16 @@ def test_a_chunk_staged_in_the_background_belongs_to_its_statement(graph):
         f"count(*) FILTER (WHERE slug = 'caught69000'), count(*) FILTER (WHERE slug = 'kept'), "
         f"count(*) FILTER (WHERE slug LIKE 'bg%%' OR slug LIKE 'cx%%' OR slug LIKE 'one%%') FROM {t}"
     )
-    assert obs.fetchone() == (n - 1, sum(i % 60 for i in range(1, n + 1) if i != 69000), 1, 1, 0)
+    ages = sum(i % 60 for i in range(1, n + 1) if i != 69000) - 5 + 59
+    assert obs.fetchone() == (n - 1, ages, 1, 1, 0)
+    obs.execute(f"SELECT age, joined_on, score, tags FROM {t} WHERE slug IN ('sub5', 'sub66001') ORDER BY slug")
+    assert obs.fetchall() == staged
+    assert [str(r[1]) for r in staged] == ["2020-01-06", "2020-01-02"]
+    assert [(r[2], r[3]) for r in staged] == [(2.5, ["t2"]), (33000.5, ["t1"])]
+    obs.execute(
+        f"SELECT count(*), count(DISTINCT since), min(dst) FROM {schema}.knows WHERE src LIKE 'sub%%'"
+    )
+    assert obs.fetchone() == (68000, 10, "sub10")
 
 
 def test_bulk_inserts_are_staged_by_column_in_one_commit(graph):
