@@ -569,6 +569,36 @@ def test_statements_with_other_writers_stage_row_by_row(graph):
         cur.execute("DROP TABLE people")
 
 
+def test_infinite_dates_and_times_are_refused_on_every_insert_path(graph):
+    """A date or timestamptz at infinity cannot be stored: one row, a bulk
+    INSERT (values read into Arrow columns) and COPY all refuse it with
+    the same error naming the property, and stage nothing."""
+    server, schema, connect = graph
+    cur = connect().cursor()
+    before = commits(cur, server)
+    t = f"{schema}.person"
+    statements = [
+        (f"INSERT INTO {t} (slug, name, status, joined_on) VALUES ('inf', 'I', 'active', 'infinity')", None),
+        (f"INSERT INTO {t} (slug, name, status, joined_on) SELECT 'inf' || i, 'I', 'active', "
+         "CASE WHEN i = 2500 THEN '-infinity'::date ELSE date '2020-01-01' END FROM generate_series(1, 3000) i", None),
+        (f"COPY {t} (slug, name, status, joined_on) FROM STDIN",
+         "".join(f"inf{i}\tI\tactive\t{'infinity' if i == 1500 else '2020-01-01'}\n" for i in range(2000))),
+        (f"INSERT INTO {schema}.works_at (src, dst, started_at) VALUES ('alice', 'acme', 'infinity')", None),
+    ]
+    messages = []
+    for sql, data in statements:
+        with pytest.raises(errors.DatetimeFieldOverflow, match="infinite") as e:
+            if data is None:
+                cur.execute(sql)
+            else:
+                cur.copy_expert(sql, io.StringIO(data))
+        messages.append(e.value.pgerror.splitlines()[0])
+    assert messages[0] == messages[1] == messages[2], messages
+    assert "joinedOn" in messages[0] and "startedAt" in messages[3], messages
+    assert count(cur, f"SELECT count(*) FROM {t} WHERE slug LIKE 'inf%%'") == 0
+    assert commits(cur, server) == before
+
+
 def test_a_chunk_staged_in_the_background_belongs_to_its_statement(graph):
     """A bulk INSERT hands each full chunk (65,536 rows) to a worker thread
     and goes on reading rows. The chunk is still the statement's: its error

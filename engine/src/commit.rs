@@ -278,8 +278,9 @@ impl WriteTxn {
         let Some(mut stream) = spill.stream(&["id".to_string()], None).await? else {
             return Ok(None);
         };
+        let kind = self.kind(type_name)?;
         while let Some(batch) = stream.try_next().await? {
-            let rows = batch_to_records(&batch, self.kind(type_name)?)?;
+            let rows = batch_to_records(&batch, kind)?;
             let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
             let taken = head.existing_ids(type_name, &ids).await?;
             if let Some(id) = ids.iter().find(|id| taken.contains(**id)) {
@@ -462,8 +463,9 @@ impl WriteTxn {
                 continue;
             };
             if let Some(mut stream) = spill.stream(&columns, None).await? {
+                let kind = self.kind(type_name)?;
                 while let Some(batch) = stream.try_next().await? {
-                    let records = batch_to_records(&batch, self.kind(type_name)?)?;
+                    let records = batch_to_records(&batch, kind)?;
                     let rows: Vec<(&Record, Option<usize>)> =
                         records.iter().map(|r| (r, None)).collect();
                     let whole = false;
@@ -978,12 +980,9 @@ impl WriteTxn {
             true,
         );
         if let Some(mut stream) = self.spilled(type_name).await? {
+            let kind = self.kind(type_name)?;
             while let Some(batch) = stream.try_next().await? {
-                count_sources(
-                    &mut degree,
-                    batch_to_records(&batch, self.kind(type_name)?)?.iter(),
-                    true,
-                );
+                count_sources(&mut degree, batch_to_records(&batch, kind)?.iter(), true);
             }
         }
         let from = self

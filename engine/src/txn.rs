@@ -214,10 +214,7 @@ impl NewRows {
     /// The same rows with every column as values.
     fn into_values(mut self) -> NewRows {
         for (name, array) in std::mem::take(&mut self.arrays) {
-            let values = (0..array.len())
-                .map(|i| value::scalar_at(array.as_ref(), i))
-                .collect();
-            self.props.push((name, values));
+            self.props.push((name, value::array_values(array.as_ref())));
         }
         self
     }
@@ -1004,12 +1001,7 @@ impl WriteTxn {
             };
             match value::coerce_array(type_name, p, array.clone())? {
                 Some(checked) => arrays.push((name, checked)),
-                None => {
-                    let values = (0..array.len())
-                        .map(|i| value::scalar_at(array.as_ref(), i))
-                        .collect();
-                    props.push((name, values));
-                }
+                None => props.push((name, value::array_values(array.as_ref()))),
             }
         }
         for (name, values) in props.iter_mut() {
@@ -1035,13 +1027,7 @@ impl WriteTxn {
             .collect();
         let key_read: Vec<Option<Vec<Value>>> = key_names
             .iter()
-            .map(|k| {
-                array(k).map(|a| {
-                    (0..a.len())
-                        .map(|i| value::scalar_at(a.as_ref(), i))
-                        .collect()
-                })
-            })
+            .map(|k| array(k).map(|a| value::array_values(a.as_ref())))
             .collect();
         let key: Vec<(&str, Option<&Vec<Value>>)> = key_names
             .iter()

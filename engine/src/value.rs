@@ -946,6 +946,11 @@ pub(crate) fn scalar_at(array: &dyn Array, i: usize) -> Value {
     }
 }
 
+/// Every value of an array, in order.
+pub(crate) fn array_values(array: &dyn Array) -> Vec<Value> {
+    (0..array.len()).map(|i| scalar_at(array, i)).collect()
+}
+
 /// Read records back from a batch of a node or edge table of `kind` (any
 /// projection that includes `id`; edges also need `src` and `dst`, which
 /// are properties like any other of a node type).
@@ -1198,7 +1203,7 @@ mod tests {
             props,
         };
         let batch = records_to_batch(&c, "Person", &[&r]).unwrap();
-        let back = batch_to_records(&batch, TypeKind::Edge).unwrap();
+        let back = batch_to_records(&batch, TypeKind::Node).unwrap();
         assert_eq!(back[0].id, "alice");
         assert_eq!(back[0].prop("tags"), r.prop("tags"));
         assert_eq!(back[0].prop("age"), &Value::Int(30));

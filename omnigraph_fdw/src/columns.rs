@@ -18,9 +18,8 @@ use omnigraph_engine::schema::{PropType, ScalarType};
 use pgrx::FromDatum;
 use pgrx::pg_sys::Datum;
 
-use crate::datum::{Kind, PG_EPOCH_OFFSET_DAYS};
-use crate::functions::PG_EPOCH_OFFSET_US;
-use crate::modify::column_value;
+use crate::datum::{Kind, unix_days, unix_us};
+use crate::modify::{column_value, unstorable};
 use crate::quals::FilterColumn;
 
 /// One INSERT target's values so far.
@@ -79,14 +78,17 @@ impl Column {
     /// copied before the caller's per-tuple memory context is reset.
     pub(crate) unsafe fn push(&mut self, d: Datum, isnull: bool, c: &FilterColumn) -> usize {
         const NULL_BYTES: usize = 1;
+        // A by-value type: `$v` is evaluated only for a value.
         macro_rules! fixed {
             ($b:expr, $v:expr) => {{
                 if isnull {
                     $b.append_null();
+                    NULL_BYTES
                 } else {
-                    $b.append_value($v);
+                    let v = $v;
+                    $b.append_value(v);
+                    std::mem::size_of_val(&v)
                 }
-                std::mem::size_of_val(&$v)
             }};
         }
         match self {
@@ -120,23 +122,9 @@ impl Column {
             Column::Float64(b) => fixed!(b, f64::from_bits(d.value() as u64)),
             Column::Float32(b) => fixed!(b, f32::from_bits(d.value() as u32)),
             Column::Bool(b) => fixed!(b, d.value() != 0),
-            Column::Date(b) => {
-                let days = d.value() as i32;
-                if !isnull && matches!(days, i32::MIN | i32::MAX) {
-                    // Infinity: the value path raises the error.
-                    // SAFETY: per the contract.
-                    unsafe { column_value(d, isnull, c) };
-                }
-                fixed!(b, days.saturating_add(PG_EPOCH_OFFSET_DAYS))
-            }
-            Column::Timestamp(b) => {
-                let us = d.value() as i64;
-                if !isnull && matches!(us, i64::MIN | i64::MAX) {
-                    // SAFETY: per the contract.
-                    unsafe { column_value(d, isnull, c) };
-                }
-                fixed!(b, us.saturating_add(PG_EPOCH_OFFSET_US))
-            }
+            // Infinity raises the value path's error.
+            Column::Date(b) => fixed!(b, unix_days(d).unwrap_or_else(|e| unstorable(e, c))),
+            Column::Timestamp(b) => fixed!(b, unix_us(d).unwrap_or_else(|e| unstorable(e, c))),
         }
     }
 

@@ -572,18 +572,28 @@ const INFINITE: Unstorable = Unstorable {
     reason: "infinite dates and timestamps cannot be stored; graph dates and times are finite",
 };
 
+/// A date Datum as the graph's days since 1970-01-01; infinity is refused.
+pub(crate) fn unix_days(d: Datum) -> Result<i32, Unstorable> {
+    match d.value() as i32 {
+        i32::MIN | i32::MAX => Err(INFINITE),
+        days => Ok(days.saturating_add(PG_EPOCH_OFFSET_DAYS)),
+    }
+}
+
+/// A timestamptz Datum as the graph's microseconds since 1970; infinity is
+/// refused.
+pub(crate) fn unix_us(d: Datum) -> Result<i64, Unstorable> {
+    match d.value() as i64 {
+        i64::MIN | i64::MAX => Err(INFINITE),
+        us => Ok(us.saturating_add(PG_EPOCH_OFFSET_US)),
+    }
+}
+
 /// # Safety
 /// `d` is a non-null Datum of `kind`'s type.
 unsafe fn scalar_value(d: Datum, kind: Kind) -> Result<omnigraph_engine::Value, Unstorable> {
     use omnigraph_engine::Value as V;
     use pgrx::FromDatum;
-    match kind {
-        Kind::Date if matches!(d.value() as i32, i32::MIN | i32::MAX) => return Err(INFINITE),
-        Kind::TimestampTz if matches!(d.value() as i64, i64::MIN | i64::MAX) => {
-            return Err(INFINITE);
-        }
-        _ => {}
-    }
     // SAFETY (all arms): by-value kinds are read from the Datum; varlena
     // kinds are detoasted and copied by pgrx's FromDatum.
     Ok(unsafe {
@@ -595,8 +605,8 @@ unsafe fn scalar_value(d: Datum, kind: Kind) -> Result<omnigraph_engine::Value, 
             Kind::Int8 => V::Int(d.value() as i64),
             Kind::Float4 => V::Float(f64::from(f32::from_bits(d.value() as u32))),
             Kind::Float8 => V::Float(f64::from_bits(d.value() as u64)),
-            Kind::Date => V::Date((d.value() as i32).saturating_add(PG_EPOCH_OFFSET_DAYS)),
-            Kind::TimestampTz => V::DateTime((d.value() as i64).saturating_add(PG_EPOCH_OFFSET_US)),
+            Kind::Date => V::Date(unix_days(d)?),
+            Kind::TimestampTz => V::DateTime(unix_us(d)?),
             Kind::Numeric => {
                 let text = pgrx::AnyNumeric::from_datum(d, false)
                     .map(|n| n.to_string())

@@ -492,13 +492,18 @@ pub(crate) unsafe fn column_value(d: pg_sys::Datum, isnull: bool, c: &FilterColu
     // SAFETY: per the contract.
     match unsafe { graph_value(d, isnull, c.ty) } {
         Ok(v) => v,
-        Err(e) => raise(
-            e.code,
-            format!("property {}: {}", c.graph_name, e.reason),
-            None,
-            None,
-        ),
+        Err(e) => unstorable(e, c),
     }
+}
+
+/// Raise the error of a value of column `c` the graph cannot store.
+pub(crate) fn unstorable(e: crate::datum::Unstorable, c: &FilterColumn) -> ! {
+    raise(
+        e.code,
+        format!("property {}: {}", c.graph_name, e.reason),
+        None,
+        None,
+    )
 }
 
 /// The values of `cols` in a slot whose attributes are all deformed.
@@ -587,6 +592,19 @@ fn read_new_row(st: &mut ModifyState, slot: *mut pg_sys::TupleTableSlot) {
         }
     }
     st.inserts.ids.push(id);
+}
+
+/// After rows were read: stage them at once, unless they are deferred
+/// (then a full buffer goes to a worker thread). Returns the ids of the
+/// rows staged at once.
+fn stage_read_rows(st: &mut ModifyState) -> Vec<String> {
+    if !st.inserts.deferred {
+        return stage_inserts(st);
+    }
+    if st.inserts.full() {
+        stage_full_inserts(st);
+    }
+    Vec::new()
 }
 
 /// Stage a full buffer of deferred INSERT rows on a worker thread, while
@@ -691,13 +709,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
 ) -> *mut pg_sys::TupleTableSlot {
     let Some(st) = state(rinfo) else { return slot };
     in_tuple_context(estate, || read_new_row(st, slot));
-    if st.inserts.deferred {
-        if st.inserts.full() {
-            stage_full_inserts(st);
-        }
-        return slot;
-    }
-    let ids = stage_inserts(st);
+    let ids = stage_read_rows(st);
     // SAFETY: rinfo is valid; the slot was deformed by read_new_row.
     unsafe {
         if !(*rinfo).ri_projectReturning.is_null()
@@ -727,11 +739,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_batch_insert(
             read_new_row(st, unsafe { *slots.add(i) });
         }
     });
-    if !st.inserts.deferred {
-        stage_inserts(st);
-    } else if st.inserts.full() {
-        stage_full_inserts(st);
-    }
+    stage_read_rows(st);
     slots
 }
 

@@ -68,6 +68,19 @@ struct Open {
     poisoned: Option<String>,
 }
 
+impl Open {
+    /// Refuse a poisoned transaction; otherwise give it the session's
+    /// staging budget and spill limit for the write about to run.
+    fn ready(&mut self) -> omnigraph_engine::Result<()> {
+        if let Some(why) = &self.poisoned {
+            return Err(omnigraph_engine::Error::InvalidArgument(why.clone()));
+        }
+        self.txn.set_staging_memory(crate::staging_memory());
+        self.txn.set_spill_limit(crate::temp_file_limit());
+        Ok(())
+    }
+}
+
 /// A branch operation of this transaction, applied when it commits.
 enum BranchOp {
     /// Created: invisible to others until COMMIT creates its ref.
@@ -329,12 +342,10 @@ pub fn insert_in_background(
             &ctx,
         );
     };
-    if let Some(why) = open.poisoned.clone() {
+    if let Err(e) = open.ready() {
         OPEN.with(|o| o.borrow_mut().insert(index, open));
-        report(omnigraph_engine::Error::InvalidArgument(why), &ctx);
+        report(e, &ctx);
     }
-    open.txn.set_staging_memory(crate::staging_memory());
-    open.txn.set_spill_limit(crate::temp_file_limit());
     let task = crate::runtime::spawn(async move {
         let result = open
             .txn
@@ -429,13 +440,9 @@ pub fn with<T>(
     // even when an ERROR (a cancel) unwinds through here.
     let mut guard = PutBack::take(index);
     let result = match guard.open() {
-        Some(open) => match &open.poisoned {
-            Some(why) => Err(omnigraph_engine::Error::InvalidArgument(why.clone())),
-            None => {
-                open.txn.set_staging_memory(crate::staging_memory());
-                open.txn.set_spill_limit(crate::temp_file_limit());
-                block_on(f(&mut open.txn))
-            }
+        Some(open) => match open.ready() {
+            Err(e) => Err(e),
+            Ok(()) => block_on(f(&mut open.txn)),
         },
         None => Err(omnigraph_engine::Error::Internal(
             "write transaction vanished".into(),

@@ -169,10 +169,10 @@ impl Storage {
         };
         let mut fragments = Vec::new();
         let mut rest = Vec::new();
-        for f in all {
-            match adopted(&f, &ids) {
+        for f in &all {
+            match adopted(f, &ids) {
                 Some(a) => fragments.push(a),
-                None => rest.push(f),
+                None => rest.push(f.clone()),
             }
         }
         if fragments.is_empty() {
@@ -185,11 +185,6 @@ impl Storage {
         // Another filesystem (no hard links) or any other failure to link:
         // nothing was adopted.
         if link_files(&spill_data, &table_data, &names).is_err() {
-            let all = spill
-                .get_fragments()
-                .iter()
-                .map(|f| f.metadata().clone())
-                .collect();
             return Ok((ds, all));
         }
         let append = Operation::Append { fragments };
