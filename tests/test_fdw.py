@@ -315,3 +315,43 @@ def test_a_commit_whose_table_version_was_reclaimed_gives_a_clear_error(graph, t
                 f.execute(f"SELECT count(*) FROM {schema}_old.person")
             f.execute(f"SELECT count(*) FROM {schema}.person")
             assert f.fetchone()[0] == 5
+
+
+def test_a_table_definition_follows_alter_in_every_session(graph, database):
+    """Backends keep a foreign table's resolved definition; a change to the
+    table, its columns or its server made anywhere is seen by the next
+    statement of every session."""
+    from conftest import graph_dir, new_graph, fixture_text
+
+    server, schema, connect = graph
+    reader, admin = connect(), connect()
+    other = new_graph(
+        database, fixture_text("schema.pg"), person_line("yves", email="yves@example.com")
+    )
+    with reader.cursor() as r, admin.cursor() as a:
+        query = f"SELECT id, name FROM {schema}.person WHERE id IN ('alice', 'yves') ORDER BY id"
+        r.execute(query)
+        assert r.fetchall() == [("alice", "Alice")]
+        # A column mapped onto another property.
+        a.execute(f"ALTER FOREIGN TABLE {schema}.person ALTER COLUMN name OPTIONS (ADD property 'email')")
+        r.execute(query)
+        assert r.fetchall() == [("alice", "alice@example.com")]
+        # A column whose type no longer fits its property.
+        a.execute(f"ALTER FOREIGN TABLE {schema}.person ALTER COLUMN name TYPE integer")
+        with pytest.raises(errors.DatatypeMismatch, match=r'column "name" of foreign table "person" is integer'):
+            r.execute(query)
+        a.execute(f"ALTER FOREIGN TABLE {schema}.person ALTER COLUMN name TYPE text")
+        r.execute(query)
+        assert r.fetchall() == [("alice", "alice@example.com")]
+        # The table renamed: errors name it by its new name.
+        a.execute(f"ALTER FOREIGN TABLE {schema}.person OPTIONS (SET type 'Robot')")
+        a.execute(f"ALTER FOREIGN TABLE {schema}.person RENAME TO people")
+        with pytest.raises(errors.UndefinedObject, match=r"foreign table \"people\": type 'Robot'"):
+            r.execute(f"SELECT count(*) FROM {schema}.people")
+        a.execute(f"ALTER FOREIGN TABLE {schema}.people OPTIONS (SET type 'Person')")
+        # The server pointed at another graph.
+        a.execute(f"ALTER SERVER {server} OPTIONS (SET uri %s)", (graph_dir(a, other),))
+        r.execute(query.replace(".person", ".people"))
+        assert r.fetchall() == [("yves", "yves@example.com")]
+    reader.close()
+    admin.close()

@@ -13,7 +13,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::{Storage, TableEntry};
+use crate::storage::{Parsed, Storage, TableEntry};
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const MAIN: &str = "main";
@@ -190,9 +190,10 @@ impl Meta<'_> {
 
     pub async fn read_ref(&self, name: &str) -> Result<Option<BranchRef>> {
         let path = self.refs_dir().join(ref_file(name));
-        match self.storage.get(&path).await? {
-            Some(b) => Ok(Some(serde_json::from_slice(&b)?)),
-            None => Ok(None),
+        match self.storage.get_parsed::<BranchRef>(&path).await? {
+            Parsed::Value(r) => Ok(Some((*r).clone())),
+            Parsed::Absent => Ok(None),
+            Parsed::Unparsable(e) => Err(e.into()),
         }
     }
 
@@ -252,11 +253,12 @@ impl Meta<'_> {
     pub async fn read_manifest(&self, branch_id: &str, seq: u64) -> Result<Option<Manifest>> {
         match self
             .storage
-            .get(&self.manifest_path(branch_id, seq))
+            .get_parsed::<Manifest>(&self.manifest_path(branch_id, seq))
             .await?
         {
-            Some(b) => Ok(Some(serde_json::from_slice(&b)?)),
-            None => Ok(None),
+            Parsed::Value(m) => Ok(Some((*m).clone())),
+            Parsed::Absent => Ok(None),
+            Parsed::Unparsable(e) => Err(e.into()),
         }
     }
 
@@ -276,15 +278,16 @@ impl Meta<'_> {
         for seq in (last.saturating_sub(MAX_TORN_MANIFESTS)..=last).rev() {
             // I/O errors propagate; only content that does not parse as this
             // manifest counts as torn.
-            let Some(bytes) = self
+            match self
                 .storage
-                .get(&self.manifest_path(branch_id, seq))
+                .get_parsed::<Manifest>(&self.manifest_path(branch_id, seq))
                 .await?
-            else {
-                continue;
-            };
-            match serde_json::from_slice::<Manifest>(&bytes) {
-                Ok(m) if m.seq == seq && m.branch_id == branch_id => return Ok((m, torn)),
+            {
+                Parsed::Absent => continue,
+                Parsed::Value(m) if m.seq == seq && m.branch_id == branch_id => {
+                    self.storage.saw_head(branch_id, seq);
+                    return Ok(((*m).clone(), torn));
+                }
                 _ => torn.push(seq),
             }
         }
@@ -310,22 +313,37 @@ impl Meta<'_> {
     /// The seq of the newest manifest file of a branch. The HEAD hint is
     /// only a starting point (it is written after the publish and may lag);
     /// the manifests themselves are the truth, so we probe forward from it.
+    ///
+    /// The head this handle read last is a better starting point than the
+    /// hint (which costs a read); it is used when its manifest is still there.
     async fn last_seq(&self, branch_id: &str) -> Result<u64> {
-        let hint = match self.storage.get(&self.head_hint_path(branch_id)).await? {
-            Some(b) => String::from_utf8_lossy(&b)
-                .trim()
-                .parse::<u64>()
-                .unwrap_or(0),
-            None => 0,
+        let mut seq = match self.storage.seen_head(branch_id) {
+            Some(seen)
+                if self
+                    .storage
+                    .exists(&self.manifest_path(branch_id, seen))
+                    .await? =>
+            {
+                seen
+            }
+            _ => {
+                let hint = match self.storage.get(&self.head_hint_path(branch_id)).await? {
+                    Some(b) => String::from_utf8_lossy(&b)
+                        .trim()
+                        .parse::<u64>()
+                        .unwrap_or(0),
+                    None => 0,
+                };
+                match self
+                    .storage
+                    .exists(&self.manifest_path(branch_id, hint))
+                    .await?
+                {
+                    true => hint,
+                    false => 0,
+                }
+            }
         };
-        let mut seq = hint;
-        if !self
-            .storage
-            .exists(&self.manifest_path(branch_id, seq))
-            .await?
-        {
-            seq = 0;
-        }
         // Gallop forward, then binary-search the last existing seq.
         let mut step = 1u64;
         while self

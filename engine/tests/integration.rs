@@ -865,6 +865,35 @@ async fn a_torn_newest_manifest_is_skipped_and_repaired() {
     );
 }
 
+/// A handle keeps the refs and manifests it parsed, and the head it read
+/// last: it must still read what the files say now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_handle_reads_what_the_metadata_files_say_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let root = dir.path().join("g");
+    let uri = root.to_string_lossy().into_owned();
+    let before = fingerprint(&g, "main").await;
+    load_person(&g, "Torn").await;
+    assert!(has_person(&g, "Torn").await);
+    // The manifest this handle just read, torn where it lies.
+    let newest = newest_main_manifest(&root);
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    assert_eq!(
+        fingerprint(&g, "main").await,
+        before,
+        "the torn head is skipped"
+    );
+    // The graph deleted and created again at its path, with fewer commits
+    // than the head this handle read last.
+    std::fs::remove_dir_all(&root).unwrap();
+    let fresh = Graph::create(&uri, TEST_SCHEMA, "t").await.unwrap();
+    load_person(&fresh, "New").await;
+    let head = g.snapshot(&ReadRef::main()).await.unwrap();
+    assert_eq!(head.commit().id, fingerprint(&fresh, "main").await.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_of_one_graph_leave_exactly_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,8 +8,8 @@ use pgrx::prelude::*;
 
 use crate::datum::{batch_readers, fill_row};
 use crate::graphs;
-use crate::plan::table_def;
 use crate::runtime::run;
+use crate::tabledef::table_def;
 
 /// AnalyzeForeignTable: ANALYZE is supported; rows come from [`acquire_sample_rows`].
 #[pg_guard]

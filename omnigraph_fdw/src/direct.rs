@@ -32,12 +32,13 @@ use crate::modify::{
     check_updatable, column_value, delete_incident_edges, kind_of, table_txn, writable_branch,
 };
 use crate::pg::raise;
-use crate::plan::{ScanPlan, TableDef, json_private, read_json_private, scan_plan, table_def};
+use crate::plan::{ScanPlan, json_private, read_json_private, scan_plan};
 use crate::runtime::block_on;
 use crate::scan::{
     cleared_slot, context, eval_params, explain_scan, explain_text, own_writes, param_states,
     scan_spec,
 };
+use crate::tabledef::{TableDef, table_def};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Change {

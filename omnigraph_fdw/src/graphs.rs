@@ -83,6 +83,7 @@ fn spill_dir() -> std::path::PathBuf {
 /// Forget a graph handle (after the graph was created or its files replaced).
 pub fn forget(uri: &str) {
     GRAPHS.with(|m| m.borrow_mut().remove(uri));
+    crate::tabledef::forget_all();
     SNAPSHOTS.with(|m| m.borrow_mut().retain(|(u, _), _| u != uri));
     FIRST_READ.with(|m| m.borrow_mut().retain(|(u, _), _| u != uri));
 }

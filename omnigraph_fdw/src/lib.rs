@@ -53,6 +53,7 @@ mod plan;
 mod quals;
 mod runtime;
 mod scan;
+mod tabledef;
 mod txn;
 mod upper;
 
@@ -155,6 +156,7 @@ pub extern "C-unwind" fn _PG_init() {
         GucFlags::UNIT_KB,
     );
     graphs::register_xact_callback();
+    tabledef::register_invalidation_callbacks();
     txn::register_callbacks();
 }
 

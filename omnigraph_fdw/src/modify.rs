@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::columns::{Column, Taken};
 use crate::datum::{TEXT, graph_value};
 use crate::pg::raise;
-use crate::plan::{TableDef, json_private, read_json_private, table_def};
+use crate::plan::{json_private, read_json_private};
 use crate::quals::FilterColumn;
+use crate::tabledef::{TableDef, table_def};
 
 /// Name of the row identity column the scan produces for UPDATE/DELETE.
 const ROW_ID: &std::ffi::CStr = c"omnigraph_id";

@@ -62,6 +62,7 @@ pub unsafe fn def_elems(list: *mut pg_sys::List) -> Vec<(String, String)> {
 
 /// A foreign server's name, owner and `uri` option (in its canonical
 /// spelling, see [`omnigraph_engine::canonical_uri`]).
+#[derive(Clone)]
 pub struct Server {
     pub oid: pg_sys::Oid,
     pub owner: pg_sys::Oid,

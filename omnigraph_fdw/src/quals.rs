@@ -22,6 +22,7 @@ use crate::pg::cstr;
 const FIRST_GENBKI_OBJECT_ID: u32 = 10_000;
 
 /// How a column of the scanned table reads in a filter.
+#[derive(Clone)]
 pub struct FilterColumn {
     pub attno: i16,
     pub graph_name: String,

@@ -26,8 +26,10 @@ mod adopt;
 mod durable;
 mod local_reads;
 mod lru;
+mod parsed;
 mod reads;
 
+pub(crate) use parsed::Parsed;
 pub use reads::{LOOKUP_ROWS, SCAN_IO_BUFFER_BYTES, index_lookup, scanner, take_range};
 
 /// Where one table's published state lives: a dataset path relative to the
@@ -68,6 +70,11 @@ pub(crate) struct Storage {
     /// directly (a few microseconds) instead of through the store's
     /// blocking-thread hop (about 50 µs each, and a snapshot makes five).
     local_files: Option<object_store::local::LocalFileSystem>,
+    /// Metadata objects read parsed ([`Storage::get_parsed`]).
+    parsed: parsed::ParsedCache,
+    /// The head seq last read of each branch (by id): where the next
+    /// search for the head starts.
+    heads: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// Column data a Lance file writer buffers before it writes pages, for
@@ -403,6 +410,8 @@ impl Storage {
             local_files: root_uri
                 .starts_with('/')
                 .then(object_store::local::LocalFileSystem::new),
+            parsed: parsed::ParsedCache::new(),
+            heads: Default::default(),
             root_uri,
         })
     }
