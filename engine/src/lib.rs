@@ -60,7 +60,7 @@ pub use merge::{
 pub use recovery::{RecoveryRecord, RecoveryState, TableRecovery};
 pub use storage::{
     FilterShape, IndexKind, LOOKUP_ROWS, SCAN_IO_BUFFER_BYTES, TableEntry, TableIndex,
-    canonical_uri, index_lookup, scanner, take_range,
+    canonical_uri, durable_write_params, index_lookup, scanner, take_range,
 };
 pub use txn::{
     COLUMNAR_MIN_ROWS, CancelCheck, DEFAULT_STAGING_MEMORY, INSERT_CHUNK_ROWS, MAX_MESSAGE_BYTES,

@@ -380,12 +380,32 @@ async fn delete_rows(
     Ok((updated, removed))
 }
 
+/// The stores the graph writes through: local files synced ([`DURABLE_LOCAL`]).
+fn durable_registry() -> Arc<ObjectStoreRegistry> {
+    let registry = Arc::new(ObjectStoreRegistry::default());
+    registry.insert("file", Arc::new(DURABLE_LOCAL));
+    registry.insert("file-object-store", Arc::new(DURABLE_LOCAL));
+    registry
+}
+
+/// Lance write parameters that write local files as the graph does, each
+/// synced before it is named: for benchmarks that compare a commit with a
+/// Lance write of the same durability (`engine/examples/commit_bench.rs`).
+pub fn durable_write_params(mode: WriteMode) -> WriteParams {
+    WriteParams {
+        session: Some(Arc::new(Session::new(
+            INDEX_CACHE_BYTES,
+            METADATA_CACHE_BYTES,
+            durable_registry(),
+        ))),
+        ..write_params(mode)
+    }
+}
+
 impl Storage {
     pub async fn new(root_uri: &str) -> Result<Storage> {
         let root_uri = canonical_uri(root_uri)?;
-        let registry = Arc::new(ObjectStoreRegistry::default());
-        registry.insert("file", Arc::new(DURABLE_LOCAL));
-        registry.insert("file-object-store", Arc::new(DURABLE_LOCAL));
+        let registry = durable_registry();
         let (store, base) =
             ObjectStore::from_uri_and_params(registry.clone(), &root_uri, &Default::default())
                 .await?;
