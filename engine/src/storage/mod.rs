@@ -348,6 +348,9 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Deletion files [`delete_rows`] writes at once.
+const DELETION_WRITES: usize = 8;
+
 /// Stage the deletion of rows by address (ascending, as
 /// [`reads::row_addresses`] gives them): a new deletion file for each
 /// fragment that loses a live row, without planning a filtered scan to find
@@ -359,22 +362,34 @@ async fn delete_rows(
     ds: &Dataset,
     rows: &[u64],
 ) -> Result<(Vec<lance_table::format::Fragment>, Vec<u64>)> {
+    use futures::StreamExt;
+    // Each fragment's deletion file is its own synced write: written
+    // several at a time.
+    let extended = futures::stream::iter(reads::by_fragment(rows).into_iter().filter_map(
+        |(id, offsets)| {
+            let fragment = ds.get_fragment(id as usize)?;
+            Some(async move {
+                let deleted = fragment.get_deletion_vector().await?;
+                let new: Vec<u32> = offsets
+                    .into_iter()
+                    .filter(|o| deleted.as_ref().is_none_or(|d| !d.contains(*o)))
+                    .collect();
+                if new.is_empty() {
+                    return Ok::<_, Error>(None);
+                }
+                Ok(Some((id, fragment.extend_deletions(new).await?)))
+            })
+        },
+    ))
+    .buffered(DELETION_WRITES)
+    .collect::<Vec<_>>()
+    .await;
     let (mut updated, mut removed) = (Vec::new(), Vec::new());
-    for (id, offsets) in reads::by_fragment(rows) {
-        let Some(fragment) = ds.get_fragment(id as usize) else {
-            continue;
-        };
-        let deleted = fragment.get_deletion_vector().await?;
-        let new: Vec<u32> = offsets
-            .into_iter()
-            .filter(|o| deleted.as_ref().is_none_or(|d| !d.contains(*o)))
-            .collect();
-        if new.is_empty() {
-            continue;
-        }
-        match fragment.extend_deletions(new).await? {
-            Some(kept) => updated.push(kept.metadata().clone()),
-            None => removed.push(id),
+    for e in extended {
+        match e? {
+            Some((_, Some(kept))) => updated.push(kept.metadata().clone()),
+            Some((id, None)) => removed.push(id),
+            None => {}
         }
     }
     Ok((updated, removed))
@@ -683,12 +698,15 @@ impl Storage {
             .iter()
             .map(|id| ScalarValue::Utf8(Some(id.to_string())))
             .collect();
-        let (updated_fragments, deleted_fragment_ids) =
+        // The deletion files and the new rows' data file are written at
+        // once: each is synced before its write returns, and neither needs
+        // the other, so a commit waits for one sync, not two in a row.
+        let deleted = async {
             match reads::row_addresses(&ds, "id", &values).await? {
-                Some(rows) => delete_rows(&ds, &rows).await?,
+                Some(rows) => delete_rows(&ds, &rows).await,
                 None => {
                     let filter = Expr::Column(Column::new_unqualified("id"))
-                        .in_list(values.into_iter().map(lit).collect(), false);
+                        .in_list(values.iter().cloned().map(lit).collect(), false);
                     let deleted = lance::dataset::DeleteBuilder::from_expr(ds.clone(), filter)
                         .execute_uncommitted()
                         .await?;
@@ -702,26 +720,27 @@ impl Storage {
                             "a Lance delete staged something other than a delete".into(),
                         ));
                     };
-                    (updated_fragments, deleted_fragment_ids)
-                }
-            };
-        let new_fragments = match batches.is_empty() {
-            true => Vec::new(),
-            false => {
-                let appended = lance::dataset::InsertBuilder::new(ds.clone())
-                    .with_params(&self.params(WriteMode::Append))
-                    .execute_uncommitted(batches)
-                    .await?;
-                match appended.operation {
-                    Operation::Append { fragments } => fragments,
-                    _ => {
-                        return Err(Error::Internal(
-                            "a Lance append staged something other than an append".into(),
-                        ));
-                    }
+                    Ok((updated_fragments, deleted_fragment_ids))
                 }
             }
         };
+        let appended = async {
+            if batches.is_empty() {
+                return Ok(Vec::new());
+            }
+            let appended = lance::dataset::InsertBuilder::new(ds.clone())
+                .with_params(&self.params(WriteMode::Append))
+                .execute_uncommitted(batches)
+                .await?;
+            match appended.operation {
+                Operation::Append { fragments } => Ok(fragments),
+                _ => Err(Error::Internal(
+                    "a Lance append staged something other than an append".into(),
+                )),
+            }
+        };
+        let (deleted, appended) = futures::join!(deleted, appended);
+        let ((updated_fragments, deleted_fragment_ids), new_fragments) = (deleted?, appended?);
         if updated_fragments.is_empty()
             && deleted_fragment_ids.is_empty()
             && new_fragments.is_empty()
