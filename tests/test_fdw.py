@@ -355,3 +355,34 @@ def test_a_table_definition_follows_alter_in_every_session(graph, database):
         assert r.fetchall() == [("yves", "yves@example.com")]
     reader.close()
     admin.close()
+
+
+def test_a_graph_created_again_at_its_location_is_read_anew(graph):
+    """A backend that read a graph, which is then deleted and created
+    again at the same location: its next statement reads the new graph,
+    not the tables it kept of the old one."""
+    import shutil
+
+    from conftest import fixture_text, graph_dir
+
+    server, schema, connect = graph
+    reader, admin = connect(), connect()
+    with reader.cursor() as r, admin.cursor() as a:
+        r.execute(f"SELECT count(*) FROM {schema}.person")
+        assert r.fetchone()[0] > 1
+        r.execute(f"SELECT id FROM {schema}.person ORDER BY id LIMIT 1")
+        assert r.fetchone()[0] == "alice"
+        shutil.rmtree(graph_dir(a, server))
+        a.execute("SELECT omnigraph_create_graph(%s, %s)", (server, fixture_text("schema.pg")))
+        a.execute("SELECT omnigraph_load(%s, 'main', %s)", (server, person_line("zed")))
+        for query in (
+            f"SELECT id FROM {schema}.person",
+            f"SELECT id FROM {schema}.person ORDER BY id LIMIT 1",
+            f"SELECT id FROM {schema}.person WHERE id = 'zed'",
+        ):
+            r.execute(query)
+            assert r.fetchall() == [("zed",)], query
+        r.execute(f"SELECT count(*) FROM {schema}.person WHERE id = 'alice'")
+        assert r.fetchone()[0] == 0
+    reader.close()
+    admin.close()

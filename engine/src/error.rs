@@ -84,6 +84,11 @@ pub enum Error {
     #[error("a graph already exists at '{uri}'")]
     GraphExists { uri: String },
 
+    /// The graph this handle opened was deleted and another created at its
+    /// location: the handle's schema and cached tables are the old graph's.
+    #[error("the graph at '{uri}' was deleted and created again since it was opened")]
+    GraphReplaced { uri: String },
+
     #[error("branch '{name}' does not exist")]
     BranchNotFound { name: String },
 

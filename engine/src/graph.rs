@@ -87,6 +87,9 @@ pub(crate) struct Inner {
     lock_timeout_ms: std::sync::atomic::AtomicU64,
     /// Commits read so far, by id (commits never change).
     pub commits: std::sync::Mutex<HashMap<String, CommitInfo>>,
+    /// When the graph this handle opened was created (`graph.json`): a
+    /// graph created again at the same location has another.
+    created_at_us: i64,
 }
 
 /// An open graph. Cheap to clone; every clone shares one Lance session.
@@ -265,6 +268,7 @@ impl Graph {
                 ),
                 options,
                 commits: Default::default(),
+                created_at_us: gm.created_at_us,
             }),
         })
     }
@@ -345,7 +349,18 @@ impl Graph {
     }
 
     /// A consistent view of the whole graph at a branch head or a commit.
+    ///
+    /// [`Error::GraphReplaced`] when the graph was deleted and another
+    /// created at its location since this handle opened it (its schema and
+    /// kept tables would be the old graph's): open the graph again.
     pub async fn snapshot(&self, at: &ReadRef) -> Result<Snapshot> {
+        if let Some(gm) = self.meta().read_graph_meta().await?
+            && gm.created_at_us != self.inner.created_at_us
+        {
+            return Err(Error::GraphReplaced {
+                uri: self.uri().to_string(),
+            });
+        }
         match at {
             ReadRef::Branch(name) => {
                 let r = self.branch_ref(name).await?;

@@ -157,11 +157,12 @@ impl Meta<'_> {
     pub async fn read_graph_meta(&self) -> Result<Option<GraphMeta>> {
         match self
             .storage
-            .get(&self.storage.meta_path("graph.json"))
+            .get_parsed::<GraphMeta>(&self.storage.meta_path("graph.json"))
             .await?
         {
-            Some(b) => Ok(Some(serde_json::from_slice(&b)?)),
-            None => Ok(None),
+            Parsed::Value(m) => Ok(Some((*m).clone())),
+            Parsed::Absent => Ok(None),
+            Parsed::Unparsable(e) => Err(e.into()),
         }
     }
 

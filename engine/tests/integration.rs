@@ -886,12 +886,24 @@ async fn one_handle_reads_what_the_metadata_files_say_now() {
         "the torn head is skipped"
     );
     // The graph deleted and created again at its path, with fewer commits
-    // than the head this handle read last.
+    // than the head this handle read last: the old handle (its schema, its
+    // kept tables) must not read it, a new one reads the new graph.
     std::fs::remove_dir_all(&root).unwrap();
     let fresh = Graph::create(&uri, TEST_SCHEMA, "t").await.unwrap();
     load_person(&fresh, "New").await;
-    let head = g.snapshot(&ReadRef::main()).await.unwrap();
+    for at in [ReadRef::main(), ReadRef::Commit(before.0.clone())] {
+        match g.snapshot(&at).await {
+            Err(Error::GraphReplaced { uri: u }) => assert_eq!(u, g.uri()),
+            other => panic!("{at:?}: {:?}", other.map(|s| s.commit().id.clone())),
+        }
+    }
+    let reopened = Graph::open(&uri).await.unwrap();
+    let head = reopened.snapshot(&ReadRef::main()).await.unwrap();
     assert_eq!(head.commit().id, fingerprint(&fresh, "main").await.0);
+    assert_eq!(
+        ids(&reopened, &ReadRef::main(), "Person").await,
+        vec!["New".to_string()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,9 @@ pub fn classify(e: &Error) -> (C, Option<String>, Option<String>) {
         Error::Conflict { .. } => Some("Retry the transaction."),
         Error::LockTimeout { .. } => Some("Raise omnigraph.lock_timeout or retry."),
         Error::ResourceLimit(_) => Some("Raise temp_file_limit, or split the transaction."),
+        Error::GraphReplaced { .. } => {
+            Some("Run the statement again: the next one opens the graph anew.")
+        }
         _ => None,
     };
     (code(sqlstate), detail, hint.map(String::from))

@@ -125,8 +125,15 @@ pub fn snapshot_for(server: &str, uri: &str, at: &ReadRef, context: &str) -> Sna
     {
         return s;
     }
-    let g = graph(server, uri);
-    let snap = run(context, g.snapshot(at));
+    let snap = match crate::runtime::block_on(graph(server, uri).snapshot(at)) {
+        // The graph was deleted and created again at its location: this
+        // backend's handle (schema, kept tables) is the old graph's.
+        Err(omnigraph_engine::Error::GraphReplaced { .. }) => {
+            forget(uri);
+            run(context, graph(server, uri).snapshot(at))
+        }
+        other => crate::error::OrReport::or_report(other, context),
+    };
     if let ReadRef::Branch(b) = at {
         FIRST_READ.with(|m| {
             m.borrow_mut()

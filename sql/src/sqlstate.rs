@@ -71,7 +71,9 @@ pub fn classify(e: &Error) -> (&'static str, Option<String>) {
             (INVALID_PARAMETER_VALUE, None)
         }
         Error::CannotDeleteMain | Error::Unsupported(_) => (FEATURE_NOT_SUPPORTED, None),
-        Error::VersionReclaimed { .. } => (OBJECT_NOT_IN_PREREQUISITE_STATE, None),
+        Error::VersionReclaimed { .. } | Error::GraphReplaced { .. } => {
+            (OBJECT_NOT_IN_PREREQUISITE_STATE, None)
+        }
         Error::Conflict { .. } => (SERIALIZATION_FAILURE, None),
         Error::LockTimeout { .. } => (LOCK_NOT_AVAILABLE, None),
         Error::Cancelled => (QUERY_CANCELED, None),
