@@ -103,6 +103,8 @@ async fn main() {
         )
         .await
         .expect("the peer");
+        // One session for the synced peer's writes, as the graph keeps one.
+        let durable = durable_write_params(WriteMode::Append);
         let synced_uri = dir
             .path()
             .join("peer_synced.lance")
@@ -111,7 +113,10 @@ async fn main() {
         let mut synced = Dataset::write(
             RecordBatchIterator::new(vec![Ok(batch)], schema.clone()),
             &synced_uri,
-            Some(durable_write_params(WriteMode::Create)),
+            Some(WriteParams {
+                mode: WriteMode::Create,
+                ..durable.clone()
+            }),
         )
         .await
         .expect("the synced peer");
@@ -189,23 +194,22 @@ async fn main() {
                 mode: WriteMode::Append,
                 ..Default::default()
             };
-            let durable = durable_write_params(WriteMode::Append);
             let (g_ms, l_ms, s_ms) = match round % 3 {
                 0 => {
                     let g_ms = graph.await;
                     let (ds, l_ms) = lance(peer, unsynced, peer_batch.clone()).await;
-                    let (ds2, s_ms) = lance(synced, durable, peer_batch).await;
+                    let (ds2, s_ms) = lance(synced, durable.clone(), peer_batch).await;
                     (peer, synced) = (ds, ds2);
                     (g_ms, l_ms, s_ms)
                 }
                 1 => {
                     let (ds, l_ms) = lance(peer, unsynced, peer_batch.clone()).await;
-                    let (ds2, s_ms) = lance(synced, durable, peer_batch).await;
+                    let (ds2, s_ms) = lance(synced, durable.clone(), peer_batch).await;
                     (peer, synced) = (ds, ds2);
                     (graph.await, l_ms, s_ms)
                 }
                 _ => {
-                    let (ds2, s_ms) = lance(synced, durable, peer_batch.clone()).await;
+                    let (ds2, s_ms) = lance(synced, durable.clone(), peer_batch.clone()).await;
                     let g_ms = graph.await;
                     let (ds, l_ms) = lance(peer, unsynced, peer_batch).await;
                     (peer, synced) = (ds, ds2);
