@@ -155,15 +155,10 @@ impl Meta<'_> {
     }
 
     pub async fn read_graph_meta(&self) -> Result<Option<GraphMeta>> {
-        match self
-            .storage
+        self.storage
             .get_parsed::<GraphMeta>(&self.storage.meta_path("graph.json"))
             .await?
-        {
-            Parsed::Value(m) => Ok(Some((*m).clone())),
-            Parsed::Absent => Ok(None),
-            Parsed::Unparsable(e) => Err(e.into()),
-        }
+            .cloned()
     }
 
     pub async fn write_graph_meta(&self, meta: &GraphMeta) -> Result<bool> {
@@ -191,11 +186,7 @@ impl Meta<'_> {
 
     pub async fn read_ref(&self, name: &str) -> Result<Option<BranchRef>> {
         let path = self.refs_dir().join(ref_file(name));
-        match self.storage.get_parsed::<BranchRef>(&path).await? {
-            Parsed::Value(r) => Ok(Some((*r).clone())),
-            Parsed::Absent => Ok(None),
-            Parsed::Unparsable(e) => Err(e.into()),
-        }
+        self.storage.get_parsed::<BranchRef>(&path).await?.cloned()
     }
 
     /// Create a ref; `false` when the name is taken.
@@ -252,15 +243,10 @@ impl Meta<'_> {
     }
 
     pub async fn read_manifest(&self, branch_id: &str, seq: u64) -> Result<Option<Manifest>> {
-        match self
-            .storage
+        self.storage
             .get_parsed::<Manifest>(&self.manifest_path(branch_id, seq))
             .await?
-        {
-            Parsed::Value(m) => Ok(Some((*m).clone())),
-            Parsed::Absent => Ok(None),
-            Parsed::Unparsable(e) => Err(e.into()),
-        }
+            .cloned()
     }
 
     /// The newest readable manifest of a branch. Manifests are written
@@ -419,12 +405,12 @@ impl Meta<'_> {
         if commit_id.is_empty() || !commit_id.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(not_found());
         }
-        let bytes = self
+        let ptr = self
             .storage
-            .get(&self.commit_path(commit_id))
+            .get_parsed::<CommitPointer>(&self.commit_path(commit_id))
             .await?
+            .cloned()?
             .ok_or_else(not_found)?;
-        let ptr: CommitPointer = serde_json::from_slice(&bytes)?;
         match self.read_manifest(&ptr.branch_id, ptr.seq).await? {
             Some(m) if m.commit.id == commit_id => Ok(m),
             _ => Err(not_found()),

@@ -22,6 +22,17 @@ pub(crate) enum Parsed<T> {
     Unparsable(serde_json::Error),
 }
 
+impl<T: Clone> Parsed<T> {
+    /// The value (a copy), `None` when absent, a parse failure as an error.
+    pub(crate) fn cloned(self) -> Result<Option<T>> {
+        match self {
+            Parsed::Value(v) => Ok(Some((*v).clone())),
+            Parsed::Absent => Ok(None),
+            Parsed::Unparsable(e) => Err(e.into()),
+        }
+    }
+}
+
 /// Identifies one file's content as far as these objects need: every write
 /// of one is a new file renamed or linked into place (a new inode, a new
 /// change time), and none is modified where it lies.
