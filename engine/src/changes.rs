@@ -96,7 +96,7 @@ impl Graph {
     }
 
     /// A commit's record; `None` when it has none or it cannot be read.
-    async fn change_record(&self, commit_id: &str) -> Result<Option<ChangeRecord>> {
+    pub(crate) async fn change_record(&self, commit_id: &str) -> Result<Option<ChangeRecord>> {
         let Some(bytes) = self.storage().get(&self.change_path(commit_id)).await? else {
             return Ok(None);
         };

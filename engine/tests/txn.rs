@@ -1113,3 +1113,315 @@ async fn columns_given_as_arrow_arrays_act_as_the_same_values() {
     assert_eq!(nans, [f64::NAN.to_bits()].into());
     assert!(a_bits.iter().any(|(_, g)| *g == Some(f32::NAN.to_bits())));
 }
+
+/// Commit `waiter` while the branch lock is held by the caller: `waiter`
+/// resolves and writes its files against the head, then waits for the
+/// lock (its cancel check is asked only while it waits); then `release`
+/// runs, which publishes what holds the lock and releases it, and
+/// `waiter` takes the lock at the head that includes it.
+async fn commit_while_locked(
+    mut waiter: omnigraph_engine::WriteTxn,
+    release: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = std::sync::Mutex::new(Some(tx));
+    waiter.set_cancel_check(std::sync::Arc::new(move || {
+        if let Some(tx) = tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        false
+    }));
+    let release = async {
+        rx.await.expect("the waiter waits for the lock");
+        release.await;
+    };
+    // Boxed: a commit's future is too large for a test thread's stack twice.
+    let (committed, ()) = futures::join!(Box::pin(waiter.commit()), Box::pin(release));
+    committed.map(|_| ())
+}
+
+/// [`commit_while_locked`] behind `holder`'s commit.
+async fn commit_behind(
+    holder: omnigraph_engine::WriteTxn,
+    waiter: omnigraph_engine::WriteTxn,
+) -> Result<(), Error> {
+    let prepared = Box::pin(holder.prepare()).await.unwrap().expect("a commit");
+    Box::pin(commit_while_locked(waiter, async {
+        prepared.publish().await.expect("the holder publishes");
+    }))
+    .await
+}
+
+async fn person_rows(g: &omnigraph_engine::Graph) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for r in g
+        .snapshot(&ReadRef::main())
+        .await
+        .unwrap()
+        .read_all("Person")
+        .await
+        .unwrap()
+    {
+        assert!(
+            out.insert(r.id.clone(), r.prop("age").clone()).is_none(),
+            "Person '{}' is there twice",
+            r.id
+        );
+    }
+    out
+}
+
+/// A commit resolves and writes its files before it takes the branch lock.
+/// Under the lock it must see what was published meanwhile: a commit that
+/// changed the same rows, or rows its checks read, makes it resolve again
+/// (a conflict, a violation, a cascade reaching the new rows), and one
+/// that changed other rows leaves its work standing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_done_before_the_lock_answers_to_what_was_published_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let age = |n: i64| props(&[("age", Value::Int(n))]);
+
+    // Other rows of the same table: both commits stand.
+    let mut a = g.begin("main", "t").await.unwrap();
+    a.update("Person", "Alice", age(31)).await.unwrap();
+    let mut b = g.begin("main", "t").await.unwrap();
+    b.update("Person", "Bob", age(26)).await.unwrap();
+    commit_behind(a, b).await.unwrap();
+    let rows = person_rows(&g).await;
+    assert_eq!(rows["Alice"], Value::Int(31));
+    assert_eq!(rows["Bob"], Value::Int(26));
+    assert_eq!(rows.len(), 4);
+
+    // The same row: the later commit is refused, not lost over the first;
+    // the files it wrote early are removed.
+    let data_files = data_file_inodes(&dir.path().join("g")).len();
+    let mut a = g.begin("main", "t").await.unwrap();
+    a.update("Person", "Alice", age(32)).await.unwrap();
+    let mut b = g.begin("main", "t").await.unwrap();
+    b.update("Person", "Alice", age(40)).await.unwrap();
+    let e = commit_behind(a, b).await.unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    assert_eq!(person_rows(&g).await["Alice"], Value::Int(32));
+    assert_eq!(
+        data_file_inodes(&dir.path().join("g")).len(),
+        data_files + 1,
+        "the refused commit's data file is gone"
+    );
+
+    // The same new key.
+    let mut a = g.begin("main", "t").await.unwrap();
+    a.insert_node("Person", props(&[("name", s("Eve"))]))
+        .await
+        .unwrap();
+    let mut b = g.begin("main", "t").await.unwrap();
+    b.insert_node(
+        "Person",
+        props(&[("name", s("Eve")), ("age", Value::Int(9))]),
+    )
+    .await
+    .unwrap();
+    assert!(commit_behind(a, b).await.is_err());
+    assert_eq!(person_rows(&g).await["Eve"], Value::Null);
+
+    // An edge to a node deleted meanwhile.
+    let mut a = g.begin("main", "t").await.unwrap();
+    a.delete("Person", "Diana").await.unwrap();
+    let mut b = g.begin("main", "t").await.unwrap();
+    b.insert_edge("Knows", "Alice", "Diana", BTreeMap::new())
+        .await
+        .unwrap();
+    let e = commit_behind(a, b).await.unwrap_err();
+    assert!(
+        is_violation(&e, ViolationKind::DanglingEdge, "Diana"),
+        "{e}"
+    );
+
+    // A node deleted while an edge to it was added: the delete cascades
+    // to the new edge.
+    let mut a = g.begin("main", "t").await.unwrap();
+    a.insert_edge("Knows", "Bob", "Charlie", BTreeMap::new())
+        .await
+        .unwrap();
+    let mut b = g.begin("main", "t").await.unwrap();
+    b.delete("Person", "Charlie").await.unwrap();
+    commit_behind(a, b).await.unwrap();
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    for edge in ["Knows", "WorksAt"] {
+        for r in snap.read_all(edge).await.unwrap() {
+            let (src, dst) = r.endpoints.expect("an edge");
+            assert!(
+                src != "Charlie" && dst != "Charlie",
+                "{edge} {src} -> {dst}"
+            );
+        }
+    }
+    assert!(!person_rows(&g).await.contains_key("Charlie"));
+}
+
+/// `@unique` values are found by value, not by id: a commit whose value
+/// another commit took meanwhile is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_value_taken_before_the_lock_is_refused() {
+    const SCHEMA: &str = "node Person {\n    name: String @key\n    email: String? @unique\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("g").to_string_lossy().into_owned();
+    let g = omnigraph_engine::Graph::create(&uri, SCHEMA, "t")
+        .await
+        .unwrap();
+    let person = |name: &str| props(&[("name", s(name)), ("email", s("x@example.com"))]);
+    let mut a = g.begin("main", "t").await.unwrap();
+    a.insert_node("Person", person("A")).await.unwrap();
+    let mut b = g.begin("main", "t").await.unwrap();
+    b.insert_node("Person", person("B")).await.unwrap();
+    let e = commit_behind(a, b).await.unwrap_err();
+    assert!(
+        is_violation(&e, ViolationKind::UniqueViolation, "x@example.com"),
+        "{e}"
+    );
+    assert_eq!(
+        common::ids(&g, &ReadRef::main(), "Person").await,
+        vec!["A".to_string()]
+    );
+}
+
+/// A commit's deletion files are written against the head it resolved
+/// against. When what was published meanwhile rewrote the fragment they
+/// apply to (an optimize merging small fragments), the deletions are redone
+/// against the new fragments: the updated row is neither left twice nor
+/// lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_written_before_a_compaction_are_redone_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    // A few small fragments for optimize to merge.
+    for name in ["p1", "p2", "p3"] {
+        let mut txn = g.begin("main", "t").await.unwrap();
+        txn.insert_node("Person", props(&[("name", s(name))]))
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+    }
+    let before = person_rows(&g).await;
+    let mut b = g.begin("main", "t").await.unwrap();
+    b.update("Person", "Bob", props(&[("age", Value::Int(2))]))
+        .await
+        .unwrap();
+    let mut optimizer = g.optimize_begin("main", "t").await.unwrap();
+    commit_while_locked(b, async {
+        let t = optimizer.optimize_table("Person").await.unwrap();
+        assert!(
+            t.fragments_after < t.fragments_before,
+            "optimize merged fragments: {t:?}"
+        );
+        optimizer.finish().await.unwrap();
+    })
+    .await
+    .unwrap();
+    let rows = person_rows(&g).await;
+    assert_eq!(rows.len(), before.len());
+    assert_eq!(rows["Bob"], Value::Int(2));
+    for (id, age) in &before {
+        if id != "Bob" {
+            assert_eq!(&rows[id], age, "{id}");
+        }
+    }
+}
+
+/// The data and deletion files under `dir` (any depth), by path.
+fn table_files(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(table_files(&path));
+        } else if path
+            .parent()
+            .is_some_and(|p| p.ends_with("data") || p.ends_with("_deletions"))
+        {
+            out.insert(path);
+        }
+    }
+    out
+}
+
+/// A cleanup takes the branch lock and removes the files no version refers
+/// to, which a commit's files written before the lock are until it commits
+/// them. A commit whose files are gone when it takes the lock writes them
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_removed_before_the_lock_is_taken_are_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let before = table_files(&dir.path().join("g"));
+    let mut b = g.begin("main", "t").await.unwrap();
+    b.update("Person", "Bob", props(&[("age", Value::Int(2))]))
+        .await
+        .unwrap();
+    let optimizer = g.optimize_begin("main", "t").await.unwrap();
+    commit_while_locked(b, async {
+        // As a cleanup would: the staged data file and deletion file.
+        let staged: Vec<_> = table_files(&dir.path().join("g"))
+            .difference(&before)
+            .cloned()
+            .collect();
+        assert_eq!(staged.len(), 2, "{staged:?}");
+        for f in staged {
+            std::fs::remove_file(f).unwrap();
+        }
+        optimizer.abandon().await;
+    })
+    .await
+    .unwrap();
+    let rows = person_rows(&g).await;
+    assert_eq!(rows["Bob"], Value::Int(2));
+    assert_eq!(rows["Alice"], Value::Int(30));
+    assert_eq!(rows.len(), 4);
+}
+
+/// The data file of rows a commit only inserts is written while the commit
+/// resolves. It is removed when resolving refuses the rows, and written
+/// again with the deletions when the commit also removes rows of the table
+/// (edges reached by a cascade).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_while_resolving_follow_what_resolving_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let files = data_file_inodes(&dir.path().join("g"));
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.insert_node("Person", props(&[("name", s("Alice"))]))
+        .await
+        .unwrap();
+    commit_refused(txn, ViolationKind::DuplicateKey, "Alice").await;
+    assert_eq!(data_file_inodes(&dir.path().join("g")), files);
+
+    // New Knows edges, and a node whose Knows edges the delete cascades to.
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.insert_edge("Knows", "Charlie", "Alice", BTreeMap::new())
+        .await
+        .unwrap();
+    txn.delete("Person", "Diana").await.unwrap();
+    let summary = txn.commit().await.unwrap().unwrap();
+    assert_eq!(summary.cascaded_edges, 1);
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    let mut knows: Vec<(String, String)> = snap
+        .read_all("Knows")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.endpoints)
+        .collect();
+    knows.sort();
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        knows,
+        vec![
+            pair("Alice", "Bob"),
+            pair("Alice", "Charlie"),
+            pair("Charlie", "Alice")
+        ]
+    );
+}

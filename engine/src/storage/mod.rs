@@ -28,9 +28,11 @@ mod local_reads;
 mod lru;
 mod parsed;
 mod reads;
+mod staged;
 
 pub(crate) use parsed::Parsed;
 pub use reads::{LOOKUP_ROWS, SCAN_IO_BUFFER_BYTES, index_lookup, scanner, take_range};
+pub(crate) use staged::StagedWrite;
 
 /// Where one table's published state lives: a dataset path relative to the
 /// graph root, a Lance branch, and a version on that branch.
@@ -684,87 +686,11 @@ impl Storage {
         ids: &[&str],
         batches: Vec<RecordBatch>,
     ) -> Result<Dataset> {
-        use lance::dataset::transaction::{Operation, Transaction, UpdateMode};
-        use lance::deps::datafusion::common::Column;
-        use lance::deps::datafusion::logical_expr::{Expr, lit};
-        use lance::deps::datafusion::scalar::ScalarValue;
-
-        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         if ids.is_empty() {
             return self.append(ds, batches).await;
         }
-        let ds = Arc::new(ds);
-        let values: Vec<ScalarValue> = ids
-            .iter()
-            .map(|id| ScalarValue::Utf8(Some(id.to_string())))
-            .collect();
-        // The deletion files and the new rows' data file are written at
-        // once: each is synced before its write returns, and neither needs
-        // the other, so a commit waits for one sync, not two in a row.
-        let deleted = async {
-            match reads::row_addresses(&ds, "id", &values).await? {
-                Some(rows) => delete_rows(&ds, &rows).await,
-                None => {
-                    let filter = Expr::Column(Column::new_unqualified("id"))
-                        .in_list(values.iter().cloned().map(lit).collect(), false);
-                    let deleted = lance::dataset::DeleteBuilder::from_expr(ds.clone(), filter)
-                        .execute_uncommitted()
-                        .await?;
-                    let Operation::Delete {
-                        updated_fragments,
-                        deleted_fragment_ids,
-                        ..
-                    } = deleted.transaction.operation
-                    else {
-                        return Err(Error::Internal(
-                            "a Lance delete staged something other than a delete".into(),
-                        ));
-                    };
-                    Ok((updated_fragments, deleted_fragment_ids))
-                }
-            }
-        };
-        let appended = async {
-            if batches.is_empty() {
-                return Ok(Vec::new());
-            }
-            let appended = lance::dataset::InsertBuilder::new(ds.clone())
-                .with_params(&self.params(WriteMode::Append))
-                .execute_uncommitted(batches)
-                .await?;
-            match appended.operation {
-                Operation::Append { fragments } => Ok(fragments),
-                _ => Err(Error::Internal(
-                    "a Lance append staged something other than an append".into(),
-                )),
-            }
-        };
-        let (deleted, appended) = futures::join!(deleted, appended);
-        let ((updated_fragments, deleted_fragment_ids), new_fragments) = (deleted?, appended?);
-        if updated_fragments.is_empty()
-            && deleted_fragment_ids.is_empty()
-            && new_fragments.is_empty()
-        {
-            return Ok(Arc::unwrap_or_clone(ds));
-        }
-        let update = Operation::Update {
-            removed_fragment_ids: deleted_fragment_ids,
-            updated_fragments,
-            new_fragments,
-            // Rows are moved (deleted, and appended in a new fragment), as
-            // Lance's own row-rewriting update does: no column is rewritten
-            // in place, so no index loses a fragment.
-            fields_modified: Vec::new(),
-            compacted_sstables: Vec::new(),
-            fields_for_preserving_frag_bitmap: Vec::new(),
-            update_mode: Some(UpdateMode::RewriteRows),
-            inserted_rows_filter: None,
-            updated_fragment_offsets: None,
-        };
-        let transaction = Transaction::new(ds.manifest().version, update, None);
-        Ok(lance::dataset::CommitBuilder::new(ds)
-            .execute(transaction)
-            .await?)
+        let staged = self.stage_delete_and_append(&ds, ids, batches).await?;
+        self.commit_staged(ds, staged).await
     }
 
     pub async fn append(&self, ds: Dataset, batches: Vec<RecordBatch>) -> Result<Dataset> {

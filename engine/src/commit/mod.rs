@@ -12,6 +12,9 @@
 //!    interrupted commit first);
 //! 5. publishes the next manifest of the branch: the atomic step.
 //!
+//! Most of 2-4 is done before the lock is taken and checked under it
+//! against what was published meanwhile ([`early`]).
+//!
 //! Steps 1-4 are [`WriteTxn::prepare`], step 5 [`PreparedCommit::publish`]:
 //! a frontend may publish only after its own transaction has committed.
 //! A failure before 5 restores the tables it wrote; a crash before 5 leaves
@@ -21,9 +24,12 @@
 //! Spilled inserts ([`crate::spill`]) are never loaded whole: they are
 //! checked and appended chunk by chunk.
 
+mod early;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use arrow_array::RecordBatch;
 use futures::TryStreamExt;
 
 use crate::changes::{ChangeRecord, TableChange};
@@ -33,7 +39,7 @@ use crate::graph::{ID_CHUNK, ReadRef, Snapshot, in_filter, owns};
 use crate::manifest::{CommitInfo, FORMAT_VERSION, Manifest, now_us};
 use crate::schema::{PropType, RangeBound, ScalarType};
 use crate::spill::{Spill, id_hash};
-use crate::storage::TableEntry;
+use crate::storage::{StagedWrite, TableEntry};
 use crate::txn::{Pending, WriteTxn};
 use crate::value::{
     self, Record, Value, batch_to_records, quote_ident, records_to_batch, sql_literal,
@@ -155,6 +161,10 @@ impl WriteTxn {
         } else {
             self.graph.branch_ref(&self.branch).await?.id
         };
+        // Boxed as a `dyn Future`: its type, nested in every caller's
+        // future, would otherwise be too deep for the compiler to check.
+        let early: futures::future::BoxFuture<'_, _> = Box::pin(self.start_early(&branch_id));
+        let early = early.await;
         let lock = crate::lock::acquire(
             self.graph.storage(),
             &branch_id,
@@ -176,13 +186,31 @@ impl WriteTxn {
             });
         }
         let head_manifest = self.graph.meta().repair_head(&branch_id).await?;
-        let head = self
-            .graph
-            .snapshot(&ReadRef::Commit(head_manifest.commit.id.clone()))
-            .await?;
-        let plan = self.resolve(&head).await?;
-        self.check_cardinality(&head, &plan).await?;
-        let (manifest, summary, written) = self.apply(plan, head_manifest, &branch_id).await?;
+        let early = match early {
+            Some(early) => match self.early_holds(&early, &head_manifest).await {
+                Ok(true) => Some(early),
+                held => {
+                    early.discard(&self).await;
+                    held?;
+                    None
+                }
+            },
+            None => None,
+        };
+        let (plan, staged) = match early {
+            Some(early) => (early.plan, early.staged),
+            None => {
+                let head = self
+                    .graph
+                    .snapshot(&ReadRef::Commit(head_manifest.commit.id.clone()))
+                    .await?;
+                let plan = self.resolve(&head).await?;
+                self.check_cardinality(&head, &plan).await?;
+                (plan, BTreeMap::new())
+            }
+        };
+        let (manifest, summary, written) =
+            self.apply(plan, staged, head_manifest, &branch_id).await?;
         Ok(Some(PreparedCommit {
             graph: self.graph.clone(),
             branch: self.branch.clone(),
@@ -733,6 +761,7 @@ impl WriteTxn {
     async fn apply(
         &self,
         plan: Plan<'_>,
+        mut staged: BTreeMap<String, StagedWrite>,
         head: Manifest,
         branch_id: &str,
     ) -> Result<(Manifest, CommitSummary, Vec<(String, TableEntry)>)> {
@@ -786,25 +815,27 @@ impl WriteTxn {
                     storage.fork(type_name, &pinned, branch_id).await?
                 };
                 written.push((type_name.clone(), entry.clone()));
-                let mut ds = storage.open_for_write(type_name, &entry).await?;
-                let records: Vec<&Record> = tp.new_rows.iter().map(|(r, _)| r.as_ref()).collect();
-                let batches = records
-                    .chunks(8192)
-                    .map(|c| records_to_batch(self.catalog(), type_name, c))
-                    .collect::<Result<Vec<_>>>()?;
-                let removed: Vec<&str> = tp.removed.iter().map(String::as_str).collect();
-                if tp.remove_all {
+                let staged = staged.remove(type_name);
+                let mut ds = match staged.as_ref().and_then(|s| s.opened_at(entry.version)) {
+                    Some(ds) => ds,
+                    None => storage.open_for_write(type_name, &entry).await?,
+                };
+                if let Some(staged) = staged {
+                    ds = storage.commit_staged(ds, staged).await?;
+                } else if tp.remove_all {
                     ds = storage.delete(ds, "true").await?;
-                    ds = storage.append(ds, batches).await?;
+                    ds = storage.append(ds, self.batches(type_name, tp)?).await?;
                 } else {
                     // One Lance version per table in the usual commit; past
                     // ID_CHUNK deleted ids one per chunk, the new rows
                     // written with the last.
+                    let removed: Vec<&str> = tp.removed.iter().map(String::as_str).collect();
                     let mut chunks: Vec<&[&str]> = removed.chunks(ID_CHUNK).collect();
                     let last = chunks.pop().unwrap_or_default();
                     for chunk in chunks {
                         ds = storage.delete_ids_and_append(ds, chunk, Vec::new()).await?;
                     }
+                    let batches = self.batches(type_name, tp)?;
                     ds = storage.delete_ids_and_append(ds, last, batches).await?;
                 }
                 if let Some(spill) = self.spill(type_name)
@@ -857,6 +888,22 @@ impl WriteTxn {
             cascaded_edges: plan.cascaded_edges,
         };
         Ok((manifest, summary, written))
+    }
+}
+
+impl WriteTxn {
+    /// A table plan's new rows as Arrow batches of the table's schema.
+    fn batches(&self, type_name: &str, tp: &TablePlan<'_>) -> Result<Vec<RecordBatch>> {
+        let records: Vec<&Record> = tp.new_rows.iter().map(|(r, _)| r.as_ref()).collect();
+        self.batches_of(type_name, &records)
+    }
+
+    /// Rows as Arrow batches of the table's schema.
+    fn batches_of(&self, type_name: &str, records: &[&Record]) -> Result<Vec<RecordBatch>> {
+        records
+            .chunks(8192)
+            .map(|c| records_to_batch(self.catalog(), type_name, c))
+            .collect()
     }
 }
 
