@@ -816,8 +816,8 @@ impl WriteTxn {
                 };
                 written.push((type_name.clone(), entry.clone()));
                 let staged = staged.remove(type_name);
-                let mut ds = match staged.as_ref().and_then(|s| s.opened_at(entry.version)) {
-                    Some(ds) => ds,
+                let mut ds = match &staged {
+                    Some(s) => s.table_at(entry.version).await?,
                     None => storage.open_for_write(type_name, &entry).await?,
                 };
                 if let Some(staged) = staged {

@@ -55,10 +55,14 @@ pub(crate) struct StagedWrite {
 }
 
 impl StagedWrite {
-    /// The table as it was opened to stage the write, if at `version`:
-    /// a commit on an unchanged table need not open it again.
-    pub(crate) fn opened_at(&self, version: u64) -> Option<Dataset> {
-        (self.read_version == version).then(|| self.ds.clone())
+    /// The table at `version` of the Lance branch the write was staged on:
+    /// the dataset it was staged with when the table is unchanged, else a
+    /// checkout through it (its store and session, no new open).
+    pub(crate) async fn table_at(&self, version: u64) -> Result<Dataset> {
+        if self.read_version == version {
+            return Ok(self.ds.clone());
+        }
+        Ok(self.ds.checkout_version(version).await?)
     }
 }
 
