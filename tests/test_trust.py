@@ -166,20 +166,27 @@ def test_every_file_a_commit_creates_is_fsynced_before_commit_returns(graph, tmp
     # table's Lance version hint. Readers probe the manifests (contiguous,
     # never removed) from them and list when one is unreadable, so a hint
     # lost or torn in a crash costs a longer probe only (docs/dev/storage.md,
-    # docs/dev/architecture.md).
+    # docs/dev/architecture.md). Nor is Lance's transaction file of a
+    # commit: a copy of the transaction its manifest holds inline, which is
+    # what readers read.
     def head_hint(path):
         return re.search(r"/_graph/branches/[^/]+/HEAD(\.[0-9A-Z]+\.tmp)?$", path) is not None
 
     def lance_hint(path):
         return re.search(r"/_versions/latest_version_hint\.json(#\d+)?$", path) is not None
 
+    def transaction_file(path):
+        return re.search(r"/_transactions/[^/]+\.txn(#\d+)?$", path) is not None
+
     def hint(path):
-        return head_hint(path) or lance_hint(path)
+        return head_hint(path) or lance_hint(path) or transaction_file(path)
 
     assert any(head_hint(p) for _, p, _ in published), "the commit replaced its branch's HEAD hint"
     lance_hints = [(i, p, staged) for i, p, staged in published if lance_hint(p)]
     assert lance_hints, "the commit's Lance write replaced the table's version hint"
-    for _, final, staged in lance_hints:
+    transactions = [(i, p, staged) for i, p, staged in published if transaction_file(p)]
+    assert transactions, "the commit's Lance write wrote a transaction file"
+    for _, final, staged in lance_hints + transactions:
         # Written unsynced: the two fsyncs it would cost are saved.
         assert staged not in fsynced and final not in fsynced, f"{final} was fsynced"
     for i, line in enumerate(events):

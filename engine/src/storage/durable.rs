@@ -1,7 +1,7 @@
 //! The store every write of a local graph goes through: `object_store`'s
 //! local file system with fsync (a staged file is synced before it is
 //! renamed or linked into place, then its directory), except for Lance's
-//! version hint.
+//! version hint and its small transaction files ([`advisory`]).
 //!
 //! Lance rewrites `_versions/latest_version_hint.json` after every commit
 //! of a table. It is a hint: a reader checks the version it names and
@@ -34,15 +34,27 @@ use object_store::{
 /// Lance's version hint file, in every table's `_versions/`.
 pub(crate) const VERSION_HINT: &str = "latest_version_hint.json";
 
-/// Whether an object is advisory: its loss or a torn copy after a crash is
-/// harmless, so it is written without fsync.
-pub(crate) fn advisory(location: &Path) -> bool {
-    location.filename() == Some(VERSION_HINT)
-        && location
-            .parts()
-            .rev()
-            .nth(1)
-            .is_some_and(|dir| dir.as_ref() == "_versions")
+/// Lance's transaction files (`_transactions/*.txn`) up to this size are
+/// advisory. Lance writes each commit's transaction twice: into this file,
+/// and inline in the manifest that commits it when it encodes to at most
+/// 20 MiB (`MAX_INLINE_TRANSACTION_BYTES` in `lance::io::commit`). Readers
+/// of a transaction (conflict resolution, `Dataset::read_transaction`) read
+/// the inline copy first; the file, named by the manifest, is read only
+/// without one. A file well under the limit has an inline twin, so its loss
+/// in a crash loses nothing; a larger one is synced like any file.
+pub(crate) const ADVISORY_TRANSACTION_BYTES: usize = 1 << 20;
+
+/// Whether an object of `size` bytes (`None`: unknown) is advisory: its
+/// loss or a torn copy after a crash is harmless, so it is written without
+/// fsync.
+pub(crate) fn advisory(location: &Path, size: Option<usize>) -> bool {
+    let parent = location.parts().rev().nth(1);
+    let in_dir = |dir: &str| parent.as_ref().is_some_and(|p| p.as_ref() == dir);
+    let version_hint = location.filename() == Some(VERSION_HINT) && in_dir("_versions");
+    let transaction = location.extension() == Some("txn")
+        && in_dir("_transactions")
+        && size.is_some_and(|s| s <= ADVISORY_TRANSACTION_BYTES);
+    version_hint || transaction
 }
 
 /// The local file system, durable for every write but advisory ones.
@@ -60,8 +72,8 @@ impl DurableLocal {
         }
     }
 
-    fn for_write(&self, location: &Path) -> &LocalFileSystem {
-        match advisory(location) {
+    fn for_write(&self, location: &Path, size: Option<usize>) -> &LocalFileSystem {
+        match advisory(location, size) {
             true => &self.unsynced,
             false => &self.synced,
         }
@@ -87,7 +99,7 @@ impl ObjectStore for DurableLocal {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.for_write(location)
+        self.for_write(location, Some(payload.content_length()))
             .put_opts(location, payload, opts)
             .await
     }
@@ -97,7 +109,7 @@ impl ObjectStore for DurableLocal {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.for_write(location)
+        self.for_write(location, None)
             .put_multipart_opts(location, opts)
             .await
     }
@@ -147,7 +159,7 @@ impl ObjectStore for DurableLocal {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        self.for_write(to).copy_opts(from, to, options).await
+        self.for_write(to, None).copy_opts(from, to, options).await
     }
 
     async fn rename_opts(
@@ -156,7 +168,9 @@ impl ObjectStore for DurableLocal {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
-        self.for_write(to).rename_opts(from, to, options).await
+        self.for_write(to, None)
+            .rename_opts(from, to, options)
+            .await
     }
 }
 
@@ -167,23 +181,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_lance_version_hints_are_advisory() {
-        for (path, expected) in [
-            ("g/nodes/Person/_versions/latest_version_hint.json", true),
+    fn only_version_hints_and_small_transaction_files_are_advisory() {
+        let small = Some(4096);
+        let large = Some(ADVISORY_TRANSACTION_BYTES + 1);
+        for (path, size, expected) in [
+            (
+                "g/nodes/Person/_versions/latest_version_hint.json",
+                small,
+                true,
+            ),
             (
                 "g/nodes/Person/tree/b1/_versions/latest_version_hint.json",
+                None,
                 true,
             ),
             (
                 "g/nodes/Person/_versions/18446744073709551614.manifest",
+                small,
                 false,
             ),
-            ("g/nodes/Person/data/latest_version_hint.json", false),
-            ("g/_graph/branches/main/00000000000000000001.json", false),
-            ("g/nodes/Person/_transactions/1-x.txn", false),
-            ("latest_version_hint.json", false),
+            ("g/nodes/Person/data/latest_version_hint.json", small, false),
+            (
+                "g/_graph/branches/main/00000000000000000001.json",
+                small,
+                false,
+            ),
+            ("g/nodes/Person/_transactions/1-x.txn", small, true),
+            ("g/nodes/Person/tree/b1/_transactions/1-x.txn", small, true),
+            ("g/nodes/Person/_transactions/1-x.txn", large, false),
+            ("g/nodes/Person/_transactions/1-x.txn", None, false),
+            ("g/nodes/Person/data/1-x.txn", small, false),
+            ("latest_version_hint.json", small, false),
         ] {
-            assert_eq!(advisory(&Path::from(path)), expected, "{path}");
+            assert_eq!(
+                advisory(&Path::from(path), size),
+                expected,
+                "{path} {size:?}"
+            );
         }
     }
 
@@ -198,7 +232,11 @@ mod tests {
             "t/_versions/1.manifest",
         ] {
             let location = Path::from_absolute_path(dir.path().join(rel)).expect("a path");
-            assert_eq!(advisory(&location), rel.ends_with(".json"), "{rel}");
+            assert_eq!(
+                advisory(&location, Some(3)),
+                rel.ends_with(".json"),
+                "{rel}"
+            );
             store.put(&location, "one".into()).await.expect("put");
             store.put(&location, "two".into()).await.expect("replace");
             let got = store

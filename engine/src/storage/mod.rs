@@ -1320,6 +1320,70 @@ mod delete_ids_tests {
         out
     }
 
+    /// Lance's transaction files are written unsynced
+    /// ([`durable::advisory`]): a commit's transaction is read from the
+    /// manifest that commits it, so it is there with its file gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commits_transaction_is_read_without_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_string_lossy().into_owned();
+        let storage = Storage::new(&root).await.unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("x", DataType::Int32, false),
+        ]));
+        let first = storage.create_table("t", schema.clone()).await.unwrap();
+        let mut entry = TableEntry {
+            path: "t".to_string(),
+            lance_branch: None,
+            version: first,
+        };
+        let ds = storage.open_for_write("T", &entry).await.unwrap();
+        let ds = storage
+            .append(ds, vec![batch(&schema, 0..5)])
+            .await
+            .unwrap();
+        let gone = "n2".to_string();
+        let ds = storage
+            .delete_ids_and_append(ds, &[gone.as_str()], vec![batch(&schema, 5..6)])
+            .await
+            .unwrap();
+        let txn_dir = dir.path().join("t").join("_transactions");
+        let mut removed = 0;
+        for f in std::fs::read_dir(&txn_dir).unwrap().flatten() {
+            std::fs::remove_file(f.path()).unwrap();
+            removed += 1;
+        }
+        assert!(removed >= 2, "{removed} transaction files");
+        // A new handle: nothing cached.
+        entry.version = ds.version_id();
+        let fresh = Storage::new(&root).await.unwrap();
+        let ds = fresh.open("T", &entry).await.unwrap();
+        let txn = ds.read_transaction().await.unwrap().expect("a transaction");
+        assert!(
+            matches!(
+                txn.operation,
+                lance::dataset::transaction::Operation::Update { .. }
+            ),
+            "{:?}",
+            txn.operation
+        );
+        let before = ds.checkout_version(entry.version - 1).await.unwrap();
+        let txn = before
+            .read_transaction()
+            .await
+            .unwrap()
+            .expect("a transaction");
+        assert!(
+            matches!(
+                txn.operation,
+                lance::dataset::transaction::Operation::Append { .. }
+            ),
+            "{:?}",
+            txn.operation
+        );
+    }
+
     /// Ids found through the `id` index (an indexed fragment), by reading
     /// the small fragments written since, and through a filtered delete
     /// (a table too large to read whole without an index) are deleted
