@@ -800,25 +800,38 @@ impl WriteTxn {
                     .get(type_name)
                     .cloned()
                     .ok_or_else(|| unknown_type(self.catalog(), type_name))?;
+                let staged = staged.remove(type_name);
+                // A table staged on: when no version follows its pin there
+                // is nothing to roll back, and the staged dataset checks it.
+                let at_pin = match &staged {
+                    Some(s) if owns(&pinned, branch_id) => {
+                        let ds = s.table_at(pinned.version).await?;
+                        (storage.latest_version(&ds).await? == pinned.version).then_some(ds)
+                    }
+                    _ => None,
+                };
                 // First write on this branch: fork the table; otherwise drop
                 // what an interrupted commit may have left after the pin.
-                let mut entry = if owns(&pinned, branch_id) {
-                    let (version, _) = self
-                        .graph
-                        .recover_table(type_name, &pinned, branch_id, &self.branch, &self.actor)
-                        .await?;
-                    TableEntry {
-                        version,
-                        ..pinned.clone()
+                let (mut entry, opened) = match at_pin {
+                    Some(ds) => (pinned.clone(), Some(ds)),
+                    None if owns(&pinned, branch_id) => {
+                        let (version, _) = self
+                            .graph
+                            .recover_table(type_name, &pinned, branch_id, &self.branch, &self.actor)
+                            .await?;
+                        let entry = TableEntry {
+                            version,
+                            ..pinned.clone()
+                        };
+                        (entry, None)
                     }
-                } else {
-                    storage.fork(type_name, &pinned, branch_id).await?
+                    None => (storage.fork(type_name, &pinned, branch_id).await?, None),
                 };
                 written.push((type_name.clone(), entry.clone()));
-                let staged = staged.remove(type_name);
-                let mut ds = match &staged {
-                    Some(s) => s.table_at(entry.version).await?,
-                    None => storage.open_for_write(type_name, &entry).await?,
+                let mut ds = match (opened, &staged) {
+                    (Some(ds), _) => ds,
+                    (None, Some(s)) => s.table_at(entry.version).await?,
+                    (None, None) => storage.open_for_write(type_name, &entry).await?,
                 };
                 if let Some(staged) = staged {
                     ds = storage.commit_staged(ds, staged).await?;
