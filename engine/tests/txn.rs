@@ -1187,11 +1187,25 @@ async fn work_done_before_the_lock_answers_to_what_was_published_meanwhile() {
     a.update("Person", "Alice", age(31)).await.unwrap();
     let mut b = g.begin("main", "t").await.unwrap();
     b.update("Person", "Bob", age(26)).await.unwrap();
-    commit_behind(a, b).await.unwrap();
+    let record = dir
+        .path()
+        .join("g/_graph/changes")
+        .join(format!("{}.json", b.commit_id()));
+    let prepared = Box::pin(a.prepare()).await.unwrap().expect("a commit");
+    Box::pin(commit_while_locked(b, async {
+        // The waiter's change record was written before the lock.
+        assert!(record.exists(), "{record:?}");
+        prepared.publish().await.unwrap();
+    }))
+    .await
+    .unwrap();
     let rows = person_rows(&g).await;
     assert_eq!(rows["Alice"], Value::Int(31));
     assert_eq!(rows["Bob"], Value::Int(26));
     assert_eq!(rows.len(), 4);
+    // And names its row only.
+    let record = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(record, r#"{"tables":{"Person":{"ids":["Bob"]}}}"#);
 
     // The same row: the later commit is refused, not lost over the first;
     // the files it wrote early are removed.

@@ -5,7 +5,7 @@
 //! branch takes per second, so a commit does what it can first, while
 //! others publish: it resolves and validates its changes against the head
 //! it reads without the lock, and writes its new rows' data files and its
-//! deletion files ([`crate::storage::StagedWrite`]).
+//! deletion files ([`crate::storage::StagedWrite`]) and its change record.
 //!
 //! Under the lock it reads the head again. If commits were published in
 //! between, their change records say which rows they changed; the early
@@ -52,6 +52,8 @@ pub(super) struct Early<'a> {
     pub plan: Plan<'a>,
     pub staged: BTreeMap<String, StagedWrite>,
     reads: BTreeMap<String, Reads>,
+    /// Whether the commit's change record is written.
+    pub recorded: bool,
 }
 
 impl WriteTxn {
@@ -127,47 +129,62 @@ impl WriteTxn {
                 return None;
             }
         };
-        for (type_name, tp) in &plan.tables {
-            if tp.is_noop(false) {
-                continue;
-            }
-            let pinned = match head.tables.get(type_name) {
-                Some(p) if owns(p, branch_id) && !tp.remove_all && tp.removed.len() <= ID_CHUNK => {
-                    p
-                }
-                _ => {
-                    failed = true;
-                    break;
-                }
-            };
-            // Rows written while resolving stand when the plan writes just
-            // them (no row of the table is removed, by a cascade say).
-            if let Some((ids, s)) = inserted.remove(type_name.as_str()) {
-                let planned: Vec<&str> = tp.new_rows.iter().map(|(r, _)| r.id.as_str()).collect();
-                if tp.removed.is_empty() && planned == ids {
-                    staged.insert(type_name.clone(), s);
+        // The change record names this commit only, and is read only for a
+        // published one: written now, while the tables are staged.
+        let record = self.change_record(&plan);
+        let recorded = async {
+            self.graph
+                .write_change_record(&self.commit_id, &record)
+                .await
+                .is_ok()
+        };
+        let stage_all = async {
+            for (type_name, tp) in &plan.tables {
+                if tp.is_noop(false) {
                     continue;
                 }
-                storage.discard_staged(s).await;
-            }
-            let stage = async {
-                let ds = storage.open_for_write(type_name, pinned).await?;
-                let batches = self.batches(type_name, tp)?;
-                let removed: Vec<&str> = tp.removed.iter().map(String::as_str).collect();
-                storage
-                    .stage_delete_and_append(&ds, &removed, batches)
-                    .await
-            };
-            match stage.await {
-                Ok(s) => {
-                    staged.insert(type_name.clone(), s);
+                let pinned = match head.tables.get(type_name) {
+                    Some(p)
+                        if owns(p, branch_id) && !tp.remove_all && tp.removed.len() <= ID_CHUNK =>
+                    {
+                        p
+                    }
+                    _ => {
+                        failed = true;
+                        break;
+                    }
+                };
+                // Rows written while resolving stand when the plan writes just
+                // them (no row of the table is removed, by a cascade say).
+                if let Some((ids, s)) = inserted.remove(type_name.as_str()) {
+                    let planned: Vec<&str> =
+                        tp.new_rows.iter().map(|(r, _)| r.id.as_str()).collect();
+                    if tp.removed.is_empty() && planned == ids {
+                        staged.insert(type_name.clone(), s);
+                        continue;
+                    }
+                    storage.discard_staged(s).await;
                 }
-                Err(_) => {
-                    failed = true;
-                    break;
+                let stage = async {
+                    let ds = storage.open_for_write(type_name, pinned).await?;
+                    let batches = self.batches(type_name, tp)?;
+                    let removed: Vec<&str> = tp.removed.iter().map(String::as_str).collect();
+                    storage
+                        .stage_delete_and_append(&ds, &removed, batches)
+                        .await
+                };
+                match stage.await {
+                    Ok(s) => {
+                        staged.insert(type_name.clone(), s);
+                    }
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
                 }
             }
-        }
+        };
+        let ((), recorded) = futures::join!(stage_all, recorded);
         discard_all(self, inserted.into_values()).await;
         if failed {
             discard_all(self, staged.into_iter()).await;
@@ -179,6 +196,7 @@ impl WriteTxn {
             plan,
             staged,
             reads,
+            recorded,
         })
     }
 

@@ -197,8 +197,8 @@ impl WriteTxn {
             },
             None => None,
         };
-        let (plan, staged) = match early {
-            Some(early) => (early.plan, early.staged),
+        let (plan, staged, recorded) = match early {
+            Some(early) => (early.plan, early.staged, early.recorded),
             None => {
                 let head = self
                     .graph
@@ -206,11 +206,12 @@ impl WriteTxn {
                     .await?;
                 let plan = self.resolve(&head).await?;
                 self.check_cardinality(&head, &plan).await?;
-                (plan, BTreeMap::new())
+                (plan, BTreeMap::new(), false)
             }
         };
-        let (manifest, summary, written) =
-            self.apply(plan, staged, head_manifest, &branch_id).await?;
+        let (manifest, summary, written) = self
+            .apply(plan, staged, recorded, head_manifest, &branch_id)
+            .await?;
         Ok(Some(PreparedCommit {
             graph: self.graph.clone(),
             branch: self.branch.clone(),
@@ -762,6 +763,7 @@ impl WriteTxn {
         &self,
         plan: Plan<'_>,
         mut staged: BTreeMap<String, StagedWrite>,
+        recorded: bool,
         head: Manifest,
         branch_id: &str,
     ) -> Result<(Manifest, CommitSummary, Vec<(String, TableEntry)>)> {
@@ -788,8 +790,21 @@ impl WriteTxn {
         // whose manifest does not carry the commit is ignored, so an attempt
         // that fails leaves nothing readers see. Each write is durable when
         // it returns, so all are before the manifest is published.
+        // (The change record may be written already, before the lock.)
         let change = self.change_record(&plan);
-        let records = write_commit_records(&self.graph, &commit.id, branch_id, seq, &change);
+        let records = async {
+            match recorded {
+                true => {
+                    self.graph
+                        .meta()
+                        .write_commit_pointer(&commit.id, branch_id, seq)
+                        .await
+                }
+                false => {
+                    write_commit_records(&self.graph, &commit.id, branch_id, seq, &change).await
+                }
+            }
+        };
         let tables_written = async {
             for (type_name, tp) in &plan.tables {
                 let spilled = self.spill(type_name).is_some_and(|s| s.len() > 0);
