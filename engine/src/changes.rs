@@ -95,6 +95,13 @@ impl Graph {
             .await
     }
 
+    /// Remove the record of a commit that will not be published.
+    pub(crate) async fn remove_change_record(&self, commit_id: &str) -> Result<()> {
+        self.storage()
+            .delete_object(&self.change_path(commit_id))
+            .await
+    }
+
     /// A commit's record; `None` when it has none or it cannot be read.
     pub(crate) async fn change_record(&self, commit_id: &str) -> Result<Option<ChangeRecord>> {
         let Some(bytes) = self.storage().get(&self.change_path(commit_id)).await? else {

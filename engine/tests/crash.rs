@@ -446,3 +446,35 @@ async fn cleanup_recovers_and_reclaims_what_failed_writes_left() {
     assert_eq!(fingerprint(&g, "main").await, before);
     orphan_rows_are_gone(&g).await;
 }
+
+/// A commit that fails after writing its first table, having written the
+/// files of both before the branch lock: the files of the table it did not
+/// reach are removed, and the graph is as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_failing_between_tables_removes_what_it_staged_for_the_rest() {
+    let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let before = fingerprint(&g, "main").await;
+    let person_files = || table_files(&dir.path().join("g/nodes/Person"));
+    let files = person_files();
+    assert!(!files.is_empty());
+    // Knows is written before Person (tables are written in name order).
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.insert_edge("Knows", "Charlie", "Diana", Default::default())
+        .await
+        .unwrap();
+    txn.update(
+        "Person",
+        "Bob",
+        props(&[("age", omnigraph_engine::Value::Int(2))]),
+    )
+    .await
+    .unwrap();
+    fail::cfg(names::COMMIT_BETWEEN_TABLES, "return").unwrap();
+    let err = Box::pin(txn.commit()).await.unwrap_err();
+    fail::remove(names::COMMIT_BETWEEN_TABLES);
+    assert!(err.to_string().contains("failpoint"), "{err}");
+    assert_eq!(person_files(), files);
+    assert_eq!(fingerprint(&g, "main").await, before);
+}

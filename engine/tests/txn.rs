@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{fingerprint, loaded_graph, props, s};
+use common::{fingerprint, loaded_graph, props, s, table_files};
 use omnigraph_engine::{Error, ReadRef, Value, ViolationKind};
 
 async fn names(g: &omnigraph_engine::Graph) -> Vec<String> {
@@ -1342,26 +1342,6 @@ async fn deletions_written_before_a_compaction_are_redone_after_it() {
     }
 }
 
-/// The data and deletion files under `dir` (any depth), by path.
-fn table_files(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
-    let mut out = std::collections::BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            out.extend(table_files(&path));
-        } else if path
-            .parent()
-            .is_some_and(|p| p.ends_with("data") || p.ends_with("_deletions"))
-        {
-            out.insert(path);
-        }
-    }
-    out
-}
-
 /// A cleanup takes the branch lock and removes the files no version refers
 /// to, which a commit's files written before the lock are until it commits
 /// them. A commit whose files are gone when it takes the lock writes them
@@ -1437,5 +1417,45 @@ async fn rows_written_while_resolving_follow_what_resolving_decides() {
             pair("Alice", "Charlie"),
             pair("Charlie", "Alice")
         ]
+    );
+}
+
+/// A commit that gives up waiting for the branch lock (cancelled here; a
+/// timeout alike) leaves none of the files it wrote before the lock, nor
+/// its change record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_gives_up_on_the_lock_leaves_no_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = loaded_graph(dir.path()).await;
+    let mut holder = g.begin("main", "t").await.unwrap();
+    holder
+        .update("Person", "Alice", props(&[("age", Value::Int(1))]))
+        .await
+        .unwrap();
+    let prepared = Box::pin(holder.prepare()).await.unwrap().expect("a commit");
+    let files = table_files(&dir.path().join("g"));
+    let changes = std::fs::read_dir(dir.path().join("g/_graph/changes"))
+        .unwrap()
+        .count();
+    let mut waiter = g.begin("main", "t").await.unwrap();
+    waiter
+        .update("Person", "Bob", props(&[("age", Value::Int(2))]))
+        .await
+        .unwrap();
+    waiter.set_cancel_check(std::sync::Arc::new(|| true));
+    let e = Box::pin(waiter.commit()).await.unwrap_err();
+    assert!(matches!(e, Error::Cancelled), "{e}");
+    assert_eq!(table_files(&dir.path().join("g")), files);
+    prepared.publish().await.unwrap();
+    let rows = person_rows(&g).await;
+    assert_eq!(rows["Alice"], Value::Int(1));
+    assert_eq!(rows["Bob"], Value::Int(25));
+    // Nor its change record.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("g/_graph/changes"))
+            .unwrap()
+            .count(),
+        changes,
+        "the records of the graph's commits and the holder's only"
     );
 }

@@ -327,6 +327,14 @@ impl Early<'_> {
     pub(super) async fn discard(self, txn: &WriteTxn) {
         discard_all(txn, self.staged.into_iter()).await;
     }
+
+    /// Remove everything written early: the commit is given up.
+    pub(super) async fn abandon(self, txn: &WriteTxn) {
+        if self.recorded {
+            let _ = txn.graph.remove_change_record(&txn.commit_id).await;
+        }
+        self.discard(txn).await;
+    }
 }
 
 async fn discard_all<K>(txn: &WriteTxn, staged: impl Iterator<Item = (K, StagedWrite)>) {

@@ -165,27 +165,41 @@ impl WriteTxn {
         // future, would otherwise be too deep for the compiler to check.
         let early: futures::future::BoxFuture<'_, _> = Box::pin(self.start_early(&branch_id));
         let early = early.await;
-        let lock = crate::lock::acquire(
-            self.graph.storage(),
-            &branch_id,
-            &self.branch,
-            self.lock_timeout,
-            self.cancelled
-                .as_deref()
-                .unwrap_or(&crate::lock::not_cancelled),
-        )
-        .await?;
-        // The branch may have been deleted (or deleted and re-created) since
-        // the transaction began or while we waited for the lock: publish only
-        // into the branch the transaction read from.
-        if !self.new_branch
-            && self.graph.branch_ref(&self.branch).await?.id != self.base.manifest.branch_id
-        {
-            return Err(Error::BranchNotFound {
-                name: self.branch.clone(),
-            });
-        }
-        let head_manifest = self.graph.meta().repair_head(&branch_id).await?;
+        let locked = async {
+            let lock = crate::lock::acquire(
+                self.graph.storage(),
+                &branch_id,
+                &self.branch,
+                self.lock_timeout,
+                self.cancelled
+                    .as_deref()
+                    .unwrap_or(&crate::lock::not_cancelled),
+            )
+            .await?;
+            // The branch may have been deleted (or deleted and re-created)
+            // since the transaction began or while we waited for the lock:
+            // publish only into the branch the transaction read from.
+            if !self.new_branch
+                && self.graph.branch_ref(&self.branch).await?.id != self.base.manifest.branch_id
+            {
+                return Err(Error::BranchNotFound {
+                    name: self.branch.clone(),
+                });
+            }
+            let head = self.graph.meta().repair_head(&branch_id).await?;
+            Ok((lock, head))
+        };
+        let (lock, head_manifest) = match locked.await {
+            Ok(locked) => locked,
+            Err(e) => {
+                // A wait given up (timeout, cancel) or a branch gone: the
+                // files written early are of no use.
+                if let Some(early) = early {
+                    early.abandon(&self).await;
+                }
+                return Err(e);
+            }
+        };
         let early = match early {
             Some(early) => match self.early_holds(&early, &head_manifest).await {
                 Ok(true) => Some(early),
@@ -900,6 +914,10 @@ impl WriteTxn {
                     .graph
                     .roll_back_unpublished(type_name, entry, branch_id)
                     .await;
+            }
+            // Files staged for tables this attempt did not reach.
+            for s in staged.into_values() {
+                storage.discard_staged(s).await;
             }
             return Err(e);
         }

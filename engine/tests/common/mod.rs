@@ -219,3 +219,23 @@ pub async fn has_person(g: &Graph, id: &str) -> bool {
         .iter()
         .any(|p| p == id)
 }
+
+/// The data and deletion files under `dir` (any depth), by path.
+pub fn table_files(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(table_files(&path));
+        } else if path
+            .parent()
+            .is_some_and(|p| p.ends_with("data") || p.ends_with("_deletions"))
+        {
+            out.insert(path);
+        }
+    }
+    out
+}
