@@ -713,21 +713,14 @@ async fn constraints_are_checked_on_rows_staged_by_column() {
 /// The inodes of the Lance data files under `dir` (any depth).
 fn data_file_inodes(dir: &std::path::Path) -> std::collections::BTreeSet<u64> {
     use std::os::unix::fs::MetadataExt;
-    let mut out = std::collections::BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            out.extend(data_file_inodes(&path));
-        } else if path.extension().is_some_and(|x| x == "lance")
+    let data = |path: &std::path::Path| {
+        path.extension().is_some_and(|x| x == "lance")
             && path.parent().is_some_and(|p| p.ends_with("data"))
-        {
-            out.insert(e.metadata().unwrap().ino());
-        }
-    }
-    out
+    };
+    common::files_under(dir, &data)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().ino())
+        .collect()
 }
 
 /// At COMMIT the spill's data files become the table's (hard links: the

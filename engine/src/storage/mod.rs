@@ -1303,6 +1303,14 @@ mod delete_ids_tests {
         .unwrap()
     }
 
+    /// `id` (text) and `x` (int), the columns these tests' tables hold.
+    fn id_x_schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("x", DataType::Int32, false),
+        ]))
+    }
+
     async fn live_ids(storage: &Storage, ds: &lance::Dataset) -> Vec<String> {
         let mut out: Vec<String> = storage
             .scan(ds, &["id"], None)
@@ -1328,10 +1336,7 @@ mod delete_ids_tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_string_lossy().into_owned();
         let storage = Storage::new(&root).await.unwrap();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Utf8, false),
-            Field::new("x", DataType::Int32, false),
-        ]));
+        let schema = id_x_schema();
         let first = storage.create_table("t", schema.clone()).await.unwrap();
         let mut entry = TableEntry {
             path: "t".to_string(),
@@ -1395,10 +1400,7 @@ mod delete_ids_tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_string_lossy().into_owned();
         let storage = Storage::new(&root).await.unwrap();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Utf8, false),
-            Field::new("x", DataType::Int32, false),
-        ]));
+        let schema = id_x_schema();
         let n = ID_INDEX_MIN_ROWS as u32 * 2;
         for indexed in [true, false] {
             let path = format!("t{indexed}");

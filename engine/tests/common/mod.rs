@@ -220,8 +220,11 @@ pub async fn has_person(g: &Graph, id: &str) -> bool {
         .any(|p| p == id)
 }
 
-/// The data and deletion files under `dir` (any depth), by path.
-pub fn table_files(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+/// The files under `dir` (any depth) that `keep` accepts, by path.
+pub fn files_under(
+    dir: &std::path::Path,
+    keep: &dyn Fn(&std::path::Path) -> bool,
+) -> std::collections::BTreeSet<std::path::PathBuf> {
     let mut out = std::collections::BTreeSet::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
@@ -229,13 +232,18 @@ pub fn table_files(dir: &std::path::Path) -> std::collections::BTreeSet<std::pat
     for e in entries.flatten() {
         let path = e.path();
         if path.is_dir() {
-            out.extend(table_files(&path));
-        } else if path
-            .parent()
-            .is_some_and(|p| p.ends_with("data") || p.ends_with("_deletions"))
-        {
+            out.extend(files_under(&path, keep));
+        } else if keep(&path) {
             out.insert(path);
         }
     }
     out
+}
+
+/// The Lance data and deletion files under `dir` (any depth), by path.
+pub fn table_files(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    files_under(dir, &|path| {
+        path.parent()
+            .is_some_and(|p| p.ends_with("data") || p.ends_with("_deletions"))
+    })
 }
