@@ -354,13 +354,7 @@ impl Graph {
     /// created at its location since this handle opened it (its schema and
     /// kept tables would be the old graph's): open the graph again.
     pub async fn snapshot(&self, at: &ReadRef) -> Result<Snapshot> {
-        if let Some(gm) = self.meta().read_graph_meta().await?
-            && gm.created_at_us != self.inner.created_at_us
-        {
-            return Err(Error::GraphReplaced {
-                uri: self.uri().to_string(),
-            });
-        }
+        self.check_not_replaced().await?;
         match at {
             ReadRef::Branch(name) => {
                 let r = self.branch_ref(name).await?;
@@ -379,6 +373,28 @@ impl Graph {
                     manifest,
                 })
             }
+        }
+    }
+
+    /// A snapshot of a manifest just read (a branch head), without looking
+    /// its commit up again.
+    pub(crate) async fn snapshot_of(&self, manifest: Manifest) -> Result<Snapshot> {
+        self.check_not_replaced().await?;
+        Ok(Snapshot {
+            graph: self.clone(),
+            branch: None,
+            manifest,
+        })
+    }
+
+    /// `GraphReplaced` when the graph at this handle's location is not the
+    /// one it opened (deleted and created again).
+    async fn check_not_replaced(&self) -> Result<()> {
+        match self.meta().read_graph_meta().await? {
+            Some(gm) if gm.created_at_us != self.inner.created_at_us => Err(Error::GraphReplaced {
+                uri: self.uri().to_string(),
+            }),
+            _ => Ok(()),
         }
     }
 

@@ -102,7 +102,22 @@ impl Graph {
         branch: &str,
         actor: &str,
     ) -> Result<(u64, bool)> {
-        let (latest, dirty) = self.unpublished(type_name, t, branch_id).await?;
+        self.recover_table_at(type_name, t, None, branch_id, branch, actor)
+            .await
+    }
+
+    /// [`Self::recover_table`], given the table already open at `t`'s
+    /// version (`at_pin`) when the caller has it.
+    pub(crate) async fn recover_table_at(
+        &self,
+        type_name: &str,
+        t: &TableEntry,
+        at_pin: Option<&lance::Dataset>,
+        branch_id: &str,
+        branch: &str,
+        actor: &str,
+    ) -> Result<(u64, bool)> {
+        let (latest, dirty) = self.unpublished_at(type_name, t, at_pin, branch_id).await?;
         if !dirty {
             return Ok((latest, false));
         }
@@ -167,10 +182,25 @@ impl Graph {
         t: &TableEntry,
         branch_id: &str,
     ) -> Result<(u64, bool)> {
+        self.unpublished_at(type_name, t, None, branch_id).await
+    }
+
+    /// [`Self::unpublished`], reading through `at_pin`, the table open at
+    /// `t`'s version, when given.
+    async fn unpublished_at(
+        &self,
+        type_name: &str,
+        t: &TableEntry,
+        at_pin: Option<&lance::Dataset>,
+        branch_id: &str,
+    ) -> Result<(u64, bool)> {
         if !owns(t, branch_id) {
             return Ok((t.version, false));
         }
-        let pinned = self.storage().open(type_name, t).await?;
+        let pinned = match at_pin {
+            Some(ds) => ds.clone(),
+            None => self.storage().open(type_name, t).await?,
+        };
         let latest_version = self.storage().latest_version(&pinned).await?;
         if latest_version == t.version {
             return Ok((t.version, false));

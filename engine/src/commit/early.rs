@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::changes::TableChange;
 use crate::error::{Error, Result};
-use crate::graph::{ID_CHUNK, ReadRef, owns};
+use crate::graph::{ID_CHUNK, owns};
 use crate::manifest::Manifest;
 use crate::storage::{StagedWrite, TableEntry};
 use crate::txn::{Pending, WriteTxn};
@@ -75,11 +75,7 @@ impl WriteTxn {
         if head.branch_id != self.base.manifest.branch_id {
             return None;
         }
-        let snapshot = self
-            .graph
-            .snapshot(&ReadRef::Commit(head.commit.id.clone()))
-            .await
-            .ok()?;
+        let snapshot = self.graph.snapshot_of(head.clone()).await.ok()?;
         let storage = self.graph.storage();
         // The rows of a table this commit only inserts into are known
         // before it resolves: their data files are written meanwhile.

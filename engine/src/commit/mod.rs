@@ -35,7 +35,7 @@ use futures::TryStreamExt;
 use crate::changes::{ChangeRecord, TableChange};
 use crate::error::{Error, Result, ViolationKind};
 use crate::failpoints::{self, names};
-use crate::graph::{ID_CHUNK, ReadRef, Snapshot, in_filter, owns};
+use crate::graph::{ID_CHUNK, Snapshot, in_filter, owns};
 use crate::manifest::{CommitInfo, FORMAT_VERSION, Manifest, now_us};
 use crate::schema::{PropType, RangeBound, ScalarType};
 use crate::spill::{Spill, id_hash};
@@ -214,10 +214,7 @@ impl WriteTxn {
         let (plan, staged, recorded) = match early {
             Some(early) => (early.plan, early.staged, early.recorded),
             None => {
-                let head = self
-                    .graph
-                    .snapshot(&ReadRef::Commit(head_manifest.commit.id.clone()))
-                    .await?;
+                let head = self.graph.snapshot_of(head_manifest.clone()).await?;
                 let plan = self.resolve(&head).await?;
                 self.check_cardinality(&head, &plan).await?;
                 (plan, BTreeMap::new(), false)
@@ -830,37 +827,37 @@ impl WriteTxn {
                     .cloned()
                     .ok_or_else(|| unknown_type(self.catalog(), type_name))?;
                 let staged = staged.remove(type_name);
-                // A table staged on: when no version follows its pin there
-                // is nothing to roll back, and the staged dataset checks it.
+                // A staged table is open already, at the pin it was staged on.
                 let at_pin = match &staged {
-                    Some(s) if owns(&pinned, branch_id) => {
-                        let ds = s.table_at(pinned.version).await?;
-                        (storage.latest_version(&ds).await? == pinned.version).then_some(ds)
-                    }
+                    Some(s) if owns(&pinned, branch_id) => Some(s.table_at(pinned.version).await?),
                     _ => None,
                 };
                 // First write on this branch: fork the table; otherwise drop
                 // what an interrupted commit may have left after the pin.
-                let (mut entry, opened) = match at_pin {
-                    Some(ds) => (pinned.clone(), Some(ds)),
-                    None if owns(&pinned, branch_id) => {
-                        let (version, _) = self
-                            .graph
-                            .recover_table(type_name, &pinned, branch_id, &self.branch, &self.actor)
-                            .await?;
-                        let entry = TableEntry {
-                            version,
-                            ..pinned.clone()
-                        };
-                        (entry, None)
+                let mut entry = if owns(&pinned, branch_id) {
+                    let (version, _) = self
+                        .graph
+                        .recover_table_at(
+                            type_name,
+                            &pinned,
+                            at_pin.as_ref(),
+                            branch_id,
+                            &self.branch,
+                            &self.actor,
+                        )
+                        .await?;
+                    TableEntry {
+                        version,
+                        ..pinned.clone()
                     }
-                    None => (storage.fork(type_name, &pinned, branch_id).await?, None),
+                } else {
+                    storage.fork(type_name, &pinned, branch_id).await?
                 };
                 written.push((type_name.clone(), entry.clone()));
-                let mut ds = match (opened, &staged) {
-                    (Some(ds), _) => ds,
-                    (None, Some(s)) => s.table_at(entry.version).await?,
-                    (None, None) => storage.open_for_write(type_name, &entry).await?,
+                let mut ds = match (at_pin, &staged) {
+                    (Some(ds), _) if entry.version == pinned.version => ds,
+                    (_, Some(s)) => s.table_at(entry.version).await?,
+                    (_, None) => storage.open_for_write(type_name, &entry).await?,
                 };
                 if let Some(staged) = staged {
                     ds = storage.commit_staged(ds, staged).await?;

@@ -689,8 +689,9 @@ impl Storage {
         if ids.is_empty() {
             return self.append(ds, batches).await;
         }
+        // Staged and committed on the same version: nothing to re-check.
         let staged = self.stage_delete_and_append(&ds, ids, batches).await?;
-        self.commit_staged(ds, staged).await
+        self.commit_staged_now(ds, staged).await
     }
 
     pub async fn append(&self, ds: Dataset, batches: Vec<RecordBatch>) -> Result<Dataset> {

@@ -135,21 +135,12 @@ impl Storage {
             rows,
             new,
         } = staged;
-        let unchanged = ds.manifest().version == read_version
-            || touched.iter().all(|f| {
-                ds.manifest()
-                    .fragments
-                    .iter()
-                    .find(|g| g.id == f.id)
-                    .is_some_and(|g| g == f)
-            });
+        let now = |f: &Fragment| ds.manifest().fragments.iter().find(|g| g.id == f.id);
+        let unchanged =
+            ds.manifest().version == read_version || touched.iter().all(|f| now(f) == Some(f));
         // Where only deletion files changed, the rows are where they were.
         let moved = |f: &Fragment| {
-            !ds.manifest()
-                .fragments
-                .iter()
-                .find(|g| g.id == f.id)
-                .is_some_and(|g| g.files == f.files && g.physical_rows == f.physical_rows)
+            !now(f).is_some_and(|g| g.files == f.files && g.physical_rows == f.physical_rows)
         };
         let deletions = if unchanged && deletion_files_exist(&ds, &updated).await? {
             (updated, removed)
@@ -171,6 +162,17 @@ impl Storage {
             self.new_fragments(&ds, &batches).await?
         };
         self.commit_update(Arc::new(ds), deletions, new).await
+    }
+
+    /// Commit a staged write on the version it was staged at.
+    pub(super) async fn commit_staged_now(
+        &self,
+        ds: Dataset,
+        staged: StagedWrite,
+    ) -> Result<Dataset> {
+        let deletions = (staged.updated, staged.removed);
+        self.commit_update(Arc::new(ds), deletions, staged.new)
+            .await
     }
 
     /// Remove the files of a staged write that will not be committed.
@@ -243,7 +245,7 @@ impl Storage {
     }
 
     /// Commit deletions and new fragments on `ds` as one Lance version.
-    pub(super) async fn commit_update(
+    async fn commit_update(
         &self,
         ds: Arc<Dataset>,
         (updated_fragments, deleted_fragment_ids): Deletions,
@@ -276,15 +278,8 @@ impl Storage {
     }
 }
 
-/// The table's directory: the parent of its data directory.
-fn table_base(ds: &Dataset) -> Path {
-    let data = ds.data_dir();
-    let parts: Vec<_> = data.parts().collect();
-    Path::from_iter(parts[..parts.len().saturating_sub(1)].iter().cloned())
-}
-
 fn deletion_paths(ds: &Dataset, fragments: &[Fragment]) -> Vec<Path> {
-    let base = table_base(ds);
+    let base = ds.branch_location().path;
     fragments
         .iter()
         .filter_map(|f| {
