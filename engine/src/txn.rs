@@ -883,15 +883,17 @@ impl WriteTxn {
         let staged = self.tables.get(type_name);
         let in_memory = staged.is_some_and(|t| !t.rows.is_empty());
         let spill = staged.and_then(|t| t.spill.as_ref());
-        let staged_before: Vec<bool> = ids
-            .iter()
-            .zip(&hashes)
-            .map(|(id, h)| {
+        let mut staged_before: Vec<bool> = Vec::with_capacity(n);
+        for (id, h) in ids.iter().zip(&hashes) {
+            staged_before.push(
                 !seen.insert(*h)
-                    || spill.is_some_and(|s| s.contains_hash(*h))
                     || (in_memory && staged.is_some_and(|t| t.rows.contains_key(id)))
-            })
-            .collect();
+                    || match spill {
+                        Some(s) => s.contains_hash(*h)?,
+                        None => false,
+                    },
+            );
+        }
         let again = staged_before.iter().filter(|s| **s).count();
         if n - again < COLUMNAR_MIN_ROWS {
             let rows = NewRows {
@@ -1525,7 +1527,9 @@ impl WriteTxn {
                 Some(Pending::Delete { .. }) => {
                     out.insert(id.to_string(), None);
                 }
-                None if table.spill.as_ref().is_some_and(|s| s.contains(id)) => spilled.push(id),
+                None if table.spill.as_ref().map(|s| s.contains(id)).transpose()? == Some(true) => {
+                    spilled.push(id)
+                }
                 None if table.overwrite => {
                     out.insert(id.to_string(), None);
                 }

@@ -230,8 +230,20 @@ async fn spilled_inserts_commit_and_are_checked() {
             .unwrap();
     }
     txn.rollback_to(sp).await.unwrap();
+    // A rolled-back id is free again; a spilled one still is not.
+    txn.insert_node("Person", props(&[("name", s("S100"))]))
+        .await
+        .unwrap();
+    let e = txn
+        .insert_node("Person", props(&[("name", s("S090"))]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Validation(v) if v.kind == ViolationKind::DuplicateKey),
+        "{e}"
+    );
     let summary = txn.commit().await.unwrap().unwrap();
-    assert_eq!(summary.tables["Person"].inserted, 94);
+    assert_eq!(summary.tables["Person"].inserted, 95);
     assert_eq!(
         std::fs::read_dir(&spill_dir).unwrap().count(),
         0,

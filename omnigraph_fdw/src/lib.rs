@@ -116,9 +116,40 @@ fn one_malloc_arena() {
     }
 }
 
+/// The memory Lance's sorts (building an index, by a commit or
+/// `omnigraph_optimize`) may take before they spill to temporary files:
+/// `maintenance_work_mem` when the library loads, as for Postgres's own
+/// index builds, but at least [`LANCE_SORT_MEMORY_MIN`] (a smaller pool
+/// can fail a sort outright rather than spill more), unless
+/// `LANCE_MEM_POOL_SIZE` is set in the server's environment. Lance's
+/// default, 150 MiB, let a backend grow with the table an index covered.
+/// Set before any thread starts: Lance reads the variable at each sort.
+fn bound_lance_sorts() {
+    if std::env::var_os(LANCE_MEM_POOL).is_some() {
+        return;
+    }
+    // SAFETY: a plain read of the GUC's backing variable (kilobytes).
+    let kb = unsafe { pgrx::pg_sys::maintenance_work_mem };
+    let bytes = (u64::try_from(kb).unwrap_or(0) * 1024).max(LANCE_SORT_MEMORY_MIN);
+    // SAFETY: the environment is changed before this library starts any
+    // thread, and Postgres's own code does not read it concurrently (a
+    // backend is single threaded).
+    unsafe {
+        std::env::set_var(LANCE_MEM_POOL, bytes.to_string());
+    }
+}
+
+/// The variable Lance reads the size of its sorts' memory pool from.
+const LANCE_MEM_POOL: &str = "LANCE_MEM_POOL_SIZE";
+
+/// The smallest pool given to Lance's sorts: Postgres's default
+/// `maintenance_work_mem`.
+const LANCE_SORT_MEMORY_MIN: u64 = 64 << 20;
+
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     one_malloc_arena();
+    bound_lance_sorts();
     GucRegistry::define_string_guc(
         c"omnigraph.branch",
         c"Graph branch read and written by foreign tables without a branch option.",

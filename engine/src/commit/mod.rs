@@ -238,11 +238,18 @@ impl WriteTxn {
     }
 
     /// Whether this commit inserts a row with `id` into `type_name`.
-    fn inserts(&self, plan: &Plan<'_>, type_name: &str, id: &str) -> bool {
-        plan.tables
+    fn inserts(&self, plan: &Plan<'_>, type_name: &str, id: &str) -> Result<bool> {
+        if plan
+            .tables
             .get(type_name)
             .is_some_and(|t| t.new_ids.contains(id))
-            || self.spill(type_name).is_some_and(|s| s.contains(id))
+        {
+            return Ok(true);
+        }
+        match self.spill(type_name) {
+            Some(s) => s.contains(id),
+            None => Ok(false),
+        }
     }
 
     /// The spilled rows of a table, batch by batch (`None` without a spill).
@@ -270,7 +277,12 @@ impl WriteTxn {
         let taken = match head.scan_ids_for(type_name, spill.len()).await? {
             true => {
                 let mut taken = None;
-                for id in head.ids_where(type_name, |id| spill.contains(id)).await? {
+                // A failed read of the spill's id files counts as a hit:
+                // the spill's rows, read next, decide.
+                for id in head
+                    .ids_where(type_name, |id| spill.contains(id).unwrap_or(true))
+                    .await?
+                {
                     // The spill knows its ids by hash: confirm.
                     let filter = format!("id = {}", sql_literal(&id));
                     if !spill.ids_where(&filter).await?.is_empty() {
@@ -535,7 +547,7 @@ impl WriteTxn {
                     for (end, node_id, node_type) in
                         [("src", src, &edge.from), ("dst", dst, &edge.to)]
                     {
-                        if node_type == type_name && !self.inserts(plan, type_name, node_id) {
+                        if node_type == type_name && !self.inserts(plan, type_name, node_id)? {
                             return Err(Error::violation(
                                 ViolationKind::DanglingEdge,
                                 &edge.name,
@@ -739,16 +751,17 @@ impl WriteTxn {
                     }
                 })
             };
-            let wanted: BTreeSet<String> = rows
-                .iter()
-                .filter_map(|(r, _)| endpoint(r))
-                .filter(|id| !self.inserts(plan, node_type, id))
-                .collect();
+            let mut wanted = BTreeSet::new();
+            for id in rows.iter().filter_map(|(r, _)| endpoint(r)) {
+                if !self.inserts(plan, node_type, &id)? {
+                    wanted.insert(id);
+                }
+            }
             let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
             let found = head.existing_ids(node_type, &wanted).await?;
             for (r, line) in rows {
                 let Some(id) = endpoint(r) else { continue };
-                if self.inserts(plan, node_type, &id) || (found.contains(&id) && !gone(&id)) {
+                if self.inserts(plan, node_type, &id)? || (found.contains(&id) && !gone(&id)) {
                     continue;
                 }
                 return Err(Error::violation(

@@ -4,13 +4,17 @@
 //! threshold, the plain inserts of a table move to a spill: a Lance dataset
 //! in a private local directory with the table's columns plus `_omnigraph_seq`, the
 //! staging operation that produced the row (so a rollback to a savepoint
-//! removes exactly the later rows). Only a 128-bit hash of each spilled id
-//! stays in memory, so memory stays bounded however many rows are inserted.
+//! removes exactly the later rows). The spilled ids are known by their
+//! 128-bit hashes, kept in sorted files beside the rows with a Bloom filter
+//! in memory ([`ids`]): a few bytes an id, not the 16 of the hash nor the
+//! row.
 //!
 //! The directory is removed when the spill is dropped (commit, rollback,
 //! error). A process that dies leaves it behind: its name starts with
 //! `pgsql_tmp`, so when the spill directory is Postgres's own
 //! `base/pgsql_tmp`, the server removes it at its next start.
+
+mod ids;
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -26,6 +30,8 @@ use lance::dataset::WriteMode;
 use crate::error::{Error, Result};
 use crate::schema::{Catalog, TypeKind};
 use crate::value::{Record, batch_to_records, records_to_batch};
+
+use ids::SpilledIds;
 
 /// The column holding a spilled row's staging sequence number.
 /// A reserved property name (`schema::catalog::RESERVED`), so it cannot
@@ -95,7 +101,9 @@ pub(crate) struct Spill {
     type_name: String,
     kind: TypeKind,
     ds: Option<Dataset>,
-    ids: IdHashSet,
+    ids: SpilledIds,
+    /// Rows in the spill.
+    rows: u64,
 }
 
 impl Spill {
@@ -113,11 +121,12 @@ impl Spill {
             ))
         })?;
         Ok(Spill {
+            ids: SpilledIds::new(&dir),
             dir,
             type_name: type_name.to_string(),
             kind,
             ds: None,
-            ids: IdHashSet::default(),
+            rows: 0,
         })
     }
 
@@ -139,17 +148,19 @@ impl Spill {
         walk(&self.dir)
     }
 
-    pub fn contains(&self, id: &str) -> bool {
+    /// Whether a row of this id is spilled.
+    pub fn contains(&self, id: &str) -> Result<bool> {
         self.contains_hash(id_hash(id))
     }
 
-    /// Whether an id of this [`id_hash`] may be spilled.
-    pub fn contains_hash(&self, hash: u128) -> bool {
-        self.ids.contains(&hash)
+    /// Whether a row of an id of this [`id_hash`] is spilled.
+    pub fn contains_hash(&self, hash: u128) -> Result<bool> {
+        self.ids.contains(hash)
     }
 
+    /// Rows in the spill.
     pub fn len(&self) -> u64 {
-        self.ids.len() as u64
+        self.rows
     }
 
     pub fn dataset(&self) -> Option<&Dataset> {
@@ -174,10 +185,11 @@ impl Spill {
         let records: Vec<&Record> = rows.iter().map(|(r, _)| *r).collect();
         let batch = records_to_batch(catalog, &self.type_name, &records)?;
         let seqs = UInt64Array::from_iter_values(rows.iter().map(|(_, s)| *s));
+        // Ids first: ids without rows are only looked for in vain.
+        let hashes: Vec<u128> = rows.iter().map(|(r, _)| id_hash(&r.id)).collect();
+        self.ids.add(&hashes)?;
         self.append(batch, seqs).await?;
-        for (r, _) in rows {
-            self.ids.insert(id_hash(&r.id));
-        }
+        self.rows += rows.len() as u64;
         Ok(())
     }
 
@@ -193,9 +205,10 @@ impl Spill {
             return Ok(());
         }
         let seqs = UInt64Array::from_value(seq, batch.num_rows());
+        let n = batch.num_rows() as u64;
+        self.ids.add(hashes)?;
         self.append(batch, seqs).await?;
-        self.ids.reserve(hashes.len());
-        self.ids.extend(hashes.iter().copied());
+        self.rows += n;
         Ok(())
     }
 
@@ -230,11 +243,12 @@ impl Spill {
     /// the spill, so callers pass a chunk of ids (`ID_CHUNK`) at a time.
     /// On an error nothing was removed.
     pub async fn take(&mut self, ids: &[&str]) -> Result<Vec<(Record, u64)>> {
-        let wanted: Vec<&str> = ids
-            .iter()
-            .copied()
-            .filter(|id| self.ids.contains(&id_hash(id)))
-            .collect();
+        let mut wanted: Vec<&str> = Vec::new();
+        for id in ids {
+            if self.contains(id)? {
+                wanted.push(*id);
+            }
+        }
         let Some(ds) = self.ds.as_mut() else {
             return Ok(Vec::new());
         };
@@ -259,8 +273,9 @@ impl Spill {
         if !found.is_empty() {
             ds.delete(&filter).await?;
             for (r, _) in &found {
-                self.ids.remove(&id_hash(&r.id));
+                self.ids.remove(id_hash(&r.id));
             }
+            self.rows -= found.len() as u64;
         }
         Ok(found)
     }
@@ -314,15 +329,20 @@ impl Spill {
         scan.project(&["id"])?;
         scan.filter(&filter)?;
         let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
-        let mut any = false;
+        let mut gone = Vec::new();
         for b in &batches {
-            for r in batch_to_records(b, self.kind)? {
-                self.ids.remove(&id_hash(&r.id));
-                any = true;
-            }
+            gone.extend(
+                batch_to_records(b, self.kind)?
+                    .into_iter()
+                    .map(|r| id_hash(&r.id)),
+            );
         }
-        if any {
+        if !gone.is_empty() {
             ds.delete(&filter).await?;
+            self.rows -= gone.len() as u64;
+            for h in gone {
+                self.ids.remove(h);
+            }
         }
         Ok(())
     }
