@@ -799,17 +799,37 @@ impl QuerySession {
         };
         let mut n = 0u64;
         let mut deleted = Vec::new();
-        match op {
+        let t = info.type_name.as_str();
+        match &op {
             Op::Insert => n = insert_by_column(write, &gt, &info, &batches).await?,
-            _ => {
+            Op::Update(_) | Op::Delete => {
+                // A batch's rows are staged at once, as the FDW stages them.
                 for b in &batches {
                     let graph = gt.graph_batch(b)?;
-                    for r in omnigraph_engine::value::batch_to_records(&graph, info.kind)? {
-                        n += 1;
-                        if matches!(op, Op::Delete) && info.kind == TypeKind::Node {
-                            deleted.push(r.id.clone());
+                    let records = omnigraph_engine::value::batch_to_records(&graph, info.kind)?;
+                    n += records.len() as u64;
+                    match &op {
+                        // `SET a = a` changes nothing: stage nothing (no
+                        // rewrite, no conflict), as the FDW does.
+                        Op::Update(cols) if cols.is_empty() => {}
+                        Op::Update(cols) => {
+                            let rows = records
+                                .into_iter()
+                                .map(|r| {
+                                    let props =
+                                        r.props.into_iter().filter(|(k, _)| cols.contains(k));
+                                    (r.id, props.collect())
+                                })
+                                .collect();
+                            write.update_rows(t, rows).await?;
                         }
-                        stage(write, &info, r, &op).await?;
+                        _ => {
+                            let ids: Vec<String> = records.into_iter().map(|r| r.id).collect();
+                            write.delete_ids(t, &ids).await?;
+                            if info.kind == TypeKind::Node {
+                                deleted.extend(ids);
+                            }
+                        }
                     }
                 }
             }
@@ -1029,33 +1049,6 @@ fn check_endpoints(info: &TableInfo, endpoints: &[(String, String)]) -> Result<(
         "null value in column \"{end}\" of table {} violates not-null constraint: every {} edge needs a {end} node id",
         info.name, info.type_name
     )))
-}
-
-/// Stage one row of an UPDATE or DELETE.
-async fn stage(
-    write: &mut WriteTxn,
-    info: &TableInfo,
-    r: omnigraph_engine::Record,
-    op: &Op,
-) -> Result<(), QueryError> {
-    let t = info.type_name.as_str();
-    match op {
-        // Inserts are staged by column (`insert_by_column`).
-        Op::Insert => {}
-        // `SET a = a` changes nothing: stage nothing (no rewrite, no
-        // conflict), as Postgres's FDW path does.
-        Op::Update(cols) if cols.is_empty() => {}
-        Op::Update(cols) => {
-            let props = r
-                .props
-                .into_iter()
-                .filter(|(k, _)| cols.contains(k))
-                .collect();
-            write.update(t, &r.id, props).await?;
-        }
-        Op::Delete => write.delete(t, &r.id).await?,
-    }
-    Ok(())
 }
 
 /// Identity never changes: `id`, an edge's `src`/`dst` and a node's
