@@ -14,6 +14,13 @@ with max_parallel_workers_per_gather = 0 (neither side in parallel); a
 second line per query runs at the server's default, where the heap may use
 parallel workers and the foreign scan cannot. Raw samples go to
 bench/results/ (gitignored).
+
+Raw Lance: the same queries answered by pylance 14.0.2 (bench/lance_peer.py)
+on a copy of the table's directory, in pairs with the FDW in random order
+(FDW: planning + execution at max_parallel_workers_per_gather = 0; Lance:
+the Python call, producing an Arrow result, on Lance's own threads). It
+runs when a Python with pylance is found: --lance-python, else the
+environment scripts/lib.sh's ensure_lance_peer makes (bench/run.sh does).
 """
 
 import argparse
@@ -21,8 +28,10 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
+import tempfile
 import time
 
 import psycopg2
@@ -183,6 +192,76 @@ def measure(cur, results, label, sql, fdw_sql, heap_sql, runs, **extra):
     cur.execute("RESET max_parallel_workers_per_gather")
 
 
+def lance_python(given):
+    """The Python with pylance for the raw-Lance peer, or None."""
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
+    for path in (given, os.path.join(cache, "omnigraph", "bench-venv", "bin", "python")):
+        if path and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+class LancePeer:
+    """bench/lance_peer.py on a copy of a table directory."""
+
+    def __init__(self, python, table_dir):
+        self.dir = tempfile.mkdtemp(prefix="omnigraph-lance-peer-")
+        self.copy = os.path.join(self.dir, os.path.basename(table_dir))
+        shutil.copytree(table_dir, self.copy)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lance_peer.py")
+        self.proc = subprocess.Popen([python, script, self.copy], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def run(self, label):
+        """(milliseconds, rows) of one run of the query `label`."""
+        self.proc.stdin.write(label + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer["ms"], answer["rows"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def lance_pairs(cur, peer, label, fdw_sql, runs):
+    """Warm up both, then `runs` pairs of an FDW run and a pylance run in
+    random order; per pair the FDW's (planning, execution) and Lance's ms."""
+    explain(cur, fdw_sql)
+    peer.run(label)
+    out = []
+    for _ in range(runs):
+        sides = ["fdw", "lance"]
+        random.shuffle(sides)
+        sample = {"first": sides[0]}
+        for side in sides:
+            sample[side] = explain(cur, fdw_sql) if side == "fdw" else peer.run(label)[0]
+        out.append(sample)
+    return out
+
+
+def measure_lance(cur, results, peer, runs, only):
+    """The FDW against raw Lance, query by query: printed and recorded."""
+    cur.execute("SET max_parallel_workers_per_gather = 0")
+    print(f"\n{'query (FDW against pylance 14.0.2)':42} {'fdw ms':>9} {'lance ms':>9} {'ratio':>7}  spread")
+    for label, q in QUERIES:
+        if only and not any(o in label for o in only):
+            continue
+        samples = lance_pairs(cur, peer, label, q.format(t="bench.item"), runs)
+        fdw = [sum(s["fdw"]) for s in samples]
+        lance_ms = [s["lance"] for s in samples]
+        ratios = sorted(f / max(l, 1e-6) for f, l in zip(fdw, lance_ms))
+        summary = {"fdw_ms": statistics.median(fdw), "lance_ms": statistics.median(lance_ms),
+                   "ratio": statistics.median(ratios), "spread": (ratios[0], ratios[-1])}
+        results["lance_peer"].append({"query": label, "samples": samples, "summary": summary})
+        print(f"{label[:42]:42} {summary['fdw_ms']:9.3f} {summary['lance_ms']:9.3f} "
+              f"{summary['ratio']:7.2f}  {ratios[0]:.2f}..{ratios[-1]:.2f}")
+    cur.execute("RESET max_parallel_workers_per_gather")
+
+
 def save(results, name):
     out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     os.makedirs(out_dir, exist_ok=True)
@@ -200,6 +279,7 @@ def main():
     ap.add_argument("--chunk", type=int, default=100_000)
     ap.add_argument("--only", action="append", default=[],
                     help="run only the queries whose label contains this (repeatable)")
+    ap.add_argument("--lance-python", help="a Python with pylance 14.0.2, for the raw-Lance peer")
     args = ap.parse_args()
     cur = connect("bench", args.graph_dir)
     if not os.path.exists(os.path.join(args.graph_dir, "_graph", "graph.json")):
@@ -222,6 +302,21 @@ def main():
         if args.only and not any(o in label for o in args.only):
             continue
         measure(cur, results, label, q, q.format(t="bench.item"), q.format(t="bench_heap"), args.runs)
+    python = lance_python(args.lance_python)
+    if python is None:
+        print("\nno Python with pylance (scripts/lib.sh ensure_lance_peer): the raw-Lance peer is skipped")
+    else:
+        peer = LancePeer(python, os.path.join(args.graph_dir, "nodes", "Item"))
+        try:
+            # The copy holds the rows the foreign table shows.
+            cur.execute("SELECT count(*) FROM bench.item")
+            fdw_rows = cur.fetchone()[0]
+            _, lance_rows = peer.run("count(*)")
+            assert fdw_rows == lance_rows, f"the copy holds {lance_rows} rows, the table {fdw_rows}"
+            results["lance_peer"] = []
+            measure_lance(cur, results, peer, args.runs, args.only)
+        finally:
+            peer.close()
     save(results, "read_bench")
     for n in (args.rows // 10, args.rows):
         print(f"backend peak memory after scanning {n} rows: {peak_memory_kb(n) / 1024:.1f} MiB")

@@ -4,6 +4,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 ensure_packages
 ensure_cargo_pgrx
+ensure_lance_peer
 install_extension --release
 DIR="${OMNIGRAPH_BENCH_DIR:-/tmp/omnigraph-bench}"
 PORT="${OMNIGRAPH_BENCH_PORT:-54331}"

@@ -41,6 +41,23 @@ ensure_packages() {
   fi
 }
 
+# The raw-Lance peer of bench/read_bench.py: pylance, the Lance the engine
+# is built on, in a Python environment of its own.
+LANCE_PY_VERSION=14.0.2
+ensure_lance_peer() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/omnigraph/bench-venv"
+  if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed"; then
+    log "Installing python3-venv"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  if ! "$venv/bin/python" -c "import lance, sys; sys.exit(lance.__version__ != '$LANCE_PY_VERSION')" 2>/dev/null; then
+    log "Installing pylance $LANCE_PY_VERSION for the raw-Lance peer"
+    "$venv/bin/pip" install -q "pylance==$LANCE_PY_VERSION"
+  fi
+}
+
 ensure_rust() {
   if ! command -v cargo >/dev/null 2>&1; then
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
