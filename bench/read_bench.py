@@ -66,7 +66,10 @@ QUERIES = [
     ("count(*)", "SELECT count(*) FROM {t}"),
     ("GROUP BY an enum, with a sum", "SELECT tier, sum(amount) FROM {t} GROUP BY tier"),
     ("GROUP BY 100 values, with a sum", "SELECT category, sum(amount) FROM {t} GROUP BY category"),
-    ("selective equality on an @index property", "SELECT * FROM {t} WHERE code = 424242"),
+    # The graph is not optimized, so the index `@index` declares is not
+    # built (omnigraph_optimize builds it; bench/lookup_bench.py measures
+    # lookups through it); the heap's index is.
+    ("equality on an @index property, no index built", "SELECT * FROM {t} WHERE code = 424242"),
     ("LIMIT 10", "SELECT * FROM {t} LIMIT 10"),
 ]
 
