@@ -103,20 +103,26 @@ def plan_shape(cur, sql):
     return [r[0] for r in cur.fetchall()]
 
 
-def pairs(cur, fdw_sql, heap_sql, runs):
-    """Warm up both sides, then `runs` pairs in random order. Returns the
-    raw samples: per pair, (planning, execution) of each side."""
-    explain(cur, fdw_sql)
-    explain(cur, heap_sql)
+def paired(runs, sides):
+    """Warm up each side (a name and a function timing one run), then
+    `runs` pairs with the sides in random order. Returns the raw samples:
+    per pair, the side that went first and each side's timing."""
+    for run in sides.values():
+        run()
     out = []
     for _ in range(runs):
-        sides = ["fdw", "heap"]
-        random.shuffle(sides)
-        sample = {"first": sides[0]}
-        for side in sides:
-            sample[side] = explain(cur, fdw_sql if side == "fdw" else heap_sql)
+        order = list(sides)
+        random.shuffle(order)
+        sample = {"first": order[0]}
+        for side in order:
+            sample[side] = sides[side]()
         out.append(sample)
     return out
+
+
+def pairs(cur, fdw_sql, heap_sql, runs):
+    """FDW and heap pairs: per pair, (planning, execution) of each side."""
+    return paired(runs, {"fdw": lambda: explain(cur, fdw_sql), "heap": lambda: explain(cur, heap_sql)})
 
 
 def summary(samples):
@@ -231,19 +237,9 @@ class LancePeer:
 
 
 def lance_pairs(cur, peer, label, fdw_sql, runs):
-    """Warm up both, then `runs` pairs of an FDW run and a pylance run in
-    random order; per pair the FDW's (planning, execution) and Lance's ms."""
-    explain(cur, fdw_sql)
-    peer.run(label)
-    out = []
-    for _ in range(runs):
-        sides = ["fdw", "lance"]
-        random.shuffle(sides)
-        sample = {"first": sides[0]}
-        for side in sides:
-            sample[side] = explain(cur, fdw_sql) if side == "fdw" else peer.run(label)[0]
-        out.append(sample)
-    return out
+    """FDW and pylance pairs: per pair the FDW's (planning, execution) and
+    Lance's milliseconds."""
+    return paired(runs, {"fdw": lambda: explain(cur, fdw_sql), "lance": lambda: peer.run(label)[0]})
 
 
 def measure_lance(cur, results, peer, runs, only):
