@@ -162,6 +162,7 @@ async fn main() {
                 endpoints: Vec::new(),
                 props: Vec::new(),
                 arrays,
+                lines: Vec::new(),
             };
             let graph = async {
                 let t = Instant::now();

@@ -11,6 +11,13 @@ pub mod names {
     pub const COMMIT_BEFORE_PUBLISH: &str = "commit.before_publish";
     /// After the first table of a commit has been written, before the rest.
     pub const COMMIT_BETWEEN_TABLES: &str = "commit.between_tables";
+    /// After a chunk of an NDJSON load was staged by column, before it is
+    /// kept: an error here makes the load take the chunk back and stage
+    /// its lines one by one.
+    pub const LOAD_CHUNK_STAGED: &str = "load.chunk_staged";
+    /// Where a load takes a chunk back to stage its lines one by one: a
+    /// chunk of well-formed lines never gets here.
+    pub const LOAD_CHUNK_RETRIED: &str = "load.chunk_retried";
     /// After a branch's first manifest, before its ref: the branch must not exist.
     pub const BRANCH_CREATE_BEFORE_REF: &str = "branch_create.before_ref";
 }

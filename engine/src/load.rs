@@ -15,7 +15,7 @@ use crate::commit::CommitSummary;
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::schema::{Catalog, TypeKind};
-use crate::txn::WriteTxn;
+use crate::txn::{INSERT_CHUNK_ROWS, NewRows, WriteTxn};
 use crate::value::{Value, from_json, unknown_type};
 
 /// How a load treats rows that already exist.
@@ -192,9 +192,19 @@ impl WriteTxn {
     /// staged. `Overwrite` replaces each named table with the rows this
     /// transaction stages for it. On an error the transaction may hold part
     /// of the input: roll back to a savepoint or drop the transaction.
+    ///
+    /// Rows are staged by column: runs of lines of one type,
+    /// [`INSERT_CHUNK_ROWS`] at a time, go through
+    /// [`WriteTxn::insert_rows`] with their line numbers, which a spilled
+    /// row keeps for the errors the commit finds. A chunk that fails is
+    /// taken back and staged row by row, so its error names its line. A
+    /// `Merge` load is staged row by row (an upsert merges with what it
+    /// finds).
     pub async fn load_ndjson(&mut self, ndjson: &str, mode: LoadMode) -> Result<u64> {
         let upsert = mode == LoadMode::Merge;
+        let by_column = !upsert;
         let mut overwritten = BTreeSet::new();
+        let mut chunk: Option<Chunk<'_>> = None;
         let mut rows = 0u64;
         for (idx, raw) in ndjson.lines().enumerate() {
             if idx % YIELD_EVERY_LINES == YIELD_EVERY_LINES - 1 {
@@ -204,28 +214,32 @@ impl WriteTxn {
             let Some(l) = parse_line(self.catalog(), line, raw)? else {
                 continue;
             };
+            rows += 1;
+            if by_column {
+                if chunk.as_ref().is_some_and(|c| c.type_name != l.type_name)
+                    && let Some(c) = chunk.take()
+                {
+                    self.load_chunk(c, mode).await?;
+                }
+                if mode == LoadMode::Overwrite && overwritten.insert(l.type_name.clone()) {
+                    self.overwrite(&l.type_name)?;
+                }
+                let c = chunk.get_or_insert_with(|| Chunk::new(&l));
+                c.push(l, line, raw);
+                if c.len() >= INSERT_CHUNK_ROWS
+                    && let Some(c) = chunk.take()
+                {
+                    self.load_chunk(c, mode).await?;
+                }
+                continue;
+            }
             if mode == LoadMode::Overwrite && overwritten.insert(l.type_name.clone()) {
                 self.overwrite(&l.type_name)?;
             }
-            match l.endpoints {
-                None => {
-                    self.add_node(&l.type_name, l.props, l.explicit_id, upsert, Some(line))
-                        .await?;
-                }
-                Some((from, to)) => {
-                    self.add_edge(
-                        &l.type_name,
-                        &from,
-                        &to,
-                        l.props,
-                        l.explicit_id,
-                        upsert,
-                        Some(line),
-                    )
-                    .await?;
-                }
-            }
-            rows += 1;
+            self.load_line(l, line, upsert).await?;
+        }
+        if let Some(c) = chunk.take() {
+            self.load_chunk(c, mode).await?;
         }
         if rows == 0 {
             return Err(Error::InvalidArgument(
@@ -233,6 +247,105 @@ impl WriteTxn {
             ));
         }
         Ok(rows)
+    }
+
+    /// Stage one parsed line.
+    async fn load_line(&mut self, l: LoadLine, line: usize, upsert: bool) -> Result<()> {
+        match l.endpoints {
+            None => {
+                self.add_node(&l.type_name, l.props, l.explicit_id, upsert, Some(line))
+                    .await?;
+            }
+            Some((from, to)) => {
+                self.add_edge(
+                    &l.type_name,
+                    &from,
+                    &to,
+                    l.props,
+                    l.explicit_id,
+                    upsert,
+                    Some(line),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage a chunk of lines by column; if that fails, take it back and
+    /// stage its lines one by one, whose error names its line.
+    async fn load_chunk(&mut self, chunk: Chunk<'_>, mode: LoadMode) -> Result<()> {
+        let Chunk {
+            type_name,
+            rows,
+            lines,
+        } = chunk;
+        let sp = self.savepoint();
+        let staged = match self.insert_rows(&type_name, rows).await {
+            Ok(_) => crate::failpoints::hit(crate::failpoints::names::LOAD_CHUNK_STAGED),
+            Err(e) => Err(e),
+        };
+        if staged.is_ok() {
+            self.release(sp);
+            return Ok(());
+        }
+        self.rollback_to(sp).await?;
+        crate::failpoints::hit(crate::failpoints::names::LOAD_CHUNK_RETRIED)?;
+        for (line, raw) in lines {
+            if let Some(l) = parse_line(self.catalog(), line, raw)? {
+                self.load_line(l, line, mode == LoadMode::Merge).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Consecutive lines of one type, as columns for [`WriteTxn::insert_rows`],
+/// with their text and line numbers for staging them one by one.
+struct Chunk<'a> {
+    type_name: String,
+    rows: NewRows,
+    lines: Vec<(usize, &'a str)>,
+}
+
+impl<'a> Chunk<'a> {
+    fn new(first: &LoadLine) -> Chunk<'a> {
+        Chunk {
+            type_name: first.type_name.clone(),
+            rows: NewRows::default(),
+            lines: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Add a parsed line: a property it lacks is NULL in its row, as an
+    /// absent property is for a row staged alone.
+    fn push(&mut self, l: LoadLine, line: usize, raw: &'a str) {
+        let n = self.lines.len();
+        self.rows.ids.push(l.explicit_id);
+        if let Some(ends) = l.endpoints {
+            self.rows.endpoints.push(ends);
+        }
+        for (name, value) in l.props {
+            match self.rows.props.iter_mut().find(|(p, _)| *p == name) {
+                Some((_, values)) => values.push(value),
+                None => {
+                    let mut values = vec![Value::Null; n];
+                    values.push(value);
+                    self.rows.props.push((name, values));
+                }
+            }
+        }
+        for (_, values) in self.rows.props.iter_mut() {
+            if values.len() == n {
+                values.push(Value::Null);
+            }
+        }
+        self.rows.lines.push(line);
+        self.lines.push((line, raw));
     }
 }
 

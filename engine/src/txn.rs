@@ -158,6 +158,9 @@ pub struct NewRows {
     /// checked and staged as it is, with no value built per row; one of
     /// another type is converted to values first.
     pub arrays: Vec<(String, ArrayRef)>,
+    /// Each row's input line (an NDJSON load's), which errors name; empty
+    /// for none.
+    pub lines: Vec<usize>,
 }
 
 impl NewRows {
@@ -189,6 +192,7 @@ impl NewRows {
         }
         let (ids_no, ids_yes) = parts(this.ids, mask);
         let (ends_no, ends_yes) = parts(this.endpoints, mask);
+        let (lines_no, lines_yes) = parts(this.lines, mask);
         let (mut props_no, mut props_yes) = (Vec::new(), Vec::new());
         for (name, values) in this.props {
             let (no, yes) = parts(values, mask);
@@ -201,12 +205,14 @@ impl NewRows {
                 endpoints: ends_no,
                 props: props_no,
                 arrays: Vec::new(),
+                lines: lines_no,
             },
             NewRows {
                 ids: ids_yes,
                 endpoints: ends_yes,
                 props: props_yes,
                 arrays: Vec::new(),
+                lines: lines_yes,
             },
         )
     }
@@ -259,6 +265,7 @@ impl NewRows {
             endpoints,
             props: Vec::new(),
             arrays,
+            lines: Vec::new(),
         }
     }
 }
@@ -703,10 +710,10 @@ impl WriteTxn {
             }
             let moved: Vec<Staged> = ids.iter().filter_map(|id| table.take(id)).collect();
             let spill = table.spill(&self.spill_dir, type_name, kind)?;
-            let rows: Vec<(&Record, u64)> = moved
+            let rows: Vec<(&Record, u64, Option<usize>)> = moved
                 .iter()
                 .filter_map(|s| match &s.change {
-                    Pending::Insert(r) => Some((r, s.seq)),
+                    Pending::Insert(r) => Some((r, s.seq, s.line)),
                     _ => None,
                 })
                 .collect();
@@ -934,10 +941,11 @@ impl WriteTxn {
         &mut self,
         type_name: &str,
         kind: TypeKind,
-        rows: NewRows,
+        mut rows: NewRows,
         ids: &[&str],
         hashes: &[u128],
     ) -> Result<()> {
+        let lines = std::mem::take(&mut rows.lines);
         let n = ids.len();
         let ends: Vec<(&str, &str)> = rows
             .endpoints
@@ -969,7 +977,7 @@ impl WriteTxn {
         let seq = self.seq;
         let table = self.tables.entry(type_name.to_string()).or_default();
         let spill = table.spill(&self.spill_dir, type_name, kind)?;
-        spill.write_batch(batch, seq, hashes).await?;
+        spill.write_batch(batch, seq, hashes, &lines).await?;
         // No undo record per row: a rollback truncates the spill by the
         // batch's sequence number, and drops rows a later change brought
         // back to memory by the same number (`rollback_to`).
@@ -990,6 +998,7 @@ impl WriteTxn {
             endpoints,
             mut props,
             arrays: given,
+            lines,
         } = rows;
         let declared = self.catalog().properties(type_name).unwrap_or_default();
         let mut arrays = Vec::with_capacity(given.len());
@@ -1062,7 +1071,7 @@ impl WriteTxn {
                 (None, None) => Some(0),
             };
             if let Some(i) = first_null {
-                return Err(missing_required(type_name, p, &ids[i]));
+                return Err(missing_required(type_name, p, &ids[i]).at_line(lines.get(i).copied()));
             }
         }
         let rows = NewRows {
@@ -1070,6 +1079,7 @@ impl WriteTxn {
             endpoints,
             props,
             arrays,
+            lines,
         };
         Ok((rows, ids))
     }
@@ -1086,6 +1096,7 @@ impl WriteTxn {
             endpoints,
             props,
             arrays: _,
+            lines,
         } = rows.into_values();
         let mut columns: Vec<(String, std::vec::IntoIter<Value>)> = props
             .into_iter()
@@ -1093,16 +1104,17 @@ impl WriteTxn {
             .collect();
         let mut ends = endpoints.into_iter();
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
+        for (i, id) in ids.into_iter().enumerate() {
             let row: BTreeMap<String, Value> = columns
                 .iter_mut()
                 .map(|(name, values)| (name.clone(), values.next().unwrap_or(Value::Null)))
                 .collect();
+            let line = lines.get(i).copied();
             out.push(match kind {
-                TypeKind::Node => self.add_node(type_name, row, id, false, None).await?,
+                TypeKind::Node => self.add_node(type_name, row, id, false, line).await?,
                 TypeKind::Edge => {
                     let (src, dst) = ends.next().unwrap_or_default();
-                    self.add_edge(type_name, &src, &dst, row, id, false, None)
+                    self.add_edge(type_name, &src, &dst, row, id, false, line)
                         .await?
                 }
             });
@@ -1289,14 +1301,14 @@ impl WriteTxn {
             return Ok(());
         }
         let table = self.tables.entry(type_name.to_string()).or_default();
-        for (r, seq) in unspilled {
+        for (r, seq, spilled_line) in unspilled {
             // It keeps the sequence number it was staged with: a rollback
             // to a savepoint taken before that drops it (`rollback_to`).
             table.put(
                 r.id.clone(),
                 Staged {
                     change: Pending::Insert(r),
-                    line,
+                    line: line.or(spilled_line),
                     seq,
                 },
             );

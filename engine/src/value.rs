@@ -969,8 +969,10 @@ pub fn batch_to_records(batch: &RecordBatch, kind: TypeKind) -> Result<Vec<Recor
         .iter()
         .zip(batch.columns())
         // Every other column is a property, `_`-prefixed names included;
-        // only a spill's sequence column (a reserved name) is not.
-        .filter(|(f, _)| !system.contains(&f.name().as_str()) && f.name() != crate::spill::SEQ)
+        // only a spill's own columns (reserved names) are not.
+        .filter(|(f, _)| {
+            !system.contains(&f.name().as_str()) && !crate::spill::is_own_column(f.name())
+        })
         .map(|(f, c)| (f.name().clone(), c.clone()))
         .collect();
     let mut out = Vec::with_capacity(batch.num_rows());

@@ -478,3 +478,65 @@ async fn a_commit_failing_between_tables_removes_what_it_staged_for_the_rest() {
     assert_eq!(person_files(), files);
     assert_eq!(fingerprint(&g, "main").await, before);
 }
+
+/// NDJSON of `n` people (each line with its own set of properties) and a
+/// chain of `Knows` edges between them.
+fn people(n: usize) -> String {
+    let mut lines: Vec<String> = (0..n)
+        .map(|i| match i % 3 {
+            0 => format!(r#"{{"type": "Person", "data": {{"slug": "p{i}", "name": "P {i}", "status": "active"}}}}"#),
+            1 => format!(r#"{{"type": "Person", "data": {{"age": {i}, "slug": "p{i}", "name": "P {i}", "status": "retired", "tags": ["a"]}}}}"#),
+            _ => format!(r#"{{"type": "Person", "data": {{"slug": "p{i}", "email": "p{i}@x.org", "name": "P {i}", "status": "on-leave"}}}}"#),
+        })
+        .collect();
+    lines.extend(
+        (1..n).map(|i| format!(r#"{{"edge": "Knows", "from": "p{}", "to": "p{i}"}}"#, i - 1)),
+    );
+    lines.join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_chunk_that_fails_is_taken_back_and_staged_line_by_line() {
+    let _guard = FAILPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("g").to_string_lossy().into_owned();
+    let g = Graph::create(&uri, SOCIAL_SCHEMA, "t").await.unwrap();
+    let ndjson = people(2_000);
+    // A load over the staging budget goes by column: the failpoint after a
+    // staged chunk is reached.
+    fail::cfg(names::LOAD_CHUNK_STAGED, "panic").unwrap();
+    let (g2, text) = (g.clone(), ndjson.clone());
+    let reached = tokio::spawn(async move {
+        let mut txn = g2.begin("main", "t").await.unwrap();
+        txn.set_staging_memory(10_000);
+        txn.load_ndjson(&text, LoadMode::Append).await
+    })
+    .await;
+    fail::remove(names::LOAD_CHUNK_STAGED);
+    assert!(
+        reached.is_err_and(|e| e.is_panic()),
+        "the load went by column"
+    );
+    // Well-formed lines are staged by column at the first try.
+    fail::cfg(names::LOAD_CHUNK_RETRIED, "return").unwrap();
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.set_staging_memory(10_000);
+    let loaded = txn.load_ndjson(&ndjson, LoadMode::Append).await;
+    fail::remove(names::LOAD_CHUNK_RETRIED);
+    assert_eq!(loaded.unwrap(), 3_999, "no chunk was taken back");
+    drop(txn);
+    // A chunk that fails after it was staged is taken back whole: its lines
+    // staged one by one do not collide with its own rows.
+    fail::cfg(names::LOAD_CHUNK_STAGED, "return").unwrap();
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.set_staging_memory(10_000);
+    let loaded = txn.load_ndjson(&ndjson, LoadMode::Append).await;
+    fail::remove(names::LOAD_CHUNK_STAGED);
+    assert_eq!(loaded.unwrap(), 3_999);
+    let summary = txn.commit().await.unwrap().unwrap();
+    assert_eq!(summary.tables["Person"].inserted, 2_000);
+    assert_eq!(summary.tables["Knows"].inserted, 1_999);
+    let snap = g.snapshot(&ReadRef::main()).await.unwrap();
+    assert_eq!(snap.count("Person").await.unwrap(), 2_000);
+    assert_eq!(snap.count("Knows").await.unwrap(), 1_999);
+}

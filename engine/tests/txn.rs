@@ -477,6 +477,7 @@ fn people(prefix: &str, range: std::ops::Range<i64>) -> omnigraph_engine::NewRow
             ),
             ("age".to_string(), range.map(Value::Int).collect()),
         ],
+        lines: Vec::new(),
     }
 }
 
@@ -558,6 +559,7 @@ async fn rows_given_by_column_are_staged_as_one_batch() {
             })
             .collect(),
         props: Vec::new(),
+        lines: Vec::new(),
     };
     txn.insert_rows("Knows", edges).await.unwrap();
     let summary = txn.commit().await.unwrap().unwrap();
@@ -633,6 +635,7 @@ async fn rows_given_by_column_are_staged_as_one_batch() {
             .map(|_| ("P0001".to_string(), "P0002".to_string()))
             .collect(),
         props: Vec::new(),
+        lines: Vec::new(),
     };
     dangling.endpoints[900].1 = "Nobody".to_string();
     txn.insert_rows("Knows", dangling).await.unwrap();
@@ -671,6 +674,7 @@ async fn constraints_are_checked_on_rows_staged_by_column() {
             ("label".to_string(), vec![s("ok"); n as usize]),
             ("note".to_string(), vec![s("n"); n as usize]),
         ],
+        lines: Vec::new(),
     };
     let mut txn = g.begin("main", "t").await.unwrap();
     txn.insert_rows("Item", items(0, 1500)).await.unwrap();
@@ -800,6 +804,7 @@ async fn spilled_files_are_adopted_by_the_table_at_commit() {
                 (c.to_string(), values)
             })
             .collect(),
+        lines: Vec::new(),
     };
     let check = |records: &[omnigraph_engine::Record], range: std::ops::Range<i64>| {
         for i in range {
@@ -888,6 +893,7 @@ async fn node_properties_named_like_endpoints_survive_the_spill() {
                 (0..1500).map(|i| s(&format!("to{i}"))).collect(),
             ),
         ],
+        lines: Vec::new(),
     };
     txn.insert_rows("Wire", rows).await.unwrap();
     assert_eq!(txn.spilled_rows(), 1500);
@@ -975,6 +981,7 @@ async fn columns_given_as_arrow_arrays_act_as_the_same_values() {
                 .into_iter()
                 .map(|(n, a)| (n.to_string(), a))
                 .collect(),
+            lines: Vec::new(),
         }
     };
     let as_values = |rows: omnigraph_engine::NewRows| omnigraph_engine::NewRows {

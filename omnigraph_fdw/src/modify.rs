@@ -129,6 +129,7 @@ impl Inserts {
             endpoints: std::mem::replace(&mut self.endpoints, Vec::with_capacity(ends)),
             props,
             arrays,
+            lines: Vec::new(),
         }
     }
 }

@@ -38,7 +38,7 @@ use crate::failpoints::{self, names};
 use crate::graph::{ID_CHUNK, Snapshot, in_filter, owns};
 use crate::manifest::{CommitInfo, FORMAT_VERSION, Manifest, now_us};
 use crate::schema::{PropType, RangeBound, ScalarType};
-use crate::spill::{Spill, id_hash};
+use crate::spill::{LINE, Spill, id_hash, spilled_lines};
 use crate::storage::{StagedWrite, TableEntry};
 use crate::txn::{Pending, WriteTxn};
 use crate::value::{
@@ -303,7 +303,9 @@ impl WriteTxn {
                 message: format!("{type_name} '{id}' was inserted by a concurrent commit"),
             });
         }
-        Err(self.duplicate_key(type_name, &id))
+        Err(self
+            .duplicate_key(type_name, &id)
+            .at_line(spill.line_of(&id).await?))
     }
 
     /// A new row's id the branch already holds.
@@ -519,7 +521,7 @@ impl WriteTxn {
                 while let Some(batch) = stream.try_next().await? {
                     let records = batch_to_records(&batch, kind)?;
                     let rows: Vec<(&Record, Option<usize>)> =
-                        records.iter().map(|r| (r, None)).collect();
+                        records.iter().zip(spilled_lines(&batch)).collect();
                     let whole = false;
                     self.check_rows(head, plan, type_name, tp, &rows, whole, &mut unique)
                         .await?;
@@ -617,7 +619,11 @@ impl WriteTxn {
             add("dst");
             edge.unique.iter().flatten().for_each(|c| add(c));
         }
-        (columns.len() > 1).then_some(columns)
+        // The rows' input lines come along, for the errors.
+        (columns.len() > 1).then(|| {
+            columns.push(LINE.to_string());
+            columns
+        })
     }
 
     /// The constraints one row is checked against on its own.

@@ -225,10 +225,11 @@ impl Catalog {
 }
 
 /// Property names that collide with system columns (Lance's, and the
-/// sequence column of a transaction's spill files).
-const RESERVED: [&str; 9] = [
+/// sequence and line columns of a transaction's spill files).
+const RESERVED: [&str; 10] = [
     "id",
     "_omnigraph_seq",
+    "_omnigraph_line",
     "_rowid",
     "_rowaddr",
     "_rowoffset",

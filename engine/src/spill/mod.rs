@@ -4,7 +4,9 @@
 //! threshold, the plain inserts of a table move to a spill: a Lance dataset
 //! in a private local directory with the table's columns plus `_omnigraph_seq`, the
 //! staging operation that produced the row (so a rollback to a savepoint
-//! removes exactly the later rows). The spilled ids are known by their
+//! removes exactly the later rows), and `_omnigraph_line`, the input line
+//! the row came from (an NDJSON load's; NULL otherwise), so an error the
+//! commit finds in a spilled row names its line. The spilled ids are known by their
 //! 128-bit hashes, kept in sorted files beside the rows with a Bloom filter
 //! in memory ([`ids`]): a few bytes an id, not the 16 of the hash nor the
 //! row.
@@ -37,6 +39,15 @@ use ids::SpilledIds;
 /// A reserved property name (`schema::catalog::RESERVED`), so it cannot
 /// collide with a property.
 pub(crate) const SEQ: &str = "_omnigraph_seq";
+
+/// The column holding a spilled row's input line (NULL for none); a
+/// reserved property name too.
+pub(crate) const LINE: &str = "_omnigraph_line";
+
+/// Whether a column is the spill's own, not the table's.
+pub(crate) fn is_own_column(name: &str) -> bool {
+    name == SEQ || name == LINE
+}
 
 /// A 128-bit hash of an id: two SipHash values under keys drawn at random
 /// once per process (ids chosen to collide cannot be computed ahead, so
@@ -177,43 +188,61 @@ impl Spill {
             })
     }
 
-    /// Append rows, each with the sequence number of its staging operation.
-    pub async fn write(&mut self, catalog: &Catalog, rows: &[(&Record, u64)]) -> Result<()> {
+    /// Append rows, each with the sequence number of its staging operation
+    /// and its input line.
+    pub async fn write(
+        &mut self,
+        catalog: &Catalog,
+        rows: &[(&Record, u64, Option<usize>)],
+    ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        let records: Vec<&Record> = rows.iter().map(|(r, _)| *r).collect();
+        let records: Vec<&Record> = rows.iter().map(|(r, _, _)| *r).collect();
         let batch = records_to_batch(catalog, &self.type_name, &records)?;
-        let seqs = UInt64Array::from_iter_values(rows.iter().map(|(_, s)| *s));
+        let seqs = UInt64Array::from_iter_values(rows.iter().map(|(_, s, _)| *s));
+        let lines: UInt64Array = rows.iter().map(|(_, _, l)| l.map(|l| l as u64)).collect();
         // Ids first: ids without rows are only looked for in vain.
-        let hashes: Vec<u128> = rows.iter().map(|(r, _)| id_hash(&r.id)).collect();
+        let hashes: Vec<u128> = rows.iter().map(|(r, _, _)| id_hash(&r.id)).collect();
         self.ids.add(&hashes)?;
-        self.append(batch, seqs).await?;
+        self.append(batch, seqs, lines).await?;
         self.rows += rows.len() as u64;
         Ok(())
     }
 
     /// Append a batch in the table's schema whose rows were all staged by
-    /// one operation, `seq`; `hashes` are its rows' [`id_hash`]es.
+    /// one operation, `seq`; `hashes` are its rows' [`id_hash`]es and
+    /// `lines` their input lines (empty: none).
     pub async fn write_batch(
         &mut self,
         batch: RecordBatch,
         seq: u64,
         hashes: &[u128],
+        lines: &[usize],
     ) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let seqs = UInt64Array::from_value(seq, batch.num_rows());
+        let lines: UInt64Array = match lines.len() == batch.num_rows() {
+            true => lines.iter().map(|l| Some(*l as u64)).collect(),
+            false => std::iter::repeat_n(None::<u64>, batch.num_rows()).collect(),
+        };
         let n = batch.num_rows() as u64;
         self.ids.add(hashes)?;
-        self.append(batch, seqs).await?;
+        self.append(batch, seqs, lines).await?;
         self.rows += n;
         Ok(())
     }
 
-    /// Write a batch with its rows' sequence numbers as one more fragment.
-    async fn append(&mut self, batch: RecordBatch, seqs: UInt64Array) -> Result<()> {
+    /// Write a batch with its rows' sequence numbers and lines as one more
+    /// fragment.
+    async fn append(
+        &mut self,
+        batch: RecordBatch,
+        seqs: UInt64Array,
+        lines: UInt64Array,
+    ) -> Result<()> {
         let mut fields: Vec<Field> = batch
             .schema()
             .fields()
@@ -221,8 +250,10 @@ impl Spill {
             .map(|f| f.as_ref().clone())
             .collect();
         fields.push(Field::new(SEQ, DataType::UInt64, false));
+        fields.push(Field::new(LINE, DataType::UInt64, true));
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.push(Arc::new(seqs));
+        columns.push(Arc::new(lines));
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
         let schema = batch.schema();
         let mode = if self.ds.is_some() {
@@ -238,11 +269,11 @@ impl Spill {
     }
 
     /// Remove the spilled rows of `ids` and return them (in no order), each
-    /// with the sequence number of the operation that staged it;
-    /// ids that are not spilled are skipped. One read and one delete of
-    /// the spill, so callers pass a chunk of ids (`ID_CHUNK`) at a time.
-    /// On an error nothing was removed.
-    pub async fn take(&mut self, ids: &[&str]) -> Result<Vec<(Record, u64)>> {
+    /// with the sequence number of the operation that staged it and its
+    /// input line; ids that are not spilled are skipped. One read and one
+    /// delete of the spill, so callers pass a chunk of ids (`ID_CHUNK`) at
+    /// a time. On an error nothing was removed.
+    pub async fn take(&mut self, ids: &[&str]) -> Result<Vec<(Record, u64, Option<usize>)>> {
         let mut wanted: Vec<&str> = Vec::new();
         for id in ids {
             if self.contains(id)? {
@@ -267,12 +298,19 @@ impl Spill {
                 .ok_or_else(|| {
                     Error::Internal("a spill batch without its sequence column".into())
                 })?;
+            let lines = spilled_lines(b);
             let records = batch_to_records(b, self.kind)?;
-            found.extend(records.into_iter().zip(seqs.values().iter().copied()));
+            found.extend(
+                records
+                    .into_iter()
+                    .zip(seqs.values().iter().copied())
+                    .zip(lines)
+                    .map(|((r, seq), line)| (r, seq, line)),
+            );
         }
         if !found.is_empty() {
             ds.delete(&filter).await?;
-            for (r, _) in &found {
+            for (r, _, _) in &found {
                 self.ids.remove(id_hash(&r.id));
             }
             self.rows -= found.len() as u64;
@@ -291,7 +329,7 @@ impl Spill {
             .fields
             .iter()
             .map(|f| f.name.clone())
-            .filter(|n| n != SEQ)
+            .filter(|n| !is_own_column(n))
             .collect();
         scan.project(&columns)?;
         scan.filter(filter)?;
@@ -301,6 +339,18 @@ impl Spill {
             out.extend(batch_to_records(b, self.kind)?);
         }
         Ok(out)
+    }
+
+    /// The input line of the spilled row of `id` (`None` without one).
+    pub async fn line_of(&self, id: &str) -> Result<Option<usize>> {
+        let Some(ds) = &self.ds else {
+            return Ok(None);
+        };
+        let mut scan = crate::storage::scanner(ds);
+        scan.project(&[LINE])?;
+        scan.filter(&format!("id = {}", crate::value::sql_literal(id)))?;
+        let batches: Vec<RecordBatch> = scan.try_into_stream().await?.try_collect().await?;
+        Ok(batches.iter().flat_map(spilled_lines).find_map(|line| line))
     }
 
     /// Ids of the spilled rows matching a Lance filter.
@@ -368,6 +418,26 @@ impl Spill {
         // encodes, held on top of the writer's buffers.
         scan.io_buffer_size(SPILL_IO_BUFFER_BYTES);
         Ok(Some(scan.try_into_stream().await?))
+    }
+}
+
+/// The input line of each row of a batch read from a spill, by its
+/// [`LINE`] column (`None` for a row without one, or a batch without the
+/// column).
+pub(crate) fn spilled_lines(batch: &RecordBatch) -> Vec<Option<usize>> {
+    use arrow_array::Array;
+    match batch
+        .column_by_name(LINE)
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+    {
+        Some(lines) => (0..lines.len())
+            .map(|i| {
+                (!lines.is_null(i))
+                    .then(|| usize::try_from(lines.value(i)).ok())
+                    .flatten()
+            })
+            .collect(),
+        None => vec![None; batch.num_rows()],
     }
 }
 

@@ -26,7 +26,7 @@ use lance_table::format::{DataFile, Fragment};
 
 use super::Storage;
 use crate::error::Result;
-use crate::spill::SEQ;
+use crate::spill::is_own_column;
 
 /// Every field of a schema (children included) by its path, `a` or
 /// `a.item`, with its id and type.
@@ -47,8 +47,8 @@ fn fields_by_path(schema: &Schema) -> HashMap<String, (i32, DataType)> {
 }
 
 /// The table's field id for each field id of the spill: every field of
-/// either but the spill's sequence column has a field of the same path
-/// and type in the other; `None` otherwise.
+/// either but the spill's own columns (sequence and line) has a field of
+/// the same path and type in the other; `None` otherwise.
 fn field_map(table: &Schema, spill: &Schema) -> Option<HashMap<i32, i32>> {
     let spilled = fields_by_path(spill);
     let mut map = HashMap::new();
@@ -61,7 +61,7 @@ fn field_map(table: &Schema, spill: &Schema) -> Option<HashMap<i32, i32>> {
     }
     let own = spilled
         .keys()
-        .filter(|path| path.as_str() == SEQ || path.starts_with(&format!("{SEQ}.")))
+        .filter(|path| is_own_column(path.split('.').next().unwrap_or(path)))
         .count();
     (map.len() + own == spilled.len()).then_some(map)
 }
