@@ -124,6 +124,7 @@ const MALFORMED: &[(&str, usize, usize, &str)] = &[
     ("node A { x: String? @key }", 1, 21, "cannot be nullable"),
     ("node A { x: [String] @key }", 1, 22, "not allowed on list"),
     ("node A { id: String }", 1, 10, "reserved"),
+    ("node A { _omnigraph_line: I64 }", 1, 10, "reserved"),
     ("# comment\nnode A { x: I32 }", 1, 1, "'#'"),
     (
         "node A { x: I32 }\nedge E: A -> A { src: String }",
