@@ -1,15 +1,15 @@
 //! Spilling a large transaction's staged inserts to local Lance files.
 //!
 //! A transaction holds its staged rows in memory until COMMIT. Past a
-//! threshold, the plain inserts of a table move to a spill: a Lance dataset
-//! in a private local directory with the table's columns plus `_omnigraph_seq`, the
-//! staging operation that produced the row (so a rollback to a savepoint
-//! removes exactly the later rows), and `_omnigraph_line`, the input line
-//! the row came from (an NDJSON load's; NULL otherwise), so an error the
-//! commit finds in a spilled row names its line. The spilled ids are known by their
-//! 128-bit hashes, kept in sorted files beside the rows with a Bloom filter
-//! in memory ([`ids`]): a few bytes an id, not the 16 of the hash nor the
-//! row.
+//! threshold, the plain inserts of a table move to a spill: a Lance
+//! dataset in a private local directory with the table's columns plus
+//! `_omnigraph_seq`, the staging operation that produced the row (so a
+//! rollback to a savepoint removes exactly the later rows), and
+//! `_omnigraph_line`, the input line the row came from (an NDJSON load's;
+//! NULL otherwise), so an error the commit finds in a spilled row names
+//! its line. The spilled ids are known by their 128-bit hashes, kept in
+//! sorted files beside the rows with a Bloom filter in memory ([`ids`]): a
+//! few bytes an id, not the 16 of the hash nor the row.
 //!
 //! The directory is removed when the spill is dropped (commit, rollback,
 //! error). A process that dies leaves it behind: its name starts with
