@@ -205,7 +205,8 @@ def lance_python(given):
     """The Python with pylance for the raw-Lance peer, or None."""
     cache = os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))
     for path in (given, os.path.join(cache, "omnigraph", "bench-venv", "bin", "python")):
-        if path and os.access(path, os.X_OK):
+        if path and os.access(path, os.X_OK) and \
+                subprocess.run([path, "-c", "import lance"], capture_output=True).returncode == 0:
             return path
     return None
 
