@@ -272,8 +272,8 @@ impl WriteTxn {
         Ok(())
     }
 
-    /// Stage a chunk of lines by column; if that fails, take it back and
-    /// stage its lines one by one, whose error names its line.
+    /// Stage a chunk of lines by column; if that fails a check, take it
+    /// back and stage its lines one by one, whose error names its line.
     async fn load_chunk(&mut self, chunk: Chunk<'_>, mode: LoadMode) -> Result<()> {
         let Chunk {
             type_name,
@@ -285,11 +285,19 @@ impl WriteTxn {
             Ok(_) => crate::failpoints::hit(crate::failpoints::names::LOAD_CHUNK_STAGED),
             Err(e) => Err(e),
         };
-        if staged.is_ok() {
+        let Err(e) = staged else {
             self.release(sp);
             return Ok(());
-        }
+        };
         self.rollback_to(sp).await?;
+        // A cancel, a full spill or a failed read or write would only come
+        // again line by line.
+        if matches!(
+            e,
+            Error::Cancelled | Error::ResourceLimit(_) | Error::Io(_) | Error::Storage(_)
+        ) {
+            return Err(e);
+        }
         crate::failpoints::hit(crate::failpoints::names::LOAD_CHUNK_RETRIED)?;
         for (line, raw) in lines {
             if let Some(l) = parse_line(self.catalog(), line, raw)? {

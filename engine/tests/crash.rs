@@ -525,6 +525,16 @@ async fn a_load_chunk_that_fails_is_taken_back_and_staged_line_by_line() {
     fail::remove(names::LOAD_CHUNK_RETRIED);
     assert_eq!(loaded.unwrap(), 3_999, "no chunk was taken back");
     drop(txn);
+    // A chunk stopped by the spill limit is not staged again line by line:
+    // the limit's error is the load's.
+    fail::cfg(names::LOAD_CHUNK_RETRIED, "return").unwrap();
+    let mut txn = g.begin("main", "t").await.unwrap();
+    txn.set_staging_memory(10_000);
+    txn.set_spill_limit(Some(1));
+    let loaded = txn.load_ndjson(&ndjson, LoadMode::Append).await;
+    fail::remove(names::LOAD_CHUNK_RETRIED);
+    assert!(matches!(loaded, Err(Error::ResourceLimit(_))), "{loaded:?}");
+    drop(txn);
     // A chunk that fails after it was staged is taken back whole: its lines
     // staged one by one do not collide with its own rows.
     fail::cfg(names::LOAD_CHUNK_STAGED, "return").unwrap();
