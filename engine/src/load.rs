@@ -202,7 +202,6 @@ impl WriteTxn {
     /// finds).
     pub async fn load_ndjson(&mut self, ndjson: &str, mode: LoadMode) -> Result<u64> {
         let upsert = mode == LoadMode::Merge;
-        let by_column = !upsert;
         let mut overwritten = BTreeSet::new();
         let mut chunk: Option<Chunk<'_>> = None;
         let mut rows = 0u64;
@@ -215,28 +214,27 @@ impl WriteTxn {
                 continue;
             };
             rows += 1;
-            if by_column {
-                if chunk.as_ref().is_some_and(|c| c.type_name != l.type_name)
-                    && let Some(c) = chunk.take()
-                {
-                    self.load_chunk(c, mode).await?;
-                }
-                if mode == LoadMode::Overwrite && overwritten.insert(l.type_name.clone()) {
-                    self.overwrite(&l.type_name)?;
-                }
-                let c = chunk.get_or_insert_with(|| Chunk::new(&l));
-                c.push(l, line, raw);
-                if c.len() >= INSERT_CHUNK_ROWS
-                    && let Some(c) = chunk.take()
-                {
-                    self.load_chunk(c, mode).await?;
-                }
-                continue;
+            // A chunk of another type is staged before this type is
+            // overwritten.
+            if chunk.as_ref().is_some_and(|c| c.type_name != l.type_name)
+                && let Some(c) = chunk.take()
+            {
+                self.load_chunk(c, mode).await?;
             }
             if mode == LoadMode::Overwrite && overwritten.insert(l.type_name.clone()) {
                 self.overwrite(&l.type_name)?;
             }
-            self.load_line(l, line, upsert).await?;
+            if upsert {
+                self.load_line(l, line, upsert).await?;
+                continue;
+            }
+            let c = chunk.get_or_insert_with(|| Chunk::new(&l));
+            c.push(l, line, raw);
+            if c.len() >= INSERT_CHUNK_ROWS
+                && let Some(c) = chunk.take()
+            {
+                self.load_chunk(c, mode).await?;
+            }
         }
         if let Some(c) = chunk.take() {
             self.load_chunk(c, mode).await?;

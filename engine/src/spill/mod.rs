@@ -202,12 +202,8 @@ impl Spill {
         let batch = records_to_batch(catalog, &self.type_name, &records)?;
         let seqs = UInt64Array::from_iter_values(rows.iter().map(|(_, s, _)| *s));
         let lines: UInt64Array = rows.iter().map(|(_, _, l)| l.map(|l| l as u64)).collect();
-        // Ids first: ids without rows are only looked for in vain.
         let hashes: Vec<u128> = rows.iter().map(|(r, _, _)| id_hash(&r.id)).collect();
-        self.ids.add(&hashes)?;
-        self.append(batch, seqs, lines).await?;
-        self.rows += rows.len() as u64;
-        Ok(())
+        self.append(batch, seqs, lines, &hashes).await
     }
 
     /// Append a batch in the table's schema whose rows were all staged by
@@ -228,21 +224,21 @@ impl Spill {
             true => lines.iter().map(|l| Some(*l as u64)).collect(),
             false => std::iter::repeat_n(None::<u64>, batch.num_rows()).collect(),
         };
-        let n = batch.num_rows() as u64;
-        self.ids.add(hashes)?;
-        self.append(batch, seqs, lines).await?;
-        self.rows += n;
-        Ok(())
+        self.append(batch, seqs, lines, hashes).await
     }
 
     /// Write a batch with its rows' sequence numbers and lines as one more
-    /// fragment.
+    /// fragment; `hashes` are its rows' [`id_hash`]es.
     async fn append(
         &mut self,
         batch: RecordBatch,
         seqs: UInt64Array,
         lines: UInt64Array,
+        hashes: &[u128],
     ) -> Result<()> {
+        // Ids first: ids without rows are only looked for in vain.
+        self.ids.add(hashes)?;
+        let n = batch.num_rows() as u64;
         let mut fields: Vec<Field> = batch
             .schema()
             .fields()
@@ -265,6 +261,7 @@ impl Spill {
         let params = crate::storage::write_params(mode);
         let ds = Dataset::write(reader, self.uri()?.as_str(), Some(params)).await?;
         self.ds = Some(ds);
+        self.rows += n;
         Ok(())
     }
 

@@ -799,37 +799,42 @@ impl QuerySession {
         };
         let mut n = 0u64;
         let mut deleted = Vec::new();
+        // A batch's rows are staged at once, as the FDW stages them.
         let t = info.type_name.as_str();
+        let records = |b: &RecordBatch| -> Result<Vec<omnigraph_engine::Record>, QueryError> {
+            let graph = gt.graph_batch(b)?;
+            Ok(omnigraph_engine::value::batch_to_records(
+                &graph, info.kind,
+            )?)
+        };
         match &op {
             Op::Insert => n = insert_by_column(write, &gt, &info, &batches).await?,
-            Op::Update(_) | Op::Delete => {
-                // A batch's rows are staged at once, as the FDW stages them.
+            Op::Update(cols) => {
                 for b in &batches {
-                    let graph = gt.graph_batch(b)?;
-                    let records = omnigraph_engine::value::batch_to_records(&graph, info.kind)?;
-                    n += records.len() as u64;
-                    match &op {
-                        // `SET a = a` changes nothing: stage nothing (no
-                        // rewrite, no conflict), as the FDW does.
-                        Op::Update(cols) if cols.is_empty() => {}
-                        Op::Update(cols) => {
-                            let rows = records
-                                .into_iter()
-                                .map(|r| {
-                                    let props =
-                                        r.props.into_iter().filter(|(k, _)| cols.contains(k));
-                                    (r.id, props.collect())
-                                })
-                                .collect();
-                            write.update_rows(t, rows).await?;
-                        }
-                        _ => {
-                            let ids: Vec<String> = records.into_iter().map(|r| r.id).collect();
-                            write.delete_ids(t, &ids).await?;
-                            if info.kind == TypeKind::Node {
-                                deleted.extend(ids);
-                            }
-                        }
+                    let rows = records(b)?;
+                    n += rows.len() as u64;
+                    // `SET a = a` changes nothing: stage nothing (no
+                    // rewrite, no conflict), as the FDW does.
+                    if cols.is_empty() {
+                        continue;
+                    }
+                    let rows = rows
+                        .into_iter()
+                        .map(|r| {
+                            let props = r.props.into_iter().filter(|(k, _)| cols.contains(k));
+                            (r.id, props.collect())
+                        })
+                        .collect();
+                    write.update_rows(t, rows).await?;
+                }
+            }
+            Op::Delete => {
+                for b in &batches {
+                    let ids: Vec<String> = records(b)?.into_iter().map(|r| r.id).collect();
+                    n += ids.len() as u64;
+                    write.delete_ids(t, &ids).await?;
+                    if info.kind == TypeKind::Node {
+                        deleted.extend(ids);
                     }
                 }
             }
